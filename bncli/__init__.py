@@ -1,0 +1,115 @@
+"""bncli: per-channel moments and batch normalization of tensor files, streamed.
+
+In memory, with the signatures of the TensorFlow functions they mirror::
+
+    mean, variance = bncli.moments(x, axes=[0, 1, 2])
+    y = bncli.batch_normalization(x, mean, variance, offset, scale, 1e-3)
+
+On files of any size, in bounded memory: :func:`bncli.api.stats`,
+:func:`bncli.api.normalize`, :func:`bncli.api.merge` (the functions behind ``bn``).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from collections.abc import Sequence
+
+from .errors import BnError, InputError, OutputError, StatsFileError, UsageError
+
+__all__ = [
+    "BnError", "InputError", "OutputError", "StatsFileError", "UsageError",
+    "batch_normalization", "moments", "normalize_file", "stats_files", "merge_files",
+]
+
+
+def moments(x, axes: Sequence[int], keepdims: bool = False, ddof: int = 0):
+    """Mean and variance of `x` over `axes`, as ``tf.nn.moments``, accumulated in float64.
+
+    Parameters
+    ----------
+    x : array_like
+        Bool, integer or real floating data.
+    axes : sequence of int
+        Axes to reduce; negative values count from the end.
+    keepdims : bool
+        Keep the reduced axes with size 1.
+    ddof : int
+        Delta degrees of freedom of the variance (0: population variance).
+
+    Returns
+    -------
+    mean, variance : ndarray of float64
+        Of the channel shape (``x.shape`` without `axes`), or keepdims-shaped.
+    """
+    import numpy as np
+
+    from .layout import channel_shape, resolve_axes
+    from .moments import block_moments
+
+    x = np.asarray(x)
+    reduce_axes = resolve_axes(x.shape, list(axes), name="x")
+    result = block_moments(x, reduce_axes).finalize(ddof)
+    shape = result["mean"].shape if keepdims else channel_shape(x.shape, reduce_axes)
+    return result["mean"].reshape(shape), result["variance"].reshape(shape)
+
+
+def batch_normalization(x, mean, variance, offset, scale, variance_epsilon: float,
+                        dtype: str | None = None):
+    """``scale * (x - mean) / sqrt(variance + variance_epsilon) + offset``, as TensorFlow's.
+
+    Computed in float64 and rounded once, so each element is within one ulp of the exact
+    result.
+
+    Parameters
+    ----------
+    x : array_like
+    mean, variance : array_like
+        Broadcastable to `x` (keepdims-shaped, or channels-last channel-shaped).
+    offset, scale : array_like or None
+        Broadcastable to `x`; None means 0 and 1.
+    variance_epsilon : float
+    dtype : str, optional
+        Output dtype; default the input's if floating, else float32.
+
+    Returns
+    -------
+    ndarray of the shape of `x`
+    """
+    import numpy as np
+
+    from .normalize import Coefficients, normalize_block, output_dtype
+
+    x = np.asarray(x)
+    coefficients = Coefficients.from_statistics(mean, variance, offset=offset, scale=scale,
+                                                epsilon=variance_epsilon)
+    shape = np.broadcast_shapes(x.shape, coefficients.mean.shape)
+    if shape != x.shape:
+        raise ValueError(f"statistics of shape {coefficients.mean.shape} do not broadcast "
+                         f"to x of shape {x.shape}")
+    full = (1,) * (x.ndim - coefficients.mean.ndim)
+    coefficients = Coefficients(*(array.reshape(full + array.shape) for array in (
+        coefficients.mean, coefficients.factor, coefficients.offset)))
+    out = np.empty(x.shape, output_dtype(x.dtype, dtype))
+    return normalize_block(x, coefficients, out)
+
+
+def stats_files(inputs, **options):
+    """Statistics of files (see :func:`bncli.api.stats`)."""
+    from .api import stats
+
+    return stats(inputs, **options)
+
+
+def normalize_file(input: str, output: str, **options):
+    """Normalize a file into another (see :func:`bncli.api.normalize`)."""
+    from .api import normalize
+
+    return normalize(input, output, **options)
+
+
+def merge_files(paths):
+    """Merge statistics files (see :func:`bncli.api.merge`)."""
+    from .api import merge
+
+    return merge(paths)

@@ -1,0 +1,6 @@
+"""``python -m bncli`` is ``bn``."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""The ``bn`` command line: parse options, call :mod:`bncli.api`, render with :mod:`bncli.report`.
+
+This is the only module that imports click. Errors raised as :class:`bncli.errors.BnError`
+become one ``bn: error: ...`` line on stderr and exit status 1 (2 for usage errors);
+Ctrl-C exits 130, SIGTERM 143, and a closed stdout pipe ends quietly.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+import time
+
+import click
+
+from . import __version__
+from .errors import BnError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class BnCommandError(click.ClickException):
+    """A :class:`BnError` carried through click, printed as ``bn: error: ...``."""
+
+    def __init__(self, error: BnError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"bn: error: {self.format_message()}", err=True)
+
+
+class StdoutClosed(Exception):
+    """The reader of stdout went away; click would otherwise exit 1 on EPIPE itself."""
+
+
+class BnGroup(click.Group):
+    """Turns library errors into click errors with the right exit status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BnError as error:
+            raise BnCommandError(error) from None
+        except BrokenPipeError:
+            raise StdoutClosed() from None
+
+
+class AxesType(click.ParamType):
+    name = "AXES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(int(part) for part in str(value).split(",") if part.strip() != "")
+        except ValueError:
+            self.fail(f"{value!r} is not a comma list of integers (example: 0,1,2)", param, ctx)
+
+
+class SizeType(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        from .api import parse_size
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def axes_options(func):
+    """``--axes``, ``--channel-axis``, shared by stats and normalize."""
+    func = click.option("--channel-axis", type=int, default=None, metavar="K",
+                        help="Reduce every axis but K (1 for NCHW). Exclusive with --axes.")(func)
+    func = click.option("--axes", type=AxesType(), default=None,
+                        help="Axes to reduce, e.g. 0,1,2 (as tf.nn.moments); negative counts "
+                             "from the end. Default: every axis but the last.")(func)
+    return func
+
+
+def engine_options(func):
+    """``--chunk-bytes``, ``--threads``, ``--allow-external``, ``--progress``."""
+    from .layout import DEFAULT_CHUNK_BYTES
+
+    func = click.option("--progress/--no-progress", default=None,
+                        help="Progress bar on stderr (default: when stderr is a terminal).")(func)
+    func = click.option("--allow-external", is_flag=True,
+                        help="Allow HDF5 external links, external storage and virtual "
+                             "datasets, which read other files.")(func)
+    func = click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="Worker threads (default: available cores).")(func)
+    func = click.option("--chunk-bytes", type=SizeType(), default=DEFAULT_CHUNK_BYTES,
+                        show_default="16M",
+                        help="Memory budget of one chunk, e.g. 64M.")(func)
+    return func
+
+
+def _progress_factory(progress):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from .report import ProgressBars
+
+    return ProgressBars(sys.stderr)
+
+
+@click.group(cls=BnGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="bn")
+def cli():
+    """Per-channel moments and batch normalization of .npy and HDF5 files.
+
+    INPUT is a .npy file, an HDF5 dataset as file.h5:/group/dataset (file.h5 alone if it
+    holds one numeric dataset), or - for a .npy stream on stdin.
+
+    \b
+      bn info acts.npy
+      bn stats acts.npy --axes 0,1,2
+      bn normalize acts.npy -o normed.npy
+      bn merge part*.json -o all.json
+    """
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--allow-external", is_flag=True,
+              help="Open HDF5 datasets that read other files.")
+def info(inputs, as_json, allow_external):
+    """Show shape, dtype, byte order, layout and HDF5 chunking/compression.
+
+    \b
+      bn info acts.npy
+      bn info data.h5            # lists every dataset in the file
+    """
+    from .api import info as describe
+
+    entries = describe(inputs, allow_external=allow_external)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2, default=str))
+    else:
+        from .report import render_info
+
+        render_info(entries, sys.stdout)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@axes_options
+@click.option("--keepdims", is_flag=True,
+              help="Arrays keep the input's rank, reduced axes of size 1.")
+@click.option("--ddof", type=int, default=0, show_default=True,
+              help="Delta degrees of freedom of the variance.")
+@click.option("--ignore-nan", is_flag=True, help="Leave NaNs out of the statistics.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default=None,
+              help="Output format (default: table on a terminal, else json).")
+@click.option("--all", "show_all", is_flag=True, help="Show every channel in the table.")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Also write a statistics file (.json or .npz).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@engine_options
+def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, fmt, show_all, output, force,
+          chunk_bytes, threads, allow_external, progress):
+    """Per-channel count, mean, variance, std, min, max, NaN and Inf counts.
+
+    Several inputs are one dataset (same channel shape).
+
+    \b
+      bn stats acts.npy                      # channels last: reduce 0,1,2 of NHWC
+      bn stats acts.h5:/layer1 --channel-axis 1     # NCHW
+      bn stats part*.npy --format csv
+      bn stats acts.npy -o stats.json
+    """
+    from . import api
+
+    if ddof < 0:
+        raise click.BadParameter(f"{ddof} is negative", param_hint="--ddof")
+    if output is not None:
+        from .statsfile import format_for_path
+
+        format_for_path(output)
+        from .sinks import check_target
+
+        check_target(output, force=force,
+                     inputs=[api.InputSpec.parse(text).path for text in inputs])
+    started = time.perf_counter()
+    statistics = api.stats(inputs, axes=axes, channel_axis=channel_axis, ddof=ddof,
+                           ignore_nan=ignore_nan, keepdims=keepdims, chunk_bytes=chunk_bytes,
+                           threads=threads, allow_external=allow_external,
+                           progress=_progress_factory(progress))
+    elapsed = time.perf_counter() - started
+    if output is not None:
+        api.save_statistics(statistics, output, force=force,
+                            inputs=[api.InputSpec.parse(text).path for text in inputs])
+    _print_statistics(statistics, fmt, elapsed=elapsed, show_all=show_all)
+
+
+def _print_statistics(statistics, fmt, *, elapsed=None, show_all=False):
+    if fmt is None:
+        fmt = "table" if sys.stdout.isatty() else "json"
+    if fmt == "json":
+        from .statsfile import dumps
+
+        click.echo(dumps(statistics), nl=False)
+    elif fmt == "csv":
+        from .report import render_csv
+
+        click.echo(render_csv(statistics), nl=False)
+    else:
+        from .report import render_table
+
+        render_table(statistics, sys.stdout, elapsed=elapsed, show_all=show_all)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("input", metavar="INPUT")
+@click.option("-o", "--output", default=None, metavar="PATH",
+              help="out.npy, out.h5:/dataset, or - for stdout "
+                   "(default: stdout when it is not a terminal).")
+@axes_options
+@click.option("--epsilon", type=float, default=1e-3, show_default=True,
+              help="Added to the variance.")
+@click.option("--scale", default=None, metavar="S",
+              help="A number, a comma list per channel, or a .npy file.")
+@click.option("--offset", default=None, metavar="B",
+              help="A number, a comma list per channel, or a .npy file.")
+@click.option("--stats", "stats_path", default=None, metavar="FILE",
+              help="Use saved statistics (.json/.npz) instead of computing them.")
+@click.option("--save-stats", default=None, metavar="FILE",
+              help="Also write the statistics used (.json/.npz).")
+@click.option("--dtype", type=click.Choice(["float16", "float32", "float64"]), default=None,
+              help="Output dtype (default: the input's if floating, else float32).")
+@click.option("--ddof", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Delta degrees of freedom of the variance computed here.")
+@click.option("--ignore-nan", is_flag=True,
+              help="Leave NaNs out of the statistics computed here.")
+@click.option("--force", is_flag=True, help="Replace existing output files.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@engine_options
+def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_path, save_stats,
+              dtype, ddof, ignore_nan, force, quiet, chunk_bytes, threads, allow_external,
+              progress):
+    """Write scale * (x - mean) / sqrt(variance + epsilon) + offset, chunk by chunk.
+
+    \b
+      bn normalize acts.npy -o normed.npy
+      bn normalize acts.npy --stats train.json -o normed.npy   # inference mode
+      bn normalize data.h5:/x --channel-axis 1 -o out.h5:/x --dtype float16
+      cat acts.npy | bn normalize - | python consume.py
+    """
+    from . import api
+
+    if output is None:
+        if sys.stdout.isatty():
+            raise click.UsageError("refusing to write binary .npy to a terminal; "
+                                   "give -o FILE or pipe the output")
+        output = "-"
+    result = api.normalize(
+        input, output, axes=axes, channel_axis=channel_axis, epsilon=epsilon, scale=scale,
+        offset=offset, stats_path=stats_path, save_stats=save_stats, dtype=dtype, force=force,
+        ddof=ddof, ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
+        allow_external=allow_external, progress=_progress_factory(progress))
+    if not quiet:
+        from .report import render_normalize_summary
+
+        render_normalize_summary(result, sys.stderr)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("statsfiles", nargs=-1, required=True, metavar="STATSFILE...")
+@click.option("-o", "--output", required=True, metavar="OUT",
+              help="Merged statistics file (.json or .npz).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "none"]),
+              default="none", show_default=True, help="Also print the merged statistics.")
+def merge(statsfiles, output, force, fmt):
+    """Combine statistics of parts of a dataset, exactly as if computed in one run.
+
+    \b
+      bn stats shard0.npy -o s0.json && bn stats shard1.npy -o s1.json
+      bn merge s0.json s1.json -o all.json
+    """
+    from . import api
+    from .sinks import check_target
+    from .statsfile import format_for_path
+
+    format_for_path(output)
+    check_target(output, force=force, inputs=statsfiles)
+    merged = api.merge(statsfiles)
+    api.save_statistics(merged, output, force=force, inputs=statsfiles)
+    if fmt != "none":
+        _print_statistics(merged, fmt)
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM so that temporary files are removed."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _handle_signals(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if hasattr(signal, "SIGXFSZ"):
+            # Past `ulimit -f` a write then fails with EFBIG, which is reported, instead of
+            # the process dying with the temporary file left behind.
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_handle_signals
+def main(argv=None) -> None:
+    """Run ``bn``; the console-script entry point."""
+    try:
+        code = cli.main(args=argv, prog_name="bn", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("bn: interrupted", err=True)
+        code = 130
+    except KeyboardInterrupt:
+        click.echo("bn: interrupted", err=True)
+        code = 130
+    except Terminated:
+        code = 143
+    except click.ClickException as error:
+        error.show()
+        code = error.exit_code
+    except (BrokenPipeError, StdoutClosed):
+        _silence_stdout()
+        code = 141  # what a shell reports for a command ended by SIGPIPE, as cat is
+    except BnError as error:
+        click.echo(f"bn: error: {error}", err=True)
+        code = error.exit_code
+    except MemoryError:
+        click.echo("bn: error: out of memory (try a smaller --chunk-bytes)", err=True)
+        code = 1
+    except Exception as error:  # noqa: BLE001 - no traceback ever reaches a user
+        if os.environ.get("BN_DEBUG"):
+            raise
+        click.echo(f"bn: error: unexpected {type(error).__name__}: {error} "
+                   "(set BN_DEBUG=1 for a traceback)", err=True)
+        code = 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        code = 141
+    sys.exit(code or 0)
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout again at exit; point it at /dev/null so that no second
+    # BrokenPipeError is printed.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -1,0 +1,235 @@
+"""The streaming passes: sources -> blocks -> moments, and sources -> blocks -> writer.
+
+Blocks are read in file order by the calling thread while worker threads reduce or normalize
+the blocks before them (NumPy releases the GIL), so reading overlaps computing. Results are
+merged and written in file order, so the numbers do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional
+
+import numpy as np
+
+from .errors import InputError, UsageError
+from .layout import (
+    DEFAULT_CHUNK_BYTES,
+    channel_region,
+    channel_shape,
+    format_shape,
+    keepdims_shape,
+    region_shape,
+    resolve_axes,
+    storage_axes,
+)
+from .moments import Moments, block_moments
+from .normalize import Coefficients, normalize_block
+from .npyformat import make_header
+from .sinks import as_bytes
+from .sources import Source, open_source
+from .statsfile import Statistics
+
+ProgressCallback = Optional[Callable[[int], None]]
+
+
+def default_threads() -> int:
+    """Worker threads: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def ordered_map(func: Callable, items: Iterable, threads: int) -> Iterator:
+    """Apply `func` to `items` on `threads` threads, yielding results in order.
+
+    At most ``threads + 1`` items are in flight, so memory stays bounded however many
+    items there are; the iterator `items` is advanced in the calling thread.
+    """
+    if threads <= 1:
+        for item in items:
+            yield func(item)
+        return
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bn")
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(func, item))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+
+
+def check_reducible(source: Source, verb: str = "reduce") -> None:
+    """Refuse 0-d inputs and inputs without elements."""
+    if len(source.shape) == 0:
+        raise InputError(f"{source.name}: is a 0-d array (a scalar); there is no axis to reduce")
+    if 0 in source.shape:
+        raise InputError(
+            f"{source.name}: has shape {format_shape(source.shape)} and no elements to "
+            f"{verb}"
+        )
+
+
+def source_moments(source: Source, reduce_axes: Sequence[int], *, ignore_nan: bool = False,
+                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
+                   progress: ProgressCallback = None) -> Moments:
+    """Stream one source and return its moments, keepdims-shaped in logical axis order.
+
+    Parameters
+    ----------
+    source : Source
+    reduce_axes : sequence of int
+        Non-negative logical axes.
+    ignore_nan : bool
+    chunk_bytes : int
+        Input bytes per block.
+    threads : int
+    progress : callable, optional
+        Called with the bytes of each block done.
+
+    Returns
+    -------
+    Moments
+        Arrays of shape ``keepdims_shape(source.shape, reduce_axes)``.
+    """
+    ndim = len(source.shape)
+    axes = storage_axes(ndim, reduce_axes, source.fortran_order)
+    result = Moments.empty(keepdims_shape(source.storage_shape, axes), ignore_nan)
+
+    def reduce_block(item):
+        region, block = item
+        return region, block_moments(block, axes, ignore_nan=ignore_nan)
+
+    for region, part in ordered_map(reduce_block, source.blocks(chunk_bytes), threads):
+        result.merge_at(channel_region(region, axes), part)
+        if progress is not None:
+            progress(int(np.prod(region_shape(region))) * source.dtype.itemsize)
+    if source.fortran_order:
+        result = result.transpose(tuple(reversed(range(ndim))))
+    return result
+
+
+def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=None, ddof: int = 0,
+                       ignore_nan: bool = False, keepdims: bool = False,
+                       chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
+                       progress: ProgressCallback = None) -> Statistics:
+    """Compute the statistics of several sources taken as one dataset.
+
+    Parameters
+    ----------
+    sources : sequence of Source
+        Same rank and channel shape.
+    axes, channel_axis :
+        As :func:`bncli.layout.resolve_axes`.
+    ddof : int
+    ignore_nan, keepdims : bool
+    chunk_bytes, threads, progress :
+        As :func:`source_moments`.
+
+    Returns
+    -------
+    Statistics
+    """
+    if ddof < 0:
+        raise UsageError(f"--ddof {ddof} is negative")
+    statistics = None
+    for source in sources:
+        reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name)
+        check_reducible(source)
+        channels = channel_shape(source.shape, reduce_axes)
+        if statistics is not None and (
+                channels != statistics.channel_shape or reduce_axes != statistics.axes):
+            raise InputError(
+                f"{source.name}: shape {format_shape(source.shape)} gives channel shape "
+                f"{format_shape(channels)} over axes {list(reduce_axes)}, but "
+                f"{statistics.inputs[0]['path']} gives {format_shape(statistics.channel_shape)} "
+                f"over axes {list(statistics.axes)}"
+            )
+        moments = source_moments(source, reduce_axes, ignore_nan=ignore_nan,
+                                 chunk_bytes=chunk_bytes, threads=threads, progress=progress)
+        part = Statistics(inputs=[source.describe()], axes=reduce_axes, channel_shape=channels,
+                          moments=moments.reshape(channels), ddof=ddof, keepdims=keepdims)
+        statistics = part if statistics is None else statistics.merge(part, source.name)
+    return statistics
+
+
+def normalize_source(source: Source, writer, coefficients: Coefficients, out_dtype: np.dtype,
+                     *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
+                     progress: ProgressCallback = None) -> None:
+    """Stream one source through the normalization into a writer.
+
+    Parameters
+    ----------
+    source : Source
+    writer : NpyWriter or Hdf5Writer
+        Receives ``(region, block)`` in storage order.
+    coefficients : Coefficients
+        Keepdims-shaped in logical axis order.
+    out_dtype : numpy.dtype
+    chunk_bytes, threads, progress :
+        As :func:`source_moments`; a block is sized by the wider of input and output.
+    """
+    if source.fortran_order:
+        order = tuple(reversed(range(len(source.shape))))
+        coefficients = Coefficients(*(np.ascontiguousarray(array.transpose(order)) for array in
+                                      (coefficients.mean, coefficients.factor,
+                                       coefficients.offset)))
+    widest = max(source.dtype.itemsize, out_dtype.itemsize)
+    budget = max(1, chunk_bytes * source.dtype.itemsize // widest)
+    reduced = coefficients.mean.shape
+
+    def normalize(item):
+        region, block = item
+        index = tuple(slice(0, 1) if reduced[axis] == 1 else part
+                      for axis, part in enumerate(region))
+        out = np.empty(block.shape, out_dtype)
+        return region, normalize_block(block, coefficients[index], out)
+
+    for region, out in ordered_map(normalize, source.blocks(budget), threads):
+        writer.write(region, out)
+        if progress is not None:
+            progress(int(np.prod(region_shape(region))) * source.dtype.itemsize)
+    writer.finish()
+
+
+def spool_stdin(source: Source, directory: str | None = None,
+                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple:
+    """Copy a ``.npy`` stream to a temporary file so that it can be read twice.
+
+    Parameters
+    ----------
+    source : Source
+        An opened stdin source (its header already checked).
+    directory : str, optional
+        Where to put the file (default: the system temporary directory).
+
+    Returns
+    -------
+    (Source, str)
+        The source reading the spooled file (named as the stream), and the file's path,
+        which the caller removes.
+    """
+    handle, path = tempfile.mkstemp(prefix="bn-stdin-", suffix=".npy", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as spool:
+            spool.write(make_header(source.shape, source.dtype, source.fortran_order))
+            for _region, block in source.blocks(chunk_bytes):
+                spool.write(as_bytes(block))
+        spooled = open_source(path)
+        spooled.name = source.name
+        spooled.path = source.path
+        return spooled, path
+    except BaseException:
+        os.unlink(path)
+        raise

@@ -1,0 +1,232 @@
+"""HDF5 access through h5py: finding a dataset safely, describing it, reading blocks.
+
+HDF5 files can make a reader open other files: external links, external raw storage and
+virtual datasets. Each is refused unless the caller allows it, before any data is read.
+h5py is imported here only, and only when an HDF5 file is used.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+from .errors import InputError
+from .layout import format_shape
+from .npyformat import check_dtype
+
+# Enough slots that chunks of one block row rarely collide in the cache's hash table.
+CHUNK_CACHE_SLOTS = 100003
+MAX_LINK_HOPS = 32  # soft links pointing at soft links; deeper than this is a loop
+
+
+def _open_file(path: str, name: str, chunk_cache_bytes: int):
+    try:
+        return h5py.File(path, "r", rdcc_nbytes=chunk_cache_bytes, rdcc_nslots=CHUNK_CACHE_SLOTS)
+    except OSError as exc:
+        text = str(exc)
+        if "signature" in text:
+            raise InputError(f"{name}: not an HDF5 file") from None
+        raise InputError(f"{name}: cannot open HDF5 file ({_h5_reason(text)})") from None
+
+
+def _h5_reason(text: str) -> str:
+    """HDF5's messages are long; keep the part in parentheses that says what failed."""
+    text = text.strip()
+    return text.split("(", 1)[-1].rstrip(")") if "(" in text else text
+
+
+def numeric_problem(dataset) -> str | None:
+    """Return why a dataset cannot be used as a tensor, or None if it can.
+
+    Parameters
+    ----------
+    dataset : h5py.Dataset
+
+    Returns
+    -------
+    str or None
+    """
+    if dataset.shape is None:
+        return "is an empty (null dataspace) dataset"
+    dtype = dataset.dtype
+    if h5py.check_enum_dtype(dtype) is not None:
+        return "holds an enum type, not numbers"
+    if h5py.check_string_dtype(dtype) is not None:
+        return "holds strings, not numbers"
+    if h5py.check_vlen_dtype(dtype) is not None:
+        return "holds variable-length data, not numbers"
+    if h5py.check_ref_dtype(dtype) is not None:
+        return "holds object references, not numbers"
+    try:
+        check_dtype(dtype, "")
+    except InputError as exc:
+        return "has " + str(exc).split(": ", 1)[1]
+    return None
+
+
+def list_numeric_datasets(h5file) -> list:
+    """Return the paths of the numeric datasets reachable by hard links, sorted."""
+    found = []
+
+    def visit(path, item):
+        if isinstance(item, h5py.Dataset) and numeric_problem(item) is None:
+            found.append("/" + path)
+
+    h5file.visititems(visit)
+    return sorted(found)
+
+
+def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
+    """Follow `path` component by component, checking each link before following it."""
+    if hops > MAX_LINK_HOPS:
+        raise InputError(f"{name}: soft links loop while resolving {path!r}")
+    node = h5file["/"]
+    walked = ""
+    for component in [part for part in path.split("/") if part]:
+        if not isinstance(node, h5py.Group):
+            raise InputError(f"{name}: {walked or '/'} is a dataset, not a group")
+        link = node.get(component, getlink=True)
+        if link is None:
+            return None
+        walked += "/" + component
+        if isinstance(link, h5py.ExternalLink) and not allow_external:
+            raise InputError(
+                f"{name}: {walked} is an external link to {link.filename}:{link.path}; "
+                "refused since it reads another file (use --allow-external)"
+            )
+        if isinstance(link, h5py.SoftLink):
+            target = link.path if link.path.startswith("/") else (
+                walked.rsplit("/", 1)[0] + "/" + link.path)
+            node = _resolve(h5file, target, name, allow_external, hops + 1)
+            if node is None:
+                raise InputError(f"{name}: {walked} is a soft link to missing {link.path}")
+            continue
+        try:
+            node = node[component]
+        except (KeyError, OSError) as exc:
+            raise InputError(f"{name}: cannot open {walked} ({_h5_reason(str(exc))})") from None
+    return node
+
+
+def _check_storage(dataset, name: str, allow_external: bool) -> None:
+    if dataset.is_virtual and not allow_external:
+        raise InputError(
+            f"{name}: is a virtual dataset that reads other files; refused "
+            "(use --allow-external)"
+        )
+    if dataset.external and not allow_external:
+        files = ", ".join(str(entry[0]) for entry in dataset.external)
+        raise InputError(
+            f"{name}: stores its data in external files ({files}); refused "
+            "(use --allow-external)"
+        )
+    plist = dataset.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        code, _flags, _values, filter_name = plist.get_filter(index)
+        if not h5py.h5z.filter_avail(code):
+            label = filter_name.decode(errors="replace") if filter_name else "unnamed"
+            raise InputError(
+                f"{name}: compressed with HDF5 filter {code} ({label}), which is not "
+                "installed (hdf5plugin provides most filters)"
+            )
+    size = int(np.prod(dataset.shape, dtype=object))
+    if (size and not dataset.is_virtual and not dataset.external
+            and dataset.id.get_storage_size() == 0 and dataset.chunks is None):
+        raise InputError(
+            f"{name}: declares shape {format_shape(dataset.shape)} but no data was ever "
+            "written to it"
+        )
+
+
+def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
+                 chunk_cache_bytes: int):
+    """Open an HDF5 file and one numeric dataset in it.
+
+    Parameters
+    ----------
+    path : str
+        File path.
+    dataset_path : str or None
+        Dataset path; None means the only numeric dataset of the file.
+    name : str
+        For messages.
+    allow_external : bool
+        Allow external links, external storage and virtual datasets.
+    chunk_cache_bytes : int
+        Size of the chunk cache.
+
+    Returns
+    -------
+    (h5py.File, h5py.Dataset)
+    """
+    h5file = _open_file(path, name, chunk_cache_bytes)
+    try:
+        if dataset_path is None:
+            candidates = list_numeric_datasets(h5file)
+            if len(candidates) != 1:
+                listing = ", ".join(candidates) if candidates else "none"
+                raise InputError(
+                    f"{name}: holds {len(candidates)} numeric datasets ({listing}); "
+                    f"name one as {path}:/path/to/dataset"
+                )
+            dataset_path = candidates[0]
+        node = _resolve(h5file, dataset_path, name, allow_external)
+        if node is None or not isinstance(node, h5py.Dataset):
+            candidates = list_numeric_datasets(h5file)
+            what = "no dataset" if node is None else "a group, not a dataset"
+            raise InputError(
+                f"{name}: {dataset_path} is {what}; numeric datasets: "
+                f"{', '.join(candidates) if candidates else 'none'}"
+            )
+        problem = numeric_problem(node)
+        if problem:
+            raise InputError(f"{path}:{node.name}: {problem}")
+        _check_storage(node, f"{path}:{node.name}", allow_external)
+        return h5file, node
+    except BaseException:
+        h5file.close()
+        raise
+
+
+def describe_dataset(dataset) -> dict:
+    """Return the storage facts of a dataset for ``bn info``."""
+    layout = "virtual" if dataset.is_virtual else (
+        "external" if dataset.external else ("chunked" if dataset.chunks else "contiguous"))
+    plist = dataset.id.get_create_plist()
+    filters = []
+    for index in range(plist.get_nfilters()):
+        code, _flags, values, filter_name = plist.get_filter(index)
+        filters.append(filter_name.decode(errors="replace") or str(code))
+    return {
+        "format": "hdf5",
+        "layout": layout,
+        "chunks": list(dataset.chunks) if dataset.chunks else None,
+        "compression": dataset.compression,
+        "compression_opts": dataset.compression_opts,
+        "filters": filters,
+        "storage_bytes": int(dataset.id.get_storage_size()),
+    }
+
+
+def read_block(dataset, region: tuple, name: str) -> np.ndarray:
+    """Read one block (a tuple of slices) of a dataset into a new C-contiguous array."""
+    block = np.empty(tuple(part.stop - part.start for part in region), dataset.dtype)
+    try:
+        if block.size:
+            dataset.read_direct(block, source_sel=region)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{name}: cannot read data ({_h5_reason(str(exc))})") from None
+    return block
+
+
+def list_datasets(path: str, name: str) -> list:
+    """Return ``(path, shape, dtype, problem)`` for every dataset of a file, for ``bn info``."""
+    h5file = _open_file(path, name, 2**20)
+    rows = []
+    with h5file:
+        def visit(item_path, item):
+            if isinstance(item, h5py.Dataset):
+                rows.append(("/" + item_path, item.shape, item.dtype, numeric_problem(item)))
+
+        h5file.visititems(visit)
+    return sorted(rows, key=lambda row: row[0])

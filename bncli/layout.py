@@ -1,0 +1,155 @@
+"""Axes to reduce, channel shapes, and the cutting of an array into blocks.
+
+Everything here works on *storage order*: the shape of an array as its bytes lie on disk, C
+order. A Fortran-order array of shape ``(a, b, c)`` is handled as the C-order array of shape
+``(c, b, a)`` with its axes renumbered; :func:`storage_axes` does that renumbering.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+
+from .errors import UsageError
+
+Region = tuple  # one slice per axis
+
+# Input bytes per block: with a block being read and one being reduced on each core, the
+# working set stays under 100 MiB, while blocks stay large enough that per-block costs vanish.
+DEFAULT_CHUNK_BYTES = 16 * 2**20
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    """Return a shape as ``4096x32x32x64`` (``scalar`` for a 0-d shape)."""
+    return "x".join(str(dim) for dim in shape) if len(shape) else "scalar"
+
+
+def resolve_axes(
+    shape: Sequence[int],
+    axes: Sequence[int] | None = None,
+    channel_axis: int | None = None,
+    name: str = "input",
+) -> tuple:
+    """Return the sorted, non-negative axes to reduce over.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Shape of the input.
+    axes : sequence of int, optional
+        Axes to reduce, as in ``tf.nn.moments``; negative values count from the end.
+    channel_axis : int, optional
+        Reduce every axis but this one. Exclusive with `axes`.
+    name : str
+        Input name for error messages.
+
+    Returns
+    -------
+    tuple of int
+        Default (neither given): every axis but the last.
+    """
+    ndim = len(shape)
+    described = f"{name} has shape {format_shape(shape)} ({ndim} axes)"
+    if axes is not None and channel_axis is not None:
+        raise UsageError("--axes and --channel-axis cannot be given together")
+    if channel_axis is not None:
+        if not -ndim <= channel_axis < ndim:
+            raise UsageError(f"--channel-axis {channel_axis} is out of range: {described}")
+        channel_axis %= ndim
+        return tuple(axis for axis in range(ndim) if axis != channel_axis)
+    if axes is None:
+        return tuple(range(ndim - 1))
+    resolved = []
+    for axis in axes:
+        if not -ndim <= axis < ndim:
+            raise UsageError(f"axis {axis} is out of range: {described}")
+        if axis % ndim in resolved:
+            raise UsageError(f"axis {axis} is given twice in --axes: {described}")
+        resolved.append(axis % ndim)
+    return tuple(sorted(resolved))
+
+
+def channel_shape(shape: Sequence[int], reduce_axes: Sequence[int]) -> tuple:
+    """Return the shape of the axes that are not reduced."""
+    return tuple(dim for axis, dim in enumerate(shape) if axis not in reduce_axes)
+
+
+def keepdims_shape(shape: Sequence[int], reduce_axes: Sequence[int]) -> tuple:
+    """Return `shape` with the reduced axes set to 1."""
+    return tuple(1 if axis in reduce_axes else dim for axis, dim in enumerate(shape))
+
+
+def storage_axes(ndim: int, reduce_axes: Sequence[int], fortran_order: bool) -> tuple:
+    """Renumber reduce axes into storage order (reversed for Fortran order)."""
+    if not fortran_order:
+        return tuple(reduce_axes)
+    return tuple(sorted(ndim - 1 - axis for axis in reduce_axes))
+
+
+def channel_region(region: Region, reduce_axes: Sequence[int]) -> Region:
+    """Return the part of the keepdims-shaped statistics that a block of data touches."""
+    return tuple(
+        slice(0, 1) if axis in reduce_axes else part for axis, part in enumerate(region)
+    )
+
+
+def region_shape(region: Region) -> tuple:
+    """Return the shape of a region of slices with explicit bounds."""
+    return tuple(part.stop - part.start for part in region)
+
+
+def plan_blocks(
+    shape: Sequence[int],
+    itemsize: int,
+    budget_bytes: int,
+    align: Sequence[int] | None = None,
+) -> Iterator[Region]:
+    """Cut a C-order array into consecutive blocks of at most `budget_bytes`.
+
+    A block is ``x[i0, ..., i(k-1), a:b, :, ..., :]``: fixed indices on the leading axes, a
+    range on axis ``k`` and whole trailing axes, so each block is one contiguous run of bytes
+    and blocks come in file order. ``k`` is the outermost axis whose rows fit the budget.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Storage-order shape.
+    itemsize : int
+        Bytes per element.
+    budget_bytes : int
+        Largest block in bytes (at least one element is always taken).
+    align : sequence of int, optional
+        Preferred block extent per axis (an HDF5 chunk shape); ranges start on multiples of
+        it where that fits the budget, so each stored chunk is read once.
+
+    Yields
+    ------
+    tuple of slice
+        One slice per axis, with explicit start and stop (full rank; fixed indices are
+        slices of length 1).
+    """
+    ndim = len(shape)
+    if ndim == 0:
+        yield ()
+        return
+    budget_items = max(1, budget_bytes // itemsize)
+    depth = ndim - 1
+    for axis in range(ndim):
+        rows = min(align[axis], shape[axis]) if align is not None else 1
+        if math.prod(shape[axis + 1:]) * max(rows, 1) <= budget_items:
+            depth = axis
+            break
+    row_items = math.prod(shape[depth + 1:])
+    step = max(1, budget_items // max(row_items, 1))
+    if align is not None and align[depth] > 1:
+        step = max(align[depth], step - step % align[depth])
+    step = min(step, max(shape[depth], 1))
+    for prefix in itertools.product(*(range(dim) for dim in shape[:depth])):
+        for start in range(0, shape[depth], step):
+            stop = min(start + step, shape[depth])
+            yield (
+                tuple(slice(index, index + 1) for index in prefix)
+                + (slice(start, stop),)
+                + tuple(slice(0, dim) for dim in shape[depth + 1:])
+            )

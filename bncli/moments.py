@@ -1,0 +1,272 @@
+"""Partial per-channel moments: computed on a block, merged in any grouping, finalized once.
+
+Every sum is accumulated in float64, whatever the input dtype: float32 accumulators lose
+about seven digits when ``|mean| / std`` is near 1e4, which is common for raw activations.
+Each block is centred on its own mean (a two-pass sum within the block, which sits in cache),
+and blocks are combined with the pairwise update of Chan, Golub & LeVeque (1979), "Updating
+formulae and a pairwise algorithm for computing sample variances"::
+
+    n = na + nb,  d = mb - ma,  mean = ma + d * nb / n,  m2 = m2a + m2b + d**2 * na * nb / n
+
+The merge is associative (up to rounding), so chunks, files, shards and workers all combine
+through :meth:`Moments.merge`. ``E[x**2] - E[x]**2`` is never used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .layout import channel_region, plan_blocks
+
+# Float64 bytes per piece that is converted and reduced at once: small enough that the
+# float64 copy and its centred square stay in a 2 MiB L2 cache, large enough that the
+# per-call overhead of NumPy stays small.
+PIECE_BYTES = 512 * 2**10
+
+
+@dataclass
+class Moments:
+    """Partial moments per channel; every array has the same shape.
+
+    Attributes
+    ----------
+    count : ndarray of int64
+        Values that entered the sums (NaNs excluded when `ignore_nan`).
+    mean : ndarray of float64
+    m2 : ndarray of float64
+        Sum of squared deviations from `mean`.
+    min, max : ndarray of float64
+    nan_count, inf_count : ndarray of int64
+    ignore_nan : bool
+        Whether NaNs were left out of `count`, `mean`, `m2`, `min` and `max`.
+    """
+
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    nan_count: np.ndarray
+    inf_count: np.ndarray
+    ignore_nan: bool = False
+
+    ARRAYS = ("count", "mean", "m2", "min", "max", "nan_count", "inf_count")
+
+    @property
+    def shape(self) -> tuple:
+        """Shape of every array."""
+        return self.count.shape
+
+    @classmethod
+    def empty(cls, shape: Sequence[int], ignore_nan: bool = False) -> Moments:
+        """Return the moments of no data (the identity of :meth:`merge`)."""
+        return cls(
+            count=np.zeros(shape, np.int64),
+            mean=np.zeros(shape, np.float64),
+            m2=np.zeros(shape, np.float64),
+            min=np.full(shape, np.inf),
+            max=np.full(shape, -np.inf),
+            nan_count=np.zeros(shape, np.int64),
+            inf_count=np.zeros(shape, np.int64),
+            ignore_nan=ignore_nan,
+        )
+
+    def _map(self, func) -> Moments:
+        return replace(self, **{name: func(getattr(self, name)) for name in self.ARRAYS})
+
+    def __getitem__(self, index) -> Moments:
+        return self._map(lambda array: array[index])
+
+    def __setitem__(self, index, other: Moments) -> None:
+        for name in self.ARRAYS:
+            getattr(self, name)[index] = getattr(other, name)
+
+    def reshape(self, shape: Sequence[int]) -> Moments:
+        """Return the moments with every array reshaped."""
+        return self._map(lambda array: array.reshape(shape))
+
+    def transpose(self, axes: Sequence[int]) -> Moments:
+        """Return the moments with every array transposed (as contiguous copies)."""
+        return self._map(lambda array: np.ascontiguousarray(array.transpose(axes)))
+
+    def copy(self) -> Moments:
+        """Return a deep copy."""
+        return self._map(np.array)
+
+    def merge(self, other: Moments) -> Moments:
+        """Combine with the moments of other data of the same channels.
+
+        Parameters
+        ----------
+        other : Moments
+            Same shape and `ignore_nan`.
+
+        Returns
+        -------
+        Moments
+            The moments of both data together.
+        """
+        if self.ignore_nan != other.ignore_nan:
+            raise ValueError("cannot merge moments computed with and without ignore_nan")
+        count_a, count_b = self.count, other.count
+        total = count_a + count_b
+        with np.errstate(all="ignore"):
+            delta = other.mean - self.mean
+            fraction_b = count_b / total
+            mean = self.mean + delta * fraction_b
+            m2 = self.m2 + other.m2 + delta * delta * count_a * fraction_b
+            # An infinite or NaN mean is no location to centre on: follow NumPy, whose
+            # mean of [inf, 5] is inf and whose variance of it is nan.
+            nonfinite = ~(np.isfinite(self.mean) & np.isfinite(other.mean))
+            if nonfinite.any():
+                mean = np.where(nonfinite, self.mean + other.mean, mean)
+                m2 = np.where(nonfinite, np.nan, m2)
+        # An empty side is the identity; the formula above would give 0/0 there.
+        mean = np.where(count_a == 0, other.mean, np.where(count_b == 0, self.mean, mean))
+        m2 = np.where(count_a == 0, other.m2, np.where(count_b == 0, self.m2, m2))
+        extreme_min, extreme_max = (
+            (np.fmin, np.fmax) if self.ignore_nan else (np.minimum, np.maximum)
+        )
+        return Moments(
+            count=total,
+            mean=mean,
+            m2=m2,
+            min=extreme_min(self.min, other.min),
+            max=extreme_max(self.max, other.max),
+            nan_count=self.nan_count + other.nan_count,
+            inf_count=self.inf_count + other.inf_count,
+            ignore_nan=self.ignore_nan,
+        )
+
+    def merge_at(self, region: tuple, other: Moments) -> None:
+        """Merge `other` into the channels ``self[region]``, in place."""
+        self[region] = self[region].merge(other)
+
+    def finalize(self, ddof: int = 0) -> dict:
+        """Return the statistics per channel.
+
+        Parameters
+        ----------
+        ddof : int
+            Delta degrees of freedom: the variance is ``m2 / (count - ddof)``.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``count``, ``mean``, ``variance``, ``std``, ``min``, ``max``, ``m2``,
+            ``nan_count``, ``inf_count``, each of this moments' shape. A channel without
+            values (or with ``count <= ddof`` for the variance) gets NaN.
+        """
+        empty = self.count == 0
+        with np.errstate(all="ignore"):
+            dof = self.count - ddof
+            variance = np.where(dof > 0, self.m2 / np.where(dof > 0, dof, 1), np.nan)
+        return {
+            "count": self.count.copy(),
+            "mean": np.where(empty, np.nan, self.mean),
+            "variance": variance,
+            "std": np.sqrt(variance),
+            "min": np.where(empty, np.nan, self.min),
+            "max": np.where(empty, np.nan, self.max),
+            "m2": np.where(empty, 0.0, self.m2),
+            "nan_count": self.nan_count.copy(),
+            "inf_count": self.inf_count.copy(),
+        }
+
+
+def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool) -> Moments:
+    """Moments of one cache-sized piece, kept dims, centred on the piece's own mean."""
+    values = np.array(piece, dtype=np.float64, order="C")  # the float64 accumulator copy
+    kept_shape = tuple(1 if axis in reduce_axes else dim for axis, dim in enumerate(piece.shape))
+    reduce = dict(axis=reduce_axes, keepdims=True)
+    with np.errstate(all="ignore"):
+        if ignore_nan:
+            nan_mask = np.isnan(values)
+            count = np.add.reduce(~nan_mask, dtype=np.int64, **reduce)
+            minimum = np.fmin.reduce(values, **reduce)
+            maximum = np.fmax.reduce(values, **reduce)
+            np.copyto(values, 0.0, where=nan_mask)
+            total = np.add.reduce(values, **reduce)
+            mean = total / count
+            deviation = values - mean
+            np.copyto(deviation, 0.0, where=nan_mask)
+            nan_count = np.add.reduce(nan_mask, dtype=np.int64, **reduce)
+        else:
+            count = np.full(kept_shape, math.prod(piece.shape) // max(math.prod(kept_shape), 1),
+                            dtype=np.int64)
+            minimum = np.minimum.reduce(values, **reduce)
+            maximum = np.maximum.reduce(values, **reduce)
+            total = np.add.reduce(values, **reduce)
+            mean = total / count
+            deviation = values - mean
+            nan_count = None
+        np.multiply(deviation, deviation, out=deviation)
+        m2 = np.add.reduce(deviation, **reduce)
+        finite = np.isfinite(total)
+        if finite.all():
+            inf_count = np.zeros(kept_shape, np.int64)
+            if nan_count is None:
+                nan_count = np.zeros(kept_shape, np.int64)
+        else:
+            # Only a block whose sum is not finite can hold NaN or Inf: count them then.
+            inf_count = np.add.reduce(np.isinf(values), dtype=np.int64, **reduce)
+            if nan_count is None:
+                nan_count = np.add.reduce(np.isnan(values), dtype=np.int64, **reduce)
+            m2 = np.where(np.isfinite(mean), m2, np.nan)
+        if ignore_nan:
+            mean = np.where(count == 0, 0.0, mean)
+            m2 = np.where(count == 0, 0.0, m2)
+    return Moments(count, mean, m2, minimum, maximum, nan_count, inf_count, ignore_nan)
+
+
+def block_moments(
+    block: np.ndarray,
+    reduce_axes: Sequence[int],
+    *,
+    ignore_nan: bool = False,
+    piece_bytes: int = PIECE_BYTES,
+) -> Moments:
+    """Compute the moments of an array over some of its axes, keeping dims.
+
+    The block is converted to float64 piece by piece (each at most `piece_bytes` as
+    float64), each piece is centred on its own mean, and the pieces are merged.
+
+    Parameters
+    ----------
+    block : ndarray
+        Any real or bool dtype, any byte order and memory layout.
+    reduce_axes : sequence of int
+        Non-negative axes of `block` to reduce over.
+    ignore_nan : bool
+        Leave NaNs out of the statistics.
+    piece_bytes : int
+        Float64 bytes converted at once.
+
+    Returns
+    -------
+    Moments
+        Arrays of shape ``block.shape`` with the reduced axes set to 1.
+    """
+    reduce_axes = tuple(reduce_axes)
+    kept_shape = tuple(
+        1 if axis in reduce_axes else dim for axis, dim in enumerate(block.shape)
+    )
+    result = None
+    for region in plan_blocks(block.shape, 8, piece_bytes):
+        part = _piece_moments(block[region], reduce_axes, ignore_nan)
+        target = channel_region(region, reduce_axes)
+        if result is None and all(
+            part.shape[axis] == kept_shape[axis] for axis in range(block.ndim)
+        ):
+            result = part
+            continue
+        if result is None:
+            result = Moments.empty(kept_shape, ignore_nan)
+        result.merge_at(target, part)
+    if result is None:
+        result = Moments.empty(kept_shape, ignore_nan)
+    return result

@@ -1,0 +1,256 @@
+"""Outputs, written atomically: a temporary file beside the target, renamed at the end.
+
+A failure or an interrupt removes the temporary file and leaves an existing target as it
+was; after a hard kill the target is still absent or the old file. Without ``force`` an
+existing target is refused, and with it the replacement is still a single rename.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Iterable
+
+import numpy as np
+
+from .errors import OutputError
+from .npyformat import make_header
+
+TEMP_SUFFIX = ".bn-tmp"
+
+
+def _os_error(name: str, exc: OSError) -> OutputError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"{name}: no space left on device while writing")
+    if exc.errno == errno.EFBIG:
+        return OutputError(f"{name}: file size limit exceeded while writing")
+    return OutputError(f"{name}: cannot write: {exc.strerror or exc}")
+
+
+def check_target(path: str, *, force: bool, inputs: Iterable[str] = ()) -> None:
+    """Refuse an output that exists (without `force`), is a directory, or is an input.
+
+    Parameters
+    ----------
+    path : str
+        Output file path.
+    force : bool
+        Allow replacing an existing file.
+    inputs : iterable of str
+        Input file paths; the output may never be one of them (links included).
+    """
+    try:
+        target = os.stat(path)
+    except FileNotFoundError:
+        target = None
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    if target is not None:
+        if stat.S_ISDIR(target.st_mode):
+            raise OutputError(f"{path}: is a directory")
+        for input_path in inputs:
+            if input_path == "-":
+                continue
+            try:
+                source = os.stat(input_path)
+            except OSError:
+                continue
+            if (source.st_dev, source.st_ino) == (target.st_dev, target.st_ino):
+                raise OutputError(f"{path}: is the input file {input_path}; refused")
+        if not force:
+            raise OutputError(f"{path}: already exists (use --force to replace it)")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OutputError(f"{path}: directory {directory} does not exist")
+
+
+class AtomicFile:
+    """A temporary file beside `path` that becomes `path` on :meth:`commit`.
+
+    Parameters
+    ----------
+    path : str
+        Final path.
+    force : bool
+        Replace an existing file at commit.
+    """
+
+    def __init__(self, path: str, *, force: bool):
+        self.path = path
+        self.force = force
+        directory, base = os.path.split(os.path.abspath(path))
+        try:
+            handle, self.temp_path = tempfile.mkstemp(
+                dir=directory, prefix=f".{base}.", suffix=TEMP_SUFFIX)
+        except OSError as exc:
+            raise _os_error(path, exc) from None
+        os.close(handle)
+        self._done = False
+
+    def commit(self) -> None:
+        """Move the temporary file into place (refusing to clobber without force)."""
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.temp_path, 0o666 & ~umask)
+        if self.force:
+            os.replace(self.temp_path, self.path)
+        else:
+            try:
+                os.link(self.temp_path, self.path)
+            except FileExistsError:
+                raise OutputError(
+                    f"{self.path}: already exists (use --force to replace it)") from None
+            except OSError:
+                # Filesystems without hard links: check, then rename.
+                if os.path.lexists(self.path):
+                    raise OutputError(
+                        f"{self.path}: already exists (use --force to replace it)") from None
+                os.replace(self.temp_path, self.path)
+            else:
+                os.unlink(self.temp_path)
+        self._done = True
+
+    def abort(self) -> None:
+        """Remove the temporary file, if it is still there."""
+        if not self._done:
+            self._done = True
+            try:
+                os.unlink(self.temp_path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def as_bytes(array: np.ndarray) -> memoryview:
+    """Return the raw bytes of an array in C order, whatever its dtype's byte order."""
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+class NpyWriter:
+    """Writes a ``.npy`` header and then blocks in storage order to a binary stream.
+
+    Parameters
+    ----------
+    stream : binary file object
+    name : str
+        For messages.
+    shape : tuple of int
+        Logical shape.
+    dtype : numpy.dtype
+    fortran_order : bool
+    """
+
+    def __init__(self, stream, name: str, shape: tuple, dtype: np.dtype, fortran_order: bool):
+        self.stream = stream
+        self.name = name
+        self.expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        self.written = 0
+        self._write(make_header(shape, dtype, fortran_order))
+        self.written = 0
+
+    def _write(self, data) -> None:
+        try:
+            self.stream.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _os_error(self.name, exc) from None
+
+    def write(self, region: tuple, block: np.ndarray) -> None:
+        """Append the next block (C-contiguous, storage order)."""
+        self._write(as_bytes(block))
+        self.written += block.nbytes
+
+    def finish(self) -> None:
+        """Flush; every declared byte must have been written."""
+        if self.written != self.expected:  # pragma: no cover - an engine bug, not input
+            raise OutputError(f"{self.name}: wrote {self.written} of {self.expected} bytes")
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _os_error(self.name, exc) from None
+
+
+class Hdf5Writer:
+    """Writes one chunked dataset of a new HDF5 file, block by block.
+
+    Parameters
+    ----------
+    path : str
+        File to create (a temporary path).
+    name : str
+        For messages.
+    dataset : str
+        Dataset path inside the file.
+    shape : tuple of int
+        Logical shape.
+    dtype : numpy.dtype
+    fortran_order : bool
+        Whether blocks arrive in Fortran storage order (they are transposed back).
+    chunks : tuple of int or None
+        Chunk shape; None lets h5py choose.
+    attrs : dict
+        Attributes of the dataset.
+    """
+
+    def __init__(self, path: str, name: str, dataset: str, shape: tuple, dtype: np.dtype,
+                 fortran_order: bool, chunks: tuple | None, attrs: dict,
+                 compression: str | None = None):
+        import h5py
+
+        self.name = name
+        self.fortran_order = fortran_order
+        try:
+            self.file = h5py.File(path, "w")
+            self.dataset = self.file.create_dataset(
+                dataset, shape=shape, dtype=dtype, chunks=chunks or True,
+                compression=compression)
+            for key, value in attrs.items():
+                self.dataset.attrs[key] = value
+        except OSError as exc:
+            raise _os_error(name, exc) from None
+
+    def write(self, region: tuple, block: np.ndarray) -> None:
+        """Write one block given in storage order."""
+        if self.fortran_order:
+            region, block = tuple(reversed(region)), block.T
+        try:
+            self.dataset[region] = block
+        except OSError as exc:
+            raise _os_error(self.name, exc) from None
+
+    def finish(self) -> None:
+        """Flush and close the file."""
+        try:
+            self.file.close()
+        except OSError as exc:
+            raise _os_error(self.name, exc) from None
+
+    def close(self) -> None:
+        """Close the file without raising (after a failure)."""
+        try:
+            self.file.close()
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+
+
+def stdout_stream():
+    """Return the binary stdout, refusing a terminal."""
+    stream = sys.stdout.buffer
+    if stream.isatty():
+        raise OutputError("<stdout>: is a terminal; refusing to write binary .npy data "
+                          "(use -o FILE or a pipe)")
+    return stream

@@ -1,0 +1,273 @@
+"""Inputs: ``.npy`` files, HDF5 datasets and ``.npy`` streams on stdin, read block by block.
+
+A source checks everything its file declares before any data is read or allocated, then
+yields blocks in storage order (see :mod:`bncli.layout`), each a C-contiguous array of the
+block's storage-order shape. Memory in use is one block, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+from .layout import format_shape, plan_blocks, region_shape
+from .npyformat import check_data_size, read_header
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+NPY_SIGNATURE = b"\x93NUMPY"
+HDF5_SUFFIX = re.compile(r"^(?P<path>.*?\.(?:h5|hdf5|hdf))(?::(?P<dataset>.*))?$", re.IGNORECASE)
+# HDF5 reads go through a chunk cache; it must hold every chunk one block touches, or a chunk
+# would be decompressed once per block row. The default is 1 MiB.
+MIN_CHUNK_CACHE_BYTES = 16 * 2**20
+
+
+@dataclass
+class InputSpec:
+    """A parsed INPUT argument.
+
+    Attributes
+    ----------
+    path : str
+        File path, or ``-`` for stdin.
+    dataset : str or None
+        HDF5 dataset path when given after ``:``.
+    """
+
+    path: str
+    dataset: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> InputSpec:
+        """Split ``file.h5:/group/dataset``; other text is a path (``-`` is stdin)."""
+        match = HDF5_SUFFIX.match(text)
+        if match and match.group("dataset") is not None:
+            return cls(match.group("path"), match.group("dataset") or None)
+        return cls(text)
+
+    @property
+    def display(self) -> str:
+        """The name used in messages."""
+        if self.path == "-":
+            return "<stdin>"
+        return f"{self.path}:{self.dataset}" if self.dataset else self.path
+
+
+@dataclass
+class Source:
+    """An opened input.
+
+    Attributes
+    ----------
+    name : str
+        For messages.
+    path : str
+    dataset : str or None
+        HDF5 dataset path.
+    shape : tuple of int
+        Logical shape.
+    dtype : numpy.dtype
+        As stored (byte order included).
+    fortran_order : bool
+    chunks : tuple of int or None
+        HDF5 chunk shape.
+    details : dict
+        Format facts for ``bn info``.
+    """
+
+    name: str
+    path: str
+    dataset: str | None
+    shape: tuple
+    dtype: np.dtype
+    fortran_order: bool = False
+    chunks: tuple | None = None
+    details: dict = field(default_factory=dict)
+
+    @property
+    def storage_shape(self) -> tuple:
+        """Shape in the order the bytes are stored (reversed for Fortran order)."""
+        return tuple(reversed(self.shape)) if self.fortran_order else tuple(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Data bytes."""
+        return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+
+    def describe(self) -> dict:
+        """Return what goes into the ``inputs`` list of a statistics file."""
+        return {
+            "path": self.path,
+            "dataset": self.dataset,
+            "shape": list(self.shape),
+            "dtype": self.dtype.name,
+        }
+
+    def blocks(self, budget_bytes: int) -> Iterator[tuple]:
+        """Yield ``(region, block)`` in storage order; see :func:`bncli.layout.plan_blocks`."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the file."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _read_into(stream, buffer: np.ndarray) -> int:
+    view = memoryview(buffer.reshape(-1).view(np.uint8))
+    done = 0
+    while done < len(view):
+        got = stream.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    return done
+
+
+class NpySource(Source):
+    """A ``.npy`` file or stream, read sequentially with ``readinto``."""
+
+    def __init__(self, stream, name: str, path: str, *, seekable: bool):
+        self._stream = stream
+        header = read_header(stream, name)
+        if seekable:
+            size = os.fstat(stream.fileno()).st_size
+            check_data_size(header, size - header.data_offset, name)
+        super().__init__(
+            name=name,
+            path=path,
+            dataset=None,
+            shape=header.shape,
+            dtype=header.dtype,
+            fortran_order=header.fortran_order,
+            details={
+                "format": f"npy {header.version[0]}.{header.version[1]}",
+                "data_offset": header.data_offset,
+            },
+        )
+        self._seekable = seekable
+        self._data_offset = header.data_offset
+
+    def blocks(self, budget_bytes: int) -> Iterator[tuple]:
+        if self._seekable:
+            self._stream.seek(self._data_offset)
+        done = 0
+        for region in plan_blocks(self.storage_shape, self.dtype.itemsize, budget_bytes):
+            block = np.empty(region_shape(region), self.dtype)
+            got = _read_into(self._stream, block)
+            done += got
+            if got < block.nbytes:
+                raise InputError(
+                    f"{self.name}: data ends after {done} of {self.nbytes} bytes declared "
+                    f"by the header ({format_shape(self.shape)} {self.dtype.name})"
+                )
+            yield region, block
+        if not self._seekable and self._stream.read(1):
+            raise InputError(
+                f"{self.name}: more data follows the {self.nbytes} bytes declared by the "
+                f"header ({format_shape(self.shape)} {self.dtype.name})"
+            )
+
+    def close(self) -> None:
+        if self._stream is not sys.stdin.buffer:
+            self._stream.close()
+
+
+class Hdf5Source(Source):
+    """One numeric dataset of an HDF5 file, read in blocks aligned to its chunks."""
+
+    def __init__(self, h5file, dataset, name: str, path: str):
+        from .hdf5 import describe_dataset
+
+        self._file = h5file
+        self._dataset = dataset
+        details = describe_dataset(dataset)
+        super().__init__(
+            name=name,
+            path=path,
+            dataset=dataset.name,
+            shape=tuple(dataset.shape),
+            dtype=dataset.dtype,
+            chunks=dataset.chunks,
+            details=details,
+        )
+
+    def blocks(self, budget_bytes: int) -> Iterator[tuple]:
+        from .hdf5 import read_block
+
+        for region in plan_blocks(self.shape, self.dtype.itemsize, budget_bytes, self.chunks):
+            yield region, read_block(self._dataset, region, self.name)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _sniff(path: str, name: str) -> bytes:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{name}: is a directory, not a file")
+    try:
+        with open(path, "rb") as probe:
+            return probe.read(8)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+
+
+def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 0) -> Source:
+    """Open an input and check what it declares.
+
+    Parameters
+    ----------
+    spec : InputSpec or str
+        ``file.npy``, ``file.h5[:/dataset]`` or ``-``.
+    allow_external : bool
+        Allow HDF5 external links, external storage and virtual datasets.
+    chunk_cache_bytes : int
+        HDF5 chunk cache size to use at least.
+
+    Returns
+    -------
+    Source
+    """
+    if isinstance(spec, str):
+        spec = InputSpec.parse(spec)
+    name = spec.display
+    if spec.path == "-":
+        return NpySource(sys.stdin.buffer, name, "-", seekable=False)
+    signature = _sniff(spec.path, name)
+    is_hdf5_name = bool(HDF5_SUFFIX.match(spec.path))
+    if signature.startswith(HDF5_SIGNATURE) or spec.dataset is not None or (
+        is_hdf5_name and not signature.startswith(NPY_SIGNATURE)
+    ):
+        from .hdf5 import open_dataset
+
+        h5file, dataset = open_dataset(
+            spec.path, spec.dataset, name, allow_external=allow_external,
+            chunk_cache_bytes=max(chunk_cache_bytes, MIN_CHUNK_CACHE_BYTES),
+        )
+        return Hdf5Source(h5file, dataset, spec.display if spec.dataset else
+                          f"{spec.path}:{dataset.name}", spec.path)
+    try:
+        stream = open(spec.path, "rb", buffering=0)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+    try:
+        return NpySource(stream, name, spec.path, seekable=True)
+    except BaseException:
+        stream.close()
+        raise

@@ -1,0 +1,42 @@
+"""Make the small sample files of ``sample_data/`` (deterministic; run from anywhere).
+
+- ``acts_nhwc.npy``: float32 activations, 64x8x8x16 (NHWC), channels with different scales,
+  one dead channel and a large offset on another (|mean|/std near 1e3).
+- ``acts_nchw.h5``: dataset ``/layer1/acts``, float32, 32x16x8x8 (NCHW), chunked 8x16x8x8,
+  gzip-compressed.
+- ``images_uint8.npy``: a batch of 16 RGB images, 16x32x32x3 uint8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(directory: Path = HERE) -> None:
+    rng = np.random.default_rng(20261126)
+    scales = np.geomspace(0.01, 10.0, 16)
+    acts = rng.standard_normal((64, 8, 8, 16)) * scales + np.linspace(-2, 2, 16)
+    acts[..., 3] = 0.5  # a dead channel
+    acts[..., 7] = 1000.0 + rng.standard_normal((64, 8, 8))  # large |mean| / std
+    np.save(directory / "acts_nhwc.npy", acts.astype(np.float32))
+
+    nchw = rng.gamma(2.0, 1.5, size=(32, 16, 8, 8)) * np.arange(1, 17).reshape(1, 16, 1, 1)
+    with h5py.File(directory / "acts_nchw.h5", "w") as h5file:
+        h5file.create_dataset("layer1/acts", data=nchw.astype(np.float32), chunks=(8, 16, 8, 8),
+                              compression="gzip", compression_opts=4, shuffle=True)
+
+    gradient = np.linspace(0, 255, 32)
+    images = np.stack([
+        np.clip(rng.normal(loc, 40, size=(32, 32)) + gradient, 0, 255)
+        for loc in (120, 90, 60)], axis=-1)
+    batch = np.stack([np.roll(images, shift, axis=0) for shift in range(16)])
+    np.save(directory / "images_uint8.npy", batch.astype(np.uint8))
+
+
+if __name__ == "__main__":
+    main()
