@@ -45,7 +45,7 @@ def moments(x, axes: Sequence[int], keepdims: bool = False, ddof: int = 0):
     import numpy as np
 
     from .layout import channel_shape, resolve_axes
-    from .moments import block_moments
+    from .reduction import block_moments
 
     x = np.asarray(x)
     reduce_axes = resolve_axes(x.shape, list(axes), name="x")
@@ -83,7 +83,10 @@ def batch_normalization(x, mean, variance, offset, scale, variance_epsilon: floa
     x = np.asarray(x)
     coefficients = Coefficients.from_statistics(mean, variance, offset=offset, scale=scale,
                                                 epsilon=variance_epsilon)
-    shape = np.broadcast_shapes(x.shape, coefficients.mean.shape)
+    try:
+        shape = np.broadcast_shapes(x.shape, coefficients.mean.shape)
+    except ValueError:
+        shape = None
     if shape != x.shape:
         raise ValueError(f"statistics of shape {coefficients.mean.shape} do not broadcast "
                          f"to x of shape {x.shape}")

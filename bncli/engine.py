@@ -27,7 +27,7 @@ from .layout import (
     resolve_axes,
     storage_axes,
 )
-from .moments import Moments, block_moments
+from .reduction import Moments, block_moments
 from .normalize import Coefficients, normalize_block
 from .npyformat import make_header
 from .sinks import as_bytes

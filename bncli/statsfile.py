@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import StatsFileError
-from .moments import Moments
+from .reduction import Moments
 
 SCHEMA = "bncli.stats/1"
 ARRAY_FIELDS = ("count", "mean", "variance", "std", "min", "max", "m2", "nan_count", "inf_count")

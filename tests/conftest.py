@@ -1,0 +1,68 @@
+"""Shared helpers: independent NumPy float64 references and ways to run ``bn``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bncli.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def reference_moments(x, axes, ddof=0):
+    """Two-pass float64 mean and variance, straight from NumPy."""
+    values = np.asarray(x, dtype=np.float64)
+    axes = tuple(axes)
+    mean = values.mean(axis=axes)
+    deviation = values - values.mean(axis=axes, keepdims=True)
+    count = values.size // max(mean.size, 1)
+    with np.errstate(all="ignore"):
+        variance = (deviation * deviation).sum(axis=axes) / (count - ddof)
+    return mean, variance
+
+
+def assert_close(actual, expected, rtol=1e-12, atol=0.0):
+    """Elementwise relative closeness with NaN equal to NaN."""
+    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
+                               rtol=rtol, atol=atol, equal_nan=True)
+
+
+def run_bn(*args, input=None, env=None, cwd=None, timeout=120):
+    """Run ``python -m bncli`` as a real subprocess; returns CompletedProcess (bytes)."""
+    full_env = dict(os.environ)
+    full_env.pop("BN_DEBUG", None)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "bncli", *map(str, args)], input=input,
+                          capture_output=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def invoke():
+    """Run ``bn`` in-process through click's CliRunner; returns the Result."""
+    runner = CliRunner()
+
+    def call(*args, input=None):
+        return runner.invoke(cli, [str(arg) for arg in args], input=input,
+                             catch_exceptions=False)
+
+    return call
+
+
+def stats_json(result_stdout) -> dict:
+    """Parse ``bn stats --format json`` output strictly (no NaN literals)."""
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    return json.loads(result_stdout, parse_constant=refuse)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

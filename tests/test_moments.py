@@ -1,0 +1,189 @@
+"""The core: float64 moments per block, the Chan merge, NaN/Inf rules, exactness."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import assert_close, reference_moments
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import bncli
+from bncli.reduction import Moments, block_moments
+
+DTYPES = ["float16", "float32", "float64", "int8", "uint8", "int32", "int64", "bool", ">f4",
+          ">i2"]
+
+
+@st.composite
+def arrays_and_axes(draw, dtypes=DTYPES):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=6))
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    if dtype.kind == "f":
+        elements = st.floats(-1e3, 1e3, width=min(dtype.itemsize * 8, 64),
+                             allow_nan=False, allow_infinity=False)
+    elif dtype.kind == "b":
+        elements = st.booleans()
+    else:
+        info = np.iinfo(dtype)
+        elements = st.integers(max(info.min, -1000), min(info.max, 1000))
+    values = draw(hnp.arrays(dtype, shape, elements=elements))
+    axes = draw(st.lists(st.integers(0, len(shape) - 1), unique=True, min_size=1))
+    return values, sorted(axes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=arrays_and_axes(), piece_bytes=st.sampled_from([8, 24, 64, 1000, 2**20]),
+       ddof=st.sampled_from([0, 1]))
+def test_block_moments_match_numpy_two_pass(case, piece_bytes, ddof):
+    values, axes = case
+    result = block_moments(values, axes, piece_bytes=piece_bytes).finalize(ddof)
+    expected_mean, expected_var = reference_moments(values, axes, ddof)
+    as64 = values.astype(np.float64)
+    keep = tuple(1 if axis in axes else dim for axis, dim in enumerate(values.shape))
+    count = values.size // int(np.prod(keep))
+    assert_close(result["mean"].reshape(expected_mean.shape), expected_mean, rtol=1e-12,
+                 atol=1e-12)
+    if count > ddof:
+        scale = max(np.abs(as64).max(), 1.0) ** 2
+        assert_close(result["variance"].reshape(expected_var.shape), expected_var, rtol=1e-10,
+                     atol=1e-13 * scale)
+    else:
+        assert np.all(np.isnan(result["variance"]))
+    assert_close(result["min"], as64.min(axis=tuple(axes), keepdims=True))
+    assert_close(result["max"], as64.max(axis=tuple(axes), keepdims=True))
+    assert np.all(result["count"] == count)
+    assert np.all(result["nan_count"] == 0) and np.all(result["inf_count"] == 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=arrays_and_axes(dtypes=["float32", "float64"]),
+       small=st.sampled_from([8, 40, 200]))
+def test_result_does_not_depend_on_piece_size(case, small):
+    values, axes = case
+    values = values + 1e4  # a large offset makes ordering effects visible
+    one = block_moments(values, axes, piece_bytes=2**24).finalize()
+    many = block_moments(values, axes, piece_bytes=small).finalize()
+    assert_close(many["mean"], one["mean"], rtol=1e-12)
+    assert_close(many["variance"], one["variance"], rtol=1e-12, atol=1e-12 * 1e4)
+
+
+def test_large_offset_where_naive_formula_fails():
+    # values near 1e8 with unit spread: E[x^2] - E[x]^2 in float64 loses everything
+    rng = np.random.default_rng(0)
+    values = 1e8 + rng.standard_normal((20000, 3))
+    expected_mean, expected_var = reference_moments(values, [0])
+    naive = (values**2).mean(0) - values.mean(0) ** 2
+    assert np.max(np.abs(naive - expected_var) / expected_var) > 1e-3
+    got = block_moments(values, [0], piece_bytes=4096).finalize()
+    assert_close(got["variance"].ravel(), expected_var, rtol=1e-9)
+    exact_mean = [math.fsum(values[:, channel]) / len(values) for channel in range(3)]
+    assert_close(got["mean"].ravel(), exact_mean, rtol=1e-15)
+    assert_close(expected_mean, exact_mean, rtol=1e-14)
+
+
+def test_float32_data_with_mean_over_std_1e4():
+    rng = np.random.default_rng(1)
+    values = (1e4 + rng.standard_normal((4096, 8))).astype(np.float32)
+    expected_mean, expected_var = reference_moments(values, [0])
+    float32_var = values.var(axis=0, dtype=np.float32)  # what a float32 graph gets
+    got = block_moments(values, [0], piece_bytes=1024).finalize()
+    assert_close(got["variance"].ravel(), expected_var, rtol=1e-11)
+    assert np.max(np.abs(float32_var - expected_var) / expected_var) > 1e-7
+
+
+def test_merge_is_chan_update_on_hand_computed_values():
+    left = block_moments(np.array([[1.0], [2.0], [3.0]]), [0])
+    right = block_moments(np.array([[10.0], [20.0]]), [0])
+    merged = left.merge(right).finalize()
+    # 1, 2, 3, 10, 20: mean 7.2; deviations -6.2 -5.2 -4.2 2.8 12.8 square-sum to 254.8
+    assert merged["mean"].item() == pytest.approx(7.2, rel=1e-15)
+    assert merged["m2"].item() == pytest.approx(254.8, rel=1e-15)
+    assert merged["variance"].item() == pytest.approx(254.8 / 5, rel=1e-15)
+    assert merged["min"].item() == 1.0 and merged["max"].item() == 20.0
+    assert merged["count"].item() == 5
+
+
+@settings(max_examples=100, deadline=None)
+@given(parts=st.lists(hnp.arrays(np.float64, st.tuples(st.integers(1, 20), st.just(3)),
+                                 elements=st.floats(-1e6, 1e6)), min_size=3, max_size=6))
+def test_merge_is_associative(parts):
+    moments = [block_moments(part, [0]) for part in parts]
+    left = moments[0]
+    for item in moments[1:]:
+        left = left.merge(item)
+    right = moments[-1]
+    for item in reversed(moments[:-1]):
+        right = item.merge(right)
+    expected_mean, expected_var = reference_moments(np.concatenate(parts), [0])
+    for result in (left.finalize(), right.finalize()):
+        assert_close(result["mean"].ravel(), expected_mean, rtol=1e-12, atol=1e-9)
+        assert_close(result["variance"].ravel(), expected_var, rtol=1e-9, atol=1e-6)
+
+
+def test_empty_moments_are_the_identity():
+    data = block_moments(np.arange(12.0).reshape(4, 3), [0])
+    for merged in (Moments.empty(data.shape).merge(data), data.merge(Moments.empty(data.shape))):
+        result = merged.finalize()
+        assert_close(result["mean"].ravel(), [4.5, 5.5, 6.5])
+        assert_close(result["variance"].ravel(), [11.25] * 3)
+
+
+def test_nan_makes_mean_and_variance_nan_and_is_counted():
+    values = np.array([[1.0, 1.0], [np.nan, 2.0], [3.0, 3.0], [4.0, 4.0]])
+    for piece_bytes in (8, 16, 1024):
+        result = block_moments(values, [0], piece_bytes=piece_bytes).finalize()
+        assert np.isnan(result["mean"][0, 0]) and np.isnan(result["variance"][0, 0])
+        assert result["nan_count"].ravel().tolist() == [1, 0]
+        assert result["count"].ravel().tolist() == [4, 4]
+        assert_close(result["mean"][0, 1], 2.5)
+        assert np.isnan(result["min"][0, 0])  # as np.min
+
+
+def test_ignore_nan_leaves_nans_out():
+    values = np.array([[1.0, np.nan], [np.nan, np.nan], [3.0, np.nan], [5.0, np.nan]])
+    for piece_bytes in (8, 16, 1024):
+        result = block_moments(values, [0], ignore_nan=True, piece_bytes=piece_bytes).finalize()
+        assert result["count"].ravel().tolist() == [3, 0]
+        assert result["nan_count"].ravel().tolist() == [1, 4]
+        assert_close(result["mean"][0, 0], 3.0)
+        assert_close(result["variance"][0, 0], np.nanvar([1.0, 3.0, 5.0]))
+        assert result["min"][0, 0] == 1.0 and result["max"][0, 0] == 5.0
+        assert np.isnan(result["mean"][0, 1]) and np.isnan(result["min"][0, 1])
+
+
+def test_inf_follows_numpy():
+    values = np.array([[np.inf, 1.0], [5.0, 2.0], [6.0, -np.inf], [7.0, np.inf]])
+    for piece_bytes in (8, 16, 1024):
+        result = block_moments(values, [0], piece_bytes=piece_bytes).finalize()
+        with np.errstate(invalid="ignore"):
+            expected_mean = values.mean(0)
+        assert_close(result["mean"].ravel(), expected_mean)  # [inf, nan]
+        assert np.all(np.isnan(result["variance"]))
+        assert result["inf_count"].ravel().tolist() == [1, 2]
+        assert result["max"][0, 0] == np.inf and result["min"][0, 1] == -np.inf
+
+
+def test_zero_variance_channel_is_exactly_zero():
+    values = np.full((1000, 2), 0.1, np.float32)
+    result = block_moments(values, [0], piece_bytes=64).finalize()
+    assert np.all(result["variance"] == 0.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=arrays_and_axes(dtypes=["float32", "float64", "int16"]), keepdims=st.booleans(),
+       ddof=st.sampled_from([0, 1]))
+def test_public_moments_matches_tf_nn_moments_semantics(case, keepdims, ddof):
+    values, axes = case
+    mean, variance = bncli.moments(values, axes, keepdims=keepdims, ddof=ddof)
+    expected_mean = values.astype(np.float64).mean(axis=tuple(axes), keepdims=keepdims)
+    assert mean.shape == expected_mean.shape and variance.shape == expected_mean.shape
+    assert_close(mean, expected_mean, rtol=1e-12, atol=1e-12)
+    count = values.size // max(expected_mean.size, 1)
+    if count > ddof:
+        expected_var = values.astype(np.float64).var(axis=tuple(axes), keepdims=keepdims,
+                                                      ddof=ddof)
+        assert_close(variance, expected_var, rtol=1e-9, atol=1e-9)

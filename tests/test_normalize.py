@@ -1,0 +1,84 @@
+"""Normalization: the tf.nn.batch_normalization formula, within one ulp, rounded once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import bncli
+
+
+def ulp_distance(actual, expected64, dtype):
+    """Distance in units of the output dtype's ulp at the expected value (floor 1e-3)."""
+    expected64 = np.asarray(expected64, np.float64)
+    magnitude = np.maximum(np.abs(expected64), 1e-3).astype(dtype)
+    ulp = np.spacing(magnitude).astype(np.float64)
+    return np.abs(actual.astype(np.float64) - expected64) / ulp
+
+
+def test_formula_on_hand_computed_values():
+    x = np.array([[1.0, 10.0], [3.0, 30.0]])
+    y = bncli.batch_normalization(x, mean=[2.0, 20.0], variance=[1.0, 100.0], offset=[0.5, -1.0],
+                                  scale=[2.0, 3.0], variance_epsilon=0.0)
+    assert y.tolist() == [[-1.5, -4.0], [2.5, 2.0]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(x=hnp.arrays(np.float32, st.tuples(st.integers(1, 50), st.integers(1, 5)),
+                    elements=st.floats(-1e3, 1e3, width=32)),
+       big_mean=st.sampled_from([0.0, 1e4, -3e4]), dtype=st.sampled_from(["float32", "float16"]))
+def test_within_one_ulp_of_float64_reference(x, big_mean, dtype):
+    x = (x + np.float32(big_mean)).astype(np.float32)
+    mean, variance = bncli.moments(x, [0])
+    scale, offset = np.float64(1.5), np.float64(0.25)
+    y = bncli.batch_normalization(x, mean, variance, offset, scale, 1e-3, dtype=dtype)
+    expected = scale * (x.astype(np.float64) - mean) / np.sqrt(variance + 1e-3) + offset
+    assert y.dtype == np.dtype(dtype)
+    finite = np.abs(expected) < np.finfo(dtype).max
+    assert np.all(ulp_distance(y[finite], expected[finite], dtype) <= 1.0)
+
+
+def test_mean_over_std_1e4_in_float32_keeps_every_digit():
+    rng = np.random.default_rng(3)
+    x = (1e4 + rng.standard_normal((10000, 4))).astype(np.float32)
+    mean, variance = bncli.moments(x, [0])
+    y = bncli.batch_normalization(x, mean, variance, None, None, 1e-3)
+    expected = (x.astype(np.float64) - mean) / np.sqrt(variance + 1e-3)
+    assert np.max(ulp_distance(y, expected, np.float32)) <= 1.0
+    # a float32 graph computing the same formula is visibly worse
+    mean32 = x.mean(0, dtype=np.float32)
+    naive = (x - mean32) / np.sqrt(x.var(0, dtype=np.float32) + np.float32(1e-3))
+    assert np.max(ulp_distance(naive, expected, np.float32)) > 1.0
+
+
+def test_zero_variance_channel_normalizes_to_offset():
+    x = np.full((7, 2), 42.0, np.float32)
+    mean, variance = bncli.moments(x, [0])
+    y = bncli.batch_normalization(x, mean, variance, np.array([0.5, -2.0]), 3.0, 1e-3)
+    assert np.all(y == np.array([0.5, -2.0], np.float32))
+
+
+def test_integer_input_defaults_to_float32_output():
+    x = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    mean, variance = bncli.moments(x, [0])
+    y = bncli.batch_normalization(x, mean, variance, None, None, 1e-3)
+    assert y.dtype == np.float32
+    expected = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+def test_keepdims_statistics_broadcast_over_nchw():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 3, 5, 5))
+    mean, variance = bncli.moments(x, [0, 2, 3], keepdims=True)
+    y = bncli.batch_normalization(x, mean, variance, None, None, 0.0)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1.0, rtol=1e-12)
+
+
+def test_statistics_that_do_not_broadcast_are_refused():
+    with pytest.raises(ValueError, match="do not broadcast"):
+        bncli.batch_normalization(np.zeros((4, 3)), np.zeros(5), np.ones(5), None, None, 1e-3)
