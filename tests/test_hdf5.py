@@ -1,0 +1,185 @@
+"""HDF5 inputs: finding datasets, chunk-aligned reads, and files that would read other files."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from conftest import assert_close, reference_moments, stats_json
+
+from bncli.sources import open_source
+
+
+@pytest.fixture
+def values(rng):
+    return (rng.standard_normal((24, 3, 5, 5)) * 4 + 7).astype(np.float32)
+
+
+@pytest.mark.parametrize("options", [
+    dict(chunks=(4, 3, 5, 5), compression="gzip", shuffle=True),
+    dict(chunks=(1, 1, 5, 5), compression="lzf"),
+    dict(chunks=(5, 2, 2, 3), compression="gzip"),
+    dict(),  # contiguous
+])
+@pytest.mark.parametrize("chunk_bytes", ["64", "1K", "16M"])
+def test_stats_on_hdf5_layouts(invoke, tmp_path, values, options, chunk_bytes):
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as h5file:
+        h5file.create_dataset("grp/acts", data=values, **options)
+    for spec in (f"{path}:/grp/acts", f"{path}:grp/acts", str(path)):
+        result = invoke("stats", spec, "--channel-axis", "1", "--chunk-bytes", chunk_bytes)
+        assert result.exit_code == 0, result.output
+        document = stats_json(result.stdout)
+        mean, variance = reference_moments(values, (0, 2, 3))
+        assert_close(document["mean"], mean)
+        assert_close(document["variance"], variance, rtol=1e-12)
+        assert document["inputs"][0]["dataset"] == "/grp/acts"
+
+
+def test_blocks_follow_the_chunk_layout(tmp_path, values):
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as h5file:
+        h5file.create_dataset("x", data=values, chunks=(4, 3, 5, 5), compression="gzip")
+    with open_source(str(path)) as source:
+        starts = [region[0].start for region, _ in source.blocks(9 * 75 * 4)]
+        assert starts == [0, 8, 16]  # multiples of the chunk extent, within the budget
+
+
+def make_file(path, **datasets):
+    with h5py.File(path, "w") as h5file:
+        for name, data in datasets.items():
+            h5file.create_dataset(name, data=data)
+
+
+def test_several_numeric_datasets_need_a_path(invoke, tmp_path):
+    path = tmp_path / "two.h5"
+    make_file(path, a=np.zeros((2, 2)), b=np.ones((3, 2)), s=np.array([b"x"]))
+    result = invoke("stats", path)
+    assert result.exit_code == 1
+    assert result.stderr == (f"bn: error: {path}: holds 2 numeric datasets (/a, /b); name one "
+                             f"as {path}:/path/to/dataset\n")
+
+
+def test_missing_dataset_lists_the_numeric_ones(invoke, tmp_path):
+    path = tmp_path / "two.h5"
+    make_file(path, a=np.zeros((2, 2)), b=np.ones((3, 2)))
+    result = invoke("stats", f"{path}:/nope")
+    assert result.exit_code == 1
+    assert "/nope is no dataset; numeric datasets: /a, /b" in result.stderr
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("strings", lambda f: f.create_dataset("x", data=np.array([b"ab", b"cd"])), "holds strings"),
+    ("vlen strings", lambda f: f.create_dataset("x", data=["ab", "cd"],
+                                                dtype=h5py.string_dtype()), "holds strings"),
+    ("compound", lambda f: f.create_dataset("x", data=np.zeros(3, [("a", "f4"), ("b", "i4")])),
+     "structured dtype"),
+    ("vlen", lambda f: f.create_dataset("x", (2,), dtype=h5py.vlen_dtype(np.float32)),
+     "variable-length"),
+    ("reference", lambda f: f.create_dataset("x", (2,), dtype=h5py.ref_dtype), "references"),
+    ("enum", lambda f: f.create_dataset("x", data=np.zeros(3, np.int8),
+                                        dtype=h5py.enum_dtype({"a": 0, "b": 1},
+                                                              basetype="i1")), "enum"),
+    ("empty", lambda f: f.create_dataset("x", data=h5py.Empty("f4")), "empty"),
+    ("complex", lambda f: f.create_dataset("x", data=np.zeros(3, np.complex64)), "complex"),
+])
+def test_non_numeric_datasets_are_refused(invoke, tmp_path, name, make, message):
+    path = tmp_path / "bad.h5"
+    with h5py.File(path, "w") as h5file:
+        make(h5file)
+    result = invoke("stats", f"{path}:/x")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"bn: error: {path}:/x: ")
+    assert message in result.stderr
+
+
+def test_not_hdf5_and_truncated_files(invoke, tmp_path, values):
+    fake = tmp_path / "fake.h5"
+    fake.write_bytes(b"this is not hdf5" * 10)
+    result = invoke("stats", fake)
+    assert result.exit_code == 1 and result.stderr == f"bn: error: {fake}: not an HDF5 file\n"
+    real = tmp_path / "real.h5"
+    make_file(real, x=np.arange(200000, dtype=np.float64))
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(real.read_bytes()[:50000])
+    result = invoke("stats", f"{cut}:/x", "--axes", "0")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"bn: error: {cut}")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_filter_is_named(invoke, tmp_path):
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as h5file:
+        h5file.create_dataset("x", data=np.arange(4000, dtype=np.float32).reshape(100, 40),
+                              chunks=(10, 40), compression="lzf")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"lzf\0")
+    assert data[at - 8:at - 6] == (32000).to_bytes(2, "little")
+    data[at - 8:at - 6] = (32099).to_bytes(2, "little")  # a filter id nobody registered
+    data[at:at + 3] = b"zzz"
+    path.write_bytes(bytes(data))
+    result = invoke("stats", f"{path}:/x")
+    assert result.exit_code == 1
+    assert "compressed with HDF5 filter 32099 (zzz), which is not installed" in result.stderr
+
+
+def test_external_link_refused_unless_allowed(invoke, tmp_path, values):
+    make_file(tmp_path / "other.h5", secret=values)
+    path = tmp_path / "links.h5"
+    with h5py.File(path, "w") as h5file:
+        h5file["ext"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/")
+        h5file["soft"] = h5py.SoftLink("/ext/secret")
+    for spec in (f"{path}:/ext/secret", f"{path}:/soft"):
+        result = invoke("stats", spec)
+        assert result.exit_code == 1
+        assert "/ext is an external link to" in result.stderr
+        assert "--allow-external" in result.stderr
+    result = invoke("stats", f"{path}:/ext/secret", "--allow-external", "--channel-axis", "1")
+    assert result.exit_code == 0
+    assert_close(stats_json(result.stdout)["mean"], reference_moments(values, (0, 2, 3))[0])
+
+
+def test_external_storage_refused_unless_allowed(invoke, tmp_path):
+    raw = tmp_path / "raw.bin"
+    np.arange(12, dtype="<f4").tofile(raw)
+    path = tmp_path / "ext.h5"
+    with h5py.File(path, "w") as h5file:
+        h5file.create_dataset("x", shape=(4, 3), dtype="<f4", external=[(str(raw), 0, 48)])
+    result = invoke("stats", f"{path}:/x")
+    assert result.exit_code == 1 and "stores its data in external files" in result.stderr
+    result = invoke("stats", f"{path}:/x", "--allow-external")
+    assert result.exit_code == 0
+    assert_close(stats_json(result.stdout)["mean"], [4.5, 5.5, 6.5])
+
+
+def test_virtual_dataset_refused_unless_allowed(invoke, tmp_path):
+    make_file(tmp_path / "src.h5", x=np.arange(6.0).reshape(2, 3))
+    layout = h5py.VirtualLayout(shape=(2, 3), dtype="f8")
+    layout[:] = h5py.VirtualSource(str(tmp_path / "src.h5"), "x", shape=(2, 3))
+    path = tmp_path / "vds.h5"
+    with h5py.File(path, "w") as h5file:
+        h5file.create_virtual_dataset("v", layout)
+    result = invoke("stats", f"{path}:/v")
+    assert result.exit_code == 1 and "is a virtual dataset that reads other files" in result.stderr
+    result = invoke("stats", f"{path}:/v", "--allow-external")
+    assert result.exit_code == 0
+    assert_close(stats_json(result.stdout)["mean"], [1.5, 2.5, 3.5])
+
+
+def test_declared_shape_without_storage_is_refused(invoke, tmp_path):
+    path = tmp_path / "nostore.h5"
+    with h5py.File(path, "w") as h5file:
+        h5file.create_dataset("x", shape=(100, 4), dtype="f4")
+    result = invoke("stats", f"{path}:/x")
+    assert result.exit_code == 1
+    assert "declares shape 100x4 but no data was ever written to it" in result.stderr
+
+
+def test_output_into_the_input_hdf5_file_is_refused(invoke, tmp_path, values):
+    path = tmp_path / "d.h5"
+    make_file(path, x=values)
+    before = path.read_bytes()
+    result = invoke("normalize", f"{path}:/x", "-o", f"{path}:/y", "--force")
+    assert result.exit_code == 1 and "is the input file" in result.stderr
+    assert path.read_bytes() == before

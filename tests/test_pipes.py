@@ -1,0 +1,170 @@
+"""The real command in real processes: pipes, stdin streams, closed pipes and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import assert_close, reference_moments, run_bn, stats_json
+
+from bncli.npyformat import make_header
+
+
+@pytest.fixture
+def acts(tmp_path, rng):
+    values = (rng.standard_normal((64, 6, 6, 8)) * 3 + 50).astype(np.float32)
+    path = tmp_path / "acts.npy"
+    np.save(path, values)
+    return path, values
+
+
+def test_python_m_bncli_is_bn(acts):
+    path, values = acts
+    result = run_bn("stats", path)
+    assert result.returncode == 0 and result.stderr == b""
+    mean, _ = reference_moments(values, (0, 1, 2))
+    assert_close(stats_json(result.stdout)["mean"], mean)
+
+
+def test_stats_reads_a_stream_on_stdin(acts):
+    path, values = acts
+    for order in ("C", "F"):
+        data = path.read_bytes() if order == "C" else (
+            make_header(values.shape, values.dtype, True) + values.tobytes(order="F"))
+        result = run_bn("stats", "-", "--chunk-bytes", "1000", input=data)
+        assert result.returncode == 0, result.stderr
+        document = stats_json(result.stdout)
+        mean, variance = reference_moments(values, (0, 1, 2))
+        assert_close(document["mean"], mean)
+        assert_close(document["variance"], variance, rtol=1e-12)
+        assert document["inputs"][0]["path"] == "-"
+
+
+def test_pipeline_normalize_stdin_to_stdout_then_stats(acts, tmp_path):
+    path, values = acts
+    with open(path, "rb") as source:
+        first = subprocess.Popen([sys.executable, "-m", "bncli", "normalize", "-", "-q"],
+                                 stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        second = subprocess.run([sys.executable, "-m", "bncli", "stats", "-"],
+                                stdin=first.stdout, capture_output=True, timeout=120)
+        first.stdout.close()
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    assert second.returncode == 0, second.stderr
+    document = stats_json(second.stdout)
+    expected = (values - values.astype(np.float64).mean((0, 1, 2))) / np.sqrt(
+        values.astype(np.float64).var((0, 1, 2)) + 1e-3)
+    assert_close(document["mean"], expected.astype(np.float32).astype(np.float64).mean((0, 1, 2)),
+                 rtol=1e-9, atol=1e-9)
+    assert not list(tmp_path.glob("*.bn-tmp"))
+
+
+def test_stdout_is_default_output_when_piped(acts, tmp_path):
+    path, values = acts
+    result = run_bn("normalize", path, "--dtype", "float64")
+    assert result.returncode == 0
+    (tmp_path / "piped.npy").write_bytes(result.stdout)
+    normed = np.load(tmp_path / "piped.npy")
+    assert normed.shape == values.shape and normed.dtype == np.float64
+    assert b"bn: normalized" in result.stderr
+
+
+def test_stream_ending_early_is_a_clear_error(acts):
+    path, _ = acts
+    data = path.read_bytes()
+    for command in (["stats", "-"], ["normalize", "-", "-o", "-"]):
+        result = run_bn(*command, input=data[:5000])
+        assert result.returncode == 1
+        assert result.stderr.decode().startswith("bn: error: <stdin>: ")
+        assert b"Traceback" not in result.stderr
+
+
+def test_stream_with_trailing_data_is_an_error(acts):
+    path, _ = acts
+    result = run_bn("stats", "-", input=path.read_bytes() + b"extra")
+    assert result.returncode == 1
+    assert b"<stdin>: more data follows" in result.stderr
+
+
+def test_closed_pipe_ends_quietly(tmp_path):
+    big = tmp_path / "big.npy"
+    np.save(big, np.zeros((512, 256, 64), np.float32))  # 32 MiB
+    result = subprocess.run(
+        f"{sys.executable} -m bncli normalize {big} -q | head -c 100 > /dev/null; "
+        "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True,
+        timeout=120)
+    assert result.stdout.strip() == b"141"
+    assert result.stderr == b""
+
+
+def _start_slow_normalize(source, target):
+    # tiny chunks and one thread keep the run going long enough to be interrupted mid-write
+    return subprocess.Popen(
+        [sys.executable, "-m", "bncli", "normalize", str(source), "-o", str(target), "--force",
+         "--chunk-bytes", "4K", "--threads", "1", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_temp(directory, process, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if list(directory.glob(".*.bn-tmp")) and process.poll() is None:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_leaves_no_temp_and_old_file(tmp_path, signum, code):
+    source = tmp_path / "src.npy"
+    np.save(source, np.ones((2048, 64, 16), np.float32))  # 8 MiB, 2048 blocks of 4K
+    target = tmp_path / "out.npy"
+    target.write_bytes(b"old contents")
+    process = _start_slow_normalize(source, target)
+    assert _wait_for_temp(tmp_path, process), "no temporary output appeared"
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert b"Traceback" not in stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.npy", "src.npy"]
+    assert target.read_bytes() == b"old contents"
+
+
+def test_sigkill_leaves_target_absent(tmp_path):
+    source = tmp_path / "src.npy"
+    np.save(source, np.ones((2048, 64, 16), np.float32))
+    target = tmp_path / "out.npy"
+    process = _start_slow_normalize(source, target)
+    assert _wait_for_temp(tmp_path, process)
+    process.kill()
+    process.wait(timeout=60)
+    assert not target.exists()
+
+
+def test_binary_output_to_a_terminal_is_refused(acts, tmp_path):
+    path, _ = acts
+    pty = pytest.importorskip("pty")
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "bncli", "normalize", str(path)],
+                                stdout=follower, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert result.returncode == 2
+    assert b"refusing to write binary .npy to a terminal" in result.stderr
+
+
+def test_file_size_limit_is_a_clear_error(acts, tmp_path):
+    path, _ = acts
+    target = tmp_path / "out.npy"
+    result = subprocess.run(
+        f"ulimit -f 16; exec {sys.executable} -m bncli normalize {path} -o {target} -q",
+        shell=True, executable="/bin/bash", capture_output=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.decode() == f"bn: error: {target}: file size limit exceeded while writing\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts.npy"]

@@ -1,0 +1,93 @@
+"""Files streamed in blocks: any shape, axes, dtype, layout, chunk size and thread count."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+from conftest import assert_close, reference_moments
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from bncli import api
+
+
+@st.composite
+def stored_arrays(draw):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=7))
+    dtype = np.dtype(draw(st.sampled_from(["<f4", ">f4", "<f8", "<f2", "|u1", "<i4", "|b1"])))
+    if dtype.kind == "f":
+        elements = st.floats(-100, 100, width=dtype.itemsize * 8)
+    elif dtype.kind == "b":
+        elements = st.booleans()
+    else:
+        elements = st.integers(0, 100)
+    values = draw(hnp.arrays(dtype, shape, elements=elements))
+    offset = draw(st.sampled_from([0, 0, 1e4]))
+    if offset and dtype.kind == "f" and dtype.itemsize >= 4:
+        values = (values + offset).astype(dtype)
+    fortran = draw(st.booleans())
+    axes = sorted(draw(st.lists(st.integers(0, len(shape) - 1), unique=True, min_size=1)))
+    return (np.asfortranarray(values) if fortran else values), axes
+
+
+@settings(max_examples=120, deadline=None)
+@given(case=stored_arrays(), chunk_bytes=st.sampled_from([1, 7, 64, 500, 2**20]),
+       threads=st.sampled_from([1, 2, 3]), hdf5=st.booleans())
+def test_stats_of_files_match_reference(case, chunk_bytes, threads, hdf5):
+    values, axes = case
+    with tempfile.TemporaryDirectory() as directory:
+        if hdf5:
+            path = f"{directory}/x.h5"
+            with h5py.File(path, "w") as h5file:
+                h5file.create_dataset("x", data=values, chunks=True if values.size > 1 else None)
+            spec = f"{path}:/x"
+        else:
+            spec = f"{directory}/x.npy"
+            np.save(spec, values)
+        statistics = api.stats([spec], axes=axes, chunk_bytes=chunk_bytes, threads=threads)
+        result = statistics.values()
+        whole = api.stats([spec], axes=axes, chunk_bytes=2**30, threads=1).values()
+    mean, variance = reference_moments(values, axes)
+    assert result["mean"].shape == mean.shape
+    assert_close(result["mean"], mean, rtol=1e-12, atol=1e-12)
+    magnitude = max(float(np.abs(values.astype(np.float64)).max()), 1.0)
+    assert_close(result["variance"], variance, rtol=1e-9, atol=1e-14 * magnitude**2)
+    # independent of the chunk size and thread count, below 1e-12 relative
+    assert_close(result["mean"], whole["mean"], rtol=1e-12, atol=1e-300)
+    assert_close(result["variance"], whole["variance"], rtol=1e-12,
+                 atol=1e-15 * magnitude**2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=stored_arrays(), chunk_bytes=st.sampled_from([3, 64, 2**20]),
+       threads=st.sampled_from([1, 2]))
+def test_normalized_files_match_reference(case, chunk_bytes, threads):
+    values, axes = case
+    with tempfile.TemporaryDirectory() as directory:
+        source, target = Path(directory, "x.npy"), Path(directory, "y.npy")
+        np.save(source, values)
+        api.normalize(str(source), str(target), axes=axes, dtype="float64",
+                      chunk_bytes=chunk_bytes, threads=threads)
+        normed = np.load(target)
+    as64 = values.astype(np.float64)
+    mean = as64.mean(axis=tuple(axes), keepdims=True)
+    variance = ((as64 - mean) ** 2).mean(axis=tuple(axes), keepdims=True)
+    expected = (as64 - mean) / np.sqrt(variance + 1e-3)
+    assert normed.shape == values.shape
+    assert normed.flags.f_contiguous == values.flags.f_contiguous or values.ndim == 1 or (
+        values.flags.c_contiguous and values.flags.f_contiguous)
+    assert_close(normed, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_thread_count_does_not_change_a_single_bit(tmp_path, rng):
+    path = tmp_path / "x.npy"
+    np.save(path, (rng.standard_normal((300, 7, 9)) * 5 + 1e3).astype(np.float32))
+    results = [api.stats([str(path)], axes=[0, 1], chunk_bytes=999, threads=threads).values()
+               for threads in (1, 2, 4)]
+    for other in results[1:]:
+        for key in ("mean", "m2", "min", "max"):
+            assert np.array_equal(results[0][key], other[key])
