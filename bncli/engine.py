@@ -27,9 +27,9 @@ from .layout import (
     resolve_axes,
     storage_axes,
 )
-from .reduction import Moments, block_moments
 from .normalize import Coefficients, normalize_block
 from .npyformat import make_header
+from .reduction import Moments, block_moments
 from .sinks import as_bytes
 from .sources import Source, open_source
 from .statsfile import Statistics

@@ -217,6 +217,9 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool) -> M
             if nan_count is None:
                 nan_count = np.add.reduce(np.isnan(values), dtype=np.int64, **reduce)
             m2 = np.where(np.isfinite(mean), m2, np.nan)
+        # A constant channel's mean is its value, exactly (sum / count may be off by an
+        # ulp), so that it normalizes to exactly `offset`.
+        mean = np.where(minimum == maximum, minimum, mean)
         if ignore_nan:
             mean = np.where(count == 0, 0.0, mean)
             m2 = np.where(count == 0, 0.0, m2)

@@ -31,10 +31,16 @@ EDGE_ROWS = 16
 CSV_FIELDS = ("count", "mean", "variance", "std", "min", "max", "nan_count", "inf_count")
 
 
-def console_for(stream, *, force_plain: bool = False) -> Console:
+# Width of text written to files and pipes, where no terminal sets one: wide enough that
+# a table of 17-digit numbers is never folded.
+PLAIN_WIDTH = 200
+
+
+def console_for(stream) -> Console:
     """Return a rich console on `stream`, plain text when it is not a terminal."""
+    is_terminal = hasattr(stream, "isatty") and stream.isatty()
     return Console(file=stream, highlight=False, soft_wrap=False,
-                   force_terminal=None if not force_plain else False)
+                   width=None if is_terminal else PLAIN_WIDTH)
 
 
 def number(value: float) -> str:

@@ -30,12 +30,12 @@ def main(directory: Path = HERE) -> None:
         h5file.create_dataset("layer1/acts", data=nchw.astype(np.float32), chunks=(8, 16, 8, 8),
                               compression="gzip", compression_opts=4, shuffle=True)
 
-    gradient = np.linspace(0, 255, 32)
-    images = np.stack([
-        np.clip(rng.normal(loc, 40, size=(32, 32)) + gradient, 0, 255)
-        for loc in (120, 90, 60)], axis=-1)
-    batch = np.stack([np.roll(images, shift, axis=0) for shift in range(16)])
-    np.save(directory / "images_uint8.npy", batch.astype(np.uint8))
+    gradient = np.linspace(-60, 60, 32)
+    batch = np.stack([
+        np.stack([rng.normal(loc + brightness, 30, size=(32, 32)) + gradient
+                  for loc in (125, 115, 100)], axis=-1)
+        for brightness in rng.uniform(-40, 40, size=16)])
+    np.save(directory / "images_uint8.npy", np.clip(batch, 0, 255).round().astype(np.uint8))
 
 
 if __name__ == "__main__":

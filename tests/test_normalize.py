@@ -54,11 +54,14 @@ def test_mean_over_std_1e4_in_float32_keeps_every_digit():
     assert np.max(ulp_distance(naive, expected, np.float32)) > 1.0
 
 
-def test_zero_variance_channel_normalizes_to_offset():
-    x = np.full((7, 2), 42.0, np.float32)
+@pytest.mark.parametrize("value", [42.0, 0.1, 0.7, -1e4 / 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zero_variance_channel_normalizes_to_offset(value, dtype):
+    # for float64 0.1 or 0.7, sum / count is off by an ulp: the mean must still be exact
+    x = np.full((1001, 2), value, dtype)
     mean, variance = bncli.moments(x, [0])
     y = bncli.batch_normalization(x, mean, variance, np.array([0.5, -2.0]), 3.0, 1e-3)
-    assert np.all(y == np.array([0.5, -2.0], np.float32))
+    assert np.all(y == np.array([0.5, -2.0], dtype))
 
 
 def test_integer_input_defaults_to_float32_output():

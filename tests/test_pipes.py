@@ -166,5 +166,6 @@ def test_file_size_limit_is_a_clear_error(acts, tmp_path):
         f"ulimit -f 16; exec {sys.executable} -m bncli normalize {path} -o {target} -q",
         shell=True, executable="/bin/bash", capture_output=True, timeout=120)
     assert result.returncode == 1
-    assert result.stderr.decode() == f"bn: error: {target}: file size limit exceeded while writing\n"
+    message = f"bn: error: {target}: file size limit exceeded while writing\n"
+    assert result.stderr.decode() == message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["acts.npy"]
