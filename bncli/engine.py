@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .buffers import BufferRing
 from .errors import InputError, UsageError
 from .layout import (
     DEFAULT_CHUNK_BYTES,
@@ -111,7 +112,9 @@ def source_moments(source: Source, reduce_axes: Sequence[int], *, ignore_nan: bo
         region, block = item
         return region, block_moments(block, axes, ignore_nan=ignore_nan)
 
-    for region, part in ordered_map(reduce_block, source.blocks(chunk_bytes), threads):
+    # At most `threads` blocks are being reduced while the next one is read.
+    blocks = source.blocks(chunk_bytes, BufferRing(threads + 2))
+    for region, part in ordered_map(reduce_block, blocks, threads):
         result.merge_at(channel_region(region, axes), part)
         if progress is not None:
             progress(int(np.prod(region_shape(region))) * source.dtype.itemsize)
@@ -189,14 +192,18 @@ def normalize_source(source: Source, writer, coefficients: Coefficients, out_dty
     budget = max(1, chunk_bytes * source.dtype.itemsize // widest)
     reduced = coefficients.mean.shape
 
+    outputs = BufferRing(threads + 2)
+
     def normalize(item):
-        region, block = item
+        region, block, out = item
         index = tuple(slice(0, 1) if reduced[axis] == 1 else part
                       for axis, part in enumerate(region))
-        out = np.empty(block.shape, out_dtype)
         return region, normalize_block(block, coefficients[index], out)
 
-    for region, out in ordered_map(normalize, source.blocks(budget), threads):
+    # Output buffers are taken in the reading thread, in order, so the ring stays in step.
+    blocks = ((region, block, outputs.array(block.shape, out_dtype))
+              for region, block in source.blocks(budget, BufferRing(threads + 2)))
+    for region, out in ordered_map(normalize, blocks, threads):
         writer.write(region, out)
         if progress is not None:
             progress(int(np.prod(region_shape(region))) * source.dtype.itemsize)

@@ -208,9 +208,8 @@ def describe_dataset(dataset) -> dict:
     }
 
 
-def read_block(dataset, region: tuple, name: str) -> np.ndarray:
-    """Read one block (a tuple of slices) of a dataset into a new C-contiguous array."""
-    block = np.empty(tuple(part.stop - part.start for part in region), dataset.dtype)
+def read_block(dataset, region: tuple, name: str, block: np.ndarray) -> np.ndarray:
+    """Read one block (a tuple of slices) of a dataset into `block` (C-contiguous)."""
     try:
         if block.size:
             dataset.read_direct(block, source_sel=region)

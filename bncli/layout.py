@@ -153,3 +153,43 @@ def plan_blocks(
                 + (slice(start, stop),)
                 + tuple(slice(0, dim) for dim in shape[depth + 1:])
             )
+
+
+def collapse_axes(shape: Sequence[int], reduce_axes: Sequence[int]) -> tuple | None:
+    """Return ``(A, K, B)`` when an array is reduced-outer x kept x reduced-inner, else None.
+
+    Adjacent axes of the same kind merge into one (free for a C-contiguous array) and axes
+    of size 1 are dropped, which turns NHWC over (0, 1, 2) into ``(N*H*W, C, 1)``, NCHW
+    over (0, 2, 3) into ``(N, C, H*W)`` and per-sample reductions into ``(1, N, H*W*C)``.
+    Any other pattern (kept axes on both sides of a reduced one) gives None.
+    """
+    groups: list = []
+    for axis, dim in enumerate(shape):
+        if dim == 1:
+            continue
+        reduced = axis in reduce_axes
+        if groups and groups[-1][0] == reduced:
+            groups[-1][1] *= dim
+        else:
+            groups.append([reduced, dim])
+    kinds = tuple(reduced for reduced, _ in groups)
+    sizes = [dim for _, dim in groups]
+    patterns = {
+        (): (1, 1, 1),
+        (True,): (sizes[0], 1, 1) if sizes else None,
+        (False,): (1, sizes[0], 1) if sizes else None,
+        (True, False): (sizes[0], sizes[1], 1) if len(sizes) == 2 else None,
+        (False, True): (1, sizes[0], sizes[1]) if len(sizes) == 2 else None,
+        (True, False, True): tuple(sizes) if len(sizes) == 3 else None,
+    }
+    return patterns.get(kinds)
+
+
+# Channels-last data is processed as rows of about this many values: several rows are laid
+# side by side so that NumPy's inner loops run long instead of over a few channels.
+FOLD_WIDTH = 1024
+
+
+def fold_factor(channels: int) -> int:
+    """Rows of `channels` values laid side by side to make one row of ~FOLD_WIDTH."""
+    return max(1, FOLD_WIDTH // max(channels, 1))

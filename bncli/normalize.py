@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layout import plan_blocks
+from .layout import collapse_axes, fold_factor, plan_blocks
 
-# Float64 bytes of one piece of work: the float64 copy of the input stays in L2 cache.
-PIECE_BYTES = 512 * 2**10
+# Float64 bytes of one piece of work: the float64 copy stays in L2 cache, and each NumPy
+# call is long enough that threads rarely wait for the GIL.
+PIECE_BYTES = 2 * 2**20
 DEFAULT_EPSILON = 1e-3  # as tf.keras.layers.BatchNormalization
 
 
@@ -98,6 +99,8 @@ def normalize_block(block: np.ndarray, coefficients: Coefficients, out: np.ndarr
     ndarray
         `out`.
     """
+    if _normalize_rows(block, coefficients, out, piece_bytes):
+        return out
     shape = block.shape
     for region in plan_blocks(shape, 8, piece_bytes):
         index = tuple(
@@ -111,3 +114,56 @@ def normalize_block(block: np.ndarray, coefficients: Coefficients, out: np.ndarr
             values += coefficients.offset[index]
             out[region] = values  # the one rounding; float16 overflow gives inf, as NumPy
     return out
+
+
+def _normalize_rows(block: np.ndarray, coefficients: Coefficients, out: np.ndarray,
+                    piece_bytes: int) -> bool:
+    """Normalize a C-contiguous block as a 2-D array with long rows; False if it cannot.
+
+    Channels-last data ``(A, K)`` is folded into rows of about ``FOLD_WIDTH`` values with
+    the coefficients tiled along them; ``(A, K, B)`` data becomes ``A*K`` rows of ``B``
+    values with one coefficient per row. Either way NumPy's inner loops run long.
+    """
+    if not (block.flags.c_contiguous and out.flags.c_contiguous) or block.size == 0:
+        return False
+    reduce_axes = tuple(axis for axis, dim in enumerate(coefficients.mean.shape) if dim == 1)
+    collapsed = collapse_axes(block.shape, reduce_axes)
+    if collapsed is None:
+        return False
+    outer, channels, inner = collapsed
+    piece_items = max(1, piece_bytes // 8)
+    if inner > 16 * piece_items:
+        return False
+    mean, factor, offset = (np.ascontiguousarray(array).reshape(channels) for array in (
+        coefficients.mean, coefficients.factor, coefficients.offset))
+    spans = []
+    if inner == 1:
+        fold = fold_factor(channels)
+        folded = outer // fold * fold
+        rows_in, rows_out = block.reshape(outer, channels), out.reshape(outer, channels)
+        if folded:
+            spans.append((rows_in[:folded].reshape(-1, fold * channels),
+                          rows_out[:folded].reshape(-1, fold * channels),
+                          tuple(np.tile(array, fold) for array in (mean, factor, offset))))
+        if folded < outer:
+            spans.append((rows_in[folded:], rows_out[folded:], (mean, factor, offset)))
+    else:
+        spans.append((block.reshape(outer * channels, inner), out.reshape(outer * channels, inner),
+                      tuple(np.tile(array, outer)[:, None] for array in (mean, factor, offset))))
+    for rows_in, rows_out, (row_mean, row_factor, row_offset) in spans:
+        has_offset = bool(np.any(row_offset))
+        per_piece = max(1, piece_items // rows_in.shape[1])
+        buffer = np.empty(min(per_piece, rows_in.shape[0]) * rows_in.shape[1])
+        by_row = row_mean.ndim == 2
+        for start in range(0, rows_in.shape[0], per_piece):
+            stop = min(start + per_piece, rows_in.shape[0])
+            values = buffer[:(stop - start) * rows_in.shape[1]].reshape(stop - start, -1)
+            np.copyto(values, rows_in[start:stop])
+            rows = slice(start, stop) if by_row else slice(None)
+            with np.errstate(all="ignore"):
+                values -= row_mean[rows]
+                values *= row_factor[rows]
+                if has_offset:
+                    values += row_offset[rows]
+                rows_out[start:stop] = values  # the one rounding
+    return True

@@ -20,12 +20,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .layout import channel_region, plan_blocks
+from .layout import channel_region, collapse_axes, fold_factor, plan_blocks
 
 # Float64 bytes per piece that is converted and reduced at once: small enough that the
 # float64 copy and its centred square stay in a 2 MiB L2 cache, large enough that the
 # per-call overhead of NumPy stays small.
-PIECE_BYTES = 512 * 2**10
+PIECE_BYTES = 2 * 2**20
 
 
 @dataclass
@@ -217,13 +217,135 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool) -> M
             if nan_count is None:
                 nan_count = np.add.reduce(np.isnan(values), dtype=np.int64, **reduce)
             m2 = np.where(np.isfinite(mean), m2, np.nan)
-        # A constant channel's mean is its value, exactly (sum / count may be off by an
-        # ulp), so that it normalizes to exactly `offset`.
-        mean = np.where(minimum == maximum, minimum, mean)
         if ignore_nan:
             mean = np.where(count == 0, 0.0, mean)
             m2 = np.where(count == 0, 0.0, m2)
     return Moments(count, mean, m2, minimum, maximum, nan_count, inf_count, ignore_nan)
+
+
+def tree_merge(stack: Moments) -> Moments:
+    """Merge moments stacked along axis 0 pairwise, as a balanced tree, into one."""
+    while stack.shape[0] > 1:
+        pairs = stack.shape[0] // 2
+        merged = stack[0:2 * pairs:2].merge(stack[1:2 * pairs:2])
+        if stack.shape[0] % 2:
+            merged = Moments(*(np.concatenate([getattr(merged, name), getattr(stack, name)[-1:]])
+                               for name in Moments.ARRAYS), ignore_nan=stack.ignore_nan)
+        stack = merged
+    return stack[0]
+
+
+
+
+def _rows_partials(rows: np.ndarray, piece_items: int):
+    """Partials of an ``(A, K)`` array reduced over axis 0: lists of (count, sum, ...)."""
+    total_rows, channels = rows.shape
+    fold = fold_factor(channels)
+    rows_per_piece = max(fold, piece_items // channels // fold * fold)
+    buffer = np.empty(rows_per_piece * channels)
+    folded_rows = total_rows // fold * fold
+    spans = [(start, min(start + rows_per_piece, folded_rows), fold)
+             for start in range(0, folded_rows, rows_per_piece)]
+    if folded_rows < total_rows:
+        spans.append((folded_rows, total_rows, 1))  # the rows left over, unfolded
+    parts = []
+    for start, stop, width in spans:
+        piece = rows[start:stop].reshape(-1, width * channels)
+        values = buffer[:piece.size].reshape(piece.shape)
+        np.copyto(values, piece)
+        parts.append(_fold_equal_groups(_centred(values, 0, piece.shape[0], (width, channels))))
+    return parts
+
+
+def _centred(values: np.ndarray, axis: int, count: int, shape: tuple):
+    """Sum, min, max, and centred m2 of `values` along `axis`, reshaped to `shape`."""
+    total = np.add.reduce(values, axis=axis)
+    mean = total / count
+    minimum = np.minimum.reduce(values, axis=axis)
+    maximum = np.maximum.reduce(values, axis=axis)
+    if axis == 0:
+        values -= mean
+        m2 = np.einsum("ij,ij->j", values, values)
+    else:
+        values -= mean[..., None]
+        m2 = np.einsum("akb,akb->ak", values, values)
+    return (np.full(shape, count, np.int64), total.reshape(shape), mean.reshape(shape),
+            m2.reshape(shape), minimum.reshape(shape), maximum.reshape(shape))
+
+
+def _fold_equal_groups(partials: tuple) -> tuple:
+    """Combine the ``(width, K)`` partials of one folded piece, all of equal count, into one.
+
+    This is the Chan update for ``width`` groups of ``n`` values at once: the mean of the
+    group means, and ``m2 = sum(m2_j) + n * sum((mean_j - mean)**2)``.
+    """
+    count, total, mean, m2, minimum, maximum = partials
+    if mean.shape[0] == 1:
+        return partials
+    groups = mean.shape[0]
+    combined_mean = np.add.reduce(mean, axis=0) / groups
+    spread = mean - combined_mean
+    combined_m2 = np.add.reduce(m2, axis=0) + count[0] * np.einsum("ij,ij->j", spread, spread)
+    return (np.add.reduce(count, axis=0, keepdims=True), np.add.reduce(total, axis=0,
+                                                                        keepdims=True),
+            combined_mean[None], combined_m2[None], np.minimum.reduce(minimum, axis=0)[None],
+            np.maximum.reduce(maximum, axis=0)[None])
+
+
+def _slab_partials(x3: np.ndarray, piece_items: int):
+    """Partials of an ``(A, K, B)`` array reduced over axes 0 and 2, B > 1."""
+    outer, channels, inner = x3.shape
+    if inner >= piece_items:
+        per_outer, per_channel, per_inner = 1, 1, piece_items
+    elif channels * inner >= piece_items:
+        per_outer, per_channel, per_inner = 1, piece_items // inner, inner
+    else:
+        per_outer, per_channel, per_inner = piece_items // (channels * inner), channels, inner
+    inner_chunks = -(-inner // per_inner)
+    rows = outer * inner_chunks
+    count = np.empty((rows, channels), np.int64)
+    total, mean, m2, minimum, maximum = (np.empty((rows, channels)) for _ in range(5))
+    buffer = np.empty(per_outer * per_channel * per_inner)
+    for a0 in range(0, outer, per_outer):
+        for k0 in range(0, channels, per_channel):
+            for chunk, b0 in enumerate(range(0, inner, per_inner)):
+                piece = x3[a0:a0 + per_outer, k0:k0 + per_channel, b0:b0 + per_inner]
+                values = buffer[:piece.size].reshape(piece.shape)
+                np.copyto(values, piece)
+                rows_here = slice(a0 * inner_chunks + chunk, (a0 + piece.shape[0]) * inner_chunks,
+                                  inner_chunks)
+                columns = slice(k0, k0 + piece.shape[1])
+                results = _centred(values, 2, piece.shape[2], piece.shape[:2])
+                for target, result in zip((count, total, mean, m2, minimum, maximum), results):
+                    target[rows_here, columns] = result
+    return [(count, total, mean, m2, minimum, maximum)]
+
+
+def _fast_moments(block: np.ndarray, reduce_axes: tuple, piece_bytes: int):
+    """Moments of a C-contiguous block whose layout collapses to (A, K, B), or None.
+
+    None also when a partial sum is not finite: NaN and Inf are then counted by the
+    general path.
+    """
+    if not block.flags.c_contiguous or block.size == 0:
+        return None
+    collapsed = collapse_axes(block.shape, reduce_axes)
+    if collapsed is None:
+        return None
+    piece_items = max(1, piece_bytes // 8)
+    x3 = block.reshape(collapsed)
+    with np.errstate(all="ignore"):
+        if collapsed[2] == 1:
+            parts = _rows_partials(x3[:, :, 0], piece_items)
+        else:
+            parts = _slab_partials(x3, piece_items)
+    count, total, mean, m2, minimum, maximum = (
+        np.concatenate([part[index] for part in parts]) for index in range(6))
+    if not np.isfinite(total).all():
+        return None
+    zeros = np.zeros(count.shape, np.int64)
+    stack = Moments(count, mean, m2, minimum, maximum, zeros, zeros, ignore_nan=False)
+    return tree_merge(stack)
 
 
 def block_moments(
@@ -236,7 +358,8 @@ def block_moments(
     """Compute the moments of an array over some of its axes, keeping dims.
 
     The block is converted to float64 piece by piece (each at most `piece_bytes` as
-    float64), each piece is centred on its own mean, and the pieces are merged.
+    float64), each piece is centred on its own mean, and the pieces' moments are merged
+    pairwise, as a balanced tree where the layout allows it.
 
     Parameters
     ----------
@@ -258,6 +381,10 @@ def block_moments(
     kept_shape = tuple(
         1 if axis in reduce_axes else dim for axis, dim in enumerate(block.shape)
     )
+    if not ignore_nan:
+        fast = _fast_moments(block, reduce_axes, piece_bytes)
+        if fast is not None:
+            return _exact_constant(fast.reshape(kept_shape))
     result = None
     for region in plan_blocks(block.shape, 8, piece_bytes):
         part = _piece_moments(block[region], reduce_axes, ignore_nan)
@@ -272,4 +399,17 @@ def block_moments(
         result.merge_at(target, part)
     if result is None:
         result = Moments.empty(kept_shape, ignore_nan)
-    return result
+    return _exact_constant(result)
+
+
+def _exact_constant(moments: Moments) -> Moments:
+    """A constant channel's mean is its value, exactly, and its m2 is 0.
+
+    ``sum / count`` can be off by an ulp; with the exact mean a constant channel normalizes
+    to exactly ``offset``.
+    """
+    constant = (moments.min == moments.max) & np.isfinite(moments.min) & (moments.count > 0)
+    if constant.any():
+        moments.mean = np.where(constant, moments.min, moments.mean)
+        moments.m2 = np.where(constant, 0.0, moments.m2)
+    return moments

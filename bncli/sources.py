@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .buffers import BufferRing
 from .errors import InputError
 from .layout import format_shape, plan_blocks, region_shape
 from .npyformat import check_data_size, read_header
@@ -109,8 +110,12 @@ class Source:
             "dtype": self.dtype.name,
         }
 
-    def blocks(self, budget_bytes: int) -> Iterator[tuple]:
-        """Yield ``(region, block)`` in storage order; see :func:`bncli.layout.plan_blocks`."""
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None) -> Iterator[tuple]:
+        """Yield ``(region, block)`` in storage order; see :func:`bncli.layout.plan_blocks`.
+
+        With a `ring`, blocks live in its reused buffers: a block is valid until the ring
+        has handed out ``ring.size`` more.
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -158,12 +163,13 @@ class NpySource(Source):
         self._seekable = seekable
         self._data_offset = header.data_offset
 
-    def blocks(self, budget_bytes: int) -> Iterator[tuple]:
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None) -> Iterator[tuple]:
+        ring = ring or BufferRing(0)
         if self._seekable:
             self._stream.seek(self._data_offset)
         done = 0
         for region in plan_blocks(self.storage_shape, self.dtype.itemsize, budget_bytes):
-            block = np.empty(region_shape(region), self.dtype)
+            block = ring.array(region_shape(region), self.dtype)
             got = _read_into(self._stream, block)
             done += got
             if got < block.nbytes:
@@ -202,11 +208,13 @@ class Hdf5Source(Source):
             details=details,
         )
 
-    def blocks(self, budget_bytes: int) -> Iterator[tuple]:
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None) -> Iterator[tuple]:
         from .hdf5 import read_block
 
+        ring = ring or BufferRing(0)
         for region in plan_blocks(self.shape, self.dtype.itemsize, budget_bytes, self.chunks):
-            yield region, read_block(self._dataset, region, self.name)
+            block = ring.array(region_shape(region), self.dtype)
+            yield region, read_block(self._dataset, region, self.name, block)
 
     def close(self) -> None:
         self._file.close()

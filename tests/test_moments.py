@@ -187,3 +187,26 @@ def test_public_moments_matches_tf_nn_moments_semantics(case, keepdims, ddof):
         expected_var = values.astype(np.float64).var(axis=tuple(axes), keepdims=keepdims,
                                                       ddof=ddof)
         assert_close(variance, expected_var, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=arrays_and_axes(dtypes=["float32", "float64", "uint8"]),
+       piece_bytes=st.sampled_from([8, 100, 4096, 2**21]))
+def test_fast_layouts_agree_with_the_general_path(case, piece_bytes):
+    values, axes = case
+    fast = block_moments(np.ascontiguousarray(values), axes, piece_bytes=piece_bytes).finalize()
+    # a Fortran-ordered copy is not C-contiguous and takes the general, piecewise path
+    general = block_moments(np.asfortranarray(values), axes, piece_bytes=piece_bytes).finalize()
+    for key in ("mean", "variance", "min", "max", "count"):
+        assert_close(fast[key], general[key], rtol=1e-12, atol=1e-12)
+
+
+def test_buffer_ring_reuses_memory_in_turn():
+    from bncli.buffers import BufferRing
+
+    ring = BufferRing(2)
+    first, second, third = (ring.array((4, 3), np.float32) for _ in range(3))
+    assert np.shares_memory(first, third) and not np.shares_memory(first, second)
+    big = ring.array((100,), ">f8")  # a larger request replaces the buffer in that slot
+    assert big.dtype == np.dtype(">f8") and big.shape == (100,)
+    assert not np.shares_memory(big, second)
