@@ -160,10 +160,14 @@ def _normalize_rows(block: np.ndarray, coefficients: Coefficients, out: np.ndarr
             values = buffer[:(stop - start) * rows_in.shape[1]].reshape(stop - start, -1)
             np.copyto(values, rows_in[start:stop])
             rows = slice(start, stop) if by_row else slice(None)
+            target = rows_out[start:stop]
             with np.errstate(all="ignore"):
                 values -= row_mean[rows]
-                values *= row_factor[rows]
+                # the last operation writes straight into the output dtype: computed in
+                # float64, rounded once
                 if has_offset:
-                    values += row_offset[rows]
-                rows_out[start:stop] = values  # the one rounding
+                    values *= row_factor[rows]
+                    np.add(values, row_offset[rows], out=target, casting="same_kind")
+                else:
+                    np.multiply(values, row_factor[rows], out=target, casting="same_kind")
     return True
