@@ -131,7 +131,7 @@ def _check_storage(dataset, name: str, allow_external: bool) -> None:
             )
     size = int(np.prod(dataset.shape, dtype=object))
     if (size and not dataset.is_virtual and not dataset.external
-            and dataset.id.get_storage_size() == 0 and dataset.chunks is None):
+            and dataset.id.get_storage_size() == 0):
         raise InputError(
             f"{name}: declares shape {format_shape(dataset.shape)} but no data was ever "
             "written to it"

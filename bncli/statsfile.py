@@ -187,7 +187,9 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
     if ddof < 0:
         raise StatsFileError(f"{name}: ddof {ddof} is negative")
     rank = len(axes) + len(channel_shape)
-    if sorted(set(axes)) != axes or (axes and axes[-1] >= rank):
+    if sorted(set(axes)) != axes:
+        raise StatsFileError(f"{name}: axes {axes!r} are not distinct and in increasing order")
+    if axes and axes[-1] >= rank:
         raise StatsFileError(f"{name}: axes {axes!r} do not fit a rank-{rank} input")
     statistics = Statistics(inputs=inputs, axes=tuple(axes), channel_shape=tuple(channel_shape),
                             moments=Moments.empty(channel_shape), ddof=ddof,

@@ -169,3 +169,12 @@ def test_file_size_limit_is_a_clear_error(acts, tmp_path):
     message = f"bn: error: {target}: file size limit exceeded while writing\n"
     assert result.stderr.decode() == message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["acts.npy"]
+
+
+def test_full_device_on_stdout_is_a_clear_error(acts):
+    path, _ = acts
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "bncli", "normalize", str(path), "-q"],
+                                stdout=full, stderr=subprocess.PIPE, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == b"bn: error: <stdout>: no space left on device while writing\n"
