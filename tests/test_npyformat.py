@@ -113,3 +113,15 @@ def test_broken_files_get_one_clear_error(tmp_path, invoke, case, command):
     assert message in result.stderr
     assert result.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npy"]
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_streams_on_stdin_get_one_clear_error(invoke, case):
+    content, message = BROKEN[case]
+    result = invoke("stats", "-", input=content)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("bn: error: <stdin>: ")
+    assert result.stderr.count("\n") == 1
+    if case not in ("truncated data", "trailing data"):  # a stream has no size to check first
+        assert message in result.stderr
