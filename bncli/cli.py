@@ -165,44 +165,98 @@ def info(inputs, as_json, allow_external):
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Also write a statistics file (.json or .npz).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--outlier-threshold", type=click.FloatRange(min=0, min_open=True),
+              default=None, show_default="3.5", metavar="Z",
+              help="Robust z-score above which a channel's mean or std is an outlier.")
+@click.option("--fail-on", default=None, metavar="KINDS",
+              help="Exit 3 when any of these findings exist: dead, nan, inf, nonfinite, "
+                   "outlier, precision, any (comma list).")
+@click.option("--plot", "plot_path", default=None, metavar="FILE.png",
+              help="Also draw the per-channel statistics (needs bncli[plot]).")
 @engine_options
 def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, fmt, show_all, output, force,
-          chunk_bytes, threads, allow_external, progress):
+          outlier_threshold, fail_on, plot_path, chunk_bytes, threads, allow_external, progress):
     """Per-channel count, mean, variance, std, min, max, NaN and Inf counts.
 
-    Several inputs are one dataset (same channel shape).
+    Several inputs are one dataset (same channel shape). The findings (dead, NaN/Inf,
+    outlying and imprecise channels) follow the table, and are in the JSON and csv too.
 
     \b
       bn stats acts.npy                      # channels last: reduce 0,1,2 of NHWC
       bn stats acts.h5:/layer1 --channel-axis 1     # NCHW
       bn stats part*.npy --format csv
-      bn stats acts.npy -o stats.json
+      bn stats acts.npy -o stats.json --fail-on dead,nonfinite --plot stats.png
     """
     from . import api
+    from .sinks import check_target
 
     if ddof < 0:
         raise click.BadParameter(f"{ddof} is negative", param_hint="--ddof")
+    fail_kinds = _parse_fail_on(fail_on)
+    input_paths = [api.InputSpec.parse(text).path for text in inputs]
     if output is not None:
         from .statsfile import format_for_path
 
         format_for_path(output)
-        from .sinks import check_target
-
-        check_target(output, force=force,
-                     inputs=[api.InputSpec.parse(text).path for text in inputs])
+        check_target(output, force=force, inputs=input_paths)
+    if plot_path is not None:
+        _check_plot(plot_path, force, input_paths)
     started = time.perf_counter()
     statistics = api.stats(inputs, axes=axes, channel_axis=channel_axis, ddof=ddof,
                            ignore_nan=ignore_nan, keepdims=keepdims, chunk_bytes=chunk_bytes,
                            threads=threads, allow_external=allow_external,
                            progress=_progress_factory(progress))
     elapsed = time.perf_counter() - started
+    found = _attach_findings(statistics, outlier_threshold)
     if output is not None:
-        api.save_statistics(statistics, output, force=force,
-                            inputs=[api.InputSpec.parse(text).path for text in inputs])
-    _print_statistics(statistics, fmt, elapsed=elapsed, show_all=show_all)
+        api.save_statistics(statistics, output, force=force, inputs=input_paths)
+    if plot_path is not None:
+        from .plot import plot_statistics
+
+        plot_statistics(statistics, found, plot_path, force=force)
+    _print_statistics(statistics, fmt, found, elapsed=elapsed, show_all=show_all)
+    if fail_kinds & {finding.kind for finding in found}:
+        raise click.exceptions.Exit(FINDINGS_EXIT_CODE)
 
 
-def _print_statistics(statistics, fmt, *, elapsed=None, show_all=False):
+# Exit status of `bn stats --fail-on` when such findings exist (1 and 2 are errors).
+FINDINGS_EXIT_CODE = 3
+
+
+def _parse_fail_on(text):
+    if text is None:
+        return set()
+    from .findings import parse_fail_on
+
+    try:
+        return parse_fail_on(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fail-on") from None
+
+
+def _check_plot(path, force, inputs):
+    from .sinks import check_target
+
+    if not path.lower().endswith(".png"):
+        raise click.BadParameter(f"{path!r} does not end in .png", param_hint="--plot")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise BnError("--plot needs matplotlib: pip install 'bncli[plot]'") from None
+    check_target(path, force=force, inputs=inputs)
+
+
+def _attach_findings(statistics, outlier_threshold=None):
+    from .findings import DEFAULT_OUTLIER_THRESHOLD, find, to_document
+
+    if outlier_threshold is None:
+        outlier_threshold = DEFAULT_OUTLIER_THRESHOLD
+    found = find(statistics.values(), outlier_threshold=outlier_threshold)
+    statistics.extra["findings"] = to_document(found, tuple(statistics.channel_shape))
+    return found
+
+
+def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False):
     if fmt is None:
         fmt = "table" if sys.stdout.isatty() else "json"
     if fmt == "json":
@@ -212,11 +266,11 @@ def _print_statistics(statistics, fmt, *, elapsed=None, show_all=False):
     elif fmt == "csv":
         from .report import render_csv
 
-        click.echo(render_csv(statistics), nl=False)
+        click.echo(render_csv(statistics, found), nl=False)
     else:
         from .report import render_table
 
-        render_table(statistics, sys.stdout, elapsed=elapsed, show_all=show_all)
+        render_table(statistics, sys.stdout, found=found, elapsed=elapsed, show_all=show_all)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -270,7 +324,7 @@ def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_p
     if not quiet:
         from .report import render_normalize_summary
 
-        render_normalize_summary(result, sys.stderr)
+        render_normalize_summary(result, sys.stderr, found=_attach_findings(result.statistics))
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -294,9 +348,10 @@ def merge(statsfiles, output, force, fmt):
     format_for_path(output)
     check_target(output, force=force, inputs=statsfiles)
     merged = api.merge(statsfiles)
+    found = _attach_findings(merged)
     api.save_statistics(merged, output, force=force, inputs=statsfiles)
     if fmt != "none":
-        _print_statistics(merged, fmt)
+        _print_statistics(merged, fmt, found)
 
 
 class Terminated(BaseException):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -36,11 +37,28 @@ CSV_FIELDS = ("count", "mean", "variance", "std", "min", "max", "nan_count", "in
 PLAIN_WIDTH = 200
 
 
+class _PlainText(io.StringIO):
+    """Collects what a console prints for a file or pipe; written without trailing blanks."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def flush(self) -> None:
+        text = self.getvalue()
+        if text:
+            self.stream.write("".join(line.rstrip() + "\n" for line in text.splitlines()))
+            self.seek(0)
+            self.truncate()
+        self.stream.flush()
+
+
 def console_for(stream) -> Console:
-    """Return a rich console on `stream`, plain text when it is not a terminal."""
-    is_terminal = hasattr(stream, "isatty") and stream.isatty()
-    return Console(file=stream, highlight=False, soft_wrap=False,
-                   width=None if is_terminal else PLAIN_WIDTH)
+    """Return a rich console on `stream`, plain text without colour when not a terminal."""
+    if hasattr(stream, "isatty") and stream.isatty():
+        return Console(file=stream, highlight=False, soft_wrap=False)
+    return Console(file=_PlainText(stream), highlight=False, soft_wrap=False,
+                   width=PLAIN_WIDTH, no_color=True, force_terminal=False)
 
 
 def number(value: float) -> str:
@@ -69,11 +87,7 @@ def human_bytes(count: float) -> str:
     return f"{count} B"  # pragma: no cover
 
 
-def render_table(statistics: Statistics, stream, *, elapsed: float | None = None,
-                 show_all: bool = False) -> None:
-    """Print the per-channel table with a header line about the data."""
-    console = console_for(stream)
-    values = statistics.values()
+def _header_lines(statistics: Statistics, elapsed: float | None) -> list:
     inputs = statistics.inputs
     names = ", ".join(
         entry["path"] + (f":{entry['dataset']}" if entry.get("dataset") else "")
@@ -82,50 +96,114 @@ def render_table(statistics: Statistics, stream, *, elapsed: float | None = None
     total_bytes = sum(int(np.prod(entry["shape"])) * np.dtype(entry["dtype"]).itemsize
                       for entry in inputs)
     elements = sum(int(np.prod(entry["shape"])) for entry in inputs)
-    header = [
-        f"[bold]{names}[/bold]",
+    lines = [
+        f"[bold]{escape(names)}[/bold]",
         f"shape {' + '.join(format_shape(entry['shape']) for entry in inputs[:3])}"
         f"{' + ...' if len(inputs) > 3 else ''}  dtype {','.join(dtypes)}  "
         f"axes {list(statistics.axes)}  channels {format_shape(statistics.channel_shape)}  "
         f"elements {elements:,}" + (f"  ddof {statistics.ddof}" if statistics.ddof else ""),
     ]
     if elapsed is not None and elapsed > 0:
-        header.append(f"time {elapsed:.3g} s  ({human_bytes(total_bytes / elapsed)}/s)")
-    for line in header:
+        lines.append(f"time {elapsed:.3g} s  ({human_bytes(total_bytes / elapsed)}/s)")
+    return lines
+
+
+# Short labels of the findings in the table's flags column, and their styles.
+FLAG_LABELS = {"dead": ("dead", "yellow"), "nan": ("nan", "red"), "inf": ("inf", "red"),
+               "outlier_mean": ("mean?", "magenta"), "outlier_std": ("scale?", "magenta"),
+               "precision": ("f32", "cyan")}
+
+
+def _render_findings(console: Console, found: list, indices: list) -> None:
+    if not found:
+        console.print("findings: none")
+        return
+    console.print("[bold]findings[/bold]")
+    for finding in found:
+        label, style = FLAG_LABELS[finding.kind]
+        shown = ", ".join(_index_label(indices[index]) for index in finding.channels[:12])
+        more = f", ... (+{len(finding.channels) - 12})" if len(finding.channels) > 12 else ""
+        noun = "channel" if len(finding.channels) == 1 else "channels"
+        console.print(f"  [{style}]{finding.kind:<12}[/{style}] {len(finding.channels)} {noun}: "
+                      f"{shown}{more}")
+        console.print(f"  {'':<12} {escape(finding.message)}")
+
+
+def render_table(statistics: Statistics, stream, *, found: Sequence = (),
+                 elapsed: float | None = None, show_all: bool = False) -> None:
+    """Print the header, one row per channel (flagged and edge rows), and the findings.
+
+    Parameters
+    ----------
+    statistics : Statistics
+    stream : text stream
+    found : sequence of Finding
+        From :func:`bncli.findings.find`.
+    elapsed : float, optional
+        Seconds taken, for the throughput line.
+    show_all : bool
+        Every channel, not only flagged ones and the first and last few.
+    """
+    console = console_for(stream)
+    for line in _header_lines(statistics, elapsed):
         console.print(line)
+    values = statistics.values()
+    indices = _channel_indices(statistics.channel_shape)
+    flagged: dict = {}
+    for finding in found:
+        for index in finding.channels:
+            flagged.setdefault(index, []).append(finding.kind)
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("channel", justify="right")
     for label in ("count", "mean", "std", "min", "max", "nan", "inf"):
         table.add_column(label, justify="right")
-    indices = _channel_indices(statistics.channel_shape)
-    shown = range(len(indices))
-    if not show_all and len(indices) > 2 * EDGE_ROWS:
-        shown = list(range(EDGE_ROWS)) + [None] + list(range(len(indices) - EDGE_ROWS,
-                                                             len(indices)))
+    table.add_column("flags")
+    if show_all or len(indices) <= 2 * EDGE_ROWS:
+        shown = list(range(len(indices)))
+    else:
+        shown = sorted(set(range(EDGE_ROWS)) | set(flagged)
+                       | set(range(len(indices) - EDGE_ROWS, len(indices))))
     flat = {key: array.reshape(-1) for key, array in values.items()}
+    previous = -1
     for row in shown:
-        if row is None:
-            table.add_row("...", *[""] * 7)
-            continue
+        if row != previous + 1:
+            table.add_row("...", *[""] * 8)
+        previous = row
+        kinds = flagged.get(row, [])
         table.add_row(
             _index_label(indices[row]),
             *(number(flat[key][row]) for key in ("count", "mean", "std", "min", "max",
-                                                  "nan_count", "inf_count")))
+                                                  "nan_count", "inf_count")),
+            " ".join(f"[{FLAG_LABELS[kind][1]}]{FLAG_LABELS[kind][0]}[/]" for kind in kinds),
+            style="bold" if kinds else None)
+    if shown and shown[-1] != len(indices) - 1:
+        table.add_row("...", *[""] * 8)
     console.print(table)
-    if not show_all and len(indices) > 2 * EDGE_ROWS:
-        console.print(f"{len(indices) - 2 * EDGE_ROWS} channels not shown (use --all)")
+    if len(shown) < len(indices):
+        console.print(f"{len(indices) - len(shown)} of {len(indices)} channels not shown "
+                      "(--all shows every one)")
+    _render_findings(console, list(found), indices)
 
 
-def render_csv(statistics: Statistics) -> str:
-    """Return one csv row per channel; the channel index is ``i`` or ``i;j`` for tuples."""
+def render_csv(statistics: Statistics, found: Sequence = ()) -> str:
+    """Return one csv row per channel, with a 0/1 column per kind of finding.
+
+    The channel index is ``i``, or ``i;j`` for multi-dimensional channel shapes.
+    """
+    from .findings import KINDS
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("channel",) + CSV_FIELDS)
+    writer.writerow(("channel",) + CSV_FIELDS + KINDS)
     values = {key: array.reshape(-1) for key, array in statistics.values().items()}
+    marks = {kind: set() for kind in KINDS}
+    for finding in found:
+        marks[finding.kind].update(finding.channels)
     for row, index in enumerate(_channel_indices(statistics.channel_shape)):
         writer.writerow([";".join(map(str, index))] + [
             int(values[key][row]) if key in ("count", "nan_count", "inf_count")
-            else repr(float(values[key][row])) for key in CSV_FIELDS])
+            else repr(float(values[key][row])) for key in CSV_FIELDS]
+            + [int(row in marks[kind]) for kind in KINDS])
     return buffer.getvalue()
 
 
@@ -163,18 +241,22 @@ def render_info(entries: list, stream) -> None:
                 console.print(f"  {label:<12} {value}")
 
 
-def render_normalize_summary(result, stream) -> None:
-    """Print the statistics a normalization used, compactly."""
+def render_normalize_summary(result, stream, *, found: Sequence = ()) -> None:
+    """Print to `stream` the compact summary of the statistics a normalization used."""
     console = console_for(stream)
     statistics = result.statistics
+    console.print(f"bn: normalized {format_shape(result.shape)} over axes "
+                  f"{list(statistics.axes)} -> {escape(str(result.output))} "
+                  f"({result.dtype.name}) with these statistics:", soft_wrap=True)
+    for line in _header_lines(statistics, None):
+        console.print("  " + line, soft_wrap=True)
     values = statistics.values()
     mean, std = values["mean"], values["std"]
-    console.print(
-        f"bn: normalized {format_shape(result.shape)} over axes {list(statistics.axes)} "
-        f"-> {result.output} ({result.dtype.name}); {mean.size} channels, "
-        f"mean {number(np.nanmin(mean)) if mean.size else '-'}..{number(np.nanmax(mean))}"
-        f", std {number(np.nanmin(std))}..{number(np.nanmax(std))}",
-        markup=False, soft_wrap=True)
+    if mean.size:
+        console.print(f"  mean {number(np.nanmin(mean))} .. {number(np.nanmax(mean))}  "
+                      f"std {number(np.nanmin(std))} .. {number(np.nanmax(std))}",
+                      soft_wrap=True)
+    _render_findings(console, list(found), _channel_indices(statistics.channel_shape))
 
 
 class ProgressBars:

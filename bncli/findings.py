@@ -1,0 +1,173 @@
+"""What is worth a look in per-channel statistics: dead, non-finite, outlying, imprecise.
+
+Pure NumPy on finalized statistics; the renderers and ``--fail-on`` act on the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Iglewicz & Hoaglin's cut-off for the modified z-score 0.6745 * (x - median) / MAD.
+DEFAULT_OUTLIER_THRESHOLD = 3.5
+# Scales the MAD to the standard deviation of a normal distribution.
+MAD_TO_SIGMA = 0.6745
+# Scales the mean absolute deviation to the standard deviation, when the MAD is 0.
+MEAN_AD_TO_SIGMA = 1.253314
+# A channel with |mean| / std above this loses at least 3 of the ~7 significant digits of a
+# float32 value to its offset: float32 statistics of it would be off from the 4th digit on.
+PRECISION_RATIO = 1e3
+# Smallest robust spread of log10(std) among channels: 0.1 decade, about 26%.
+LOG_STD_FLOOR = 0.1
+# Outliers "among channels" need a few channels to compare.
+MIN_CHANNELS_FOR_OUTLIERS = 3
+
+KINDS = ("dead", "nan", "inf", "outlier_mean", "outlier_std", "precision")
+# Names accepted by --fail-on, each a set of kinds.
+GROUPS = {
+    "dead": {"dead"},
+    "nan": {"nan"},
+    "inf": {"inf"},
+    "nonfinite": {"nan", "inf"},
+    "outlier": {"outlier_mean", "outlier_std"},
+    "outlier_mean": {"outlier_mean"},
+    "outlier_std": {"outlier_std"},
+    "precision": {"precision"},
+    "any": set(KINDS),
+}
+
+
+@dataclass
+class Finding:
+    """One kind of problem and the channels (flat indices) that have it."""
+
+    kind: str
+    channels: list
+    message: str
+
+
+def near_constant(variance, mean, count) -> np.ndarray:
+    """Channels whose variance is at or below scikit-learn's near-constant bound.
+
+    The bound is that of ``StandardScaler`` (``_is_constant_feature``): the rounding error
+    of a two-pass float64 variance, ``n*eps*var + (n*mean*eps)**2`` (Chan, Golub & LeVeque).
+    """
+    eps = np.finfo(np.float64).eps
+    with np.errstate(all="ignore"):
+        bound = count * eps * variance + (count * mean * eps) ** 2
+        return (count > 0) & np.isfinite(variance) & (variance <= bound)
+
+
+def robust_outliers(values: np.ndarray, usable: np.ndarray, threshold: float,
+                    floor: float = 0.0) -> np.ndarray:
+    """Flag values whose modified z-score (median and MAD) exceeds `threshold`.
+
+    The scale is the MAD scaled to a standard deviation (the mean absolute deviation when
+    the MAD is 0), but never below `floor`, so that nearly equal values do not flag
+    their small differences.
+    """
+    flagged = np.zeros(values.shape, bool)
+    sample = values[usable]
+    if sample.size < MIN_CHANNELS_FOR_OUTLIERS:
+        return flagged
+    median = np.median(sample)
+    deviation = np.abs(sample - median)
+    mad = np.median(deviation)
+    scale = mad / MAD_TO_SIGMA if mad > 0 else MEAN_AD_TO_SIGMA * np.mean(deviation)
+    scale = max(scale, floor)
+    if scale == 0:
+        return flagged
+    flagged[usable] = deviation / scale > threshold
+    return flagged
+
+
+def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD) -> dict:
+    """Return a boolean array per kind, of the flattened channel count.
+
+    Parameters
+    ----------
+    values : dict of str to ndarray
+        Finalized statistics (:meth:`bncli.reduction.Moments.finalize`).
+    outlier_threshold : float
+        Modified z-score above which a channel's mean or std is an outlier.
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+    """
+    count = values["count"].reshape(-1)
+    mean = values["mean"].reshape(-1)
+    std = values["std"].reshape(-1)
+    population_variance = np.where(count > 0, values["m2"].reshape(-1) / np.maximum(count, 1),
+                                   np.nan)
+    dead = near_constant(population_variance, mean, count)
+    nan = values["nan_count"].reshape(-1) > 0
+    inf = values["inf_count"].reshape(-1) > 0
+    finite = np.isfinite(mean) & np.isfinite(std) & ~nan & ~inf
+    lively = finite & ~dead & (std > 0)
+    with np.errstate(all="ignore"):
+        log_std = np.log10(np.where(lively, std, 1.0))
+        ratio = np.abs(mean) / std
+    return {
+        "dead": dead,
+        "nan": nan,
+        "inf": inf,
+        # A mean is far off when it is far both from the spread of the other means and
+        # from the typical channel's own std: noise in the means of noisy channels is not.
+        "outlier_mean": robust_outliers(
+            mean, finite, outlier_threshold,
+            floor=float(np.median(std[lively])) if lively.any() else 0.0),
+        # Scales compare as ratios; the floor asks for more than ~2x at the default threshold.
+        "outlier_std": robust_outliers(log_std, lively, outlier_threshold,
+                                       floor=LOG_STD_FLOOR),
+        "precision": lively & (ratio > PRECISION_RATIO),
+    }
+
+
+_MESSAGES = {
+    "dead": "variance at or below scikit-learn's near-constant bound: normalizes to the offset",
+    "nan": "hold NaN: mean and variance are NaN unless --ignore-nan",
+    "inf": "hold Inf: mean or variance is not finite",
+    "outlier_mean": "mean far from the other channels' (robust z-score above {threshold:g}, "
+                    "in units of the spread of the means or the median std, the larger)",
+    "outlier_std": "std far from the other channels' in scale (robust z-score of log std "
+                   "above {threshold:g})",
+    "precision": f"|mean| / std above {PRECISION_RATIO:g}: float32 statistics would lose "
+                 "precision here (bn accumulates in float64)",
+}
+
+
+def find(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD) -> list:
+    """Return the findings: one :class:`Finding` per kind that any channel has."""
+    found = []
+    for kind, mask in flags(values, outlier_threshold=outlier_threshold).items():
+        channels = np.flatnonzero(mask).tolist()
+        if channels:
+            found.append(Finding(kind, channels,
+                                 _MESSAGES[kind].format(threshold=outlier_threshold)))
+    return found
+
+
+def parse_fail_on(text: str) -> set:
+    """Parse ``--fail-on dead,nonfinite`` into a set of kinds; ValueError if unknown."""
+    kinds: set = set()
+    for name in (part.strip() for part in text.split(",") if part.strip()):
+        if name not in GROUPS:
+            raise ValueError(f"unknown finding {name!r}; choose from {', '.join(GROUPS)}")
+        kinds |= GROUPS[name]
+    return kinds
+
+
+def to_document(found: list, channel_shape: tuple) -> list:
+    """JSON-ready findings: channel indices as ints (1-D channels) or index lists."""
+    documents = []
+    for finding in found:
+        if len(channel_shape) == 1:
+            channels = finding.channels
+        else:
+            channels = [list(map(int, np.unravel_index(index, channel_shape)))
+                        for index in finding.channels]
+        documents.append({"kind": finding.kind, "channels": channels,
+                          "count": len(finding.channels), "message": finding.message})
+    return documents

@@ -1,0 +1,231 @@
+"""Dataset inspection: findings, table, csv/json flags, --fail-on, plot, progress on a terminal."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import numpy as np
+import pytest
+from conftest import stats_json
+
+from bncli.findings import near_constant
+
+
+@pytest.fixture
+def flagged(tmp_path):
+    """64 channels of unit noise with one of each problem."""
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal((500, 64)) * rng.uniform(0.8, 1.2, 64) + rng.uniform(-.5, .5, 64)
+    values[:, 3] = 0.25                                   # dead
+    values[17, 9] = np.nan                                # NaN
+    values[4, 11] = np.inf                                # Inf
+    values[:, 20] *= 100                                  # 100x larger scale
+    values[:, 30] += 40                                   # mean far from the rest
+    values[:, 41] = 1e4 + rng.standard_normal(500) * 0.5  # |mean| / std of 2e4
+    path = tmp_path / "flagged.npy"
+    np.save(path, values.astype(np.float32))
+    return path
+
+
+def findings_of(document):
+    return {entry["kind"]: entry["channels"] for entry in document["findings"]}
+
+
+def test_each_finding_on_a_file_built_to_contain_it(invoke, flagged):
+    result = invoke("stats", flagged, "--format", "json")
+    assert result.exit_code == 0
+    found = findings_of(stats_json(result.stdout))
+    assert found["dead"] == [3]
+    assert found["nan"] == [9]
+    assert found["inf"] == [11]
+    assert found["outlier_std"] == [20]
+    assert 30 in found["outlier_mean"] and 41 in found["outlier_mean"]
+    assert found["precision"] == [41]
+    assert set(found) == {"dead", "nan", "inf", "outlier_std", "outlier_mean", "precision"}
+
+
+def test_clean_data_has_no_findings(invoke, tmp_path):
+    rng = np.random.default_rng(8)
+    np.save(tmp_path / "clean.npy", rng.standard_normal((400, 32)))
+    document = stats_json(invoke("stats", tmp_path / "clean.npy").stdout)
+    assert document["findings"] == []
+    assert "findings: none" in invoke("stats", tmp_path / "clean.npy", "--format",
+                                      "table").stdout
+
+
+def test_dead_uses_scikit_learns_near_constant_bound():
+    # two values one ulp apart: variance far below n*eps*var + (n*mean*eps)**2
+    eps = np.finfo(np.float64).eps
+    tiny = np.var([1.0, 1.0 + eps])
+    small = np.var([1.0, 1.0 + 1e-6])
+    assert near_constant(np.array([tiny, small, 0.0]), np.array([1.0, 1.0, 5.0]),
+                         np.array([2, 2, 9])).tolist() == [True, False, True]
+    bound = 2 * eps * tiny + (2 * 1.0 * eps) ** 2
+    assert tiny <= bound
+
+
+def test_csv_has_a_flag_column_per_kind(invoke, flagged):
+    lines = invoke("stats", flagged, "--format", "csv").stdout.splitlines()
+    header = lines[0].split(",")
+    assert header[-6:] == ["dead", "nan", "inf", "outlier_mean", "outlier_std", "precision"]
+    rows = {int(line.split(",")[0]): dict(zip(header, line.split(","))) for line in lines[1:]}
+    assert rows[3]["dead"] == "1" and rows[4]["dead"] == "0"
+    assert rows[9]["nan"] == "1" and rows[11]["inf"] == "1"
+    assert rows[20]["outlier_std"] == "1" and rows[41]["precision"] == "1"
+
+
+@pytest.mark.parametrize("fail_on, code", [
+    ("dead", 3), ("nonfinite", 3), ("dead,nonfinite", 3), ("precision", 3), ("any", 3)])
+def test_fail_on_exits_3_when_findings_exist(invoke, flagged, fail_on, code):
+    result = invoke("stats", flagged, "--fail-on", fail_on, "--format", "json")
+    assert result.exit_code == code
+    assert stats_json(result.stdout)["findings"]  # the report is still printed
+
+
+def test_fail_on_passes_clean_data_and_refuses_unknown_kinds(invoke, tmp_path):
+    np.save(tmp_path / "clean.npy", np.random.default_rng(1).standard_normal((100, 8)))
+    assert invoke("stats", tmp_path / "clean.npy", "--fail-on", "dead,nonfinite").exit_code == 0
+    result = invoke("stats", tmp_path / "clean.npy", "--fail-on", "deadish")
+    assert result.exit_code == 2 and "unknown finding 'deadish'" in result.stderr
+
+
+def test_many_channels_show_flagged_rows_and_the_edges(invoke, tmp_path):
+    rng = np.random.default_rng(9)
+    values = rng.standard_normal((50, 2048))
+    values[:, 1000] = 3.0
+    np.save(tmp_path / "wide.npy", values)
+    out = invoke("stats", tmp_path / "wide.npy", "--format", "table").stdout
+    rows = [line.split()[0] for line in out.splitlines() if re.match(r"^\s+\d+\s", line)]
+    assert rows == [str(i) for i in range(16)] + ["1000"] + [str(i) for i in range(2032, 2048)]
+    assert "2015 of 2048 channels not shown (--all shows every one)" in out
+    assert re.search(r"^\s+1000 .* dead$", out, re.MULTILINE)
+    every = invoke("stats", tmp_path / "wide.npy", "--format", "table", "--all").stdout
+    assert len([line for line in every.splitlines() if re.match(r"^\s+\d+\s", line)]) == 2048
+
+
+def test_multi_dimensional_channels_show_index_tuples(invoke, tmp_path):
+    values = np.random.default_rng(10).standard_normal((30, 3, 4))
+    values[:, 1, 2] = 7.0
+    np.save(tmp_path / "grid.npy", values)
+    out = invoke("stats", tmp_path / "grid.npy", "--axes", "0", "--format", "table").stdout
+    assert re.search(r"^\s+1,2 .* dead\b", out, re.MULTILINE)
+    document = stats_json(invoke("stats", tmp_path / "grid.npy", "--axes", "0").stdout)
+    assert findings_of(document)["dead"] == [[1, 2]]
+
+
+def test_numbers_are_readable(invoke, tmp_path):
+    np.save(tmp_path / "x.npy", np.array([[1 / 3, 2e-9], [2 / 3, 4e-9]]))
+    out = invoke("stats", tmp_path / "x.npy", "--format", "table").stdout
+    assert "0.5" in out and "3e-09" in out
+    assert "0.3333333333333333" not in out
+
+
+def test_normalize_prints_the_compact_summary(invoke, flagged, tmp_path):
+    result = invoke("normalize", flagged, "-o", tmp_path / "n.npy")
+    assert result.exit_code == 0
+    assert "bn: normalized 500x64 over axes [0]" in result.stderr
+    assert "dead         1 channel: 3" in result.stderr
+    assert invoke("normalize", flagged, "-o", tmp_path / "m.npy", "-q").stderr == ""
+
+
+def test_plot_is_a_png_of_sensible_size(invoke, flagged, tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs the bncli[plot] extra")
+    plot = tmp_path / "stats.png"
+    result = invoke("stats", flagged, "--plot", plot, "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = plot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert 600 <= width <= 2000 and 300 <= height <= 1200
+    assert 10_000 < len(data) < 2_000_000
+    assert not list(tmp_path.glob("*.bn-tmp"))
+    result = invoke("stats", flagged, "--plot", plot)
+    assert result.exit_code == 1 and "already exists" in result.stderr
+
+
+def _run_on_terminal(args, *, stdout_tty=False, columns=120, env=None):
+    """Run bn with stderr (and optionally stdout) on a pseudo-terminal; return its bytes."""
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    full_env = {key: value for key, value in os.environ.items()
+                if key not in ("COLUMNS", "LINES", "NO_COLOR", "TERM")}
+    full_env.update({"TERM": "xterm-256color"}, **(env or {}))
+    process = subprocess.Popen([sys.executable, "-m", "bncli", *map(str, args)],
+                               stdout=follower if stdout_tty else subprocess.PIPE,
+                               stderr=follower, env=full_env)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    piped = process.stdout.read() if process.stdout else b""
+    process.wait(timeout=60)
+    return process.returncode, seen, piped
+
+
+@pytest.fixture
+def slow_input(tmp_path):
+    path = tmp_path / "big.npy"
+    np.save(path, np.ones((4096, 1024), np.float32))  # 16 MiB
+    return path
+
+
+def test_progress_bar_on_a_terminal(slow_input):
+    code, terminal, piped = _run_on_terminal(
+        ["stats", slow_input, "--format", "json", "--chunk-bytes", "64K", "--threads", "1"])
+    assert code == 0
+    text = terminal.decode(errors="replace")
+    assert "stats" in text and "━" in text and "MB" in text
+    assert stats_json(piped)["count"][0] == 4096
+
+
+def test_no_progress_bar_with_no_progress(slow_input):
+    code, terminal, _ = _run_on_terminal(
+        ["stats", slow_input, "--format", "json", "--chunk-bytes", "64K", "--no-progress"])
+    assert code == 0 and terminal == b""
+
+
+def test_pipes_get_no_progress_bar_and_no_colour(flagged):
+    result = subprocess.run([sys.executable, "-m", "bncli", "stats", str(flagged), "--format",
+                             "table"], capture_output=True, timeout=120,
+                            env={**os.environ, "TERM": "xterm-256color"})
+    assert result.returncode == 0
+    assert b"\x1b" not in result.stdout and result.stderr == b""
+    assert b"findings" in result.stdout
+
+
+def test_table_on_a_terminal_is_coloured_unless_no_color(flagged):
+    _, coloured, _ = _run_on_terminal(["stats", flagged, "--format", "table"], stdout_tty=True)
+    assert re.search(rb"\x1b\[[0-9;]*3[0-9]m", coloured)
+    _, plain, _ = _run_on_terminal(["stats", flagged, "--format", "table"], stdout_tty=True,
+                                   env={"NO_COLOR": "1"})
+    assert not re.search(rb"\x1b\[[0-9;]*3[0-9]m", plain)
+    assert b"findings" in plain
+
+
+def test_narrow_terminal_is_respected(flagged):
+    _, narrow, _ = _run_on_terminal(["stats", flagged, "--format", "table", "--no-progress"],
+                                    stdout_tty=True,
+                                    columns=60, env={"NO_COLOR": "1"})
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", narrow.decode(errors="replace"))
+    lines = [line for line in text.replace("\r", "").split("\n") if line.strip()]
+    assert lines and max(len(line) for line in lines) <= 60
