@@ -3,7 +3,7 @@
     python bench/run.py                 # the 1 GiB file of the figures in the README
     python bench/run.py --gib 0.25      # a quicker run on a smaller file
     python bench/run.py --only stats    # one group: stats, normalize, layouts, hdf5, linear,
-                                        # startup, dask
+                                        # startup, dask, cluster
 
 The test files are made under bench/data/ (not committed) on first use: float32 NHWC
 activations of shape (N, 32, 32, 64), and an HDF5 copy chunked (64, 32, 32, 64) with gzip.
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=None)
     args = parser.parse_args()
     groups = set(args.only or ["stats", "normalize", "layouts", "hdf5", "linear", "startup",
-                               "dask"])
+                               "dask", "cluster"])
     samples = max(64, int(args.gib * 2**30 / (32 * 32 * 64 * 4)))
     main_file = DATA / f"acts_{samples}.npy"
     make_npy(main_file, samples)
@@ -254,6 +254,32 @@ def main() -> None:
             ratio("4x file time / (4 * 1x file time)", large["seconds"] / (4 * small["seconds"]),
                   ("within 0.85..1.15", lambda v: 0.85 <= v <= 1.15))
             ratio("4x file peak MB / 1x file peak MB", large["peak_mb"] / small["peak_mb"])
+        if "cluster" in groups:
+            try:
+                import distributed  # noqa: F401
+            except ImportError:
+                print("cluster: bncli[dask] not installed, skipped")
+            else:
+                print("dask.distributed: --scheduler local (a LocalCluster of 2 worker "
+                      "processes, started by each run)")
+                single = measure("bn stats (one process, 2 threads)",
+                                 BN + ["stats", str(main_file), "--format", "json"], nbytes,
+                                 args.repeat)
+                clustered = measure("bn stats --scheduler local",
+                                    BN + ["stats", str(main_file), "--format", "json",
+                                          "--scheduler", "local"], nbytes, args.repeat)
+                ratio("cluster time / single-process time",
+                      clustered["seconds"] / single["seconds"])
+                local_norm = measure("bn normalize (one process)",
+                                     BN + ["normalize", str(main_file), "-o", str(out), "-q"],
+                                     nbytes, args.repeat, before=clear_out)
+                cluster_norm = measure("bn normalize --scheduler local",
+                                       BN + ["normalize", str(main_file), "-o", str(out), "-q",
+                                             "--scheduler", "local"], nbytes, args.repeat,
+                                       before=clear_out)
+                ratio("cluster time / single-process time",
+                      cluster_norm["seconds"] / local_norm["seconds"])
+                clear_out()
         if "startup" in groups:
             print("start-up")
             helped = measure("bn --help", BN + ["--help"], 0, max(args.repeat, 5))

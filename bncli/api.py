@@ -28,6 +28,7 @@ from .engine import (
 from .errors import InputError, OutputError, StatsFileError, UsageError
 from .layout import channel_shape, format_shape, keepdims_shape, resolve_axes
 from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
+from .npyformat import make_header
 from .sinks import AtomicFile, Hdf5Writer, NpyWriter, check_target, stdout_stream
 from .sources import HDF5_SUFFIX, InputSpec, Source, open_source
 from .statsfile import Statistics
@@ -72,7 +73,8 @@ def open_sources(specs: Sequence[str], *, allow_external: bool = False,
 def stats(inputs: Sequence[str], *, axes=None, channel_axis=None, ddof: int = 0,
           ignore_nan: bool = False, keepdims: bool = False,
           chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int | None = None,
-          allow_external: bool = False, progress=None) -> Statistics:
+          allow_external: bool = False, progress=None, scheduler: str | None = None
+          ) -> Statistics:
     """Compute per-channel statistics of one dataset stored in one or more inputs.
 
     Parameters
@@ -92,19 +94,34 @@ def stats(inputs: Sequence[str], *, axes=None, channel_axis=None, ddof: int = 0,
     allow_external : bool
         Allow HDF5 files to read other files.
     progress : callable, optional
+    scheduler : str, optional
+        Run on a dask.distributed cluster: ``tcp://host:port``, or ``local``.
 
     Returns
     -------
     Statistics
     """
     threads = threads or default_threads()
-    with open_sources(inputs, allow_external=allow_external, chunk_bytes=chunk_bytes) as sources:
+    with open_sources(inputs, allow_external=allow_external, chunk_bytes=chunk_bytes) as sources, \
+            _cluster(scheduler, allow_external) as moments_of:
         total = sum(source.nbytes for source in sources)
         with _progress_bar(progress, "stats", total) as advance:
             return compute_statistics(
                 sources, axes=axes, channel_axis=channel_axis, ddof=ddof,
                 ignore_nan=ignore_nan, keepdims=keepdims, chunk_bytes=chunk_bytes,
-                threads=threads, progress=advance)
+                threads=threads, progress=advance, moments_of=moments_of)
+
+
+@contextlib.contextmanager
+def _cluster(scheduler, allow_external: bool):
+    """Yield a cluster ``moments_of`` for `scheduler`, or None to compute here."""
+    if not scheduler:
+        yield None
+        return
+    from .distributed import ClusterMoments, connect
+
+    with connect(scheduler) as client:
+        yield ClusterMoments(client, allow_external=allow_external)
 
 
 def save_statistics(statistics: Statistics, path: str, *, force: bool = False,
@@ -215,12 +232,12 @@ class NormalizeResult:
 
 
 def _statistics_for(source: Source, *, stats_path, axes, channel_axis, ddof, ignore_nan,
-                    chunk_bytes, threads, progress) -> Statistics:
+                    chunk_bytes, threads, progress, moments_of=None) -> Statistics:
     if stats_path is None:
         with _progress_bar(progress, "stats", source.nbytes) as advance:
             return compute_statistics([source], axes=axes, channel_axis=channel_axis, ddof=ddof,
                                       ignore_nan=ignore_nan, chunk_bytes=chunk_bytes,
-                                      threads=threads, progress=advance)
+                                      threads=threads, progress=advance, moments_of=moments_of)
     saved = statsfile.load(stats_path)
     if axes is None and channel_axis is None:
         axes = saved.axes
@@ -243,7 +260,8 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
               stats_path: str | None = None, save_stats: str | None = None,
               dtype=None, force: bool = False, ddof: int = 0, ignore_nan: bool = False,
               chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int | None = None,
-              allow_external: bool = False, progress=None) -> NormalizeResult:
+              allow_external: bool = False, progress=None,
+              scheduler: str | None = None) -> NormalizeResult:
     """Write a batch-normalized copy of an input.
 
     Parameters
@@ -270,8 +288,9 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
         For the variance used when the statistics are computed here.
     ignore_nan : bool
         Leave NaNs out of the statistics computed here (they stay NaN in the output).
-    chunk_bytes, threads, allow_external, progress :
-        As :func:`stats`.
+    chunk_bytes, threads, allow_external, progress, scheduler :
+        As :func:`stats`. On a cluster, a ``.npy`` output is written by the workers, each
+        its own blocks; HDF5 and stdout outputs by this process, one writer.
 
     Returns
     -------
@@ -299,9 +318,11 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
             stack.callback(os.unlink, spool_path)
             stack.enter_context(source)
         check_reducible(source, "normalize")
+        moments_of = stack.enter_context(_cluster(scheduler, allow_external))
         statistics = _statistics_for(
             source, stats_path=stats_path, axes=axes, channel_axis=channel_axis, ddof=ddof,
-            ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads, progress=progress)
+            ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads, progress=progress,
+            moments_of=moments_of)
         channels = tuple(statistics.channel_shape)
         values = statistics.values()
         keep_shape = keepdims_shape(source.shape, statistics.axes)
@@ -323,6 +344,11 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
                                    source.fortran_order)
                 normalize_source(source, writer, coefficients, out_dtype,
                                  chunk_bytes=chunk_bytes, threads=threads, progress=advance)
+            elif moments_of is not None and not target.hdf5 and source.path != "-":
+                with AtomicFile(target.path, force=force) as atomic:
+                    _cluster_normalize(moments_of.client, source, atomic.temp_path, out_dtype,
+                                       coefficients, chunk_bytes=chunk_bytes,
+                                       allow_external=allow_external, progress=advance)
             else:
                 with AtomicFile(target.path, force=force) as atomic:
                     writer = _open_writer(target, atomic.temp_path, source, out_dtype,
@@ -337,6 +363,20 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
         save_statistics(statistics, save_stats, force=force, inputs=input_paths)
     return NormalizeResult(statistics=statistics, output=output, dtype=out_dtype,
                            shape=source.shape)
+
+
+def _cluster_normalize(client, source: Source, temp_path: str, out_dtype: np.dtype,
+                       coefficients: Coefficients, **options) -> None:
+    from .distributed import cluster_normalize
+
+    header = make_header(source.shape, out_dtype, source.fortran_order)
+    try:
+        with open(temp_path, "r+b") as output:
+            output.write(header)
+            output.truncate(len(header) + int(np.prod(source.shape)) * out_dtype.itemsize)
+    except OSError as exc:
+        raise OutputError(f"{temp_path}: cannot write: {exc.strerror or exc}") from None
+    cluster_normalize(client, source, temp_path, len(header), coefficients, out_dtype, **options)
 
 
 class _FileNpyWriter(NpyWriter):

@@ -89,6 +89,10 @@ def engine_options(func):
     """``--chunk-bytes``, ``--threads``, ``--allow-external``, ``--progress``."""
     from .layout import DEFAULT_CHUNK_BYTES
 
+    func = click.option("--scheduler", envvar="BN_SCHEDULER", default=None, metavar="ADDRESS",
+                        help="Run on a dask.distributed cluster: tcp://host:port, or local "
+                             "for one on this machine (needs bncli[dask]; env BN_SCHEDULER). "
+                             "Input paths must be on a filesystem every worker shares.")(func)
     func = click.option("--progress/--no-progress", default=None,
                         help="Progress bar on stderr (default: when stderr is a terminal).")(func)
     func = click.option("--allow-external", is_flag=True,
@@ -175,7 +179,8 @@ def info(inputs, as_json, allow_external):
               help="Also draw the per-channel statistics (needs bncli[plot]).")
 @engine_options
 def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, fmt, show_all, output, force,
-          outlier_threshold, fail_on, plot_path, chunk_bytes, threads, allow_external, progress):
+          outlier_threshold, fail_on, plot_path, chunk_bytes, threads, allow_external, progress,
+          scheduler):
     """Per-channel count, mean, variance, std, min, max, NaN and Inf counts.
 
     Several inputs are one dataset (same channel shape). The findings (dead, NaN/Inf,
@@ -205,7 +210,7 @@ def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, fmt, show_all,
     statistics = api.stats(inputs, axes=axes, channel_axis=channel_axis, ddof=ddof,
                            ignore_nan=ignore_nan, keepdims=keepdims, chunk_bytes=chunk_bytes,
                            threads=threads, allow_external=allow_external,
-                           progress=_progress_factory(progress))
+                           progress=_progress_factory(progress), scheduler=scheduler)
     elapsed = time.perf_counter() - started
     found = _attach_findings(statistics, outlier_threshold)
     if output is not None:
@@ -300,7 +305,7 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False):
 @engine_options
 def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_path, save_stats,
               dtype, ddof, ignore_nan, force, quiet, chunk_bytes, threads, allow_external,
-              progress):
+              progress, scheduler):
     """Write scale * (x - mean) / sqrt(variance + epsilon) + offset, chunk by chunk.
 
     \b
@@ -320,7 +325,8 @@ def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_p
         input, output, axes=axes, channel_axis=channel_axis, epsilon=epsilon, scale=scale,
         offset=offset, stats_path=stats_path, save_stats=save_stats, dtype=dtype, force=force,
         ddof=ddof, ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
-        allow_external=allow_external, progress=_progress_factory(progress))
+        allow_external=allow_external, progress=_progress_factory(progress),
+        scheduler=scheduler)
     if not quiet:
         from .report import render_normalize_summary
 

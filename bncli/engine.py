@@ -30,7 +30,7 @@ from .layout import (
 )
 from .normalize import Coefficients, normalize_block
 from .npyformat import make_header
-from .reduction import Moments, block_moments
+from .reduction import Moments, TreeAccumulator, block_moments
 from .sinks import as_bytes
 from .sources import Source, open_source
 from .statsfile import Statistics
@@ -106,7 +106,7 @@ def source_moments(source: Source, reduce_axes: Sequence[int], *, ignore_nan: bo
     """
     ndim = len(source.shape)
     axes = storage_axes(ndim, reduce_axes, source.fortran_order)
-    result = Moments.empty(keepdims_shape(source.storage_shape, axes), ignore_nan)
+    tree = TreeAccumulator(keepdims_shape(source.storage_shape, axes), ignore_nan)
 
     def reduce_block(item):
         region, block = item
@@ -115,9 +115,10 @@ def source_moments(source: Source, reduce_axes: Sequence[int], *, ignore_nan: bo
     # At most `threads` blocks are being reduced while the next one is read.
     blocks = source.blocks(chunk_bytes, BufferRing(threads + 2))
     for region, part in ordered_map(reduce_block, blocks, threads):
-        result.merge_at(channel_region(region, axes), part)
+        tree.add(channel_region(region, axes), part)
         if progress is not None:
             progress(int(np.prod(region_shape(region))) * source.dtype.itemsize)
+    result = tree.result()
     if source.fortran_order:
         result = result.transpose(tuple(reversed(range(ndim))))
     return result
@@ -126,7 +127,8 @@ def source_moments(source: Source, reduce_axes: Sequence[int], *, ignore_nan: bo
 def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=None, ddof: int = 0,
                        ignore_nan: bool = False, keepdims: bool = False,
                        chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
-                       progress: ProgressCallback = None) -> Statistics:
+                       progress: ProgressCallback = None,
+                       moments_of: Callable | None = None) -> Statistics:
     """Compute the statistics of several sources taken as one dataset.
 
     Parameters
@@ -139,11 +141,15 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
     ignore_nan, keepdims : bool
     chunk_bytes, threads, progress :
         As :func:`source_moments`.
+    moments_of : callable, optional
+        Computes one source's moments, with the signature of :func:`source_moments`
+        (the default); :mod:`bncli.distributed` passes one that uses a cluster.
 
     Returns
     -------
     Statistics
     """
+    moments_of = moments_of or source_moments
     if ddof < 0:
         raise UsageError(f"--ddof {ddof} is negative")
     statistics = None
@@ -159,8 +165,8 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
                 f"{statistics.inputs[0]['path']} gives {format_shape(statistics.channel_shape)} "
                 f"over axes {list(statistics.axes)}"
             )
-        moments = source_moments(source, reduce_axes, ignore_nan=ignore_nan,
-                                 chunk_bytes=chunk_bytes, threads=threads, progress=progress)
+        moments = moments_of(source, reduce_axes, ignore_nan=ignore_nan,
+                             chunk_bytes=chunk_bytes, threads=threads, progress=progress)
         part = Statistics(inputs=[source.describe()], axes=reduce_axes, channel_shape=channels,
                           moments=moments.reshape(channels), ddof=ddof, keepdims=keepdims)
         statistics = part if statistics is None else statistics.merge(part, source.name)
@@ -208,6 +214,28 @@ def normalize_source(source: Source, writer, coefficients: Coefficients, out_dty
         if progress is not None:
             progress(int(np.prod(region_shape(region))) * source.dtype.itemsize)
     writer.finish()
+
+
+def storage_coefficients(source: Source, coefficients: Coefficients) -> Coefficients:
+    """Coefficients in logical axis order, turned into the source's storage order."""
+    if not source.fortran_order:
+        return coefficients
+    order = tuple(reversed(range(len(source.shape))))
+    return Coefficients(*(np.ascontiguousarray(array.transpose(order)) for array in
+                          (coefficients.mean, coefficients.factor, coefficients.offset)))
+
+
+def coefficients_for(coefficients: Coefficients, region: tuple) -> Coefficients:
+    """The coefficients of the channels one block (a storage-order region) touches."""
+    reduced = coefficients.mean.shape
+    return coefficients[tuple(slice(0, 1) if reduced[axis] == 1 else part
+                              for axis, part in enumerate(region))]
+
+
+def normalize_budget(source: Source, out_dtype: np.dtype, chunk_bytes: int) -> int:
+    """Input bytes per block, so that neither input nor output block exceeds `chunk_bytes`."""
+    widest = max(source.dtype.itemsize, out_dtype.itemsize)
+    return max(1, chunk_bytes * source.dtype.itemsize // widest)
 
 
 def spool_stdin(source: Source, directory: str | None = None,

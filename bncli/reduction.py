@@ -223,6 +223,58 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool) -> M
     return Moments(count, mean, m2, minimum, maximum, nan_count, inf_count, ignore_nan)
 
 
+class TreeAccumulator:
+    """Merges a stream of block moments as one fixed balanced binary tree, in O(log n) memory.
+
+    Blocks are leaves in file order; two subtrees of the same size are merged as soon as
+    both exist (a binary counter), and what is left is merged from the right at the end.
+    That is the tree of :func:`pairwise_levels` (neighbours paired level by level, an odd
+    last one carried up), so a cluster that merges level by level gets the same bits.
+    Each leaf spans the whole channel shape, empty outside its block's channels; an empty
+    side merges exactly, so every channel sees the same tree restricted to its blocks.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Keepdims shape of the whole result.
+    ignore_nan : bool
+    """
+
+    def __init__(self, shape: tuple, ignore_nan: bool = False):
+        self.shape = tuple(shape)
+        self.ignore_nan = ignore_nan
+        self._stack: list = []  # (leaves, moments), leaf counts strictly decreasing
+
+    def add(self, region: tuple, part: Moments) -> None:
+        """Add the moments of the next block, covering the channels ``region``."""
+        if part.shape == self.shape:
+            leaf = part
+        else:
+            leaf = Moments.empty(self.shape, self.ignore_nan)
+            leaf[region] = part
+        self._stack.append((1, leaf))
+        while len(self._stack) > 1 and self._stack[-1][0] == self._stack[-2][0]:
+            (size, right), (_, left) = self._stack.pop(), self._stack.pop()
+            self._stack.append((2 * size, left.merge(right)))
+
+    def result(self) -> Moments:
+        """The moments of every block added."""
+        if not self._stack:
+            return Moments.empty(self.shape, self.ignore_nan)
+        merged = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            merged = left.merge(merged)
+        return merged
+
+
+def pairwise_levels(items: list, merge) -> object:
+    """Merge neighbours level by level (an odd last item carried up) into one."""
+    while len(items) > 1:
+        items = [merge(items[index], items[index + 1]) if index + 1 < len(items)
+                 else items[index] for index in range(0, len(items), 2)]
+    return items[0]
+
+
 def tree_merge(stack: Moments) -> Moments:
     """Merge moments stacked along axis 0 pairwise, as a balanced tree, into one."""
     while stack.shape[0] > 1:

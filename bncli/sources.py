@@ -118,6 +118,13 @@ class Source:
         """
         raise NotImplementedError
 
+    def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        """Read one block (a region from :func:`bncli.layout.plan_blocks`) of a file.
+
+        Safe to call from several threads at once; stdin cannot be read this way.
+        """
+        raise InputError(f"{self.name}: a stream can only be read in order")
+
     def close(self) -> None:
         """Release the file."""
 
@@ -184,6 +191,23 @@ class NpySource(Source):
                 f"header ({format_shape(self.shape)} {self.dtype.name})"
             )
 
+    def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        if not self._seekable:
+            return super().read(region, out)
+        shape = region_shape(region)
+        block = np.empty(shape, self.dtype) if out is None else out
+        first = np.ravel_multi_index(tuple(part.start for part in region), self.storage_shape)
+        offset = self._data_offset + int(first) * self.dtype.itemsize
+        view = memoryview(block.reshape(-1).view(np.uint8))
+        done = 0
+        while done < len(view):  # positional reads: no shared file position between threads
+            got = os.preadv(self._stream.fileno(), [view[done:]], offset + done)
+            if not got:
+                raise InputError(f"{self.name}: file ends at byte {offset + done}, inside "
+                                 "the data its header declares")
+            done += got
+        return block
+
     def close(self) -> None:
         if self._stream is not sys.stdin.buffer:
             self._stream.close()
@@ -215,6 +239,12 @@ class Hdf5Source(Source):
         for region in plan_blocks(self.shape, self.dtype.itemsize, budget_bytes, self.chunks):
             block = ring.array(region_shape(region), self.dtype)
             yield region, read_block(self._dataset, region, self.name, block)
+
+    def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        from .hdf5 import read_block
+
+        block = np.empty(region_shape(region), self.dtype) if out is None else out
+        return read_block(self._dataset, region, self.name, block)
 
     def close(self) -> None:
         self._file.close()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +47,37 @@ def run_bn(*args, input=None, env=None, cwd=None, timeout=120):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "bncli", *map(str, args)], input=input,
                           capture_output=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+def run_on_terminal(args, *, stdout_tty=False, columns=120, env=None):
+    """Run bn with stderr (and optionally stdout) on a pseudo-terminal; return its bytes."""
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    full_env = {key: value for key, value in os.environ.items()
+                if key not in ("COLUMNS", "LINES", "NO_COLOR", "TERM")}
+    full_env.update({"TERM": "xterm-256color"}, **(env or {}))
+    process = subprocess.Popen([sys.executable, "-m", "bncli", *map(str, args)],
+                               stdout=follower if stdout_tty else subprocess.PIPE,
+                               stderr=follower, env=full_env)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    piped = process.stdout.read() if process.stdout else b""
+    process.wait(timeout=60)
+    return process.returncode, seen, piped
 
 
 @pytest.fixture

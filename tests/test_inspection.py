@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-import select
 import struct
 import subprocess
 import sys
-import termios
-import time
 
 import numpy as np
 import pytest
-from conftest import stats_json
+from conftest import run_on_terminal, stats_json
 
 from bncli.findings import near_constant
 
@@ -151,37 +147,6 @@ def test_plot_is_a_png_of_sensible_size(invoke, flagged, tmp_path):
     assert result.exit_code == 1 and "already exists" in result.stderr
 
 
-def _run_on_terminal(args, *, stdout_tty=False, columns=120, env=None):
-    """Run bn with stderr (and optionally stdout) on a pseudo-terminal; return its bytes."""
-    leader, follower = os.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    full_env = {key: value for key, value in os.environ.items()
-                if key not in ("COLUMNS", "LINES", "NO_COLOR", "TERM")}
-    full_env.update({"TERM": "xterm-256color"}, **(env or {}))
-    process = subprocess.Popen([sys.executable, "-m", "bncli", *map(str, args)],
-                               stdout=follower if stdout_tty else subprocess.PIPE,
-                               stderr=follower, env=full_env)
-    os.close(follower)
-    seen = b""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-        elif process.poll() is not None:
-            break
-    os.close(leader)
-    piped = process.stdout.read() if process.stdout else b""
-    process.wait(timeout=60)
-    return process.returncode, seen, piped
-
-
 @pytest.fixture
 def slow_input(tmp_path):
     path = tmp_path / "big.npy"
@@ -190,7 +155,7 @@ def slow_input(tmp_path):
 
 
 def test_progress_bar_on_a_terminal(slow_input):
-    code, terminal, piped = _run_on_terminal(
+    code, terminal, piped = run_on_terminal(
         ["stats", slow_input, "--format", "json", "--chunk-bytes", "64K", "--threads", "1"])
     assert code == 0
     text = terminal.decode(errors="replace")
@@ -199,7 +164,7 @@ def test_progress_bar_on_a_terminal(slow_input):
 
 
 def test_no_progress_bar_with_no_progress(slow_input):
-    code, terminal, _ = _run_on_terminal(
+    code, terminal, _ = run_on_terminal(
         ["stats", slow_input, "--format", "json", "--chunk-bytes", "64K", "--no-progress"])
     assert code == 0 and terminal == b""
 
@@ -214,16 +179,16 @@ def test_pipes_get_no_progress_bar_and_no_colour(flagged):
 
 
 def test_table_on_a_terminal_is_coloured_unless_no_color(flagged):
-    _, coloured, _ = _run_on_terminal(["stats", flagged, "--format", "table"], stdout_tty=True)
+    _, coloured, _ = run_on_terminal(["stats", flagged, "--format", "table"], stdout_tty=True)
     assert re.search(rb"\x1b\[[0-9;]*3[0-9]m", coloured)
-    _, plain, _ = _run_on_terminal(["stats", flagged, "--format", "table"], stdout_tty=True,
+    _, plain, _ = run_on_terminal(["stats", flagged, "--format", "table"], stdout_tty=True,
                                    env={"NO_COLOR": "1"})
     assert not re.search(rb"\x1b\[[0-9;]*3[0-9]m", plain)
     assert b"findings" in plain
 
 
 def test_narrow_terminal_is_respected(flagged):
-    _, narrow, _ = _run_on_terminal(["stats", flagged, "--format", "table", "--no-progress"],
+    _, narrow, _ = run_on_terminal(["stats", flagged, "--format", "table", "--no-progress"],
                                     stdout_tty=True,
                                     columns=60, env={"NO_COLOR": "1"})
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", narrow.decode(errors="replace"))

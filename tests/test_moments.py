@@ -210,3 +210,26 @@ def test_buffer_ring_reuses_memory_in_turn():
     big = ring.array((100,), ">f8")  # a larger request replaces the buffer in that slot
     assert big.dtype == np.dtype(">f8") and big.shape == (100,)
     assert not np.shares_memory(big, second)
+
+
+@pytest.mark.parametrize("count", list(range(1, 40)) + [64, 100, 129])
+def test_streaming_tree_is_the_level_by_level_tree(count):
+    from bncli.reduction import TreeAccumulator, pairwise_levels
+
+    class Symbolic:
+        """Stands for moments; merging records the tree's shape."""
+
+        shape = (1,)
+
+        def __init__(self, tree):
+            self.tree = tree
+
+        def merge(self, other):
+            return Symbolic((self.tree, other.tree))
+
+    accumulator = TreeAccumulator((1,))
+    for leaf in range(count):
+        accumulator.add((slice(0, 1),), Symbolic(leaf))
+    expected = pairwise_levels([Symbolic(leaf) for leaf in range(count)],
+                               lambda left, right: left.merge(right))
+    assert accumulator.result().tree == expected.tree

@@ -1,0 +1,238 @@
+"""The passes on a dask.distributed cluster (the optional extra ``bncli[dask]``).
+
+Workers open the input files themselves (so every path must be on a filesystem all of them
+share), compute the moments of one block each with the same :func:`block_moments` as the
+local engine, and the partial moments are combined with the same associative
+:meth:`Moments.merge`, as a tree of tasks on the cluster. For ``normalize`` to a ``.npy``
+file each worker writes its blocks at their offsets in the temporary output beside the
+target, which is renamed into place once every block is written, as on one machine.
+
+A task is a pure function of its block, so a worker lost in the middle of a run is survived:
+the scheduler runs its tasks again elsewhere, and the numbers do not change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from .engine import coefficients_for, normalize_budget, source_moments, storage_coefficients
+from .errors import BnError, UsageError
+from .layout import channel_region, keepdims_shape, plan_blocks, region_shape, storage_axes
+from .normalize import Coefficients, normalize_block
+from .reduction import Moments, block_moments, pairwise_levels
+from .sources import Source, open_source
+
+# Seconds to wait for a scheduler to answer before giving up with a clear error; the
+# environment variable BN_SCHEDULER_TIMEOUT overrides it.
+CONNECT_TIMEOUT = 10
+
+
+def require_dask():
+    """Import distributed, or explain how to install it."""
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError("--scheduler needs the dask extra: pip install 'bncli[dask]'") from None
+    return distributed
+
+
+@contextmanager
+def connect(address: str, *, timeout: float | None = None):
+    """Yield a ``distributed.Client`` for `address`, or for a new LocalCluster (``local``).
+
+    Parameters
+    ----------
+    address : str
+        ``tcp://host:port`` of a running scheduler, or ``local``.
+    timeout : float, optional
+        Seconds to wait for the scheduler (default ``BN_SCHEDULER_TIMEOUT`` or 10).
+    """
+    distributed = require_dask()
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get("BN_SCHEDULER_TIMEOUT", CONNECT_TIMEOUT))
+        except ValueError:
+            raise UsageError("BN_SCHEDULER_TIMEOUT is not a number of seconds") from None
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    cluster = None
+    try:
+        if address == "local":
+            from .engine import default_threads
+
+            cluster = distributed.LocalCluster(
+                n_workers=default_threads(), threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=logging.ERROR)
+            client = distributed.Client(cluster, timeout=timeout)
+        else:
+            client = distributed.Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise BnError(f"{address}: cannot reach the dask scheduler within {timeout:g} s "
+                      f"({type(exc).__name__}: {exc})") from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# Sources opened by this worker process, by (spec, allow_external), with the identity of
+# the file they opened: a file replaced since (same path, new inode or mtime) is reopened.
+_OPENED: dict = {}
+_OPENED_LOCK = threading.Lock()
+# Open files kept per worker process; the oldest is closed beyond this.
+_MAX_OPENED = 64
+
+
+def _worker_source(spec: str, allow_external: bool) -> Source:
+    from .sources import InputSpec
+
+    stat = os.stat(InputSpec.parse(spec).path)
+    identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    key = (spec, allow_external)
+    with _OPENED_LOCK:
+        if key in _OPENED and _OPENED[key][0] != identity:
+            _OPENED.pop(key)[1].close()
+        if key not in _OPENED:
+            if len(_OPENED) >= _MAX_OPENED:
+                _OPENED.pop(next(iter(_OPENED)))[1].close()
+            _OPENED[key] = (identity, open_source(spec, allow_external=allow_external))
+        return _OPENED[key][1]
+
+
+def _block_task(spec, allow_external, region, axes, ignore_nan, shape) -> Moments:
+    """Moments of one block, placed in the whole (storage-order, keepdims) channel shape."""
+    source = _worker_source(spec, allow_external)
+    part = block_moments(source.read(region), axes, ignore_nan=ignore_nan)
+    if part.shape == tuple(shape):
+        return part
+    whole = Moments.empty(shape, ignore_nan)
+    whole[channel_region(region, axes)] = part  # as the local TreeAccumulator places a leaf
+    return whole
+
+
+def _merge_task(left: Moments, right: Moments) -> Moments:
+    """One node of the combining tree."""
+    return left.merge(right)
+
+
+def shared_spec(source: Source) -> str:
+    """The input as workers open it: an absolute path (and dataset)."""
+    path = os.path.abspath(source.path)
+    return f"{path}:{source.dataset}" if source.dataset else path
+
+
+class ClusterMoments:
+    """A ``moments_of`` for :func:`bncli.engine.compute_statistics` that uses a cluster.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    allow_external : bool
+        Passed to the workers' :func:`open_source`.
+    """
+
+    def __init__(self, client, *, allow_external: bool = False):
+        self.client = client
+        self.allow_external = allow_external
+
+    def __call__(self, source: Source, reduce_axes, *, ignore_nan=False, chunk_bytes,
+                 threads=1, progress=None) -> Moments:
+        if source.path == "-":  # a stream stays on this machine
+            return source_moments(source, reduce_axes, ignore_nan=ignore_nan,
+                                  chunk_bytes=chunk_bytes, threads=threads, progress=progress)
+        from distributed import as_completed
+
+        ndim = len(source.shape)
+        axes = storage_axes(ndim, reduce_axes, source.fortran_order)
+        shape = keepdims_shape(source.storage_shape, axes)
+        regions = list(plan_blocks(source.storage_shape, source.dtype.itemsize, chunk_bytes,
+                                   source.chunks))
+        spec = shared_spec(source)
+        leaves = [self.client.submit(_block_task, spec, self.allow_external, region, axes,
+                                     ignore_nan, shape, pure=False, retries=2)
+                  for region in regions]
+        sizes = {leaf.key: int(np.prod(region_shape(region))) * source.dtype.itemsize
+                 for leaf, region in zip(leaves, regions)}
+        # the tree of the local engine's TreeAccumulator, node for node: the same bits
+        root = pairwise_levels(leaves, lambda left, right: self.client.submit(
+            _merge_task, left, right, pure=False, retries=2))
+        if progress is not None:
+            for done in as_completed(leaves):
+                progress(sizes[done.key])
+        result = _gather(root, source.name)
+        if source.fortran_order:
+            result = result.transpose(tuple(reversed(range(ndim))))
+        return result
+
+
+def _gather(future, name):
+    try:
+        return future.result()
+    except BnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a worker's failure, reported in one line
+        raise BnError(f"{name}: the cluster failed to compute it "
+                      f"({type(exc).__name__}: {exc})") from None
+
+
+def _normalize_task(spec, allow_external, region, coefficients, out_dtype, path, offset):
+    """Normalize one block and write it at its offset in the shared output file."""
+    source = _worker_source(spec, allow_external)
+    block = source.read(region)
+    out = normalize_block(block, coefficients, np.empty(block.shape, out_dtype))
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    descriptor = os.open(path, os.O_WRONLY)
+    try:
+        done = 0
+        while done < len(view):
+            done += os.pwrite(descriptor, view[done:], offset + done)
+    finally:
+        os.close(descriptor)
+    return out.nbytes
+
+
+def cluster_normalize(client, source: Source, temp_path: str, data_offset: int,
+                      coefficients: Coefficients, out_dtype: np.dtype, *, chunk_bytes: int,
+                      allow_external: bool = False, progress=None) -> None:
+    """Normalize a file source on the cluster into ``temp_path`` (header already written).
+
+    Parameters
+    ----------
+    client : distributed.Client
+    source : Source
+        A ``.npy`` or HDF5 file on a shared filesystem.
+    temp_path : str
+        The output being written, sized to hold every block, on a shared filesystem.
+    data_offset : int
+        Where the output's data starts (after its header).
+    coefficients : Coefficients
+        Keepdims-shaped in logical axis order.
+    out_dtype : numpy.dtype
+    chunk_bytes, allow_external, progress :
+        As for the local engine.
+    """
+    from distributed import as_completed
+
+    coefficients = storage_coefficients(source, coefficients)
+    spec = shared_spec(source)
+    path = os.path.abspath(temp_path)
+    futures = []
+    for region in plan_blocks(source.storage_shape, source.dtype.itemsize,
+                              normalize_budget(source, out_dtype, chunk_bytes), source.chunks):
+        first = np.ravel_multi_index(tuple(part.start for part in region), source.storage_shape)
+        futures.append(client.submit(
+            _normalize_task, spec, allow_external, region, coefficients_for(coefficients, region),
+            out_dtype, path, data_offset + int(first) * out_dtype.itemsize, pure=False,
+            retries=2))
+    for done in as_completed(futures):
+        written = _gather(done, source.name)
+        if progress is not None:
+            progress(written * source.dtype.itemsize // out_dtype.itemsize)
