@@ -30,7 +30,7 @@ from .layout import channel_shape, format_shape, keepdims_shape, resolve_axes
 from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
 from .npyformat import make_header
 from .sinks import AtomicFile, Hdf5Writer, NpyWriter, check_target, stdout_stream
-from .sources import HDF5_SUFFIX, InputSpec, Source, open_source
+from .sources import HDF5_SUFFIX, InputSpec, Source, is_hdf5_file, open_source
 from .statsfile import Statistics
 
 DEFAULT_OUTPUT_DATASET = "/data"
@@ -415,18 +415,16 @@ def info(inputs: Sequence[str], *, allow_external: bool = False) -> list:
     for text in inputs:
         spec = InputSpec.parse(text)
         entry = {"input": spec.display}
-        if spec.path != "-" and spec.dataset is None and HDF5_SUFFIX.match(spec.path):
+        if spec.path != "-" and spec.dataset is None and is_hdf5_file(spec.path, spec.display):
             from .hdf5 import list_datasets
 
-            if os.path.exists(spec.path) and not os.path.isdir(spec.path):
-                with open(spec.path, "rb") as probe:
-                    is_hdf5 = probe.read(8) == b"\x89HDF\r\n\x1a\n"
-                if is_hdf5:
-                    entry["datasets"] = [
-                        {"dataset": path, "shape": None if shape is None else list(shape),
-                         "dtype": str(dtype), "usable": problem is None,
-                         "problem": problem}
-                        for path, shape, dtype, problem in list_datasets(spec.path, spec.display)]
+            entry["datasets"] = [
+                {"dataset": path, "shape": None if shape is None else list(shape),
+                 "dtype": str(dtype), "usable": problem is None, "problem": problem}
+                for path, shape, dtype, problem in list_datasets(spec.path, spec.display)]
+            if sum(row["usable"] for row in entry["datasets"]) != 1:
+                described.append(entry)  # the listing says it all; there is no one dataset
+                continue
         with open_source(text, allow_external=allow_external) as source:
             entry.update(_describe(source))
         described.append(entry)

@@ -386,10 +386,7 @@ def main(argv=None) -> None:
     """Run ``bn``; the console-script entry point."""
     try:
         code = cli.main(args=argv, prog_name="bn", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("bn: interrupted", err=True)
-        code = 130
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("bn: interrupted", err=True)
         code = 130
     except Terminated:

@@ -216,6 +216,8 @@ def render_info(entries: list, stream) -> None:
             status = "" if row["usable"] else f"  (not usable: {row['problem']})"
             shape = "empty" if row["shape"] is None else format_shape(row["shape"])
             console.print(f"  dataset  {row['dataset']}  {shape} {row['dtype']}{status}")
+        if "shape" not in entry:
+            continue
         lines = [
             ("format", entry.get("format")),
             ("dataset", entry.get("dataset")),

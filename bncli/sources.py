@@ -266,6 +266,11 @@ def _sniff(path: str, name: str) -> bytes:
         raise InputError(f"{name}: cannot read: {exc.strerror}") from None
 
 
+def is_hdf5_file(path: str, name: str) -> bool:
+    """Whether a file starts with the HDF5 signature (errors for missing files, directories)."""
+    return _sniff(path, name).startswith(HDF5_SIGNATURE)
+
+
 def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 0) -> Source:
     """Open an input and check what it declares.
 

@@ -309,6 +309,16 @@ def test_info_reports_layout(invoke, tmp_path):
     assert entries[0]["shape"] == [8, 4] and entries[0]["chunks"] == [2, 4]
 
 
+def test_info_lists_a_file_with_several_datasets(invoke, tmp_path):
+    with h5py.File(tmp_path / "two.h5", "w") as h5file:
+        h5file.create_dataset("a", data=np.zeros((8, 4), np.int16))
+        h5file.create_dataset("g/b", data=np.zeros((3,), np.float32))
+    result = invoke("info", tmp_path / "two.h5")
+    assert result.exit_code == 0
+    assert "dataset  /a  8x4 int16" in result.stdout
+    assert "dataset  /g/b  3 float32" in result.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--axes", "0,0"], "axis 0 is given twice"),
     (["--axes", "5"], "axis 5 is out of range"),
