@@ -209,6 +209,9 @@ class OutputSpec:
         match = HDF5_SUFFIX.match(text)
         if text != "-" and match:
             return cls(match.group("path"), match.group("dataset") or None, hdf5=True)
+        if text != "-" and not text.lower().endswith(".npy"):
+            raise UsageError(f"-o {text}: the output must be a .npy file, an HDF5 file "
+                             "(out.h5 or out.h5:/dataset), or - for stdout")
         return cls(text)
 
 

@@ -349,3 +349,31 @@ def test_scalar_and_empty_inputs_are_refused(invoke, tmp_path):
     assert result.exit_code == 1 and "is a 0-d array" in result.stderr
     result = invoke("stats", tmp_path / "e.npy")
     assert result.exit_code == 1 and "has shape 0x3 and no elements" in result.stderr
+
+
+def test_output_of_another_kind_is_a_usage_error(invoke, nhwc, tmp_path):
+    path, _ = nhwc
+    result = invoke("normalize", path, "-o", tmp_path / "out.npz")
+    assert result.exit_code == 2
+    assert "the output must be a .npy file, an HDF5 file" in result.stderr
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_keepdims_statistics_file_serves_normalize_and_merge(invoke, nhwc, tmp_path):
+    path, values = nhwc
+    for name in ("a", "b"):
+        assert invoke("stats", path, "--channel-axis", "3", "--keepdims", "-o",
+                      tmp_path / f"{name}.json").exit_code == 0
+    result = invoke("merge", tmp_path / "a.json", tmp_path / "b.json", "-o",
+                    tmp_path / "ab.json")
+    assert result.exit_code == 0
+    merged = json.loads((tmp_path / "ab.json").read_text())
+    assert np.asarray(merged["mean"]).shape == (1, 1, 1, 5) and merged["count"] == [
+        [[[512] * 5]]]
+    out = tmp_path / "n.npy"
+    result = invoke("normalize", path, "--stats", tmp_path / "a.json", "-o", out,
+                    "--dtype", "float64")
+    assert result.exit_code == 0, result.output
+    mean, variance = reference_moments(values, (0, 1, 2))
+    assert_close(np.load(out), (values - mean) / np.sqrt(variance + 1e-3), rtol=1e-12,
+                 atol=1e-12)
