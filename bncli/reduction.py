@@ -93,10 +93,6 @@ class Moments:
         """Return the moments with every array transposed (as contiguous copies)."""
         return self._map(lambda array: np.ascontiguousarray(array.transpose(axes)))
 
-    def copy(self) -> Moments:
-        """Return a deep copy."""
-        return self._map(np.array)
-
     def merge(self, other: Moments) -> Moments:
         """Combine with the moments of other data of the same channels.
 
