@@ -29,7 +29,7 @@ from .errors import InputError, OutputError, StatsFileError, UsageError
 from .layout import channel_shape, format_shape, keepdims_shape, resolve_axes
 from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
 from .npyformat import make_header
-from .sinks import AtomicFile, Hdf5Writer, NpyWriter, check_target, stdout_stream
+from .sinks import AtomicFile, Hdf5Writer, NpyWriter, check_target, preallocate, stdout_stream
 from .sources import HDF5_SUFFIX, InputSpec, Source, is_hdf5_file, open_source
 from .statsfile import Statistics
 
@@ -373,10 +373,12 @@ def _cluster_normalize(client, source: Source, temp_path: str, out_dtype: np.dty
     from .distributed import cluster_normalize
 
     header = make_header(source.shape, out_dtype, source.fortran_order)
+    size = len(header) + int(np.prod(source.shape)) * out_dtype.itemsize
     try:
         with open(temp_path, "r+b") as output:
+            preallocate(output.fileno(), size, temp_path)
             output.write(header)
-            output.truncate(len(header) + int(np.prod(source.shape)) * out_dtype.itemsize)
+            output.truncate(size)
     except OSError as exc:
         raise OutputError(f"{temp_path}: cannot write: {exc.strerror or exc}") from None
     cluster_normalize(client, source, temp_path, len(header), coefficients, out_dtype, **options)
@@ -385,6 +387,8 @@ def _cluster_normalize(client, source: Source, temp_path: str, out_dtype: np.dty
 class _FileNpyWriter(NpyWriter):
     def __init__(self, path: str, name: str, shape, dtype, fortran_order: bool):
         self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        preallocate(self._file.fileno(), len(make_header(shape, dtype, fortran_order))
+                    + int(np.prod(shape)) * dtype.itemsize, name)
         super().__init__(self._file, name, shape, dtype, fortran_order)
 
     def close(self) -> None:
