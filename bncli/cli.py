@@ -50,6 +50,8 @@ class BnGroup(click.Group):
 
 
 class AxesType(click.ParamType):
+    """A comma list of integers, such as ``0,1,2`` or ``-1``."""
+
     name = "AXES"
 
     def convert(self, value, param, ctx):
@@ -62,6 +64,8 @@ class AxesType(click.ParamType):
 
 
 class SizeType(click.ParamType):
+    """A byte count such as ``65536``, ``512K`` or ``64M``."""
+
     name = "SIZE"
 
     def convert(self, value, param, ctx):
