@@ -189,22 +189,13 @@ def normalize_source(source: Source, writer, coefficients: Coefficients, out_dty
     chunk_bytes, threads, progress :
         As :func:`source_moments`; a block is sized by the wider of input and output.
     """
-    if source.fortran_order:
-        order = tuple(reversed(range(len(source.shape))))
-        coefficients = Coefficients(*(np.ascontiguousarray(array.transpose(order)) for array in
-                                      (coefficients.mean, coefficients.factor,
-                                       coefficients.offset)))
-    widest = max(source.dtype.itemsize, out_dtype.itemsize)
-    budget = max(1, chunk_bytes * source.dtype.itemsize // widest)
-    reduced = coefficients.mean.shape
-
+    coefficients = storage_coefficients(source, coefficients)
+    budget = normalize_budget(source, out_dtype, chunk_bytes)
     outputs = BufferRing(threads + 2)
 
     def normalize(item):
         region, block, out = item
-        index = tuple(slice(0, 1) if reduced[axis] == 1 else part
-                      for axis, part in enumerate(region))
-        return region, normalize_block(block, coefficients[index], out)
+        return region, normalize_block(block, coefficients_for(coefficients, region), out)
 
     # Output buffers are taken in the reading thread, in order, so the ring stays in step.
     blocks = ((region, block, outputs.array(block.shape, out_dtype))

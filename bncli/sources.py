@@ -233,12 +233,9 @@ class Hdf5Source(Source):
         )
 
     def blocks(self, budget_bytes: int, ring: BufferRing | None = None) -> Iterator[tuple]:
-        from .hdf5 import read_block
-
         ring = ring or BufferRing(0)
         for region in plan_blocks(self.shape, self.dtype.itemsize, budget_bytes, self.chunks):
-            block = ring.array(region_shape(region), self.dtype)
-            yield region, read_block(self._dataset, region, self.name, block)
+            yield region, self.read(region, ring.array(region_shape(region), self.dtype))
 
     def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
         from .hdf5 import read_block
