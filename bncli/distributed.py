@@ -22,9 +22,9 @@ import numpy as np
 
 from .engine import coefficients_for, normalize_budget, source_moments, storage_coefficients
 from .errors import BnError, UsageError
-from .layout import channel_region, keepdims_shape, plan_blocks, region_shape, storage_axes
+from .layout import channel_region, keepdims_shape, region_shape, storage_axes
 from .normalize import Coefficients, normalize_block
-from .reduction import Moments, block_moments, pairwise_levels
+from .reduction import Moments, block_moments, pairwise_levels, tree_leaf
 from .sources import Source, open_source
 
 # Seconds to wait for a scheduler to answer before giving up with a clear error; the
@@ -111,11 +111,7 @@ def _block_task(spec, allow_external, region, axes, ignore_nan, shape) -> Moment
     """Moments of one block, placed in the whole (storage-order, keepdims) channel shape."""
     source = _worker_source(spec, allow_external)
     part = block_moments(source.read(region), axes, ignore_nan=ignore_nan)
-    if part.shape == tuple(shape):
-        return part
-    whole = Moments.empty(shape, ignore_nan)
-    whole[channel_region(region, axes)] = part  # as the local TreeAccumulator places a leaf
-    return whole
+    return tree_leaf(shape, channel_region(region, axes), part)
 
 
 def _merge_task(left: Moments, right: Moments) -> Moments:
@@ -153,8 +149,7 @@ class ClusterMoments:
         ndim = len(source.shape)
         axes = storage_axes(ndim, reduce_axes, source.fortran_order)
         shape = keepdims_shape(source.storage_shape, axes)
-        regions = list(plan_blocks(source.storage_shape, source.dtype.itemsize, chunk_bytes,
-                                   source.chunks))
+        regions = list(source.regions(chunk_bytes))
         spec = shared_spec(source)
         leaves = [self.client.submit(_block_task, spec, self.allow_external, region, axes,
                                      ignore_nan, shape, pure=False, retries=2)
@@ -225,8 +220,7 @@ def cluster_normalize(client, source: Source, temp_path: str, data_offset: int,
     spec = shared_spec(source)
     path = os.path.abspath(temp_path)
     futures = []
-    for region in plan_blocks(source.storage_shape, source.dtype.itemsize,
-                              normalize_budget(source, out_dtype, chunk_bytes), source.chunks):
+    for region in source.regions(normalize_budget(source, out_dtype, chunk_bytes)):
         first = np.ravel_multi_index(tuple(part.start for part in region), source.storage_shape)
         futures.append(client.submit(
             _normalize_task, spec, allow_external, region, coefficients_for(coefficients, region),

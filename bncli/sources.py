@@ -118,8 +118,16 @@ class Source:
         """
         raise NotImplementedError
 
+    def regions(self, budget_bytes: int) -> Iterator[tuple]:
+        """The blocks of this source, in storage order, as :meth:`blocks` reads them.
+
+        Every pass, here or on cluster workers, cuts a source through this one method, so
+        the same budget gives the same blocks and therefore the same bits.
+        """
+        return plan_blocks(self.storage_shape, self.dtype.itemsize, budget_bytes, self.chunks)
+
     def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
-        """Read one block (a region from :func:`bncli.layout.plan_blocks`) of a file.
+        """Read one block (a region from :meth:`regions`) of a file.
 
         Safe to call from several threads at once; stdin cannot be read this way.
         """
@@ -175,7 +183,7 @@ class NpySource(Source):
         if self._seekable:
             self._stream.seek(self._data_offset)
         done = 0
-        for region in plan_blocks(self.storage_shape, self.dtype.itemsize, budget_bytes):
+        for region in self.regions(budget_bytes):
             block = ring.array(region_shape(region), self.dtype)
             got = _read_into(self._stream, block)
             done += got
@@ -234,7 +242,7 @@ class Hdf5Source(Source):
 
     def blocks(self, budget_bytes: int, ring: BufferRing | None = None) -> Iterator[tuple]:
         ring = ring or BufferRing(0)
-        for region in plan_blocks(self.shape, self.dtype.itemsize, budget_bytes, self.chunks):
+        for region in self.regions(budget_bytes):
             yield region, self.read(region, ring.array(region_shape(region), self.dtype))
 
     def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
