@@ -59,6 +59,14 @@ def near_constant(variance, mean, count) -> np.ndarray:
         return (count > 0) & np.isfinite(variance) & (variance <= bound)
 
 
+def _median(values: np.ndarray) -> float:
+    """The median of a non-empty 1-d array without NaN (``np.median`` imports ``numpy.ma``,
+    a fifth of the start-up time)."""
+    ordered = np.sort(values, axis=None)
+    middle = (ordered.size - 1) // 2
+    return float((ordered[middle] + ordered[ordered.size // 2]) / 2)
+
+
 def robust_outliers(values: np.ndarray, usable: np.ndarray, threshold: float,
                     floor: float = 0.0) -> np.ndarray:
     """Flag values whose modified z-score (median and MAD) exceeds `threshold`.
@@ -71,9 +79,9 @@ def robust_outliers(values: np.ndarray, usable: np.ndarray, threshold: float,
     sample = values[usable]
     if sample.size < MIN_CHANNELS_FOR_OUTLIERS:
         return flagged
-    median = np.median(sample)
+    median = _median(sample)
     deviation = np.abs(sample - median)
-    mad = np.median(deviation)
+    mad = _median(deviation)
     scale = mad / MAD_TO_SIGMA if mad > 0 else MEAN_AD_TO_SIGMA * np.mean(deviation)
     scale = max(scale, floor)
     if scale == 0:
@@ -117,7 +125,7 @@ def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD)
         # from the typical channel's own std: noise in the means of noisy channels is not.
         "outlier_mean": robust_outliers(
             mean, finite, outlier_threshold,
-            floor=float(np.median(std[lively])) if lively.any() else 0.0),
+            floor=_median(std[lively]) if lively.any() else 0.0),
         # Scales compare as ratios; the floor asks for more than ~2x at the default threshold.
         "outlier_std": robust_outliers(log_std, lively, outlier_threshold,
                                        floor=LOG_STD_FLOOR),
