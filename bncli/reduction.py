@@ -307,17 +307,22 @@ def _rows_partials(rows: np.ndarray, piece_items: int):
     for start, stop, width in spans:
         piece = rows[start:stop].reshape(-1, width * channels)
         values = buffer[:piece.size].reshape(piece.shape)
-        np.copyto(values, piece)
-        parts.append(_fold_equal_groups(_centred(values, 0, piece.shape[0], (width, channels))))
+        parts.append(_fold_equal_groups(_centred(piece, values, 0, (width, channels))))
     return parts
 
 
-def _centred(values: np.ndarray, axis: int, count: int, shape: tuple):
-    """Sum, min, max, and centred m2 of `values` along `axis`, reshaped to `shape`."""
+def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shape: tuple):
+    """Sum, min, max, and centred m2 of `piece` along `axis`, reshaped to `shape`.
+
+    `values` is a float64 buffer of the piece's shape. The extremes are taken in the
+    input's own dtype (exact, and half the bytes of float32 data to go through).
+    """
+    count = piece.shape[axis]
+    minimum = np.minimum.reduce(piece, axis=axis).astype(np.float64)
+    maximum = np.maximum.reduce(piece, axis=axis).astype(np.float64)
+    np.copyto(values, piece)
     total = np.add.reduce(values, axis=axis)
     mean = total / count
-    minimum = np.minimum.reduce(values, axis=axis)
-    maximum = np.maximum.reduce(values, axis=axis)
     if axis == 0:
         values -= mean
         m2 = np.einsum("ij,ij->j", values, values)
@@ -366,11 +371,10 @@ def _slab_partials(x3: np.ndarray, piece_items: int):
             for chunk, b0 in enumerate(range(0, inner, per_inner)):
                 piece = x3[a0:a0 + per_outer, k0:k0 + per_channel, b0:b0 + per_inner]
                 values = buffer[:piece.size].reshape(piece.shape)
-                np.copyto(values, piece)
                 rows_here = slice(a0 * inner_chunks + chunk, (a0 + piece.shape[0]) * inner_chunks,
                                   inner_chunks)
                 columns = slice(k0, k0 + piece.shape[1])
-                results = _centred(values, 2, piece.shape[2], piece.shape[:2])
+                results = _centred(piece, values, 2, piece.shape[:2])
                 for target, result in zip((count, total, mean, m2, minimum, maximum), results):
                     target[rows_here, columns] = result
     return [(count, total, mean, m2, minimum, maximum)]
