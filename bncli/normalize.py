@@ -163,11 +163,10 @@ def _normalize_rows(block: np.ndarray, coefficients: Coefficients, out: np.ndarr
             target = rows_out[start:stop]
             with np.errstate(all="ignore"):
                 values -= row_mean[rows]
-                # the last operation writes straight into the output dtype: computed in
-                # float64, rounded once
+                values *= row_factor[rows]
                 if has_offset:
-                    values *= row_factor[rows]
-                    np.add(values, row_offset[rows], out=target, casting="same_kind")
-                else:
-                    np.multiply(values, row_factor[rows], out=target, casting="same_kind")
+                    values += row_offset[rows]
+                # computed in float64, rounded once (a separate cast is faster than a
+                # ufunc writing into another dtype, which goes through a buffer)
+                np.copyto(target, values, casting="same_kind")
     return True
