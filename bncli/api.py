@@ -29,7 +29,15 @@ from .errors import InputError, OutputError, StatsFileError, UsageError
 from .layout import channel_shape, format_shape, keepdims_shape, resolve_axes
 from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
 from .npyformat import make_header
-from .sinks import AtomicFile, Hdf5Writer, NpyWriter, check_target, preallocate, stdout_stream
+from .sinks import (
+    AtomicFile,
+    Hdf5Writer,
+    NpyFileWriter,
+    NpyWriter,
+    check_target,
+    preallocate,
+    stdout_stream,
+)
 from .sources import HDF5_SUFFIX, InputSpec, Source, is_hdf5_file, open_source
 from .statsfile import Statistics
 
@@ -384,21 +392,10 @@ def _cluster_normalize(client, source: Source, temp_path: str, out_dtype: np.dty
     cluster_normalize(client, source, temp_path, len(header), coefficients, out_dtype, **options)
 
 
-class _FileNpyWriter(NpyWriter):
-    def __init__(self, path: str, name: str, shape, dtype, fortran_order: bool):
-        self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
-        preallocate(self._file.fileno(), len(make_header(shape, dtype, fortran_order))
-                    + int(np.prod(shape)) * dtype.itemsize, name)
-        super().__init__(self._file, name, shape, dtype, fortran_order)
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: np.dtype,
                  statistics: Statistics, epsilon: float):
     if not target.hdf5:
-        return _FileNpyWriter(temp_path, target.path, source.shape, out_dtype,
+        return NpyFileWriter(temp_path, target.path, source.shape, out_dtype,
                               source.fortran_order)
     values = statistics.values()
     dataset = target.dataset or source.dataset or DEFAULT_OUTPUT_DATASET

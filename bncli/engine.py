@@ -7,8 +7,10 @@ merged and written in file order, so the numbers do not depend on the thread cou
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +73,35 @@ def ordered_map(func: Callable, items: Iterable, threads: int) -> Iterator:
         pool.shutdown(wait=True)
 
 
+def block_loader(source: Source, budget_bytes: int, threads: int) -> Iterator[tuple]:
+    """Yield ``(region, fetch)`` in storage order; ``fetch()`` returns the block.
+
+    ``fetch`` is called on a worker thread. A file that can be read at any offset is read
+    there, each worker into its own buffer, so that reading is spread over the cores with
+    the computing. A stream (or an HDF5 dataset, whose library reads one block at a time
+    anyway) is read in order here, in the calling thread, while the workers compute on the
+    blocks before it; ``fetch`` then returns the block already read.
+    """
+    if source.random_access and threads > 1:
+        local = threading.local()
+
+        def read(region):
+            if not hasattr(local, "buffers"):
+                local.buffers = BufferRing(1)
+            return source.read(region, local.buffers.array(region_shape(region), source.dtype))
+
+        for region in source.regions(budget_bytes):
+            yield region, functools.partial(read, region)
+        return
+    # At most `threads` blocks are being worked on while the next one is read.
+    for region, block in source.blocks(budget_bytes, BufferRing(threads + 2)):
+        yield region, functools.partial(_identity, block)
+
+
+def _identity(value):
+    return value
+
+
 def check_reducible(source: Source, verb: str = "reduce") -> None:
     """Refuse 0-d inputs and inputs without elements."""
     if len(source.shape) == 0:
@@ -109,11 +140,10 @@ def source_moments(source: Source, reduce_axes: Sequence[int], *, ignore_nan: bo
     tree = TreeAccumulator(keepdims_shape(source.storage_shape, axes), ignore_nan)
 
     def reduce_block(item):
-        region, block = item
-        return region, block_moments(block, axes, ignore_nan=ignore_nan)
+        region, fetch = item
+        return region, block_moments(fetch(), axes, ignore_nan=ignore_nan)
 
-    # At most `threads` blocks are being reduced while the next one is read.
-    blocks = source.blocks(chunk_bytes, BufferRing(threads + 2))
+    blocks = block_loader(source, chunk_bytes, threads)
     for region, part in ordered_map(reduce_block, blocks, threads):
         tree.add(channel_region(region, axes), part)
         if progress is not None:
@@ -191,17 +221,31 @@ def normalize_source(source: Source, writer, coefficients: Coefficients, out_dty
     """
     coefficients = storage_coefficients(source, coefficients)
     budget = normalize_budget(source, out_dtype, chunk_bytes)
-    outputs = BufferRing(threads + 2)
+
+    positional = getattr(writer, "random_access", False) and threads > 1
+    local = threading.local()
 
     def normalize(item):
-        region, block, out = item
-        return region, normalize_block(block, coefficients_for(coefficients, region), out)
+        region, fetch, out = item
+        if out is None:  # written here, from this worker's own buffer
+            if not hasattr(local, "buffers"):
+                local.buffers = BufferRing(1)
+            out = local.buffers.array(region_shape(region), out_dtype)
+        normalize_block(fetch(), coefficients_for(coefficients, region), out)
+        if positional:
+            writer.write_at(region, out)
+            return region, None
+        return region, out
 
-    # Output buffers are taken in the reading thread, in order, so the ring stays in step.
-    blocks = ((region, block, outputs.array(block.shape, out_dtype))
-              for region, block in source.blocks(budget, BufferRing(threads + 2)))
-    for region, out in ordered_map(normalize, blocks, threads):
-        writer.write(region, out)
+    # Blocks are written by the workers at their places in a file; to a stream, in order
+    # by this thread, from output buffers taken here so that the ring stays in step.
+    outputs = BufferRing(threads + 2)
+    work = ((region, fetch, None if positional else outputs.array(region_shape(region),
+                                                                  out_dtype))
+            for region, fetch in block_loader(source, budget, threads))
+    for region, out in ordered_map(normalize, work, threads):
+        if out is not None:
+            writer.write(region, out)
         if progress is not None:
             progress(int(np.prod(region_shape(region))) * source.dtype.itemsize)
     writer.finish()

@@ -12,6 +12,7 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable
 
 import numpy as np
@@ -182,6 +183,9 @@ class NpyWriter:
         except OSError as exc:
             raise _os_error(self.name, exc) from None
 
+    #: Whether :meth:`write_at` may be used (a file, not a stream).
+    random_access = False
+
     def write(self, region: tuple, block: np.ndarray) -> None:
         """Append the next block (C-contiguous, storage order)."""
         self._write(as_bytes(block))
@@ -197,6 +201,56 @@ class NpyWriter:
             raise
         except OSError as exc:
             raise _os_error(self.name, exc) from None
+
+
+class NpyFileWriter(NpyWriter):
+    """Writes a new ``.npy`` file, preallocated, whose blocks may be written in any order.
+
+    Parameters
+    ----------
+    path : str
+        The file to create (the temporary file of an :class:`AtomicFile`).
+    name : str
+        For messages.
+    shape, dtype, fortran_order :
+        As :class:`NpyWriter`.
+    """
+
+    random_access = True
+
+    def __init__(self, path: str, name: str, shape: tuple, dtype: np.dtype, fortran_order: bool):
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        header = make_header(shape, dtype, fortran_order)
+        self._shape = tuple(reversed(shape)) if fortran_order else tuple(shape)
+        self._data_offset = len(header)
+        self._lock = threading.Lock()
+        try:
+            preallocate(self._file.fileno(), len(header) + int(np.prod(shape)) * dtype.itemsize,
+                        name)
+            super().__init__(self._file, name, shape, dtype, fortran_order)
+            self._file.flush()  # the header is in place before any positional write
+        except BaseException:
+            self._file.close()
+            raise
+        self._itemsize = dtype.itemsize
+
+    def write_at(self, region: tuple, block: np.ndarray) -> None:
+        """Write a block (C-contiguous, storage order) at its place; thread-safe."""
+        first = np.ravel_multi_index(tuple(part.start for part in region), self._shape)
+        offset = self._data_offset + int(first) * self._itemsize
+        view = memoryview(as_bytes(block))
+        done = 0
+        try:
+            while done < len(view):
+                done += os.pwrite(self._file.fileno(), view[done:], offset + done)
+        except OSError as exc:
+            raise _os_error(self.name, exc) from None
+        with self._lock:
+            self.written += block.nbytes
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
 
 
 class Hdf5Writer:

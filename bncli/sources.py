@@ -126,6 +126,11 @@ class Source:
         """
         return plan_blocks(self.storage_shape, self.dtype.itemsize, budget_bytes, self.chunks)
 
+    @property
+    def random_access(self) -> bool:
+        """Whether :meth:`read` may be called on any region, from several threads at once."""
+        return False
+
     def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
         """Read one block (a region from :meth:`regions`) of a file.
 
@@ -198,6 +203,10 @@ class NpySource(Source):
                 f"{self.name}: more data follows the {self.nbytes} bytes declared by the "
                 f"header ({format_shape(self.shape)} {self.dtype.name})"
             )
+
+    @property
+    def random_access(self) -> bool:
+        return self._seekable
 
     def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
         if not self._seekable:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from conftest import assert_close, reference_moments
+from conftest import assert_close, reference_moments, run_bn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -91,3 +91,29 @@ def test_thread_count_does_not_change_a_single_bit(tmp_path, rng):
     for other in results[1:]:
         for key in ("mean", "m2", "min", "max"):
             assert np.array_equal(results[0][key], other[key])
+
+
+def test_normalized_bytes_do_not_depend_on_threads_or_target(tmp_path, rng):
+    # Several threads write blocks at their places in a file; one thread, or a stream,
+    # appends them in order. The bytes must be the same, in either memory order.
+    values = (rng.standard_normal((40, 6, 5)) * 3 + 50).astype(np.float32)
+    for order, array in (("C", values), ("F", np.asfortranarray(values))):
+        source = tmp_path / f"x{order}.npy"
+        np.save(source, array)
+        outputs = []
+        for threads in (1, 3):
+            target = tmp_path / f"y{order}{threads}.npy"
+            api.normalize(str(source), str(target), axes=[0, 2], chunk_bytes=300,
+                          threads=threads)
+            outputs.append(target.read_bytes())
+        piped = run_bn("normalize", str(source), "--axes", "0,2", "--chunk-bytes", "300",
+                       "--threads", "3", "-q", "-o", "-")
+        assert piped.returncode == 0, piped.stderr
+        outputs.append(piped.stdout)
+        assert outputs[0] == outputs[1] == outputs[2]
+        normed = np.load(tmp_path / f"y{order}3.npy")
+        assert normed.flags.f_contiguous == (order == "F")
+        as64 = values.astype(np.float64)
+        mean = as64.mean(axis=(0, 2), keepdims=True)
+        expected = (as64 - mean) / np.sqrt(as64.var(axis=(0, 2), keepdims=True) + 1e-3)
+        assert_close(normed, expected, rtol=1e-6, atol=1e-6)
