@@ -297,59 +297,76 @@ def _rows_partials(rows: np.ndarray, piece_items: int):
     total_rows, channels = rows.shape
     fold = fold_factor(channels)
     rows_per_piece = max(fold, piece_items // channels // fold * fold)
-    buffer = np.empty(rows_per_piece * channels)
     folded_rows = total_rows // fold * fold
-    spans = [(start, min(start + rows_per_piece, folded_rows), fold)
-             for start in range(0, folded_rows, rows_per_piece)]
-    if folded_rows < total_rows:
-        spans.append((folded_rows, total_rows, 1))  # the rows left over, unfolded
     parts = []
-    for start, stop, width in spans:
-        piece = rows[start:stop].reshape(-1, width * channels)
-        values = buffer[:piece.size].reshape(piece.shape)
-        parts.append(_fold_equal_groups(_centred(piece, values, 0, (width, channels))))
+    if folded_rows:
+        parts.append(_folded_partials(rows[:folded_rows].reshape(-1, fold * channels),
+                                      rows_per_piece // fold, fold))
+    if folded_rows < total_rows:  # the rows left over, unfolded
+        parts.append(_folded_partials(rows[folded_rows:], fold, 1))
     return parts
 
 
-def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shape: tuple):
-    """Sum, min, max, and centred m2 of `piece` along `axis`, reshaped to `shape`.
+def _folded_partials(wide: np.ndarray, per_piece: int, fold: int):
+    """Partials of the pieces of `wide`, rows of `fold` groups of channels side by side.
 
-    `values` is a float64 buffer of the piece's shape. The extremes are taken in the
-    input's own dtype (exact, and half the bytes of float32 data to go through).
+    Each piece of `per_piece` rows is reduced over its rows in one go (long inner loops,
+    over all groups at once), and then its `fold` groups, all of equal count, are combined
+    by the Chan update for equal groups: the mean of the group means, and
+    ``m2 = sum(m2_j) + n * sum((mean_j - mean)**2)``. The per-piece work is a handful of
+    NumPy calls writing into preallocated rows; the combining is done for all pieces at once.
     """
-    count = piece.shape[axis]
-    minimum = np.minimum.reduce(piece, axis=axis).astype(np.float64)
-    maximum = np.maximum.reduce(piece, axis=axis).astype(np.float64)
-    np.copyto(values, piece)
-    total = np.add.reduce(values, axis=axis)
-    mean = total / count
-    if axis == 0:
-        values -= mean
-        m2 = np.einsum("ij,ij->j", values, values)
+    rows, width = wide.shape
+    channels = width // fold
+    starts = range(0, rows, per_piece)
+    pieces = len(starts)
+    counts = np.array([min(per_piece, rows - start) for start in starts], np.int64)
+    total, m2 = np.empty((pieces, width)), np.empty((pieces, width))
+    extreme_dtype = wide.dtype.newbyteorder("=")
+    minimum, maximum = np.empty((pieces, width), extreme_dtype), np.empty((pieces, width),
+                                                                          extreme_dtype)
+    buffer = np.empty((min(per_piece, rows), width))
+    for index, start in enumerate(starts):
+        piece = wide[start:start + per_piece]
+        values = buffer[:piece.shape[0]]
+        # extremes in the input's own dtype: exact, and fewer bytes to go through
+        np.minimum.reduce(piece, axis=0, out=minimum[index])
+        np.maximum.reduce(piece, axis=0, out=maximum[index])
+        np.copyto(values, piece)
+        np.add.reduce(values, axis=0, out=total[index])
+        values -= total[index] / piece.shape[0]
+        np.einsum("ij,ij->j", values, values, out=m2[index])
+    shape = (pieces, fold, channels)
+    group_mean = (total / counts[:, None]).reshape(shape)
+    m2 = m2.reshape(shape)
+    mean = np.add.reduce(group_mean, axis=1) / fold
+    if fold > 1:
+        spread = group_mean - mean[:, None]
+        m2 = np.add.reduce(m2, axis=1) + counts[:, None] * np.einsum("pgk,pgk->pk", spread,
+                                                                     spread)
     else:
-        values -= mean[..., None]
-        m2 = np.einsum("akb,akb->ak", values, values)
-    return (np.full(shape, count, np.int64), total.reshape(shape), mean.reshape(shape),
-            m2.reshape(shape), minimum.reshape(shape), maximum.reshape(shape))
+        m2 = m2[:, 0]
+    return (np.repeat(counts[:, None] * fold, channels, axis=1),
+            np.add.reduce(total.reshape(shape), axis=1), mean, m2,
+            np.minimum.reduce(minimum.reshape(shape), axis=1).astype(np.float64),
+            np.maximum.reduce(maximum.reshape(shape), axis=1).astype(np.float64))
 
 
-def _fold_equal_groups(partials: tuple) -> tuple:
-    """Combine the ``(width, K)`` partials of one folded piece, all of equal count, into one.
+def _centred_slab(piece: np.ndarray, values: np.ndarray) -> tuple:
+    """Count, sum, mean, centred m2, min and max of an ``(a, k, b)`` piece over axes 2.
 
-    This is the Chan update for ``width`` groups of ``n`` values at once: the mean of the
-    group means, and ``m2 = sum(m2_j) + n * sum((mean_j - mean)**2)``.
+    `values` is a float64 buffer of the piece's shape; the extremes are taken in the
+    input's own dtype.
     """
-    count, total, mean, m2, minimum, maximum = partials
-    if mean.shape[0] == 1:
-        return partials
-    groups = mean.shape[0]
-    combined_mean = np.add.reduce(mean, axis=0) / groups
-    spread = mean - combined_mean
-    combined_m2 = np.add.reduce(m2, axis=0) + count[0] * np.einsum("ij,ij->j", spread, spread)
-    return (np.add.reduce(count, axis=0, keepdims=True), np.add.reduce(total, axis=0,
-                                                                        keepdims=True),
-            combined_mean[None], combined_m2[None], np.minimum.reduce(minimum, axis=0)[None],
-            np.maximum.reduce(maximum, axis=0)[None])
+    count = piece.shape[2]
+    minimum = np.minimum.reduce(piece, axis=2).astype(np.float64)
+    maximum = np.maximum.reduce(piece, axis=2).astype(np.float64)
+    np.copyto(values, piece)
+    total = np.add.reduce(values, axis=2)
+    mean = total / count
+    values -= mean[..., None]
+    m2 = np.einsum("akb,akb->ak", values, values)
+    return np.full(mean.shape, count, np.int64), total, mean, m2, minimum, maximum
 
 
 def _slab_partials(x3: np.ndarray, piece_items: int):
@@ -374,7 +391,7 @@ def _slab_partials(x3: np.ndarray, piece_items: int):
                 rows_here = slice(a0 * inner_chunks + chunk, (a0 + piece.shape[0]) * inner_chunks,
                                   inner_chunks)
                 columns = slice(k0, k0 + piece.shape[1])
-                results = _centred(piece, values, 2, piece.shape[:2])
+                results = _centred_slab(piece, values)
                 for target, result in zip((count, total, mean, m2, minimum, maximum), results):
                     target[rows_here, columns] = result
     return [(count, total, mean, m2, minimum, maximum)]
