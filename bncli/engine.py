@@ -1,8 +1,10 @@
 """The streaming passes: sources -> blocks -> moments, and sources -> blocks -> writer.
 
-Blocks are read in file order by the calling thread while worker threads reduce or normalize
-the blocks before them (NumPy releases the GIL), so reading overlaps computing. Results are
-merged and written in file order, so the numbers do not depend on the thread count.
+Worker threads reduce or normalize blocks (NumPy releases the GIL). From a file, each worker
+reads its own blocks and writes its own output blocks at their offsets in a ``.npy`` file;
+from a stream or an HDF5 dataset, the calling thread reads the blocks in order while the
+workers compute on the ones before, and a stream output is written in order. Partial results
+are merged in file order as a fixed tree, so the numbers do not depend on the thread count.
 """
 
 from __future__ import annotations
