@@ -38,3 +38,53 @@ class BufferRing:
         elif self._buffers[index].nbytes < nbytes:
             self._buffers[index] = np.empty(nbytes, np.uint8)
         return self._buffers[index][:nbytes].view(dtype).reshape(shape)
+
+
+class LazyBlock:
+    """A block of a file, read piece by piece into one small reused buffer as it is used.
+
+    A piece read just before it is computed on, into the same few hundred KiB each time, is
+    still in the core's cache (and TLB) when it is used; a whole block read first has left
+    the cache by then. Code that needs the whole block calls :meth:`array`.
+
+    Parameters
+    ----------
+    block : ndarray
+        C-contiguous, of the block's shape and dtype: the data, or (with `read`) the
+        buffer that :meth:`array` fills.
+    read : callable, optional
+        ``read(start, stop, out)`` reads the flat (C-order) elements ``[start, stop)`` of
+        the block into the 1-d array `out`. Without it, `block` holds the data.
+    pieces : BufferRing, optional
+        Where the pieces go (default: a new ring of one buffer).
+    """
+
+    def __init__(self, block: np.ndarray, read=None, pieces: BufferRing | None = None):
+        self._block = block
+        self._read = read
+        self._pieces = pieces or BufferRing(1)
+        self.shape, self.dtype, self.size = block.shape, block.dtype, block.size
+        self.c_contiguous = bool(block.flags.c_contiguous)
+
+    @classmethod
+    def of(cls, block) -> LazyBlock:
+        """`block` itself if it is a LazyBlock, else a LazyBlock of the array."""
+        return block if isinstance(block, LazyBlock) else cls(block)
+
+    def piece(self, start: int, stop: int) -> np.ndarray:
+        """The flat elements ``[start, stop)``: a view of the block, or freshly read.
+
+        A piece read from the file is valid until the next call.
+        """
+        if self._read is None:
+            return self._block.reshape(-1)[start:stop]
+        out = self._pieces.array((stop - start,), self.dtype)
+        self._read(start, stop, out)
+        return out
+
+    def array(self) -> np.ndarray:
+        """The whole block, read now if it was not."""
+        if self._read is not None:
+            self._read(0, self.size, self._block.reshape(-1))
+            self._read = None
+        return self._block

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .buffers import BufferRing
+from .buffers import BufferRing, LazyBlock
 from .errors import InputError, UsageError
 from .layout import (
     DEFAULT_CHUNK_BYTES,
@@ -79,21 +79,23 @@ def block_loader(source: Source, budget_bytes: int, threads: int) -> Iterator[tu
     """Yield ``(region, fetch)`` in storage order; ``fetch()`` returns the block.
 
     ``fetch`` is called on a worker thread. A file that can be read at any offset is read
-    there, each worker into its own buffer, so that reading is spread over the cores with
-    the computing. A stream (or an HDF5 dataset, whose library reads one block at a time
-    anyway) is read in order here, in the calling thread, while the workers compute on the
-    blocks before it; ``fetch`` then returns the block already read.
+    there: the block is a :class:`~bncli.buffers.LazyBlock` that the worker reads piece by
+    piece as it computes, into buffers of its own, so that reading is spread over the
+    cores and each piece is still in cache when it is used. A stream (or an HDF5 dataset,
+    whose library reads one block at a time anyway) is read in order here, in the calling
+    thread, while the workers compute on the blocks before it.
     """
     if source.random_access and threads > 1:
         local = threading.local()
 
-        def read(region):
+        def fetch(region):
             if not hasattr(local, "buffers"):
-                local.buffers = BufferRing(1)
-            return source.read(region, local.buffers.array(region_shape(region), source.dtype))
+                local.buffers, local.pieces = BufferRing(1), BufferRing(1)
+            block = local.buffers.array(region_shape(region), source.dtype)
+            return LazyBlock(block, functools.partial(source.read_part, region), local.pieces)
 
         for region in source.regions(budget_bytes):
-            yield region, functools.partial(read, region)
+            yield region, functools.partial(fetch, region)
         return
     # At most `threads` blocks are being worked on while the next one is read.
     for region, block in source.blocks(budget_bytes, BufferRing(threads + 2)):

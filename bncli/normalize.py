@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .buffers import LazyBlock
 from .layout import collapse_axes, fold_factor, plan_blocks
 
 # Float64 bytes of one piece of work: the float64 copy stays in L2 cache, and each NumPy
@@ -79,14 +80,15 @@ class Coefficients:
         return Coefficients(self.mean[index], self.factor[index], self.offset[index])
 
 
-def normalize_block(block: np.ndarray, coefficients: Coefficients, out: np.ndarray,
+def normalize_block(block: np.ndarray | LazyBlock, coefficients: Coefficients, out: np.ndarray,
                     *, piece_bytes: int = PIECE_BYTES) -> np.ndarray:
     """Normalize `block` into `out`, piece by piece.
 
     Parameters
     ----------
-    block : ndarray
-        Input data, any real or bool dtype.
+    block : ndarray or LazyBlock
+        Input data, any real or bool dtype; a :class:`~bncli.buffers.LazyBlock` is read
+        piece by piece where the layout allows.
     coefficients : Coefficients
         Broadcastable to `block`, with the same rank.
     out : ndarray
@@ -99,8 +101,10 @@ def normalize_block(block: np.ndarray, coefficients: Coefficients, out: np.ndarr
     ndarray
         `out`.
     """
-    if _normalize_rows(block, coefficients, out, piece_bytes):
+    lazy = LazyBlock.of(block)
+    if _normalize_rows(lazy, coefficients, out, piece_bytes):
         return out
+    block = lazy.array()
     shape = block.shape
     for region in plan_blocks(shape, 8, piece_bytes):
         index = tuple(
@@ -116,7 +120,7 @@ def normalize_block(block: np.ndarray, coefficients: Coefficients, out: np.ndarr
     return out
 
 
-def _normalize_rows(block: np.ndarray, coefficients: Coefficients, out: np.ndarray,
+def _normalize_rows(block: LazyBlock, coefficients: Coefficients, out: np.ndarray,
                     piece_bytes: int) -> bool:
     """Normalize a C-contiguous block as a 2-D array with long rows; False if it cannot.
 
@@ -124,7 +128,7 @@ def _normalize_rows(block: np.ndarray, coefficients: Coefficients, out: np.ndarr
     the coefficients tiled along them; ``(A, K, B)`` data becomes ``A*K`` rows of ``B``
     values with one coefficient per row. Either way NumPy's inner loops run long.
     """
-    if not (block.flags.c_contiguous and out.flags.c_contiguous) or block.size == 0:
+    if not (block.c_contiguous and out.flags.c_contiguous) or block.size == 0:
         return False
     reduce_axes = tuple(axis for axis, dim in enumerate(coefficients.mean.shape) if dim == 1)
     collapsed = collapse_axes(block.shape, reduce_axes)
@@ -136,37 +140,38 @@ def _normalize_rows(block: np.ndarray, coefficients: Coefficients, out: np.ndarr
         return False
     mean, factor, offset = (np.ascontiguousarray(array).reshape(channels) for array in (
         coefficients.mean, coefficients.factor, coefficients.offset))
-    spans = []
+    spans = []  # (first flat element, rows, row width, output rows, coefficients)
     if inner == 1:
         fold = fold_factor(channels)
         folded = outer // fold * fold
-        rows_in, rows_out = block.reshape(outer, channels), out.reshape(outer, channels)
+        rows_out = out.reshape(outer, channels)
         if folded:
-            spans.append((rows_in[:folded].reshape(-1, fold * channels),
+            spans.append((0, folded // fold, fold * channels,
                           rows_out[:folded].reshape(-1, fold * channels),
                           tuple(np.tile(array, fold) for array in (mean, factor, offset))))
         if folded < outer:
-            spans.append((rows_in[folded:], rows_out[folded:], (mean, factor, offset)))
+            spans.append((folded * channels, outer - folded, channels, rows_out[folded:],
+                          (mean, factor, offset)))
     else:
-        spans.append((block.reshape(outer * channels, inner), out.reshape(outer * channels, inner),
+        spans.append((0, outer * channels, inner, out.reshape(outer * channels, inner),
                       tuple(np.tile(array, outer)[:, None] for array in (mean, factor, offset))))
-    for rows_in, rows_out, (row_mean, row_factor, row_offset) in spans:
+    for base, rows, width, rows_out, (row_mean, row_factor, row_offset) in spans:
         has_offset = bool(np.any(row_offset))
-        per_piece = max(1, piece_items // rows_in.shape[1])
-        buffer = np.empty(min(per_piece, rows_in.shape[0]) * rows_in.shape[1])
+        per_piece = max(1, piece_items // width)
+        buffer = np.empty(min(per_piece, rows) * width)
         by_row = row_mean.ndim == 2
-        for start in range(0, rows_in.shape[0], per_piece):
-            stop = min(start + per_piece, rows_in.shape[0])
-            values = buffer[:(stop - start) * rows_in.shape[1]].reshape(stop - start, -1)
-            np.copyto(values, rows_in[start:stop])
-            rows = slice(start, stop) if by_row else slice(None)
-            target = rows_out[start:stop]
+        for start in range(0, rows, per_piece):
+            stop = min(start + per_piece, rows)
+            values = buffer[:(stop - start) * width].reshape(stop - start, width)
+            np.copyto(values, block.piece(base + start * width, base + stop * width)
+                      .reshape(stop - start, width))
+            in_rows = slice(start, stop) if by_row else slice(None)
             with np.errstate(all="ignore"):
-                values -= row_mean[rows]
-                values *= row_factor[rows]
+                values -= row_mean[in_rows]
+                values *= row_factor[in_rows]
                 if has_offset:
-                    values += row_offset[rows]
+                    values += row_offset[in_rows]
                 # computed in float64, rounded once (a separate cast is faster than a
                 # ufunc writing into another dtype, which goes through a buffer)
-                np.copyto(target, values, casting="same_kind")
+                np.copyto(rows_out[start:stop], values, casting="same_kind")
     return True

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .buffers import LazyBlock
 from .layout import channel_region, collapse_axes, fold_factor, plan_blocks
 
 # Float64 bytes per piece that is converted and reduced at once: a piece lives in L2/L3
@@ -292,23 +293,24 @@ def tree_merge(stack: Moments) -> Moments:
 
 
 
-def _rows_partials(rows: np.ndarray, piece_items: int):
-    """Partials of an ``(A, K)`` array reduced over axis 0: lists of (count, sum, ...)."""
-    total_rows, channels = rows.shape
+def _rows_partials(block: LazyBlock, total_rows: int, channels: int, piece_items: int):
+    """Partials of a block taken as ``(A, K)`` and reduced over axis 0: lists of (count, ...)."""
     fold = fold_factor(channels)
     rows_per_piece = max(fold, piece_items // channels // fold * fold)
     folded_rows = total_rows // fold * fold
     parts = []
     if folded_rows:
-        parts.append(_folded_partials(rows[:folded_rows].reshape(-1, fold * channels),
-                                      rows_per_piece // fold, fold))
+        parts.append(_folded_partials(block, 0, folded_rows // fold, rows_per_piece // fold,
+                                      fold, channels))
     if folded_rows < total_rows:  # the rows left over, unfolded
-        parts.append(_folded_partials(rows[folded_rows:], fold, 1))
+        parts.append(_folded_partials(block, folded_rows * channels, total_rows - folded_rows,
+                                      fold, 1, channels))
     return parts
 
 
-def _folded_partials(wide: np.ndarray, per_piece: int, fold: int):
-    """Partials of the pieces of `wide`, rows of `fold` groups of channels side by side.
+def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fold: int,
+                     channels: int):
+    """Partials of `rows` rows of `fold` groups of `channels` side by side, from flat `base`.
 
     Each piece of `per_piece` rows is reduced over its rows in one go (long inner loops,
     over all groups at once), and then its `fold` groups, all of equal count, are combined
@@ -316,18 +318,18 @@ def _folded_partials(wide: np.ndarray, per_piece: int, fold: int):
     ``m2 = sum(m2_j) + n * sum((mean_j - mean)**2)``. The per-piece work is a handful of
     NumPy calls writing into preallocated rows; the combining is done for all pieces at once.
     """
-    rows, width = wide.shape
-    channels = width // fold
+    width = fold * channels
     starts = range(0, rows, per_piece)
     pieces = len(starts)
     counts = np.array([min(per_piece, rows - start) for start in starts], np.int64)
     total, m2 = np.empty((pieces, width)), np.empty((pieces, width))
-    extreme_dtype = wide.dtype.newbyteorder("=")
+    extreme_dtype = block.dtype.newbyteorder("=")
     minimum, maximum = np.empty((pieces, width), extreme_dtype), np.empty((pieces, width),
                                                                           extreme_dtype)
     buffer = np.empty((min(per_piece, rows), width))
     for index, start in enumerate(starts):
-        piece = wide[start:start + per_piece]
+        stop = min(start + per_piece, rows)
+        piece = block.piece(base + start * width, base + stop * width).reshape(-1, width)
         values = buffer[:piece.shape[0]]
         # extremes in the input's own dtype: exact, and fewer bytes to go through
         np.minimum.reduce(piece, axis=0, out=minimum[index])
@@ -397,24 +399,23 @@ def _slab_partials(x3: np.ndarray, piece_items: int):
     return [(count, total, mean, m2, minimum, maximum)]
 
 
-def _fast_moments(block: np.ndarray, reduce_axes: tuple, piece_bytes: int):
+def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int):
     """Moments of a C-contiguous block whose layout collapses to (A, K, B), or None.
 
     None also when a partial sum is not finite: NaN and Inf are then counted by the
     general path.
     """
-    if not block.flags.c_contiguous or block.size == 0:
+    if not block.c_contiguous or block.size == 0:
         return None
     collapsed = collapse_axes(block.shape, reduce_axes)
     if collapsed is None:
         return None
     piece_items = max(1, piece_bytes // 8)
-    x3 = block.reshape(collapsed)
     with np.errstate(all="ignore"):
         if collapsed[2] == 1:
-            parts = _rows_partials(x3[:, :, 0], piece_items)
+            parts = _rows_partials(block, collapsed[0], collapsed[1], piece_items)
         else:
-            parts = _slab_partials(x3, piece_items)
+            parts = _slab_partials(block.array().reshape(collapsed), piece_items)
     count, total, mean, m2, minimum, maximum = (
         np.concatenate([part[index] for part in parts]) for index in range(6))
     if not np.isfinite(total).all():
@@ -425,7 +426,7 @@ def _fast_moments(block: np.ndarray, reduce_axes: tuple, piece_bytes: int):
 
 
 def block_moments(
-    block: np.ndarray,
+    block: np.ndarray | LazyBlock,
     reduce_axes: Sequence[int],
     *,
     ignore_nan: bool = False,
@@ -439,8 +440,9 @@ def block_moments(
 
     Parameters
     ----------
-    block : ndarray
-        Any real or bool dtype, any byte order and memory layout.
+    block : ndarray or LazyBlock
+        Any real or bool dtype, any byte order and memory layout; a
+        :class:`~bncli.buffers.LazyBlock` is read piece by piece where the layout allows.
     reduce_axes : sequence of int
         Non-negative axes of `block` to reduce over.
     ignore_nan : bool
@@ -457,10 +459,12 @@ def block_moments(
     kept_shape = tuple(
         1 if axis in reduce_axes else dim for axis, dim in enumerate(block.shape)
     )
+    lazy = LazyBlock.of(block)
     if not ignore_nan:
-        fast = _fast_moments(block, reduce_axes, piece_bytes)
+        fast = _fast_moments(lazy, reduce_axes, piece_bytes)
         if fast is not None:
             return _exact_constant(fast.reshape(kept_shape))
+    block = lazy.array()
     result = None
     for region in plan_blocks(block.shape, 8, piece_bytes):
         part = _piece_moments(block[region], reduce_axes, ignore_nan)

@@ -211,11 +211,19 @@ class NpySource(Source):
     def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
         if not self._seekable:
             return super().read(region, out)
-        shape = region_shape(region)
-        block = np.empty(shape, self.dtype) if out is None else out
+        block = np.empty(region_shape(region), self.dtype) if out is None else out
+        self.read_part(region, 0, block.size, block.reshape(-1))
+        return block
+
+    def read_part(self, region: tuple, start: int, stop: int, out: np.ndarray) -> None:
+        """Read the flat elements ``[start, stop)`` of a block into the 1-d array `out`.
+
+        A region from :meth:`regions` is one run of bytes in the file, so any part of it is
+        too. Safe to call from several threads at once.
+        """
         first = np.ravel_multi_index(tuple(part.start for part in region), self.storage_shape)
-        offset = self._data_offset + int(first) * self.dtype.itemsize
-        view = memoryview(block.reshape(-1).view(np.uint8))
+        offset = self._data_offset + (int(first) + start) * self.dtype.itemsize
+        view = memoryview(out[:stop - start].view(np.uint8))
         done = 0
         while done < len(view):  # positional reads: no shared file position between threads
             got = os.preadv(self._stream.fileno(), [view[done:]], offset + done)
@@ -223,7 +231,6 @@ class NpySource(Source):
                 raise InputError(f"{self.name}: file ends at byte {offset + done}, inside "
                                  "the data its header declares")
             done += got
-        return block
 
     def close(self) -> None:
         if self._stream is not sys.stdin.buffer:

@@ -233,3 +233,41 @@ def test_streaming_tree_is_the_level_by_level_tree(count):
     expected = pairwise_levels([Symbolic(leaf) for leaf in range(count)],
                                lambda left, right: left.merge(right))
     assert accumulator.result().tree == expected.tree
+
+
+@pytest.mark.parametrize("axes", [(0, 1), (0, 2), (1,), (0, 1, 2)])
+@pytest.mark.parametrize("poison", [None, np.nan, np.inf])
+def test_block_read_piece_by_piece_gives_the_same_bits(tmp_path, rng, axes, poison):
+    from bncli.buffers import LazyBlock
+    from bncli.normalize import Coefficients, normalize_block
+    from bncli.sources import InputSpec, open_source
+
+    values = (rng.standard_normal((50, 6, 4)) * 2 + 30).astype(np.float32)
+    if poison is not None:
+        values[37, 2, 1] = poison
+    np.save(tmp_path / "x.npy", values)
+    piece_bytes = 8 * 64  # 64 values per piece: many pieces per block
+    with open_source(InputSpec(str(tmp_path / "x.npy"))) as source:
+        region = next(iter(source.regions(values.nbytes)))
+        reads = []
+
+        def lazy():
+            def read(start, stop, out):
+                reads.append(stop - start)
+                source.read_part(region, start, stop, out)
+            return LazyBlock(np.empty(values.shape, values.dtype), read)
+
+        expected = block_moments(values, axes, piece_bytes=piece_bytes)
+        got = block_moments(lazy(), axes, piece_bytes=piece_bytes)
+        if axes == (0, 1) and poison is None:  # channels last: read in pieces, never whole
+            assert len(reads) > 1 and max(reads) < values.size
+        for name in Moments.ARRAYS:
+            assert np.array_equal(getattr(got, name), getattr(expected, name), equal_nan=True)
+        keep = tuple(1 if axis in axes else dim for axis, dim in enumerate(values.shape))
+        coefficients = Coefficients.from_statistics(np.full(keep, 30.0), np.full(keep, 4.0))
+        want = normalize_block(values, coefficients, np.empty(values.shape),
+                               piece_bytes=piece_bytes)
+        have = normalize_block(lazy(), coefficients, np.empty(values.shape),
+                               piece_bytes=piece_bytes)
+        assert np.array_equal(have, want, equal_nan=True)
+        assert_close(want, (values.astype(np.float64) - 30.0) / np.sqrt(4.0 + 1e-3), rtol=1e-15)
