@@ -8,9 +8,10 @@
 The test files are made under bench/data/ (not committed) on first use: float32 NHWC
 activations of shape (N, 32, 32, 64), and an HDF5 copy chunked (64, 32, 32, 64) with gzip.
 Each command runs --repeat times after one warm-up run (so files are read from the page
-cache); the median wall time, the throughput over the input size and the peak resident memory
-(from wait4, so pages of a memory-mapped input count) are printed, with ratios against the
-baselines measured in the same run.
+cache), the commands compared in a group taking turns so that a slow spell of a shared
+machine falls on all of them alike; the median wall time, the throughput over the input
+size and the peak resident memory (from wait4, so pages of a memory-mapped input count) are
+printed, with ratios against the baselines measured in the same run.
 """
 
 from __future__ import annotations
@@ -124,23 +125,40 @@ def run_once(command, shell=False) -> tuple:
     return elapsed, int(result.stderr.strip().splitlines()[-1]) / 1024
 
 
-def measure(label, command, nbytes, repeat, shell=False, before=None) -> dict:
-    if before:
-        before()
-    run_once(command, shell)  # warm-up: page cache, imports
-    times, peaks = [], []
-    for _ in range(repeat):
-        if before:
-            before()
-        elapsed, peak = run_once(command, shell)
-        times.append(elapsed)
-        peaks.append(peak)
-    median = statistics.median(times)
-    row = {"label": label, "seconds": median, "gbps": nbytes / median / 1e9 if nbytes else None,
-           "peak_mb": max(peaks)}
-    gbps = f"{row['gbps']:6.2f} GB/s" if nbytes else " " * 11
-    print(f"  {label:44s} {median:8.3f} s {gbps} {row['peak_mb']:8.0f} MB", flush=True)
-    return row
+def case(label, command, nbytes, shell=False, before=None) -> dict:
+    """A command to measure: `nbytes` is the input size for GB/s (0: none)."""
+    return {"label": label, "command": command, "nbytes": nbytes, "shell": shell,
+            "before": before}
+
+
+def measure(cases: list, repeat: int) -> list:
+    """Run every case once to warm up, then `repeat` rounds of every case in turn.
+
+    The commands compared in one group run interleaved, so that a slow spell of a shared
+    machine falls on all of them alike and their ratios stay meaningful. Returns one row
+    per case: the median wall time, GB/s and the peak RSS.
+    """
+    times = [[] for _ in cases]
+    peaks = [[] for _ in cases]
+    for round_ in range(repeat + 1):
+        for index, item in enumerate(cases):
+            if item["before"]:
+                item["before"]()
+            elapsed, peak = run_once(item["command"], item["shell"])
+            if round_:  # round 0 warms up: page cache, imports
+                times[index].append(elapsed)
+                peaks[index].append(peak)
+    rows = []
+    for item, elapsed, peak in zip(cases, times, peaks):
+        median = statistics.median(elapsed)
+        nbytes = item["nbytes"]
+        row = {"label": item["label"], "seconds": median,
+               "gbps": nbytes / median / 1e9 if nbytes else None, "peak_mb": max(peak)}
+        gbps = f"{row['gbps']:6.2f} GB/s" if nbytes else " " * 11
+        print(f"  {item['label']:44s} {median:8.3f} s {gbps} {row['peak_mb']:8.0f} MB",
+              flush=True)
+        rows.append(row)
+    return rows
 
 
 def ratio(text, value, target=None):
@@ -170,30 +188,32 @@ def main() -> None:
             out.unlink()
 
     print(f"file {main_file.name}: {samples}x32x32x64 float32, {nbytes / 2**30:.2f} GiB; "
-          f"median of {args.repeat}; {os.cpu_count()} cores")
+          f"median of {args.repeat}, the commands of a group interleaved; "
+          f"{os.cpu_count()} cores")
+    cat = case("cat file > /dev/null", f"cat {main_file} > /dev/null", nbytes, shell=True)
+    bn_stats = case("bn stats", BN + ["stats", str(main_file), "--format", "json"], nbytes)
     try:
-        cat = measure("cat file > /dev/null", f"cat {main_file} > /dev/null", nbytes,
-                      args.repeat, shell=True)
         if "stats" in groups:
             print("stats (axes 0,1,2)")
-            numpy_stats = measure("numpy float64 mean+var script",
-                                  [PYTHON, "-c", NUMPY_STATS, str(main_file)], nbytes, args.repeat)
-            bn_stats = measure("bn stats", BN + ["stats", str(main_file), "--format", "json"],
-                               nbytes, args.repeat)
-            ratio("bn stats GB/s", bn_stats["gbps"], (">= 3", lambda v: v >= 3))
-            floor = measure("python -c 'import numpy' (start-up floor)",
-                            [PYTHON, "-c", "import numpy"], 0, args.repeat)
+            cat_row, numpy_row, bn_row, floor_row, one_row = measure([
+                cat,
+                case("numpy float64 mean+var script", [PYTHON, "-c", NUMPY_STATS,
+                                                       str(main_file)], nbytes),
+                bn_stats,
+                case("python -c 'import numpy' (start-up floor)",
+                     [PYTHON, "-c", "import numpy"], 0),
+                case("bn stats --threads 1", BN + ["stats", str(main_file), "--format", "json",
+                                                   "--threads", "1"], nbytes),
+            ], args.repeat)
+            ratio("bn stats GB/s", bn_row["gbps"], (">= 3", lambda v: v >= 3))
             ratio("bn stats GB/s once python and numpy have started",
-                  nbytes / max(bn_stats["seconds"] - floor["seconds"], 1e-9) / 1e9)
+                  nbytes / max(bn_row["seconds"] - floor_row["seconds"], 1e-9) / 1e9)
             ratio("numpy script time / bn stats time",
-                  numpy_stats["seconds"] / bn_stats["seconds"], (">= 6", lambda v: v >= 6))
+                  numpy_row["seconds"] / bn_row["seconds"], (">= 6", lambda v: v >= 6))
             ratio("bn stats speed / cat speed",
-                  cat["seconds"] / bn_stats["seconds"], (">= 0.4", lambda v: v >= 0.4))
-            ratio("bn stats peak MB", bn_stats["peak_mb"], ("< 300", lambda v: v < 300))
-            one = measure("bn stats --threads 1",
-                          BN + ["stats", str(main_file), "--format", "json", "--threads", "1"],
-                          nbytes, args.repeat)
-            ratio("threads 1 time / threads 2 time", one["seconds"] / bn_stats["seconds"])
+                  cat_row["seconds"] / bn_row["seconds"], (">= 0.4", lambda v: v >= 0.4))
+            ratio("bn stats peak MB", bn_row["peak_mb"], ("< 300", lambda v: v < 300))
+            ratio("threads 1 time / threads 2 time", one_row["seconds"] / bn_row["seconds"])
         if "dask" in groups:
             try:
                 import dask  # noqa: F401
@@ -201,60 +221,61 @@ def main() -> None:
                 print("dask: not installed, skipped")
             else:
                 print("dask.array (float64 mean and var, 64-sample chunks)")
-                dask_stats = measure("dask.array mean+var",
-                                     [PYTHON, "-c", DASK_STATS, str(main_file)], nbytes,
-                                     args.repeat)
-                bn_stats = measure("bn stats", BN + ["stats", str(main_file), "--format", "json"],
-                                   nbytes, args.repeat)
-                ratio("dask time / bn stats time", dask_stats["seconds"] / bn_stats["seconds"],
+                dask_row, bn_row = measure([
+                    case("dask.array mean+var", [PYTHON, "-c", DASK_STATS, str(main_file)],
+                         nbytes),
+                    bn_stats,
+                ], args.repeat)
+                ratio("dask time / bn stats time", dask_row["seconds"] / bn_row["seconds"],
                       (">= 6", lambda v: v >= 6))
         if "normalize" in groups:
             print("normalize (axes 0,1,2, float32 out)")
-            copy = measure("cp file", ["cp", str(main_file), str(out)], nbytes, args.repeat,
-                           before=clear_out)
-            numpy_norm = measure("numpy normalize script",
-                                 [PYTHON, "-c", NUMPY_NORMALIZE, str(main_file), str(out)],
-                                 nbytes, args.repeat, before=clear_out)
-            bn_norm = measure("bn normalize",
-                              BN + ["normalize", str(main_file), "-o", str(out), "-q"],
-                              nbytes, args.repeat, before=clear_out)
+            copy_row, numpy_row, bn_row = measure([
+                case("cp file", ["cp", str(main_file), str(out)], nbytes, before=clear_out),
+                case("numpy normalize script",
+                     [PYTHON, "-c", NUMPY_NORMALIZE, str(main_file), str(out)], nbytes,
+                     before=clear_out),
+                case("bn normalize", BN + ["normalize", str(main_file), "-o", str(out), "-q"],
+                     nbytes, before=clear_out),
+            ], args.repeat)
             ratio("numpy script time / bn normalize time",
-                  numpy_norm["seconds"] / bn_norm["seconds"], (">= 4", lambda v: v >= 4))
-            ratio("bn normalize time / cp time", bn_norm["seconds"] / copy["seconds"],
+                  numpy_row["seconds"] / bn_row["seconds"], (">= 4", lambda v: v >= 4))
+            ratio("bn normalize time / cp time", bn_row["seconds"] / copy_row["seconds"],
                   ("<= 2", lambda v: v <= 2))
-            ratio("bn normalize peak MB", bn_norm["peak_mb"], ("< 400", lambda v: v < 400))
+            ratio("bn normalize peak MB", bn_row["peak_mb"], ("< 400", lambda v: v < 400))
             clear_out()
         if "layouts" in groups:
             print("other reductions of the same file")
-            last = measure("bn stats (channels last)",
-                           BN + ["stats", str(main_file), "--format", "json"], nbytes,
-                           args.repeat)
-            for label, options in (("bn stats --axes 1,2,3 (per sample)", ["--axes", "1,2,3"]),
-                                   ("bn stats --channel-axis 1", ["--channel-axis", "1"])):
-                row = measure(label, BN + ["stats", str(main_file), "--format", "json"]
-                              + options, nbytes, args.repeat)
-                ratio(f"{options[0]} time / channels-last time",
-                      row["seconds"] / last["seconds"], ("<= 2", lambda v: v <= 2))
+            options = (("bn stats --axes 1,2,3 (per sample)", ["--axes", "1,2,3"]),
+                       ("bn stats --channel-axis 1", ["--channel-axis", "1"]))
+            last_row, *rows = measure([bn_stats] + [
+                case(label, BN + ["stats", str(main_file), "--format", "json"] + extra, nbytes)
+                for label, extra in options], args.repeat)
+            for (_, extra), row in zip(options, rows):
+                ratio(f"{extra[0]} time / channels-last time",
+                      row["seconds"] / last_row["seconds"], ("<= 2", lambda v: v <= 2))
         if "hdf5" in groups:
             h5_file = DATA / f"acts_{samples}_gzip.h5"
             make_h5(h5_file, main_file)
             print(f"HDF5, chunks 64x32x32x64, gzip ({h5_file.stat().st_size / 2**20:.0f} MiB "
                   "stored)")
-            read = measure("h5py read of every chunk", [PYTHON, "-c", H5PY_READ, str(h5_file)],
-                           nbytes, args.repeat)
-            bn_h5 = measure("bn stats on the HDF5 dataset",
-                            BN + ["stats", f"{h5_file}:/acts", "--format", "json"], nbytes,
-                            args.repeat)
-            ratio("bn stats time / h5py read time", bn_h5["seconds"] / read["seconds"],
+            read_row, bn_row = measure([
+                case("h5py read of every chunk", [PYTHON, "-c", H5PY_READ, str(h5_file)],
+                     nbytes),
+                case("bn stats on the HDF5 dataset",
+                     BN + ["stats", f"{h5_file}:/acts", "--format", "json"], nbytes),
+            ], args.repeat)
+            ratio("bn stats time / h5py read time", bn_row["seconds"] / read_row["seconds"],
                   ("<= 1.1", lambda v: v <= 1.1))
         if "linear" in groups:
             big_file = DATA / f"acts_{samples * 4}.npy"
             make_npy(big_file, samples * 4)
             print(f"linearity: a 4x larger file ({big_file.stat().st_size / 2**30:.2f} GiB)")
-            small = measure("bn stats, 1x file", BN + ["stats", str(main_file), "--format",
-                                                       "json"], nbytes, args.repeat)
-            large = measure("bn stats, 4x file", BN + ["stats", str(big_file), "--format",
-                                                       "json"], 4 * nbytes, args.repeat)
+            small, large = measure([
+                case("bn stats, 1x file", bn_stats["command"], nbytes),
+                case("bn stats, 4x file", BN + ["stats", str(big_file), "--format", "json"],
+                     4 * nbytes),
+            ], args.repeat)
             ratio("4x file time / (4 * 1x file time)", large["seconds"] / (4 * small["seconds"]),
                   ("within 0.85..1.15", lambda v: 0.85 <= v <= 1.15))
             ratio("4x file peak MB / 1x file peak MB", large["peak_mb"] / small["peak_mb"])
@@ -266,27 +287,25 @@ def main() -> None:
             else:
                 print("dask.distributed: --scheduler local (a LocalCluster of 2 worker "
                       "processes, started by each run)")
-                single = measure("bn stats (one process, 2 threads)",
-                                 BN + ["stats", str(main_file), "--format", "json"], nbytes,
-                                 args.repeat)
-                clustered = measure("bn stats --scheduler local",
-                                    BN + ["stats", str(main_file), "--format", "json",
-                                          "--scheduler", "local"], nbytes, args.repeat)
-                ratio("cluster time / single-process time",
+                single, clustered, local_norm, cluster_norm = measure([
+                    case("bn stats (one process, 2 threads)", bn_stats["command"], nbytes),
+                    case("bn stats --scheduler local",
+                         bn_stats["command"] + ["--scheduler", "local"], nbytes),
+                    case("bn normalize (one process)",
+                         BN + ["normalize", str(main_file), "-o", str(out), "-q"], nbytes,
+                         before=clear_out),
+                    case("bn normalize --scheduler local",
+                         BN + ["normalize", str(main_file), "-o", str(out), "-q",
+                               "--scheduler", "local"], nbytes, before=clear_out),
+                ], args.repeat)
+                ratio("cluster time / single-process time (stats)",
                       clustered["seconds"] / single["seconds"])
-                local_norm = measure("bn normalize (one process)",
-                                     BN + ["normalize", str(main_file), "-o", str(out), "-q"],
-                                     nbytes, args.repeat, before=clear_out)
-                cluster_norm = measure("bn normalize --scheduler local",
-                                       BN + ["normalize", str(main_file), "-o", str(out), "-q",
-                                             "--scheduler", "local"], nbytes, args.repeat,
-                                       before=clear_out)
-                ratio("cluster time / single-process time",
+                ratio("cluster time / single-process time (normalize)",
                       cluster_norm["seconds"] / local_norm["seconds"])
                 clear_out()
         if "startup" in groups:
             print("start-up")
-            helped = measure("bn --help", BN + ["--help"], 0, max(args.repeat, 5))
+            (helped,) = measure([case("bn --help", BN + ["--help"], 0)], max(args.repeat, 5))
             ratio("bn --help seconds", helped["seconds"], ("< 0.3", lambda v: v < 0.3))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
