@@ -271,12 +271,19 @@ def main() -> None:
             big_file = DATA / f"acts_{samples * 4}.npy"
             make_npy(big_file, samples * 4)
             print(f"linearity: a 4x larger file ({big_file.stat().st_size / 2**30:.2f} GiB)")
-            small, large = measure([
+            tiny_file = scratch / "tiny.npy"
+            np.save(tiny_file, np.ones((2, 32, 32, 64), np.float32))
+            tiny, small, large = measure([
+                case("bn stats, a 0.5 MiB file (start-up)",
+                     BN + ["stats", str(tiny_file), "--format", "json"], 0),
                 case("bn stats, 1x file", bn_stats["command"], nbytes),
                 case("bn stats, 4x file", BN + ["stats", str(big_file), "--format", "json"],
                      4 * nbytes),
             ], args.repeat)
             ratio("4x file time / (4 * 1x file time)", large["seconds"] / (4 * small["seconds"]),
+                  ("within 0.85..1.15", lambda v: 0.85 <= v <= 1.15))
+            ratio("the same, start-up taken off both",
+                  (large["seconds"] - tiny["seconds"]) / (4 * (small["seconds"] - tiny["seconds"])),
                   ("within 0.85..1.15", lambda v: 0.85 <= v <= 1.15))
             ratio("4x file peak MB / 1x file peak MB", large["peak_mb"] / small["peak_mb"])
         if "cluster" in groups:
