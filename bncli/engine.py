@@ -85,7 +85,7 @@ def block_loader(source: Source, budget_bytes: int, threads: int) -> Iterator[tu
     whose library reads one block at a time anyway) is read in order here, in the calling
     thread, while the workers compute on the blocks before it.
     """
-    if source.random_access and threads > 1:
+    if source.random_access:
         local = threading.local()
 
         def fetch(region):
@@ -226,7 +226,7 @@ def normalize_source(source: Source, writer, coefficients: Coefficients, out_dty
     coefficients = storage_coefficients(source, coefficients)
     budget = normalize_budget(source, out_dtype, chunk_bytes)
 
-    positional = getattr(writer, "random_access", False) and threads > 1
+    positional = getattr(writer, "random_access", False)
     local = threading.local()
 
     def normalize(item):
