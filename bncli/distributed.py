@@ -25,6 +25,7 @@ from .errors import BnError, UsageError
 from .layout import channel_region, keepdims_shape, region_shape, storage_axes
 from .normalize import Coefficients, normalize_block
 from .reduction import Moments, block_moments, pairwise_levels, tree_leaf
+from .sinks import as_bytes, pwrite_all
 from .sources import Source, open_source
 
 # Seconds to wait for a scheduler to answer before giving up with a clear error; the
@@ -183,12 +184,9 @@ def _normalize_task(spec, allow_external, region, coefficients, out_dtype, path,
     source = _worker_source(spec, allow_external)
     block = source.read(region)
     out = normalize_block(block, coefficients, np.empty(block.shape, out_dtype))
-    view = memoryview(out.reshape(-1).view(np.uint8))
     descriptor = os.open(path, os.O_WRONLY)
     try:
-        done = 0
-        while done < len(view):
-            done += os.pwrite(descriptor, view[done:], offset + done)
+        pwrite_all(descriptor, as_bytes(out), offset)
     finally:
         os.close(descriptor)
     return out.nbytes

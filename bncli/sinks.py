@@ -153,6 +153,13 @@ def as_bytes(array: np.ndarray) -> memoryview:
     return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
+def pwrite_all(descriptor: int, data: memoryview, offset: int) -> None:
+    """Write all of `data` at `offset` of an open file, whatever the file position."""
+    done = 0
+    while done < len(data):
+        done += os.pwrite(descriptor, data[done:], offset + done)
+
+
 class NpyWriter:
     """Writes a ``.npy`` header and then blocks in storage order to a binary stream.
 
@@ -238,11 +245,8 @@ class NpyFileWriter(NpyWriter):
         """Write a block (C-contiguous, storage order) at its place; thread-safe."""
         first = np.ravel_multi_index(tuple(part.start for part in region), self._shape)
         offset = self._data_offset + int(first) * self._itemsize
-        view = memoryview(as_bytes(block))
-        done = 0
         try:
-            while done < len(view):
-                done += os.pwrite(self._file.fileno(), view[done:], offset + done)
+            pwrite_all(self._file.fileno(), as_bytes(block), offset)
         except OSError as exc:
             raise _os_error(self.name, exc) from None
         with self._lock:
