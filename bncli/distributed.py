@@ -22,7 +22,7 @@ import numpy as np
 
 from .engine import coefficients_for, normalize_budget, source_moments, storage_coefficients
 from .errors import BnError, UsageError
-from .layout import channel_region, keepdims_shape, region_shape, storage_axes
+from .layout import channel_region, keepdims_shape, region_shape, region_start, storage_axes
 from .normalize import Coefficients, normalize_block
 from .reduction import Moments, block_moments, pairwise_levels, tree_leaf
 from .sinks import as_bytes, pwrite_all
@@ -219,10 +219,10 @@ def cluster_normalize(client, source: Source, temp_path: str, data_offset: int,
     path = os.path.abspath(temp_path)
     futures = []
     for region in source.regions(normalize_budget(source, out_dtype, chunk_bytes)):
-        first = np.ravel_multi_index(tuple(part.start for part in region), source.storage_shape)
+        first = region_start(region, source.storage_shape)
         futures.append(client.submit(
             _normalize_task, spec, allow_external, region, coefficients_for(coefficients, region),
-            out_dtype, path, data_offset + int(first) * out_dtype.itemsize, pure=False,
+            out_dtype, path, data_offset + first * out_dtype.itemsize, pure=False,
             retries=2))
     for done in as_completed(futures):
         written = _gather(done, source.name)

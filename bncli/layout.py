@@ -99,6 +99,18 @@ def region_shape(region: Region) -> tuple:
     return tuple(part.stop - part.start for part in region)
 
 
+def region_start(region: Region, shape: Sequence[int]) -> int:
+    """Return the C-order flat index, in an array of `shape`, of a region's first element.
+
+    A block from :func:`plan_blocks` is one run of elements from there, so this times the
+    itemsize is its byte offset in the data of a ``.npy`` file.
+    """
+    index = 0
+    for part, dim in zip(region, shape):
+        index = index * dim + part.start
+    return index
+
+
 def plan_blocks(
     shape: Sequence[int],
     itemsize: int,

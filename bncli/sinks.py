@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .errors import OutputError
+from .layout import region_start
 from .npyformat import make_header
 
 TEMP_SUFFIX = ".bn-tmp"
@@ -243,8 +244,7 @@ class NpyFileWriter(NpyWriter):
 
     def write_at(self, region: tuple, block: np.ndarray) -> None:
         """Write a block (C-contiguous, storage order) at its place; thread-safe."""
-        first = np.ravel_multi_index(tuple(part.start for part in region), self._shape)
-        offset = self._data_offset + int(first) * self._itemsize
+        offset = self._data_offset + region_start(region, self._shape) * self._itemsize
         try:
             pwrite_all(self._file.fileno(), as_bytes(block), offset)
         except OSError as exc:

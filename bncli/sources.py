@@ -18,7 +18,7 @@ import numpy as np
 
 from .buffers import BufferRing
 from .errors import InputError
-from .layout import format_shape, plan_blocks, region_shape
+from .layout import format_shape, plan_blocks, region_shape, region_start
 from .npyformat import check_data_size, read_header
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -221,8 +221,8 @@ class NpySource(Source):
         A region from :meth:`regions` is one run of bytes in the file, so any part of it is
         too. Safe to call from several threads at once.
         """
-        first = np.ravel_multi_index(tuple(part.start for part in region), self.storage_shape)
-        offset = self._data_offset + (int(first) + start) * self.dtype.itemsize
+        first = region_start(region, self.storage_shape)
+        offset = self._data_offset + (first + start) * self.dtype.itemsize
         view = memoryview(out[:stop - start].view(np.uint8))
         done = 0
         while done < len(view):  # positional reads: no shared file position between threads

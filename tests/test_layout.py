@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bncli.errors import UsageError
-from bncli.layout import plan_blocks, region_shape, resolve_axes, storage_axes
+from bncli.layout import plan_blocks, region_shape, region_start, resolve_axes, storage_axes
 
 
 def test_default_axes_are_all_but_last():
@@ -74,3 +74,10 @@ def test_blocks_cover_every_element_once_in_file_order(shape, itemsize, budget, 
 def test_aligned_blocks_follow_chunks():
     regions = list(plan_blocks((100, 16, 8), 4, 10 * 16 * 8 * 4, align=(8, 16, 8)))
     assert [part[0].start for part in regions] == list(range(0, 100, 8))
+
+
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), budget=st.integers(1, 200))
+def test_region_start_is_the_flat_index_of_the_first_element(shape, budget):
+    for region in plan_blocks(shape, 4, budget):
+        expected = np.ravel_multi_index(tuple(part.start for part in region), shape)
+        assert region_start(region, shape) == expected
