@@ -322,7 +322,7 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
     starts = range(0, rows, per_piece)
     pieces = len(starts)
     counts = np.array([min(per_piece, rows - start) for start in starts], np.int64)
-    total, m2 = np.empty((pieces, width)), np.empty((pieces, width))
+    total, group_mean, m2 = (np.empty((pieces, width)) for _ in range(3))
     extreme_dtype = block.dtype.newbyteorder("=")
     minimum, maximum = np.empty((pieces, width), extreme_dtype), np.empty((pieces, width),
                                                                           extreme_dtype)
@@ -330,16 +330,10 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
     for index, start in enumerate(starts):
         stop = min(start + per_piece, rows)
         piece = block.piece(base + start * width, base + stop * width).reshape(-1, width)
-        values = buffer[:piece.shape[0]]
-        # extremes in the input's own dtype: exact, and fewer bytes to go through
-        np.minimum.reduce(piece, axis=0, out=minimum[index])
-        np.maximum.reduce(piece, axis=0, out=maximum[index])
-        np.copyto(values, piece)
-        np.add.reduce(values, axis=0, out=total[index])
-        values -= total[index] / piece.shape[0]
-        np.einsum("ij,ij->j", values, values, out=m2[index])
+        _centred(piece, buffer[:piece.shape[0]], 0,
+                 (minimum[index], maximum[index], total[index], group_mean[index], m2[index]))
     shape = (pieces, fold, channels)
-    group_mean = (total / counts[:, None]).reshape(shape)
+    group_mean = group_mean.reshape(shape)
     m2 = m2.reshape(shape)
     mean = np.add.reduce(group_mean, axis=1) / fold
     if fold > 1:
@@ -354,21 +348,24 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
             np.maximum.reduce(maximum.reshape(shape), axis=1).astype(np.float64))
 
 
-def _centred_slab(piece: np.ndarray, values: np.ndarray) -> tuple:
-    """Count, sum, mean, centred m2, min and max of an ``(a, k, b)`` piece over axes 2.
+def _centred(piece: np.ndarray, values: np.ndarray, axis: int, out: tuple | None = None
+             ) -> tuple:
+    """Min, max, float64 sum, mean and centred m2 of `piece` along `axis` (0 or its last).
 
-    `values` is a float64 buffer of the piece's shape; the extremes are taken in the
-    input's own dtype.
+    `values` is a float64 buffer of the piece's shape. The extremes are taken in the
+    input's own dtype: exact, and fewer bytes to go through. With `out`, five arrays of
+    the reduced shape, the results are written there (and returned).
     """
-    count = piece.shape[2]
-    minimum = np.minimum.reduce(piece, axis=2).astype(np.float64)
-    maximum = np.maximum.reduce(piece, axis=2).astype(np.float64)
+    minimum, maximum, total, mean, m2 = out or (None,) * 5
+    minimum = np.minimum.reduce(piece, axis=axis, out=minimum)
+    maximum = np.maximum.reduce(piece, axis=axis, out=maximum)
     np.copyto(values, piece)
-    total = np.add.reduce(values, axis=2)
-    mean = total / count
-    values -= mean[..., None]
-    m2 = np.einsum("akb,akb->ak", values, values)
-    return np.full(mean.shape, count, np.int64), total, mean, m2, minimum, maximum
+    total = np.add.reduce(values, axis=axis, out=total)
+    mean = np.divide(total, piece.shape[axis], out=mean)
+    values -= np.expand_dims(mean, axis)
+    every = list(range(piece.ndim))
+    m2 = np.einsum(values, every, values, every, [dim for dim in every if dim != axis], out=m2)
+    return minimum, maximum, total, mean, m2
 
 
 def _slab_partials(x3: np.ndarray, piece_items: int):
@@ -393,8 +390,9 @@ def _slab_partials(x3: np.ndarray, piece_items: int):
                 rows_here = slice(a0 * inner_chunks + chunk, (a0 + piece.shape[0]) * inner_chunks,
                                   inner_chunks)
                 columns = slice(k0, k0 + piece.shape[1])
-                results = _centred_slab(piece, values)
-                for target, result in zip((count, total, mean, m2, minimum, maximum), results):
+                count[rows_here, columns] = piece.shape[2]
+                for target, result in zip((minimum, maximum, total, mean, m2),
+                                          _centred(piece, values, 2)):
                     target[rows_here, columns] = result
     return [(count, total, mean, m2, minimum, maximum)]
 
