@@ -28,14 +28,12 @@ from .engine import (
 from .errors import InputError, OutputError, StatsFileError, UsageError
 from .layout import channel_shape, format_shape, keepdims_shape, resolve_axes
 from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
-from .npyformat import make_header
 from .sinks import (
     AtomicFile,
     Hdf5Writer,
     NpyFileWriter,
     NpyWriter,
     check_target,
-    preallocate,
     stdout_stream,
 )
 from .sources import HDF5_SUFFIX, InputSpec, Source, is_hdf5_file, open_source
@@ -357,8 +355,8 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
                                  chunk_bytes=chunk_bytes, threads=threads, progress=advance)
             elif moments_of is not None and not target.hdf5 and source.path != "-":
                 with AtomicFile(target.path, force=force) as atomic:
-                    _cluster_normalize(moments_of.client, source, atomic.temp_path, out_dtype,
-                                       coefficients, chunk_bytes=chunk_bytes,
+                    _cluster_normalize(moments_of.client, source, atomic.temp_path, target.path,
+                                       out_dtype, coefficients, chunk_bytes=chunk_bytes,
                                        allow_external=allow_external, progress=advance)
             else:
                 with AtomicFile(target.path, force=force) as atomic:
@@ -376,20 +374,15 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
                            shape=source.shape)
 
 
-def _cluster_normalize(client, source: Source, temp_path: str, out_dtype: np.dtype,
+def _cluster_normalize(client, source: Source, temp_path: str, name: str, out_dtype: np.dtype,
                        coefficients: Coefficients, **options) -> None:
     from .distributed import cluster_normalize
 
-    header = make_header(source.shape, out_dtype, source.fortran_order)
-    size = len(header) + int(np.prod(source.shape)) * out_dtype.itemsize
-    try:
-        with open(temp_path, "r+b") as output:
-            preallocate(output.fileno(), size, temp_path)
-            output.write(header)
-            output.truncate(size)
-    except OSError as exc:
-        raise OutputError(f"{temp_path}: cannot write: {exc.strerror or exc}") from None
-    cluster_normalize(client, source, temp_path, len(header), coefficients, out_dtype, **options)
+    # the header written and the file preallocated here; the workers write the blocks
+    writer = NpyFileWriter(temp_path, name, source.shape, out_dtype, source.fortran_order)
+    writer.close()
+    cluster_normalize(client, source, temp_path, writer.data_offset, coefficients, out_dtype,
+                      **options)
 
 
 def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: np.dtype,

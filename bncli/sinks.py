@@ -227,24 +227,32 @@ class NpyFileWriter(NpyWriter):
     random_access = True
 
     def __init__(self, path: str, name: str, shape: tuple, dtype: np.dtype, fortran_order: bool):
-        self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        try:
+            self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise _os_error(name, exc) from None
         header = make_header(shape, dtype, fortran_order)
         self._shape = tuple(reversed(shape)) if fortran_order else tuple(shape)
-        self._data_offset = len(header)
+        #: Byte offset of the data in the file.
+        self.data_offset = len(header)
+        self._itemsize = dtype.itemsize
         self._lock = threading.Lock()
+        size = len(header) + int(np.prod(shape)) * dtype.itemsize
         try:
-            preallocate(self._file.fileno(), len(header) + int(np.prod(shape)) * dtype.itemsize,
-                        name)
+            preallocate(self._file.fileno(), size, name)
             super().__init__(self._file, name, shape, dtype, fortran_order)
             self._file.flush()  # the header is in place before any positional write
+            self._file.truncate(size)  # the full size even where nothing was preallocated
+        except OSError as exc:
+            self._file.close()
+            raise _os_error(name, exc) from None
         except BaseException:
             self._file.close()
             raise
-        self._itemsize = dtype.itemsize
 
     def write_at(self, region: tuple, block: np.ndarray) -> None:
         """Write a block (C-contiguous, storage order) at its place; thread-safe."""
-        offset = self._data_offset + region_start(region, self._shape) * self._itemsize
+        offset = self.data_offset + region_start(region, self._shape) * self._itemsize
         try:
             pwrite_all(self._file.fileno(), as_bytes(block), offset)
         except OSError as exc:
