@@ -9,6 +9,7 @@ an optional ``progress(label, total_bytes)`` factory returning an object with
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import numpy as np
 from . import statsfile
 from .engine import (
     DEFAULT_CHUNK_BYTES,
+    check_ddof,
     check_reducible,
     compute_statistics,
     default_threads,
@@ -322,11 +324,15 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(
             input, allow_external=allow_external, chunk_cache_bytes=2 * chunk_bytes))
+        check_reducible(source, "normalize")
+        if stats_path is None:
+            reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name)
+            check_ddof(ddof, math.prod(source.shape) // math.prod(
+                channel_shape(source.shape, reduce_axes)), ignore_nan, source.name)
         if source.path == "-" and stats_path is None:
             source, spool_path = spool_stdin(source, chunk_bytes=chunk_bytes)
             stack.callback(os.unlink, spool_path)
             stack.enter_context(source)
-        check_reducible(source, "normalize")
         moments_of = stack.enter_context(_cluster(scheduler, allow_external))
         statistics = _statistics_for(
             source, stats_path=stats_path, axes=axes, channel_axis=channel_axis, ddof=ddof,

@@ -388,6 +388,10 @@ def _handle_signals(func):
 @_handle_signals
 def main(argv=None) -> None:
     """Run ``bn``; the console-script entry point."""
+    import warnings
+
+    # Every NaN or Inf that NumPy would warn about is counted and reported as a finding.
+    warnings.simplefilter("ignore", RuntimeWarning)
     try:
         code = cli.main(args=argv, prog_name="bn", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):

@@ -10,6 +10,7 @@ are merged in file order as a fixed tree, so the numbers do not depend on the th
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
 import threading
@@ -185,26 +186,46 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
     """
     moments_of = moments_of or source_moments
     if ddof < 0:
-        raise UsageError(f"--ddof {ddof} is negative")
-    statistics = None
+        raise UsageError(f"ddof {ddof} is negative")
+    # Every shape is checked before any data is read.
+    plans = []
     for source in sources:
         reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name)
         check_reducible(source)
         channels = channel_shape(source.shape, reduce_axes)
-        if statistics is not None and (
-                channels != statistics.channel_shape or reduce_axes != statistics.axes):
+        if plans and (channels, reduce_axes) != plans[0][1:]:
+            first, first_channels, first_axes = plans[0]
             raise InputError(
                 f"{source.name}: shape {format_shape(source.shape)} gives channel shape "
                 f"{format_shape(channels)} over axes {list(reduce_axes)}, but "
-                f"{statistics.inputs[0]['path']} gives {format_shape(statistics.channel_shape)} "
-                f"over axes {list(statistics.axes)}"
+                f"{first.name} gives {format_shape(first_channels)} over axes "
+                f"{list(first_axes)}"
             )
+        plans.append((source, channels, reduce_axes))
+    check_ddof(ddof, sum(math.prod(source.shape) // max(math.prod(channels), 1)
+                         for source, channels, _ in plans),
+               ignore_nan, ", ".join(source.name for source in sources))
+    statistics = None
+    for source, channels, reduce_axes in plans:
         moments = moments_of(source, reduce_axes, ignore_nan=ignore_nan,
                              chunk_bytes=chunk_bytes, threads=threads, progress=progress)
         part = Statistics(inputs=[source.describe()], axes=reduce_axes, channel_shape=channels,
                           moments=moments.reshape(channels), ddof=ddof, keepdims=keepdims)
         statistics = part if statistics is None else statistics.merge(part, source.name)
     return statistics
+
+
+def check_ddof(ddof: int, count: int, ignore_nan: bool, name: str) -> None:
+    """Refuse a `ddof` that leaves no degree of freedom, where the shape fixes the count.
+
+    With `ignore_nan` the count of a channel is known only after reading it; a channel with
+    ``count <= ddof`` then gets a NaN variance and the ``few_values`` finding.
+    """
+    if ddof < 0:
+        raise UsageError(f"ddof {ddof} is negative")
+    if not ignore_nan and ddof >= count:
+        raise UsageError(f"ddof {ddof} must be less than the {count} values per channel of "
+                         f"{name}: the variance would be undefined")
 
 
 def normalize_source(source: Source, writer, coefficients: Coefficients, out_dtype: np.dtype,

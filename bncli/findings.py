@@ -23,7 +23,7 @@ LOG_STD_FLOOR = 0.1
 # Outliers "among channels" need a few channels to compare.
 MIN_CHANNELS_FOR_OUTLIERS = 3
 
-KINDS = ("dead", "nan", "inf", "outlier_mean", "outlier_std", "precision")
+KINDS = ("dead", "nan", "inf", "outlier_mean", "outlier_std", "precision", "few_values")
 # Names accepted by --fail-on, each a set of kinds.
 GROUPS = {
     "dead": {"dead"},
@@ -34,6 +34,7 @@ GROUPS = {
     "outlier_mean": {"outlier_mean"},
     "outlier_std": {"outlier_std"},
     "precision": {"precision"},
+    "few_values": {"few_values"},
     "any": set(KINDS),
 }
 
@@ -130,6 +131,8 @@ def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD)
         "outlier_std": robust_outliers(log_std, lively, outlier_threshold,
                                        floor=LOG_STD_FLOOR),
         "precision": lively & (ratio > PRECISION_RATIO),
+        # with NaNs left out, a channel can keep no more values than ddof
+        "few_values": (count > 0) & np.isfinite(mean) & np.isnan(values["variance"].reshape(-1)),
     }
 
 
@@ -141,6 +144,7 @@ _MESSAGES = {
                     "in units of the spread of the means or the median std, the larger)",
     "outlier_std": "std far from the other channels' in scale (robust z-score of log std "
                    "above {threshold:g})",
+    "few_values": "no more values than ddof: the variance is undefined (NaN)",
     "precision": f"|mean| / std above {PRECISION_RATIO:g}: float32 statistics would lose "
                  "precision here (bn accumulates in float64)",
 }

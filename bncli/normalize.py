@@ -68,7 +68,10 @@ class Coefficients:
         scale = np.asarray(1.0 if scale is None else scale, np.float64)
         offset = np.asarray(0.0 if offset is None else offset, np.float64)
         with np.errstate(all="ignore"):
-            factor = scale / np.sqrt(variance + epsilon)
+            denominator = np.sqrt(variance + epsilon)
+            # A channel without spread (with epsilon 0 too) is all at its mean: x - mean is
+            # exactly 0 there, and a factor of 0 keeps 0 * inf from making it NaN.
+            factor = np.where(denominator == 0, 0.0, scale / denominator)
         shape = np.broadcast_shapes(mean.shape, variance.shape, scale.shape, offset.shape)
         return cls(
             mean=np.ascontiguousarray(np.broadcast_to(mean, shape)),

@@ -31,23 +31,28 @@ PIECE_BYTES = 2 * 2**20
 
 @dataclass
 class Moments:
-    """Partial moments per channel; every array has the same shape.
+    """Partial moments per channel, centred on a shift; every array has the same shape.
 
     Attributes
     ----------
     count : ndarray of int64
         Values that entered the sums (NaNs excluded when `ignore_nan`).
-    mean : ndarray of float64
+    shift : ndarray of float64
+        A value of the channel's own data (0 where none is finite) that every value is
+        centred on before any sum; for integer inputs it is a value of the input's type.
+    shifted_mean : ndarray of float64
+        Mean of ``x - shift``. The mean is ``shift + shifted_mean``, rounded once.
     m2 : ndarray of float64
-        Sum of squared deviations from `mean`.
+        Sum of squared deviations from the mean.
     min, max : ndarray of float64
     nan_count, inf_count : ndarray of int64
     ignore_nan : bool
-        Whether NaNs were left out of `count`, `mean`, `m2`, `min` and `max`.
+        Whether NaNs were left out of `count`, the means, `m2`, `min` and `max`.
     """
 
     count: np.ndarray
-    mean: np.ndarray
+    shift: np.ndarray
+    shifted_mean: np.ndarray
     m2: np.ndarray
     min: np.ndarray
     max: np.ndarray
@@ -55,7 +60,7 @@ class Moments:
     inf_count: np.ndarray
     ignore_nan: bool = False
 
-    ARRAYS = ("count", "mean", "m2", "min", "max", "nan_count", "inf_count")
+    ARRAYS = ("count", "shift", "shifted_mean", "m2", "min", "max", "nan_count", "inf_count")
 
     @property
     def shape(self) -> tuple:
@@ -67,7 +72,8 @@ class Moments:
         """Return the moments of no data (the identity of :meth:`merge`)."""
         return cls(
             count=np.zeros(shape, np.int64),
-            mean=np.zeros(shape, np.float64),
+            shift=np.zeros(shape, np.float64),
+            shifted_mean=np.zeros(shape, np.float64),
             m2=np.zeros(shape, np.float64),
             min=np.full(shape, np.inf),
             max=np.full(shape, -np.inf),
@@ -97,6 +103,11 @@ class Moments:
     def merge(self, other: Moments) -> Moments:
         """Combine with the moments of other data of the same channels.
 
+        The result keeps this side's shift (the other's where this side is empty). The
+        difference of the means is taken as ``(shift_b - shift_a) + (mean_b - mean_a)``
+        with shifted means: two shifts of one channel's data lie close together, so their
+        difference is exact (Sterbenz), and no mean is ever rounded at the data's offset.
+
         Parameters
         ----------
         other : Moments
@@ -112,26 +123,31 @@ class Moments:
         count_a, count_b = self.count, other.count
         total = count_a + count_b
         with np.errstate(all="ignore"):
-            delta = other.mean - self.mean
+            delta = (other.shift - self.shift) + (other.shifted_mean - self.shifted_mean)
             fraction_b = count_b / total
-            mean = self.mean + delta * fraction_b
+            shifted_mean = self.shifted_mean + delta * fraction_b
             m2 = self.m2 + other.m2 + delta * delta * count_a * fraction_b
             # An infinite or NaN mean is no location to centre on: follow NumPy, whose
             # mean of [inf, 5] is inf and whose variance of it is nan.
-            nonfinite = ~(np.isfinite(self.mean) & np.isfinite(other.mean))
+            nonfinite = ~(np.isfinite(self.shifted_mean) & np.isfinite(other.shifted_mean))
             if nonfinite.any():
-                mean = np.where(nonfinite, self.mean + other.mean, mean)
+                shifted_mean = np.where(nonfinite, self.shifted_mean + other.shifted_mean,
+                                        shifted_mean)
                 m2 = np.where(nonfinite, np.nan, m2)
         # An empty side is the identity; the formula above would give 0/0 there.
-        mean = np.where(count_a == 0, other.mean, np.where(count_b == 0, self.mean, mean))
-        m2 = np.where(count_a == 0, other.m2, np.where(count_b == 0, self.m2, m2))
+        a_empty, b_empty = count_a == 0, count_b == 0
+
+        def pick(mine, theirs, merged):
+            return np.where(a_empty, theirs, np.where(b_empty, mine, merged))
+
         extreme_min, extreme_max = (
             (np.fmin, np.fmax) if self.ignore_nan else (np.minimum, np.maximum)
         )
         return Moments(
             count=total,
-            mean=mean,
-            m2=m2,
+            shift=np.where(a_empty, other.shift, self.shift),
+            shifted_mean=pick(self.shifted_mean, other.shifted_mean, shifted_mean),
+            m2=pick(self.m2, other.m2, m2),
             min=extreme_min(self.min, other.min),
             max=extreme_max(self.max, other.max),
             nan_count=self.nan_count + other.nan_count,
@@ -142,6 +158,11 @@ class Moments:
     def merge_at(self, region: tuple, other: Moments) -> None:
         """Merge `other` into the channels ``self[region]``, in place."""
         self[region] = self[region].merge(other)
+
+    def mean(self) -> np.ndarray:
+        """The mean per channel, ``shift + shifted_mean`` rounded once (NaN where empty)."""
+        with np.errstate(all="ignore"):
+            return np.where(self.count == 0, np.nan, self.shift + self.shifted_mean)
 
     def finalize(self, ddof: int = 0) -> dict:
         """Return the statistics per channel.
@@ -155,8 +176,9 @@ class Moments:
         -------
         dict of str to ndarray
             ``count``, ``mean``, ``variance``, ``std``, ``min``, ``max``, ``m2``,
-            ``nan_count``, ``inf_count``, each of this moments' shape. A channel without
-            values (or with ``count <= ddof`` for the variance) gets NaN.
+            ``nan_count``, ``inf_count``, ``shift``, ``shifted_mean``, each of this
+            moments' shape. A channel without values (or with ``count <= ddof`` for the
+            variance) gets NaN.
         """
         empty = self.count == 0
         with np.errstate(all="ignore"):
@@ -164,7 +186,7 @@ class Moments:
             variance = np.where(dof > 0, self.m2 / np.where(dof > 0, dof, 1), np.nan)
         return {
             "count": self.count.copy(),
-            "mean": np.where(empty, np.nan, self.mean),
+            "mean": self.mean(),
             "variance": variance,
             "std": np.sqrt(variance),
             "min": np.where(empty, np.nan, self.min),
@@ -172,20 +194,82 @@ class Moments:
             "m2": np.where(empty, 0.0, self.m2),
             "nan_count": self.nan_count.copy(),
             "inf_count": self.inf_count.copy(),
+            "shift": np.where(empty, 0.0, self.shift),
+            "shifted_mean": np.where(empty, 0.0, self.shifted_mean),
         }
 
 
+# The largest float64 values inside the 64-bit integer ranges: a shift must be a value of
+# the input's type, and float64(2**63 - 1) rounds up to 2**63, past int64's range.
+_SHIFT_LIMITS = {
+    np.dtype(np.int64): (-(2.0**63), np.nextafter(2.0**63, 0.0)),
+    np.dtype(np.uint64): (0.0, np.nextafter(2.0**64, 0.0)),
+}
+# A shifted 64-bit integer is computed in the integer type, which wraps past 2**63; data
+# that spread that far are converted to float64 first (their variance is then still exact
+# to ~1e-16 relative, as their spread dwarfs any rounding).
+_WRAP_LIMIT = 2.0**62
+
+
+def data_shift(values: np.ndarray) -> np.ndarray:
+    """The float64 shift to centre on, from data values (one per channel).
+
+    A value of the data, exact in float64 and in the input's type; 0 where it is not finite.
+    """
+    shift = np.array(values, dtype=np.float64)
+    limits = _SHIFT_LIMITS.get(values.dtype.newbyteorder("="))
+    if limits is not None:
+        np.clip(shift, *limits, out=shift)
+    shift[~np.isfinite(shift)] = 0.0
+    return shift
+
+
+def subtract_shift(piece: np.ndarray, shift: np.ndarray, out: np.ndarray,
+                   minimum: np.ndarray, maximum: np.ndarray) -> np.ndarray:
+    """``out = piece - shift`` in float64, exact for integers whose spread fits 2**53.
+
+    64-bit integers are subtracted in their own type (a float64 copy of values near 2**62
+    would lose their low bits first), unless `minimum`/`maximum` (the piece's extremes,
+    broadcastable to `shift`) show the difference could wrap.
+    """
+    dtype = piece.dtype
+    if dtype.kind in "iu" and dtype.itemsize == 8:
+        with np.errstate(all="ignore"):
+            spread = np.maximum(np.abs(np.asarray(maximum, np.float64) - shift),
+                                np.abs(np.asarray(minimum, np.float64) - shift))
+        if np.all(spread < _WRAP_LIMIT):
+            native = dtype.newbyteorder("=")
+            difference = np.subtract(piece, shift.astype(native), dtype=native)
+            np.copyto(out, difference.view(np.int64), casting="unsafe")
+            return out
+    np.subtract(piece, shift, out=out)
+    return out
+
+
+def _first_along(piece: np.ndarray, reduce_axes: tuple) -> np.ndarray:
+    """The first value of every channel of `piece`: index 0 on each reduced axis, kept dims."""
+    return piece[tuple(slice(0, 1) if axis in reduce_axes else slice(None)
+                       for axis in range(piece.ndim))]
+
+
 def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool) -> Moments:
-    """Moments of one cache-sized piece, kept dims, centred on the piece's own mean."""
-    values = np.array(piece, dtype=np.float64, order="C")  # the float64 accumulator copy
+    """Moments of one cache-sized piece, kept dims, centred on a shift from its data."""
     kept_shape = tuple(1 if axis in reduce_axes else dim for axis, dim in enumerate(piece.shape))
     reduce = dict(axis=reduce_axes, keepdims=True)
+    extreme_min, extreme_max = (np.fmin, np.fmax) if ignore_nan else (np.minimum, np.maximum)
     with np.errstate(all="ignore"):
+        minimum = extreme_min.reduce(piece, **reduce).astype(np.float64)
+        maximum = extreme_max.reduce(piece, **reduce).astype(np.float64)
+        shift = data_shift(_first_along(piece, reduce_axes))
+        # a channel whose first value is NaN or Inf is centred on its smallest finite one
+        fallback = ~np.isfinite(_first_along(piece, reduce_axes).astype(np.float64))
+        if fallback.any():
+            shift = np.where(fallback & np.isfinite(minimum), data_shift(
+                extreme_min.reduce(piece, **reduce)), shift)
+        values = subtract_shift(piece, shift, np.empty(piece.shape), minimum, maximum)
         if ignore_nan:
             nan_mask = np.isnan(values)
             count = np.add.reduce(~nan_mask, dtype=np.int64, **reduce)
-            minimum = np.fmin.reduce(values, **reduce)
-            maximum = np.fmax.reduce(values, **reduce)
             np.copyto(values, 0.0, where=nan_mask)
             total = np.add.reduce(values, **reduce)
             mean = total / count
@@ -195,8 +279,6 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool) -> M
         else:
             count = np.full(kept_shape, math.prod(piece.shape) // max(math.prod(kept_shape), 1),
                             dtype=np.int64)
-            minimum = np.minimum.reduce(values, **reduce)
-            maximum = np.maximum.reduce(values, **reduce)
             total = np.add.reduce(values, **reduce)
             mean = total / count
             deviation = values - mean
@@ -210,14 +292,14 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool) -> M
                 nan_count = np.zeros(kept_shape, np.int64)
         else:
             # Only a block whose sum is not finite can hold NaN or Inf: count them then.
-            inf_count = np.add.reduce(np.isinf(values), dtype=np.int64, **reduce)
+            inf_count = np.add.reduce(np.isinf(piece), dtype=np.int64, **reduce)
             if nan_count is None:
-                nan_count = np.add.reduce(np.isnan(values), dtype=np.int64, **reduce)
+                nan_count = np.add.reduce(np.isnan(piece), dtype=np.int64, **reduce)
             m2 = np.where(np.isfinite(mean), m2, np.nan)
         if ignore_nan:
             mean = np.where(count == 0, 0.0, mean)
             m2 = np.where(count == 0, 0.0, m2)
-    return Moments(count, mean, m2, minimum, maximum, nan_count, inf_count, ignore_nan)
+    return Moments(count, shift, mean, m2, minimum, maximum, nan_count, inf_count, ignore_nan)
 
 
 def tree_leaf(shape: tuple, region: tuple, part: Moments) -> Moments:
@@ -293,7 +375,8 @@ def tree_merge(stack: Moments) -> Moments:
 
 
 
-def _rows_partials(block: LazyBlock, total_rows: int, channels: int, piece_items: int):
+def _rows_partials(block: LazyBlock, total_rows: int, channels: int, piece_items: int,
+                   shift: np.ndarray):
     """Partials of a block taken as ``(A, K)`` and reduced over axis 0: lists of (count, ...)."""
     fold = fold_factor(channels)
     rows_per_piece = max(fold, piece_items // channels // fold * fold)
@@ -301,15 +384,15 @@ def _rows_partials(block: LazyBlock, total_rows: int, channels: int, piece_items
     parts = []
     if folded_rows:
         parts.append(_folded_partials(block, 0, folded_rows // fold, rows_per_piece // fold,
-                                      fold, channels))
+                                      fold, channels, np.tile(shift, fold)))
     if folded_rows < total_rows:  # the rows left over, unfolded
         parts.append(_folded_partials(block, folded_rows * channels, total_rows - folded_rows,
-                                      fold, 1, channels))
+                                      fold, 1, channels, shift))
     return parts
 
 
 def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fold: int,
-                     channels: int):
+                     channels: int, shift: np.ndarray):
     """Partials of `rows` rows of `fold` groups of `channels` side by side, from flat `base`.
 
     Each piece of `per_piece` rows is reduced over its rows in one go (long inner loops,
@@ -317,6 +400,7 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
     by the Chan update for equal groups: the mean of the group means, and
     ``m2 = sum(m2_j) + n * sum((mean_j - mean)**2)``. The per-piece work is a handful of
     NumPy calls writing into preallocated rows; the combining is done for all pieces at once.
+    Every value is centred on `shift` (one per column) first; the means are of ``x - shift``.
     """
     width = fold * channels
     starts = range(0, rows, per_piece)
@@ -330,7 +414,7 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
     for index, start in enumerate(starts):
         stop = min(start + per_piece, rows)
         piece = block.piece(base + start * width, base + stop * width).reshape(-1, width)
-        _centred(piece, buffer[:piece.shape[0]], 0,
+        _centred(piece, buffer[:piece.shape[0]], 0, shift,
                  (minimum[index], maximum[index], total[index], group_mean[index], m2[index]))
     shape = (pieces, fold, channels)
     group_mean = group_mean.reshape(shape)
@@ -348,18 +432,20 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
             np.maximum.reduce(maximum.reshape(shape), axis=1).astype(np.float64))
 
 
-def _centred(piece: np.ndarray, values: np.ndarray, axis: int, out: tuple | None = None
-             ) -> tuple:
-    """Min, max, float64 sum, mean and centred m2 of `piece` along `axis` (0 or its last).
+def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shift: np.ndarray,
+             out: tuple | None = None) -> tuple:
+    """Min, max, float64 sum, mean and centred m2 of ``piece - shift`` along `axis`.
 
-    `values` is a float64 buffer of the piece's shape. The extremes are taken in the
-    input's own dtype: exact, and fewer bytes to go through. With `out`, five arrays of
-    the reduced shape, the results are written there (and returned).
+    `axis` is 0 or the piece's last; `shift` broadcasts to the piece. `values` is a float64
+    buffer of the piece's shape. The extremes (of the piece itself) are taken in the input's
+    own dtype: exact, and fewer bytes to go through. With `out`, five arrays of the reduced
+    shape, the results are written there (and returned).
     """
     minimum, maximum, total, mean, m2 = out or (None,) * 5
     minimum = np.minimum.reduce(piece, axis=axis, out=minimum)
     maximum = np.maximum.reduce(piece, axis=axis, out=maximum)
-    np.copyto(values, piece)
+    subtract_shift(piece, shift, values, np.expand_dims(minimum, axis),
+                   np.expand_dims(maximum, axis))
     total = np.add.reduce(values, axis=axis, out=total)
     mean = np.divide(total, piece.shape[axis], out=mean)
     values -= np.expand_dims(mean, axis)
@@ -368,8 +454,8 @@ def _centred(piece: np.ndarray, values: np.ndarray, axis: int, out: tuple | None
     return minimum, maximum, total, mean, m2
 
 
-def _slab_partials(x3: np.ndarray, piece_items: int):
-    """Partials of an ``(A, K, B)`` array reduced over axes 0 and 2, B > 1."""
+def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray):
+    """Partials of an ``(A, K, B)`` array reduced over axes 0 and 2, B > 1, about `shift`."""
     outer, channels, inner = x3.shape
     if inner >= piece_items:
         per_outer, per_channel, per_inner = 1, 1, piece_items
@@ -382,6 +468,7 @@ def _slab_partials(x3: np.ndarray, piece_items: int):
     count = np.empty((rows, channels), np.int64)
     total, mean, m2, minimum, maximum = (np.empty((rows, channels)) for _ in range(5))
     buffer = np.empty(per_outer * per_channel * per_inner)
+    shift3 = shift.reshape(1, channels, 1)
     for a0 in range(0, outer, per_outer):
         for k0 in range(0, channels, per_channel):
             for chunk, b0 in enumerate(range(0, inner, per_inner)):
@@ -392,7 +479,7 @@ def _slab_partials(x3: np.ndarray, piece_items: int):
                 columns = slice(k0, k0 + piece.shape[1])
                 count[rows_here, columns] = piece.shape[2]
                 for target, result in zip((minimum, maximum, total, mean, m2),
-                                          _centred(piece, values, 2)):
+                                          _centred(piece, values, 2, shift3[:, columns])):
                     target[rows_here, columns] = result
     return [(count, total, mean, m2, minimum, maximum)]
 
@@ -401,25 +488,30 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int):
     """Moments of a C-contiguous block whose layout collapses to (A, K, B), or None.
 
     None also when a partial sum is not finite: NaN and Inf are then counted by the
-    general path.
+    general path. The whole block is centred on one shift per channel: its first values.
     """
     if not block.c_contiguous or block.size == 0:
         return None
     collapsed = collapse_axes(block.shape, reduce_axes)
     if collapsed is None:
         return None
+    outer, channels, inner = collapsed
     piece_items = max(1, piece_bytes // 8)
     with np.errstate(all="ignore"):
-        if collapsed[2] == 1:
-            parts = _rows_partials(block, collapsed[0], collapsed[1], piece_items)
+        if inner == 1:
+            shift = data_shift(block.piece(0, channels))
+            parts = _rows_partials(block, outer, channels, piece_items, shift)
         else:
-            parts = _slab_partials(block.array().reshape(collapsed), piece_items)
+            x3 = block.array().reshape(collapsed)
+            shift = data_shift(x3[0, :, 0])
+            parts = _slab_partials(x3, piece_items, shift)
     count, total, mean, m2, minimum, maximum = (
         np.concatenate([part[index] for part in parts]) for index in range(6))
     if not np.isfinite(total).all():
         return None
     zeros = np.zeros(count.shape, np.int64)
-    stack = Moments(count, mean, m2, minimum, maximum, zeros, zeros, ignore_nan=False)
+    shifts = np.broadcast_to(shift, count.shape)
+    stack = Moments(count, shifts, mean, m2, minimum, maximum, zeros, zeros, ignore_nan=False)
     return tree_merge(stack)
 
 
@@ -461,7 +553,7 @@ def block_moments(
     if not ignore_nan:
         fast = _fast_moments(lazy, reduce_axes, piece_bytes)
         if fast is not None:
-            return _exact_constant(fast.reshape(kept_shape))
+            return fast.reshape(kept_shape)
     block = lazy.array()
     result = None
     for region in plan_blocks(block.shape, 8, piece_bytes):
@@ -477,17 +569,4 @@ def block_moments(
         result.merge_at(target, part)
     if result is None:
         result = Moments.empty(kept_shape, ignore_nan)
-    return _exact_constant(result)
-
-
-def _exact_constant(moments: Moments) -> Moments:
-    """A constant channel's mean is its value, exactly, and its m2 is 0.
-
-    ``sum / count`` can be off by an ulp; with the exact mean a constant channel normalizes
-    to exactly ``offset``.
-    """
-    constant = (moments.min == moments.max) & np.isfinite(moments.min) & (moments.count > 0)
-    if constant.any():
-        moments.mean = np.where(constant, moments.min, moments.mean)
-        moments.m2 = np.where(constant, 0.0, moments.m2)
-    return moments
+    return result

@@ -3,14 +3,19 @@
 JSON (strict: non-finite numbers are the strings ``"NaN"``, ``"Infinity"``,
 ``"-Infinity"``; float64 values are written by ``repr`` so they read back bit for bit)::
 
-    {"schema": "bncli.stats/1", "inputs": [...], "axes": [...], "channel_shape": [...],
+    {"schema": "bncli.stats/2", "inputs": [...], "axes": [...], "channel_shape": [...],
      "ddof": 0, "ignore_nan": false, "keepdims": false,
      "count": [...], "mean": [...], "variance": [...], "std": [...], "min": [...],
-     "max": [...], "m2": [...], "nan_count": [...], "inf_count": [...]}
+     "max": [...], "m2": [...], "nan_count": [...], "inf_count": [...],
+     "shift": [...], "shifted_mean": [...]}
 
 Arrays are nested lists of ``channel_shape`` (or of the input's rank with reduced axes of
 size 1 when ``keepdims``). ``.npz`` holds the same arrays under the same names, plus ``meta``,
-a JSON string of the other fields. ``count``, ``mean`` and ``m2`` make files mergeable.
+a JSON string of the other fields. ``count``, ``m2``, ``shift`` and ``shifted_mean`` make
+files mergeable: ``shift`` is a value of the channel's data that every value was centred on,
+``shifted_mean`` the mean of ``x - shift``, so that merging never rounds a mean at the data's
+offset. ``mean`` is ``shift + shifted_mean``, rounded once. Version 1 files (without the
+shift) are read as centred on their mean.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import numpy as np
 from .errors import StatsFileError
 from .reduction import Moments
 
-SCHEMA = "bncli.stats/1"
-ARRAY_FIELDS = ("count", "mean", "variance", "std", "min", "max", "m2", "nan_count", "inf_count")
+SCHEMA = "bncli.stats/2"
+SCHEMAS = ("bncli.stats/1", SCHEMA)  # the versions read
+ARRAY_FIELDS = ("count", "mean", "variance", "std", "min", "max", "m2", "nan_count", "inf_count",
+                "shift", "shifted_mean")
 INT_FIELDS = ("count", "nan_count", "inf_count")
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -173,7 +180,7 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
     if not isinstance(document, dict):
         raise StatsFileError(f"{name}: not a statistics document (top level is not an object)")
     schema = document.get("schema")
-    if schema != SCHEMA:
+    if schema not in SCHEMAS:
         raise StatsFileError(f"{name}: schema is {schema!r}, expected {SCHEMA!r}")
     axes = _require(document, "axes", list, name)
     channel_shape = _require(document, "channel_shape", list, name)
@@ -195,7 +202,9 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
                             moments=Moments.empty(channel_shape), ddof=ddof,
                             keepdims=bool(keepdims))
     loaded = {}
-    for key in ("count", "mean", "m2", "min", "max", "nan_count", "inf_count"):
+    shifted = "shift" in arrays and "shifted_mean" in arrays
+    for key in ("count", "mean", "m2", "min", "max", "nan_count", "inf_count") + (
+            ("shift", "shifted_mean") if shifted else ()):
         if key not in arrays:
             raise StatsFileError(f"{name}: missing field {key!r}")
         try:
@@ -214,6 +223,13 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
                 raise StatsFileError(f"{name}: {key} is not a list of counts")
             array = array.astype(np.int64)
         loaded[key] = array
+    mean = loaded.pop("mean")
+    if not shifted:  # centred on the mean as written
+        finite = np.isfinite(mean)
+        loaded["shift"] = np.where(finite, mean, 0.0)
+        loaded["shifted_mean"] = np.where(finite, 0.0, mean)
+    elif np.any(~np.isfinite(loaded["shift"])):
+        raise StatsFileError(f"{name}: shift holds a value that is not finite")
     statistics.moments = Moments(ignore_nan=ignore_nan, **loaded)
     return statistics
 

@@ -34,7 +34,7 @@ def test_stats_default_axes_json(invoke, nhwc):
     assert result.exit_code == 0
     document = stats_json(result.stdout)  # stdout is not a terminal: json
     mean, variance = reference_moments(values, (0, 1, 2))
-    assert document["schema"] == "bncli.stats/1"
+    assert document["schema"] == "bncli.stats/2"
     assert document["axes"] == [0, 1, 2] and document["channel_shape"] == [5]
     assert document["inputs"] == [{"path": str(path), "dataset": None, "shape": [16, 4, 4, 5],
                                    "dtype": "float32"}]
@@ -93,7 +93,7 @@ def test_csv_format(invoke, nhwc):
     path, values = nhwc
     lines = invoke("stats", path, "--format", "csv").stdout.splitlines()
     assert lines[0] == ("channel,count,mean,variance,std,min,max,nan_count,inf_count,"
-                        "dead,nan,inf,outlier_mean,outlier_std,precision")
+                        "dead,nan,inf,outlier_mean,outlier_std,precision,few_values")
     assert len(lines) == 6
     mean, variance = reference_moments(values, (0, 1, 2))
     fields = lines[3].split(",")

@@ -71,7 +71,8 @@ def test_dead_uses_scikit_learns_near_constant_bound():
 def test_csv_has_a_flag_column_per_kind(invoke, flagged):
     lines = invoke("stats", flagged, "--format", "csv").stdout.splitlines()
     header = lines[0].split(",")
-    assert header[-6:] == ["dead", "nan", "inf", "outlier_mean", "outlier_std", "precision"]
+    assert header[-7:] == ["dead", "nan", "inf", "outlier_mean", "outlier_std", "precision",
+                           "few_values"]
     rows = {int(line.split(",")[0]): dict(zip(header, line.split(","))) for line in lines[1:]}
     assert rows[3]["dead"] == "1" and rows[4]["dead"] == "0"
     assert rows[9]["nan"] == "1" and rows[11]["inf"] == "1"

@@ -91,7 +91,7 @@ def good_stats(tmp_path, invoke):
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: "not json at all {", "not valid JSON"),
     (lambda d: [1, 2], "not a statistics document"),
-    (lambda d: {**d, "schema": "other/9"}, "schema is 'other/9', expected 'bncli.stats/1'"),
+    (lambda d: {**d, "schema": "other/9"}, "schema is 'other/9', expected 'bncli.stats/2'"),
     (lambda d: {k: v for k, v in d.items() if k != "m2"}, "missing field 'm2'"),
     (lambda d: {k: v for k, v in d.items() if k != "axes"}, "missing field 'axes'"),
     (lambda d: {**d, "mean": [1.0, 2.0]}, "mean has shape [2], expected channel_shape [3]"),
