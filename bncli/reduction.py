@@ -2,14 +2,20 @@
 
 Every sum is accumulated in float64, whatever the input dtype: float32 accumulators lose
 about seven digits when ``|mean| / std`` is near 1e4, which is common for raw activations.
-Each block is centred on its own mean (a two-pass sum within the block, which sits in cache),
-and blocks are combined with the pairwise update of Chan, Golub & LeVeque (1979), "Updating
-formulae and a pairwise algorithm for computing sample variances"::
+Before any sum, every channel is centred on a *shift*, a value of its own data (the first
+one of the block); 64-bit integers are shifted in their own type, so values near 2**62 keep
+their low bits. Each piece is then centred on its own mean (a two-pass sum within the piece,
+which sits in cache), and partials are combined with the pairwise update of Chan, Golub &
+LeVeque (1979), "Updating formulae and a pairwise algorithm for computing sample
+variances", on the shifted means::
 
-    n = na + nb,  d = mb - ma,  mean = ma + d * nb / n,  m2 = m2a + m2b + d**2 * na * nb / n
+    n = na + nb,  d = (sb - sa) + (mb - ma),  mean = ma + d * nb / n,
+    m2 = m2a + m2b + d**2 * na * nb / n
 
-The merge is associative (up to rounding), so chunks, files, shards and workers all combine
-through :meth:`Moments.merge`. ``E[x**2] - E[x]**2`` is never used.
+Two shifts of one channel lie close together, so ``sb - sa`` is exact, and no partial mean
+is ever rounded at the data's offset: the variance is shift-invariant, to 1e-13 relative at
+``|mean| / std`` of 1e8. The merge is associative (up to rounding), so chunks, files, shards
+and workers all combine through :meth:`Moments.merge`. ``E[x**2] - E[x]**2`` is never used.
 """
 
 from __future__ import annotations

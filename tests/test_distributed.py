@@ -205,3 +205,18 @@ def test_progress_on_the_terminal_while_the_cluster_works(cluster, tmp_path):
     assert code == 0
     assert "━" in terminal.decode(errors="replace")
     assert stats_json(piped)["count"][0] == 2048
+
+
+def test_cluster_keeps_the_variance_exact_at_offset_1e8(cluster, tmp_path):
+    from test_exactness import exact_moments, relative_errors, ulp_errors
+
+    address, _ = cluster
+    values = 1e8 + np.random.default_rng(21).standard_normal((80, 6, 3))
+    np.save(tmp_path / "far.npy", values)
+    result = run_bn("stats", tmp_path / "far.npy", "--chunk-bytes", "2K", "--format", "json",
+                    "--scheduler", address)
+    assert result.returncode == 0, result.stderr
+    document = stats_json(result.stdout)
+    means, variances = exact_moments(values, (0, 1))
+    assert max(relative_errors(document["variance"], variances)) <= 1e-13
+    assert max(ulp_errors(document["mean"], means)) <= 2
