@@ -6,7 +6,7 @@ In memory, with the signatures of the TensorFlow functions they mirror::
     y = bncli.batch_normalization(x, mean, variance, offset, scale, 1e-3)
 
 On files of any size, in bounded memory: :func:`bncli.api.stats`,
-:func:`bncli.api.normalize`, :func:`bncli.api.merge` (the functions behind ``bn``).
+:func:`bncli.api.normalize`, :func:`bncli.api.merge` (the library behind ``bn``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,19 @@
-"""The commands as functions: open inputs, run the passes, write outputs atomically.
+"""The library behind ``bn``: statistics and normalization of files, in bounded memory.
 
-These are the streaming entry points behind ``bn``; they take plain values, raise
-:class:`bncli.errors.BnError` on bad input, and never print. Progress is reported through
-an optional ``progress(label, total_bytes)`` factory returning an object with
-``advance(nbytes)`` and ``close()``.
+Every function takes Python and NumPy values (paths as ``str`` or ``os.PathLike``, axes as
+ints, scale and offset as numbers, sequences or arrays, sizes as ints), checks everything
+that can be checked before any data is read, raises :class:`bncli.errors.BnError` on bad
+input with a message that names the file and the problem, and never prints. Progress is
+reported through an optional ``progress(label, total_bytes)`` factory returning an object
+with ``advance(nbytes)`` and ``close()``.
+
+::
+
+    from bncli import api
+
+    statistics = api.stats(["acts.npy"], axes=[0, 1, 2])
+    statistics.values()["mean"]           # ndarray of the channel shape
+    api.normalize("acts.npy", "normed.npy", scale=2.0, offset=[0.5, 0.0, 0.0])
 """
 
 from __future__ import annotations
@@ -11,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Callable, Union
 
 import numpy as np
 
@@ -27,9 +37,11 @@ from .engine import (
     normalize_source,
     spool_stdin,
 )
-from .errors import InputError, OutputError, StatsFileError, UsageError
+from .errors import OutputError, StatsFileError, UsageError
+from .findings import DEFAULT_OUTLIER_THRESHOLD
 from .layout import channel_shape, format_shape, keepdims_shape, resolve_axes
 from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
+from .partials import Reduction
 from .sinks import (
     AtomicFile,
     Hdf5Writer,
@@ -40,6 +52,10 @@ from .sinks import (
 )
 from .sources import HDF5_SUFFIX, InputSpec, Source, is_hdf5_file, open_source
 from .statsfile import Statistics
+
+Path = Union[str, "os.PathLike[str]"]
+Affine = Union[float, Sequence, np.ndarray, None]
+Progress = Union[Callable, None]
 
 DEFAULT_OUTPUT_DATASET = "/data"
 
@@ -66,9 +82,10 @@ def _progress_bar(progress, label: str, total: int):
 
 
 @contextlib.contextmanager
-def open_sources(specs: Sequence[str], *, allow_external: bool = False,
+def open_sources(specs: Sequence[Path], *, allow_external: bool = False,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES):
     """Open every input (checking all headers first) and close them all at the end."""
+    specs = [os.fspath(spec) for spec in specs]
     if sum(1 for spec in specs if spec == "-") > 1:
         raise UsageError("standard input '-' can be given only once")
     with contextlib.ExitStack() as stack:
@@ -78,25 +95,37 @@ def open_sources(specs: Sequence[str], *, allow_external: bool = False,
         yield sources
 
 
-def stats(inputs: Sequence[str], *, axes=None, channel_axis=None, ddof: int = 0,
-          ignore_nan: bool = False, keepdims: bool = False,
-          chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int | None = None,
-          allow_external: bool = False, progress=None, scheduler: str | None = None
-          ) -> Statistics:
+def _check_moments_order(order: int) -> None:
+    if order not in (2, 4):
+        raise UsageError(f"the moments order must be 2 or 4, not {order!r}")
+
+
+def stats(inputs: Sequence[Path], *, axes: Sequence[int] | None = None,
+          channel_axis: int | None = None, ddof: int = 0, ignore_nan: bool = False,
+          keepdims: bool = False, moments: int = 2, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+          threads: int | None = None, allow_external: bool = False, progress: Progress = None,
+          scheduler: str | None = None,
+          outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD) -> Statistics:
     """Compute per-channel statistics of one dataset stored in one or more inputs.
 
     Parameters
     ----------
-    inputs : sequence of str
-        ``file.npy``, ``file.h5[:/dataset]`` or ``-``.
+    inputs : sequence of str or os.PathLike
+        ``file.npy``, ``file.h5[:/dataset]`` or ``-`` (a .npy stream on stdin).
     axes : sequence of int, optional
-        Axes to reduce (default every axis but the last).
+        Axes to reduce (default every axis but the last); negative values count from the end.
     channel_axis : int, optional
         Reduce every axis but this one.
     ddof : int
-    ignore_nan, keepdims : bool
+        Delta degrees of freedom of the variance.
+    ignore_nan : bool
+        Leave NaNs out of the statistics.
+    keepdims : bool
+        Arrays of a written statistics file keep the input's rank.
+    moments : int
+        2 (mean, variance) or 4 (also skewness and excess kurtosis).
     chunk_bytes : int
-        Memory budget of one block.
+        Memory budget of one block, in bytes.
     threads : int, optional
         Worker threads (default: the available cores).
     allow_external : bool
@@ -104,39 +133,72 @@ def stats(inputs: Sequence[str], *, axes=None, channel_axis=None, ddof: int = 0,
     progress : callable, optional
     scheduler : str, optional
         Run on a dask.distributed cluster: ``tcp://host:port``, or ``local``.
+    outlier_threshold : float
+        Robust z-score above which a channel's mean or std is a finding.
 
     Returns
     -------
     Statistics
     """
+    _check_moments_order(moments)
+    _check_positive(chunk_bytes, "the chunk size")
     threads = threads or default_threads()
+    reduction = Reduction(ignore_nan=ignore_nan, order=moments)
     with open_sources(inputs, allow_external=allow_external, chunk_bytes=chunk_bytes) as sources, \
-            _cluster(scheduler, allow_external) as moments_of:
+            _cluster(scheduler, allow_external) as partials_of:
         total = sum(source.nbytes for source in sources)
         with _progress_bar(progress, "stats", total) as advance:
-            return compute_statistics(
-                sources, axes=axes, channel_axis=channel_axis, ddof=ddof,
-                ignore_nan=ignore_nan, keepdims=keepdims, chunk_bytes=chunk_bytes,
-                threads=threads, progress=advance, moments_of=moments_of)
+            statistics = compute_statistics(
+                sources, axes=_axes(axes), channel_axis=channel_axis, ddof=ddof,
+                reduction=reduction, keepdims=keepdims, chunk_bytes=chunk_bytes,
+                threads=threads, progress=advance, partials_of=partials_of)
+    statistics.outlier_threshold = outlier_threshold
+    return statistics
+
+
+def _axes(axes: Sequence[int] | None) -> tuple | None:
+    if axes is None:
+        return None
+    try:
+        return tuple(int(axis) for axis in axes)
+    except (TypeError, ValueError):
+        raise UsageError(f"axes {axes!r} are not a sequence of integers") from None
+
+
+def _check_positive(value: int, label: str) -> None:
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise UsageError(f"{label} must be a positive number of bytes, not {value!r}")
 
 
 @contextlib.contextmanager
 def _cluster(scheduler, allow_external: bool):
-    """Yield a cluster ``moments_of`` for `scheduler`, or None to compute here."""
+    """Yield a cluster ``partials_of`` for `scheduler`, or None to compute here."""
     if not scheduler:
         yield None
         return
-    from .distributed import ClusterMoments, connect
+    from .distributed import ClusterPartials, connect
 
     with connect(scheduler) as client:
-        yield ClusterMoments(client, allow_external=allow_external)
+        yield ClusterPartials(client, allow_external=allow_external)
 
 
-def save_statistics(statistics: Statistics, path: str, *, force: bool = False,
-                    inputs: Sequence[str] = ()) -> None:
-    """Write a ``.json`` or ``.npz`` statistics file atomically."""
+def save_statistics(statistics: Statistics, path: Path, *, force: bool = False,
+                    inputs: Sequence[Path] = ()) -> None:
+    """Write a ``.json`` or ``.npz`` statistics file atomically.
+
+    Parameters
+    ----------
+    statistics : Statistics
+    path : str or os.PathLike
+        Ends in ``.json`` or ``.npz``.
+    force : bool
+        Replace an existing file.
+    inputs : sequence of str or os.PathLike
+        Files the statistics were computed from, which may not be overwritten.
+    """
+    path = os.fspath(path)
     fmt = statsfile.format_for_path(path)
-    check_target(path, force=force, inputs=inputs)
+    check_target(path, force=force, inputs=[os.fspath(item) for item in inputs])
     with AtomicFile(path, force=force) as output, open(output.temp_path, "wb") as stream:
         try:
             statsfile.write(statistics, stream, fmt=fmt)
@@ -144,63 +206,57 @@ def save_statistics(statistics: Statistics, path: str, *, force: bool = False,
             raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
-def merge(paths: Sequence[str]) -> Statistics:
+def load_statistics(path: Path) -> Statistics:
+    """Read a ``.json`` or ``.npz`` statistics file."""
+    return statsfile.load(os.fspath(path))
+
+
+def merge(paths: Sequence[Path]) -> Statistics:
     """Combine statistics files of the same channel shape, axes and ddof, exactly."""
     merged = None
     for path in paths:
-        part = statsfile.load(path)
-        merged = part if merged is None else merged.merge(part, path)
+        part = statsfile.load(os.fspath(path))
+        merged = part if merged is None else merged.merge(part, os.fspath(path))
     if merged is None:
         raise UsageError("no statistics files given")
     return merged
 
 
-def parse_affine(text, channels: tuple, option: str) -> np.ndarray:
-    """Parse ``--scale`` / ``--offset``: a number, a comma list per channel, or a ``.npy`` file.
+def affine_values(values: Affine, channels: tuple, label: str) -> np.ndarray | None:
+    """Check a scale or offset against the channel shape.
 
     Parameters
     ----------
-    text : str or None
+    values : float, sequence, ndarray or None
+        One number for every channel, or one value per channel: flat, of the channel
+        shape, or of it with axes of size 1.
     channels : tuple of int
         The channel shape.
-    option : str
-        Option name for messages.
+    label : str
+        ``scale`` or ``offset``, for messages.
 
     Returns
     -------
-    ndarray of float64, of shape `channels` (or a 0-d array for a number)
+    ndarray of float64 or None
+        A 0-d array for one number, else of shape `channels`.
     """
-    if text is None:
+    if values is None:
         return None
-    if text.lower().endswith(".npy"):
-        try:
-            from .npyformat import check_dtype
-
-            values = np.load(text, allow_pickle=False)
-            check_dtype(values.dtype, text)
-        except FileNotFoundError:
-            raise InputError(f"{text}: no such file (given to {option})") from None
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{text}: cannot read {option} values ({exc})") from None
-        if values.size != int(np.prod(channels)) or values.squeeze().shape != tuple(
-                dim for dim in channels if dim != 1):
-            raise InputError(
-                f"{text}: {option} has shape {format_shape(values.shape)}, expected the channel "
-                f"shape {format_shape(channels)}")
-        return values.astype(np.float64).reshape(channels)
     try:
-        values = np.array([float(item) for item in text.split(",")], np.float64)
-    except ValueError:
-        raise UsageError(f"{option} {text!r} is not a number, a comma list or a .npy file") \
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UsageError(f"{label} {values!r:.60} is not a number or a list of numbers") \
             from None
-    if values.size == 1 and "," not in text:
-        return values.reshape(())
+    if array.ndim == 0:
+        return array
     count = int(np.prod(channels))
-    if values.size != count:
+    fits = array.size == count and (array.ndim == 1 or tuple(
+        dim for dim in array.shape if dim != 1) == tuple(dim for dim in channels if dim != 1))
+    if not fits:
         raise UsageError(
-            f"{option} has {values.size} values but there are {count} channels "
-            f"(channel shape {format_shape(channels)})")
-    return values.reshape(channels)
+            f"{label} has {array.size} values of shape {format_shape(array.shape)}, but there "
+            f"are {count} channels (channel shape {format_shape(channels)})")
+    return array.reshape(channels)
 
 
 @dataclass
@@ -218,7 +274,7 @@ class OutputSpec:
         if text != "-" and match:
             return cls(match.group("path"), match.group("dataset") or None, hdf5=True)
         if text != "-" and not text.lower().endswith(".npy"):
-            raise UsageError(f"-o {text}: the output must be a .npy file, an HDF5 file "
+            raise UsageError(f"{text}: the output must be a .npy file, an HDF5 file "
                              "(out.h5 or out.h5:/dataset), or - for stdout")
         return cls(text)
 
@@ -242,57 +298,61 @@ class NormalizeResult:
     shape: tuple
 
 
-def _statistics_for(source: Source, *, stats_path, axes, channel_axis, ddof, ignore_nan,
-                    chunk_bytes, threads, progress, moments_of=None) -> Statistics:
-    if stats_path is None:
-        with _progress_bar(progress, "stats", source.nbytes) as advance:
-            return compute_statistics([source], axes=axes, channel_axis=channel_axis, ddof=ddof,
-                                      ignore_nan=ignore_nan, chunk_bytes=chunk_bytes,
-                                      threads=threads, progress=advance, moments_of=moments_of)
-    saved = statsfile.load(stats_path)
+def _saved_statistics(source: Source, saved: Statistics, name: str, axes, channel_axis
+                      ) -> Statistics:
+    """Check that saved statistics fit a source; they are used as they are."""
     if axes is None and channel_axis is None:
         axes = saved.axes
     reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name)
     channels = channel_shape(source.shape, reduce_axes)
     if tuple(saved.channel_shape) != channels:
         raise StatsFileError(
-            f"{stats_path}: channel shape {format_shape(saved.channel_shape)} does not match "
+            f"{name}: channel shape {format_shape(saved.channel_shape)} does not match "
             f"{source.name}, whose shape {format_shape(source.shape)} over axes "
             f"{list(reduce_axes)} has channel shape {format_shape(channels)}")
     if tuple(saved.axes) != reduce_axes:
         raise StatsFileError(
-            f"{stats_path}: computed over axes {list(saved.axes)}, but {source.name} is "
+            f"{name}: computed over axes {list(saved.axes)}, but {source.name} is "
             f"normalized over axes {list(reduce_axes)}")
     return saved
 
 
-def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
-              epsilon: float = DEFAULT_EPSILON, scale=None, offset=None,
-              stats_path: str | None = None, save_stats: str | None = None,
-              dtype=None, force: bool = False, ddof: int = 0, ignore_nan: bool = False,
-              chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int | None = None,
-              allow_external: bool = False, progress=None,
-              scheduler: str | None = None) -> NormalizeResult:
+def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
+              channel_axis: int | None = None, epsilon: float = DEFAULT_EPSILON,
+              scale: Affine = None, offset: Affine = None,
+              stats: Path | Statistics | None = None, save_stats: Path | None = None,
+              dtype: str | np.dtype | None = None, force: bool = False, ddof: int = 0,
+              ignore_nan: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+              threads: int | None = None, allow_external: bool = False,
+              progress: Progress = None, scheduler: str | None = None) -> NormalizeResult:
     """Write a batch-normalized copy of an input.
+
+    ``y = scale * (x - mean) / sqrt(variance + epsilon) + offset`` per channel, computed
+    in float64 and rounded once to the output dtype. Everything that can be checked before
+    the data is read is checked first: epsilon, ddof, the output targets, and scale and
+    offset against the channel shape.
 
     Parameters
     ----------
-    input : str
+    input : str or os.PathLike
         ``file.npy``, ``file.h5[:/dataset]`` or ``-``.
-    output : str
-        ``out.npy``, ``out.h5[:/dataset]`` or ``-`` (stdout, refused on a terminal).
+    output : str or os.PathLike
+        ``out.npy``, ``out.h5[:/dataset]`` or ``-`` (stdout).
     axes, channel_axis :
-        Axes of the statistics, as for :func:`stats`; with `stats_path` they default to
-        the file's.
+        Axes of the statistics, as for :func:`stats`; with `stats` they default to the
+        saved statistics' axes.
     epsilon : float
-    scale, offset : str, optional
-        A number, a comma list with one value per channel, or a ``.npy`` file.
-    stats_path : str, optional
-        Use these saved statistics instead of computing them.
-    save_stats : str, optional
+        Added to the variance; finite and >= 0.
+    scale, offset : float, sequence of float or ndarray, optional
+        One number, or one value per channel (flat or of the channel shape); default 1 and 0.
+    stats : str, os.PathLike or Statistics, optional
+        Use these statistics (a statistics file, or computed ones) instead of computing
+        them. A file needs only ``mean`` and ``variance`` (with the schema, axes and
+        channel shape).
+    save_stats : str or os.PathLike, optional
         Also write the statistics used.
-    dtype : str, optional
-        ``float16``, ``float32`` or ``float64``.
+    dtype : str or numpy.dtype, optional
+        ``float16``, ``float32`` or ``float64``; default the input's if floating, else float32.
     force : bool
         Replace existing outputs.
     ddof : int
@@ -307,9 +367,19 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
     -------
     NormalizeResult
     """
+    input, output = os.fspath(input), os.fspath(output)
+    save_stats = None if save_stats is None else os.fspath(save_stats)
+    _check_positive(chunk_bytes, "the chunk size")
     threads = threads or default_threads()
+    try:
+        epsilon = float(epsilon)
+    except (TypeError, ValueError):
+        raise UsageError(f"epsilon {epsilon!r} is not a number") from None
     if not np.isfinite(epsilon) or epsilon < 0:
-        raise UsageError(f"--epsilon {epsilon!r} must be a finite number >= 0")
+        raise UsageError(f"epsilon {epsilon!r} must be a finite number >= 0")
+    if dtype is not None and np.dtype(dtype).name not in ("float16", "float32", "float64"):
+        raise UsageError(f"output dtype {np.dtype(dtype).name} is not float16, float32 or "
+                         "float64")
     target = OutputSpec.parse(output)
     input_paths = [] if input == "-" else [InputSpec.parse(input).path]
     if target.path == "-":
@@ -320,35 +390,52 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
         statsfile.format_for_path(save_stats)
         check_target(save_stats, force=force, inputs=input_paths)
         if os.path.abspath(save_stats) == os.path.abspath(target.path):
-            raise UsageError(f"{save_stats}: given both as output and as --save-stats")
+            raise UsageError(f"{save_stats}: given both as the output and for the statistics")
+    saved = None
+    if isinstance(stats, Statistics):
+        saved, saved_name = stats, "the statistics"
+    elif stats is not None:
+        saved_name = os.fspath(stats)
+        saved = statsfile.load(saved_name)
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(
             input, allow_external=allow_external, chunk_cache_bytes=2 * chunk_bytes))
         check_reducible(source, "normalize")
-        if stats_path is None:
-            reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name)
+        if saved is None:
+            reduce_axes = resolve_axes(source.shape, _axes(axes), channel_axis, source.name)
             check_ddof(ddof, math.prod(source.shape) // math.prod(
                 channel_shape(source.shape, reduce_axes)), ignore_nan, source.name)
-        if source.path == "-" and stats_path is None:
+        else:
+            reduce_axes = _saved_statistics(source, saved, saved_name, _axes(axes),
+                                            channel_axis).axes
+        channels = channel_shape(source.shape, reduce_axes)
+        scale_values = affine_values(scale, channels, "scale")
+        offset_values = affine_values(offset, channels, "offset")
+        if source.path == "-" and saved is None:
             source, spool_path = spool_stdin(source, chunk_bytes=chunk_bytes)
             stack.callback(os.unlink, spool_path)
             stack.enter_context(source)
-        moments_of = stack.enter_context(_cluster(scheduler, allow_external))
-        statistics = _statistics_for(
-            source, stats_path=stats_path, axes=axes, channel_axis=channel_axis, ddof=ddof,
-            ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads, progress=progress,
-            moments_of=moments_of)
-        channels = tuple(statistics.channel_shape)
-        values = statistics.values()
+        partials_of = stack.enter_context(_cluster(scheduler, allow_external))
+        if saved is None:
+            with _progress_bar(progress, "stats", source.nbytes) as advance:
+                statistics = compute_statistics(
+                    [source], axes=reduce_axes, ddof=ddof,
+                    reduction=Reduction(ignore_nan=ignore_nan), chunk_bytes=chunk_bytes,
+                    threads=threads, progress=advance, partials_of=partials_of)
+        else:
+            statistics = saved
         keep_shape = keepdims_shape(source.shape, statistics.axes)
-        scale_values = parse_affine(scale, channels, "--scale")
-        offset_values = parse_affine(offset, channels, "--offset")
+        mean, variance = statistics.normalization()
+
+        def keepdims(values):
+            return None if values is None or values.ndim == 0 else values.reshape(keep_shape)
+
         coefficients = Coefficients.from_statistics(
-            values["mean"].reshape(keep_shape), values["variance"].reshape(keep_shape),
-            scale=None if scale_values is None else (
-                scale_values if scale_values.ndim == 0 else scale_values.reshape(keep_shape)),
-            offset=None if offset_values is None else (
-                offset_values if offset_values.ndim == 0 else offset_values.reshape(keep_shape)),
+            mean.reshape(keep_shape), variance.reshape(keep_shape),
+            scale=scale_values if scale_values is None or scale_values.ndim == 0 else
+            keepdims(scale_values),
+            offset=offset_values if offset_values is None or offset_values.ndim == 0 else
+            keepdims(offset_values),
             epsilon=epsilon)
         coefficients = Coefficients(*(np.broadcast_to(array, keep_shape) for array in (
             coefficients.mean, coefficients.factor, coefficients.offset)))
@@ -359,11 +446,12 @@ def normalize(input: str, output: str | None, *, axes=None, channel_axis=None,
                                    source.fortran_order)
                 normalize_source(source, writer, coefficients, out_dtype,
                                  chunk_bytes=chunk_bytes, threads=threads, progress=advance)
-            elif moments_of is not None and not target.hdf5 and source.path != "-":
+            elif partials_of is not None and not target.hdf5 and source.path != "-":
                 with AtomicFile(target.path, force=force) as atomic:
-                    _cluster_normalize(moments_of.client, source, atomic.temp_path, target.path,
-                                       out_dtype, coefficients, chunk_bytes=chunk_bytes,
-                                       allow_external=allow_external, progress=advance)
+                    _cluster_normalize(partials_of.client, source, atomic.temp_path,
+                                       target.path, out_dtype, coefficients,
+                                       chunk_bytes=chunk_bytes, allow_external=allow_external,
+                                       progress=advance)
             else:
                 with AtomicFile(target.path, force=force) as atomic:
                     writer = _open_writer(target, atomic.temp_path, source, out_dtype,
@@ -396,17 +484,17 @@ def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: 
     if not target.hdf5:
         return NpyFileWriter(temp_path, target.path, source.shape, out_dtype,
                               source.fortran_order)
-    values = statistics.values()
+    mean, variance = statistics.normalization()
     dataset = target.dataset or source.dataset or DEFAULT_OUTPUT_DATASET
     chunks = source.chunks if source.chunks and not source.fortran_order else None
     return Hdf5Writer(
         temp_path, f"{target.path}:{dataset}", dataset, source.shape, out_dtype,
         source.fortran_order, chunks,
-        attrs={"mean": values["mean"], "variance": values["variance"], "epsilon": epsilon,
+        attrs={"mean": mean, "variance": variance, "epsilon": epsilon,
                "axes": np.asarray(statistics.axes, np.int64)})
 
 
-def info(inputs: Sequence[str], *, allow_external: bool = False) -> list:
+def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
     """Describe inputs: shape, dtype, byte order, layout, and HDF5 storage.
 
     Returns
@@ -415,7 +503,7 @@ def info(inputs: Sequence[str], *, allow_external: bool = False) -> list:
         One per input; an HDF5 file given without a dataset lists all its datasets.
     """
     described = []
-    for text in inputs:
+    for text in map(os.fspath, inputs):
         spec = InputSpec.parse(text)
         entry = {"input": spec.display}
         if spec.path != "-" and spec.dataset is None and is_hdf5_file(spec.path, spec.display):
@@ -448,18 +536,3 @@ def _describe(source: Source) -> dict:
         "nbytes": source.nbytes,
         **source.details,
     }
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """Parse a byte count such as ``65536``, ``512K``, ``64M``, ``1GiB`` (binary units)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a size (examples: 65536, 512K, 64M, 1G)")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    size = int(number * 1024 ** " kmgt".index(unit or " "))
-    if size < 1:
-        raise ValueError(f"{text!r} is not a positive size")
-    return size

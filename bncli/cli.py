@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -63,20 +64,65 @@ class AxesType(click.ParamType):
             self.fail(f"{value!r} is not a comma list of integers (example: 0,1,2)", param, ctx)
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count such as ``65536``, ``512K``, ``64M``, ``1GiB`` (binary units)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size (examples: 65536, 512K, 64M, 1G)")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    size = int(number * 1024 ** " kmgt".index(unit or " "))
+    if size < 1:
+        raise ValueError(f"{text!r} is not a positive size")
+    return size
+
+
 class SizeType(click.ParamType):
     """A byte count such as ``65536``, ``512K`` or ``64M``."""
 
     name = "SIZE"
 
     def convert(self, value, param, ctx):
-        from .api import parse_size
-
         if isinstance(value, int):
             return value
         try:
             return parse_size(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class AffineType(click.ParamType):
+    """``--scale`` / ``--offset``: a number, a comma list per channel, or a ``.npy`` file."""
+
+    name = "VALUES"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        if value.lower().endswith(".npy"):
+            return _load_affine(value, param.opts[0])
+        try:
+            values = [float(item) for item in value.split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not a number, a comma list or a .npy file", param, ctx)
+        return values[0] if len(values) == 1 and "," not in value else values
+
+
+def _load_affine(path: str, option: str):
+    import numpy as np
+
+    from .npyformat import check_dtype
+
+    try:
+        values = np.load(path, allow_pickle=False)
+        check_dtype(values.dtype, path)
+    except FileNotFoundError:
+        raise BnError(f"{path}: no such file (given to {option})") from None
+    except (OSError, ValueError) as exc:
+        raise BnError(f"{path}: cannot read {option} values ({exc})") from None
+    return values
 
 
 def axes_options(func):
@@ -167,6 +213,9 @@ def info(inputs, as_json, allow_external):
 @click.option("--ddof", type=int, default=0, show_default=True,
               help="Delta degrees of freedom of the variance.")
 @click.option("--ignore-nan", is_flag=True, help="Leave NaNs out of the statistics.")
+@click.option("--moments", "order", type=click.Choice(["2", "4"]), default="2",
+              show_default=True,
+              help="Highest central moment: 4 adds skewness and excess kurtosis.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default=None,
               help="Output format (default: table on a terminal, else json).")
 @click.option("--all", "show_all", is_flag=True, help="Show every channel in the table.")
@@ -182,9 +231,9 @@ def info(inputs, as_json, allow_external):
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Also draw the per-channel statistics (needs bncli[plot]).")
 @engine_options
-def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, fmt, show_all, output, force,
-          outlier_threshold, fail_on, plot_path, chunk_bytes, threads, allow_external, progress,
-          scheduler):
+def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, order, fmt, show_all, output,
+          force, outlier_threshold, fail_on, plot_path, chunk_bytes, threads, allow_external,
+          progress, scheduler):
     """Per-channel count, mean, variance, std, min, max, NaN and Inf counts.
 
     Several inputs are one dataset (same channel shape). The findings (dead, NaN/Inf,
@@ -212,11 +261,14 @@ def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, fmt, show_all,
         _check_plot(plot_path, force, input_paths)
     started = time.perf_counter()
     statistics = api.stats(inputs, axes=axes, channel_axis=channel_axis, ddof=ddof,
-                           ignore_nan=ignore_nan, keepdims=keepdims, chunk_bytes=chunk_bytes,
-                           threads=threads, allow_external=allow_external,
-                           progress=_progress_factory(progress), scheduler=scheduler)
+                           ignore_nan=ignore_nan, keepdims=keepdims, moments=int(order),
+                           chunk_bytes=chunk_bytes, threads=threads,
+                           allow_external=allow_external, progress=_progress_factory(progress),
+                           scheduler=scheduler,
+                           **({} if outlier_threshold is None else
+                              {"outlier_threshold": outlier_threshold}))
     elapsed = time.perf_counter() - started
-    found = _attach_findings(statistics, outlier_threshold)
+    found = statistics.findings()
     if output is not None:
         api.save_statistics(statistics, output, force=force, inputs=input_paths)
     if plot_path is not None:
@@ -255,16 +307,6 @@ def _check_plot(path, force, inputs):
     check_target(path, force=force, inputs=inputs)
 
 
-def _attach_findings(statistics, outlier_threshold=None):
-    from .findings import DEFAULT_OUTLIER_THRESHOLD, find, to_document
-
-    if outlier_threshold is None:
-        outlier_threshold = DEFAULT_OUTLIER_THRESHOLD
-    found = find(statistics.values(), outlier_threshold=outlier_threshold)
-    statistics.extra["findings"] = to_document(found, tuple(statistics.channel_shape))
-    return found
-
-
 def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False):
     if fmt is None:
         fmt = "table" if sys.stdout.isatty() else "json"
@@ -290,9 +332,9 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False):
 @axes_options
 @click.option("--epsilon", type=float, default=1e-3, show_default=True,
               help="Added to the variance.")
-@click.option("--scale", default=None, metavar="S",
+@click.option("--scale", type=AffineType(), default=None, metavar="S",
               help="A number, a comma list per channel, or a .npy file.")
-@click.option("--offset", default=None, metavar="B",
+@click.option("--offset", type=AffineType(), default=None, metavar="B",
               help="A number, a comma list per channel, or a .npy file.")
 @click.option("--stats", "stats_path", default=None, metavar="FILE",
               help="Use saved statistics (.json/.npz) instead of computing them.")
@@ -327,14 +369,14 @@ def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_p
         output = "-"
     result = api.normalize(
         input, output, axes=axes, channel_axis=channel_axis, epsilon=epsilon, scale=scale,
-        offset=offset, stats_path=stats_path, save_stats=save_stats, dtype=dtype, force=force,
+        offset=offset, stats=stats_path, save_stats=save_stats, dtype=dtype, force=force,
         ddof=ddof, ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
         allow_external=allow_external, progress=_progress_factory(progress),
         scheduler=scheduler)
     if not quiet:
         from .report import render_normalize_summary
 
-        render_normalize_summary(result, sys.stderr, found=_attach_findings(result.statistics))
+        render_normalize_summary(result, sys.stderr, found=result.statistics.findings())
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -358,7 +400,7 @@ def merge(statsfiles, output, force, fmt):
     format_for_path(output)
     check_target(output, force=force, inputs=statsfiles)
     merged = api.merge(statsfiles)
-    found = _attach_findings(merged)
+    found = merged.findings()
     api.save_statistics(merged, output, force=force, inputs=statsfiles)
     if fmt != "none":
         _print_statistics(merged, fmt, found)

@@ -1,9 +1,9 @@
 """The passes on a dask.distributed cluster (the optional extra ``bncli[dask]``).
 
 Workers open the input files themselves (so every path must be on a filesystem all of them
-share), compute the moments of one block each with the same :func:`block_moments` as the
-local engine, and the partial moments are combined with the same associative
-:meth:`Moments.merge`, as a tree of tasks on the cluster. For ``normalize`` to a ``.npy``
+share), compute the partials of one block each with the same :class:`Reduction` as the
+local engine, and the partials are combined with the same associative merge of tree
+nodes (:class:`bncli.partials.Node`), as a tree of tasks on the cluster. For ``normalize`` to a ``.npy``
 file each worker writes its blocks at their offsets in the temporary output beside the
 target, which is renamed into place once every block is written, as on one machine.
 
@@ -20,11 +20,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .engine import coefficients_for, normalize_budget, source_moments, storage_coefficients
+from .engine import coefficients_for, normalize_budget, source_partials, storage_coefficients
 from .errors import BnError, UsageError
 from .layout import channel_region, keepdims_shape, region_shape, region_start, storage_axes
 from .normalize import Coefficients, normalize_block
-from .reduction import Moments, block_moments, pairwise_levels, tree_leaf
+from .partials import Node, Partials, Reduction, pairwise_levels, region_box
 from .sinks import as_bytes, pwrite_all
 from .sources import Source, open_source
 
@@ -84,12 +84,13 @@ def connect(address: str, *, timeout: float | None = None):
             cluster.close()
 
 
-# Sources opened by this worker process, by (spec, allow_external), with the identity of
+# Sources opened by this worker thread, by (spec, allow_external), with the identity of
 # the file they opened: a file replaced since (same path, new inode or mtime) is reopened.
-_OPENED: dict = {}
-_OPENED_LOCK = threading.Lock()
-# Open files kept per worker process; the oldest is closed beyond this.
-_MAX_OPENED = 64
+# Each task thread of a worker keeps its own, so closing one never pulls a file from under
+# a task that another thread is running.
+_OPENED = threading.local()
+# Open files kept per worker thread; the oldest is closed beyond this.
+_MAX_OPENED = 16
 
 
 def _worker_source(spec: str, allow_external: bool) -> Source:
@@ -98,24 +99,26 @@ def _worker_source(spec: str, allow_external: bool) -> Source:
     stat = os.stat(InputSpec.parse(spec).path)
     identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     key = (spec, allow_external)
-    with _OPENED_LOCK:
-        if key in _OPENED and _OPENED[key][0] != identity:
-            _OPENED.pop(key)[1].close()
-        if key not in _OPENED:
-            if len(_OPENED) >= _MAX_OPENED:
-                _OPENED.pop(next(iter(_OPENED)))[1].close()
-            _OPENED[key] = (identity, open_source(spec, allow_external=allow_external))
-        return _OPENED[key][1]
+    opened = getattr(_OPENED, "sources", None)
+    if opened is None:
+        opened = _OPENED.sources = {}
+    if key in opened and opened[key][0] != identity:
+        opened.pop(key)[1].close()
+    if key not in opened:
+        if len(opened) >= _MAX_OPENED:
+            opened.pop(next(iter(opened)))[1].close()
+        opened[key] = (identity, open_source(spec, allow_external=allow_external))
+    return opened[key][1]
 
 
-def _block_task(spec, allow_external, region, axes, ignore_nan, shape) -> Moments:
-    """Moments of one block, placed in the whole (storage-order, keepdims) channel shape."""
+def _block_task(spec, allow_external, region, axes, reduction) -> Node:
+    """The partials of one block, as a node of the merge tree over the block's channels."""
     source = _worker_source(spec, allow_external)
-    part = block_moments(source.read(region), axes, ignore_nan=ignore_nan)
-    return tree_leaf(shape, channel_region(region, axes), part)
+    return Node(region_box(channel_region(region, axes)),
+                reduction.from_block(source.read(region), axes), reduction)
 
 
-def _merge_task(left: Moments, right: Moments) -> Moments:
+def _merge_task(left: Node, right: Node) -> Node:
     """One node of the combining tree."""
     return left.merge(right)
 
@@ -126,8 +129,8 @@ def shared_spec(source: Source) -> str:
     return f"{path}:{source.dataset}" if source.dataset else path
 
 
-class ClusterMoments:
-    """A ``moments_of`` for :func:`bncli.engine.compute_statistics` that uses a cluster.
+class ClusterPartials:
+    """A ``partials_of`` for :func:`bncli.engine.compute_statistics` that uses a cluster.
 
     Parameters
     ----------
@@ -140,20 +143,20 @@ class ClusterMoments:
         self.client = client
         self.allow_external = allow_external
 
-    def __call__(self, source: Source, reduce_axes, *, ignore_nan=False, chunk_bytes,
-                 threads=1, progress=None) -> Moments:
+    def __call__(self, source: Source, reduce_axes, reduction: Reduction, *, chunk_bytes,
+                 threads=1, progress=None) -> Partials:
         if source.path == "-":  # a stream stays on this machine
-            return source_moments(source, reduce_axes, ignore_nan=ignore_nan,
-                                  chunk_bytes=chunk_bytes, threads=threads, progress=progress)
+            return source_partials(source, reduce_axes, reduction, chunk_bytes=chunk_bytes,
+                                   threads=threads, progress=progress)
         from distributed import as_completed
 
         ndim = len(source.shape)
         axes = storage_axes(ndim, reduce_axes, source.fortran_order)
         shape = keepdims_shape(source.storage_shape, axes)
-        regions = list(source.regions(chunk_bytes))
+        regions = list(source.regions(chunk_bytes, axes))
         spec = shared_spec(source)
         leaves = [self.client.submit(_block_task, spec, self.allow_external, region, axes,
-                                     ignore_nan, shape, pure=False, retries=2)
+                                     reduction, pure=False, retries=2)
                   for region in regions]
         sizes = {leaf.key: int(np.prod(region_shape(region))) * source.dtype.itemsize
                  for leaf, region in zip(leaves, regions)}
@@ -163,7 +166,7 @@ class ClusterMoments:
         if progress is not None:
             for done in as_completed(leaves):
                 progress(sizes[done.key])
-        result = _gather(root, source.name)
+        result = _gather(root, source.name).spread(shape)
         if source.fortran_order:
             result = result.transpose(tuple(reversed(range(ndim))))
         return result

@@ -28,6 +28,7 @@ from .layout import (
     channel_region,
     channel_shape,
     format_shape,
+    is_contiguous,
     keepdims_shape,
     region_shape,
     resolve_axes,
@@ -35,7 +36,7 @@ from .layout import (
 )
 from .normalize import Coefficients, normalize_block
 from .npyformat import make_header
-from .reduction import Moments, TreeAccumulator, block_moments
+from .partials import Node, Partials, Reduction, TreeAccumulator, region_box
 from .sinks import as_bytes
 from .sources import Source, open_source
 from .statsfile import Statistics
@@ -76,8 +77,9 @@ def ordered_map(func: Callable, items: Iterable, threads: int) -> Iterator:
         pool.shutdown(wait=True)
 
 
-def block_loader(source: Source, budget_bytes: int, threads: int) -> Iterator[tuple]:
-    """Yield ``(region, fetch)`` in storage order; ``fetch()`` returns the block.
+def block_loader(source: Source, budget_bytes: int, threads: int,
+                 reduce_axes: tuple | None = None) -> Iterator[tuple]:
+    """Yield ``(region, fetch)`` as :meth:`Source.regions` cuts; ``fetch()`` returns the block.
 
     ``fetch`` is called on a worker thread. A file that can be read at any offset is read
     there: the block is a :class:`~bncli.buffers.LazyBlock` that the worker reads piece by
@@ -93,13 +95,15 @@ def block_loader(source: Source, budget_bytes: int, threads: int) -> Iterator[tu
             if not hasattr(local, "buffers"):
                 local.buffers, local.pieces = BufferRing(1), BufferRing(1)
             block = local.buffers.array(region_shape(region), source.dtype)
+            if not is_contiguous(region, source.storage_shape):
+                return source.read(region, block)  # a tile: several runs
             return LazyBlock(block, functools.partial(source.read_part, region), local.pieces)
 
-        for region in source.regions(budget_bytes):
+        for region in source.regions(budget_bytes, reduce_axes):
             yield region, functools.partial(fetch, region)
         return
     # At most `threads` blocks are being worked on while the next one is read.
-    for region, block in source.blocks(budget_bytes, BufferRing(threads + 2)):
+    for region, block in source.blocks(budget_bytes, BufferRing(threads + 2), reduce_axes):
         yield region, functools.partial(_identity, block)
 
 
@@ -118,17 +122,18 @@ def check_reducible(source: Source, verb: str = "reduce") -> None:
         )
 
 
-def source_moments(source: Source, reduce_axes: Sequence[int], *, ignore_nan: bool = False,
-                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
-                   progress: ProgressCallback = None) -> Moments:
-    """Stream one source and return its moments, keepdims-shaped in logical axis order.
+def source_partials(source: Source, reduce_axes: Sequence[int], reduction: Reduction, *,
+                    chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
+                    progress: ProgressCallback = None) -> Partials:
+    """Stream one source and return its partials, keepdims-shaped in logical axis order.
 
     Parameters
     ----------
     source : Source
     reduce_axes : sequence of int
         Non-negative logical axes.
-    ignore_nan : bool
+    reduction : Reduction
+        What to compute.
     chunk_bytes : int
         Input bytes per block.
     threads : int
@@ -137,20 +142,21 @@ def source_moments(source: Source, reduce_axes: Sequence[int], *, ignore_nan: bo
 
     Returns
     -------
-    Moments
+    Partials
         Arrays of shape ``keepdims_shape(source.shape, reduce_axes)``.
     """
     ndim = len(source.shape)
     axes = storage_axes(ndim, reduce_axes, source.fortran_order)
-    tree = TreeAccumulator(keepdims_shape(source.storage_shape, axes), ignore_nan)
+    tree = TreeAccumulator(keepdims_shape(source.storage_shape, axes), reduction)
 
     def reduce_block(item):
         region, fetch = item
-        return region, block_moments(fetch(), axes, ignore_nan=ignore_nan)
+        return region, Node(region_box(channel_region(region, axes)),
+                            reduction.from_block(fetch(), axes), reduction)
 
-    blocks = block_loader(source, chunk_bytes, threads)
-    for region, part in ordered_map(reduce_block, blocks, threads):
-        tree.add(channel_region(region, axes), part)
+    blocks = block_loader(source, chunk_bytes, threads, axes)
+    for region, node in ordered_map(reduce_block, blocks, threads):
+        tree.add(node)
         if progress is not None:
             progress(int(np.prod(region_shape(region))) * source.dtype.itemsize)
     result = tree.result()
@@ -160,11 +166,13 @@ def source_moments(source: Source, reduce_axes: Sequence[int], *, ignore_nan: bo
 
 
 def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=None, ddof: int = 0,
-                       ignore_nan: bool = False, keepdims: bool = False,
+                       reduction: Reduction | None = None, keepdims: bool = False,
                        chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
                        progress: ProgressCallback = None,
-                       moments_of: Callable | None = None) -> Statistics:
+                       partials_of: Callable | None = None) -> Statistics:
     """Compute the statistics of several sources taken as one dataset.
+
+    Every shape is checked (axes, channel shapes, ddof) before any data is read.
 
     Parameters
     ----------
@@ -173,21 +181,21 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
     axes, channel_axis :
         As :func:`bncli.layout.resolve_axes`.
     ddof : int
-    ignore_nan, keepdims : bool
+    reduction : Reduction, optional
+        What to compute (default: the moments to order 2).
+    keepdims : bool
     chunk_bytes, threads, progress :
-        As :func:`source_moments`.
-    moments_of : callable, optional
-        Computes one source's moments, with the signature of :func:`source_moments`
+        As :func:`source_partials`.
+    partials_of : callable, optional
+        Computes one source's partials, with the signature of :func:`source_partials`
         (the default); :mod:`bncli.distributed` passes one that uses a cluster.
 
     Returns
     -------
     Statistics
     """
-    moments_of = moments_of or source_moments
-    if ddof < 0:
-        raise UsageError(f"ddof {ddof} is negative")
-    # Every shape is checked before any data is read.
+    partials_of = partials_of or source_partials
+    reduction = reduction or Reduction()
     plans = []
     for source in sources:
         reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name)
@@ -204,13 +212,14 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
         plans.append((source, channels, reduce_axes))
     check_ddof(ddof, sum(math.prod(source.shape) // max(math.prod(channels), 1)
                          for source, channels, _ in plans),
-               ignore_nan, ", ".join(source.name for source in sources))
+               reduction.ignore_nan, ", ".join(source.name for source in sources))
     statistics = None
     for source, channels, reduce_axes in plans:
-        moments = moments_of(source, reduce_axes, ignore_nan=ignore_nan,
-                             chunk_bytes=chunk_bytes, threads=threads, progress=progress)
+        partials = partials_of(source, reduce_axes, reduction, chunk_bytes=chunk_bytes,
+                               threads=threads, progress=progress)
         part = Statistics(inputs=[source.describe()], axes=reduce_axes, channel_shape=channels,
-                          moments=moments.reshape(channels), ddof=ddof, keepdims=keepdims)
+                          partials=partials.reshape(channels), ddof=ddof, keepdims=keepdims,
+                          ignore_nan=reduction.ignore_nan, order=reduction.order)
         statistics = part if statistics is None else statistics.merge(part, source.name)
     return statistics
 

@@ -52,10 +52,10 @@ def resolve_axes(
     ndim = len(shape)
     described = f"{name} has shape {format_shape(shape)} ({ndim} axes)"
     if axes is not None and channel_axis is not None:
-        raise UsageError("--axes and --channel-axis cannot be given together")
+        raise UsageError("axes and a channel axis cannot be given together")
     if channel_axis is not None:
         if not -ndim <= channel_axis < ndim:
-            raise UsageError(f"--channel-axis {channel_axis} is out of range: {described}")
+            raise UsageError(f"channel axis {channel_axis} is out of range: {described}")
         channel_axis %= ndim
         return tuple(axis for axis in range(ndim) if axis != channel_axis)
     if axes is None:
@@ -65,7 +65,7 @@ def resolve_axes(
         if not -ndim <= axis < ndim:
             raise UsageError(f"axis {axis} is out of range: {described}")
         if axis % ndim in resolved:
-            raise UsageError(f"axis {axis} is given twice in --axes: {described}")
+            raise UsageError(f"axis {axis} is given twice in the axes: {described}")
         resolved.append(axis % ndim)
     return tuple(sorted(resolved))
 
@@ -205,3 +205,90 @@ FOLD_WIDTH = 1024
 def fold_factor(channels: int) -> int:
     """Rows of `channels` values laid side by side to make one row of ~FOLD_WIDTH."""
     return max(1, FOLD_WIDTH // max(channels, 1))
+
+
+# A block should give each of its channels at least this many values: fewer, and the
+# per-channel partials (several arrays of float64 per channel) cost more than the data.
+MIN_VALUES_PER_CHANNEL = 256
+
+
+def is_contiguous(region: Region, shape: Sequence[int]) -> bool:
+    """Whether a region is one run of elements of a C-order array of `shape`: after the
+    first axis with a range longer than 1, every axis is whole."""
+    ranged = False
+    for part, dim in zip(region, shape):
+        length = part.stop - part.start
+        if ranged and length != dim:
+            return False
+        ranged = ranged or length > 1
+    return True
+
+
+def _values_per_channel(region: Region, reduce_axes: Sequence[int]) -> int:
+    return math.prod(part.stop - part.start for axis, part in enumerate(region)
+                     if axis in reduce_axes)
+
+
+def plan_regions(shape: Sequence[int], itemsize: int, budget_bytes: int,
+                 reduce_axes: Sequence[int] | None = None,
+                 align: Sequence[int] | None = None) -> Iterator[Region]:
+    """Cut an array into blocks for a reduction over `reduce_axes`.
+
+    Mostly the contiguous blocks of :func:`plan_blocks`. But where those would give each
+    channel fewer than ``MIN_VALUES_PER_CHANNEL`` values (many channels and few values of
+    each per contiguous run: a ``(16, 4M)`` array reduced over axis 0), the array is cut
+    into *tiles* instead: a range of the leading reduced axes times a range of channels,
+    read as several runs, so that each channel gets many values from few blocks and the
+    cost of the partials follows the data, not blocks x channels.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Storage-order shape.
+    itemsize : int
+    budget_bytes : int
+    reduce_axes : sequence of int, optional
+        Storage-order axes reduced; without them, :func:`plan_blocks`.
+    align : sequence of int, optional
+        Preferred block extent per axis (an HDF5 chunk shape).
+
+    Yields
+    ------
+    tuple of slice
+    """
+    if reduce_axes is None or not len(shape):
+        yield from plan_blocks(shape, itemsize, budget_bytes, align)
+        return
+    reduce_axes = tuple(reduce_axes)
+    kept = [axis for axis in range(len(shape)) if axis not in reduce_axes]
+    first = next(plan_blocks(shape, itemsize, budget_bytes, align))
+    if not kept or kept[0] == 0 or _values_per_channel(first, reduce_axes) >= min(
+            MIN_VALUES_PER_CHANNEL, _values_per_channel(
+                tuple(slice(0, dim) for dim in shape), reduce_axes)):
+        yield from plan_blocks(shape, itemsize, budget_bytes, align)
+        return
+    lead_axes = kept[0]  # the leading axes, all reduced
+    lead = math.prod(shape[:lead_axes])
+    budget_items = max(1, budget_bytes // itemsize)
+    rows = min(lead, MIN_VALUES_PER_CHANNEL)
+    # the axis whose range a tile takes: the outermost from the first kept one on whose
+    # trailing runs `rows` leading rows fit the budget
+    for split in range(lead_axes, len(shape)):
+        tail = math.prod(shape[split + 1:])
+        if rows * tail <= budget_items:
+            break
+    else:
+        yield from plan_blocks(shape, itemsize, budget_bytes, align)
+        return
+    extent = max(1, min(shape[split], budget_items // (rows * tail)))
+    if align is not None and align[split] > 1 and extent >= align[split]:
+        extent -= extent % align[split]
+    run_items = extent * tail
+    for lead_region in plan_blocks(shape[:lead_axes], run_items * itemsize, budget_bytes,
+                                   None if align is None else align[:lead_axes]):
+        for middle in itertools.product(*(range(dim) for dim in shape[lead_axes:split])):
+            for start in range(0, shape[split], extent):
+                yield (lead_region
+                       + tuple(slice(index, index + 1) for index in middle)
+                       + (slice(start, min(start + extent, shape[split])),)
+                       + tuple(slice(0, dim) for dim in shape[split + 1:]))

@@ -22,22 +22,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from .buffers import LazyBlock
-from .layout import channel_region, collapse_axes, fold_factor, plan_blocks
+from .errors import StatsFileError
+from .layout import FOLD_WIDTH, channel_region, collapse_axes, fold_factor, plan_blocks
+from .partials import Partial, Reduction, register, tree_merge
 
 # Float64 bytes per piece that is converted and reduced at once: a piece lives in L2/L3
 # cache, and each NumPy call is long enough that worker threads rarely wait for the GIL
 # (measured: 512 KiB pieces scaled 1.1x on two threads, 2 MiB pieces 1.5x).
 PIECE_BYTES = 2 * 2**20
+# Rows of channels-last data a piece should hold; rows wider than a piece's share are
+# reduced in ranges of columns over every row instead (one partial per channel).
+MIN_PIECE_ROWS = 64
 
 
+@register
 @dataclass
-class Moments:
-    """Partial moments per channel, centred on a shift; every array has the same shape.
+class Moments(Partial):
+    """Partial central moments per channel, centred on a shift; every array has one shape.
 
     Attributes
     ----------
@@ -54,6 +60,8 @@ class Moments:
     nan_count, inf_count : ndarray of int64
     ignore_nan : bool
         Whether NaNs were left out of `count`, the means, `m2`, `min` and `max`.
+    m3, m4 : ndarray of float64, optional
+        Sums of cubed and fourth-power deviations (order 4 only; None for order 2).
     """
 
     count: np.ndarray
@@ -65,17 +73,28 @@ class Moments:
     nan_count: np.ndarray
     inf_count: np.ndarray
     ignore_nan: bool = False
+    m3: np.ndarray | None = None
+    m4: np.ndarray | None = None
 
+    name = "moments"
     ARRAYS = ("count", "shift", "shifted_mean", "m2", "min", "max", "nan_count", "inf_count")
+    HIGHER = ("m3", "m4")
+
+    def array_names(self) -> tuple:
+        return self.ARRAYS + (self.HIGHER if self.m3 is not None else ())
 
     @property
-    def shape(self) -> tuple:
-        """Shape of every array."""
-        return self.count.shape
+    def order(self) -> int:
+        """The highest central moment held: 2 or 4."""
+        return 2 if self.m3 is None else 4
 
     @classmethod
-    def empty(cls, shape: Sequence[int], ignore_nan: bool = False) -> Moments:
+    def empty(cls, shape: Sequence[int], reduction: Reduction | None = None,
+              ignore_nan: bool = False, order: int = 2) -> Moments:
         """Return the moments of no data (the identity of :meth:`merge`)."""
+        if reduction is not None:
+            ignore_nan, order = reduction.ignore_nan, reduction.order
+        shape = tuple(shape)
         return cls(
             count=np.zeros(shape, np.int64),
             shift=np.zeros(shape, np.float64),
@@ -86,25 +105,15 @@ class Moments:
             nan_count=np.zeros(shape, np.int64),
             inf_count=np.zeros(shape, np.int64),
             ignore_nan=ignore_nan,
+            m3=np.zeros(shape, np.float64) if order == 4 else None,
+            m4=np.zeros(shape, np.float64) if order == 4 else None,
         )
 
-    def _map(self, func) -> Moments:
-        return replace(self, **{name: func(getattr(self, name)) for name in self.ARRAYS})
-
-    def __getitem__(self, index) -> Moments:
-        return self._map(lambda array: array[index])
-
-    def __setitem__(self, index, other: Moments) -> None:
-        for name in self.ARRAYS:
-            getattr(self, name)[index] = getattr(other, name)
-
-    def reshape(self, shape: Sequence[int]) -> Moments:
-        """Return the moments with every array reshaped."""
-        return self._map(lambda array: array.reshape(shape))
-
-    def transpose(self, axes: Sequence[int]) -> Moments:
-        """Return the moments with every array transposed (as contiguous copies)."""
-        return self._map(lambda array: np.ascontiguousarray(array.transpose(axes)))
+    @classmethod
+    def from_block(cls, block, reduce_axes: tuple, reduction: Reduction) -> Moments:
+        """See :func:`block_moments`."""
+        return block_moments(block, reduce_axes, ignore_nan=reduction.ignore_nan,
+                             order=reduction.order)
 
     def merge(self, other: Moments) -> Moments:
         """Combine with the moments of other data of the same channels.
@@ -113,11 +122,14 @@ class Moments:
         difference of the means is taken as ``(shift_b - shift_a) + (mean_b - mean_a)``
         with shifted means: two shifts of one channel's data lie close together, so their
         difference is exact (Sterbenz), and no mean is ever rounded at the data's offset.
+        The third and fourth moments follow the pairwise formulas of Pébay (2008),
+        "Formulas for robust, one-pass parallel computation of covariances and
+        arbitrary-order statistical moments", SAND2008-6212.
 
         Parameters
         ----------
         other : Moments
-            Same shape and `ignore_nan`.
+            Same shape, `ignore_nan` and order.
 
         Returns
         -------
@@ -126,13 +138,28 @@ class Moments:
         """
         if self.ignore_nan != other.ignore_nan:
             raise ValueError("cannot merge moments computed with and without ignore_nan")
+        if self.order != other.order:
+            raise ValueError("cannot merge moments of order 2 with moments of order 4")
         count_a, count_b = self.count, other.count
         total = count_a + count_b
+        higher = {}
         with np.errstate(all="ignore"):
             delta = (other.shift - self.shift) + (other.shifted_mean - self.shifted_mean)
-            fraction_b = count_b / total
+            fraction_a, fraction_b = count_a / total, count_b / total
             shifted_mean = self.shifted_mean + delta * fraction_b
             m2 = self.m2 + other.m2 + delta * delta * count_a * fraction_b
+            if self.m3 is not None:
+                delta2 = delta * delta
+                higher["m3"] = (self.m3 + other.m3
+                                + delta2 * delta * count_a * fraction_b * (fraction_a - fraction_b)
+                                + 3.0 * delta * (fraction_a * other.m2 - fraction_b * self.m2))
+                higher["m4"] = (self.m4 + other.m4
+                                + delta2 * delta2 * count_a * fraction_b
+                                * (fraction_a * fraction_a - fraction_a * fraction_b
+                                   + fraction_b * fraction_b)
+                                + 6.0 * delta2 * (fraction_a * fraction_a * other.m2
+                                                  + fraction_b * fraction_b * self.m2)
+                                + 4.0 * delta * (fraction_a * other.m3 - fraction_b * self.m3))
             # An infinite or NaN mean is no location to centre on: follow NumPy, whose
             # mean of [inf, 5] is inf and whose variance of it is nan.
             nonfinite = ~(np.isfinite(self.shifted_mean) & np.isfinite(other.shifted_mean))
@@ -140,7 +167,9 @@ class Moments:
                 shifted_mean = np.where(nonfinite, self.shifted_mean + other.shifted_mean,
                                         shifted_mean)
                 m2 = np.where(nonfinite, np.nan, m2)
-        # An empty side is the identity; the formula above would give 0/0 there.
+                higher = {key: np.where(nonfinite, np.nan, value)
+                          for key, value in higher.items()}
+        # An empty side is the identity; the formulas above would give 0/0 there.
         a_empty, b_empty = count_a == 0, count_b == 0
 
         def pick(mine, theirs, merged):
@@ -159,6 +188,8 @@ class Moments:
             nan_count=self.nan_count + other.nan_count,
             inf_count=self.inf_count + other.inf_count,
             ignore_nan=self.ignore_nan,
+            **{key: pick(getattr(self, key), getattr(other, key), value)
+               for key, value in higher.items()},
         )
 
     def merge_at(self, region: tuple, other: Moments) -> None:
@@ -183,14 +214,17 @@ class Moments:
         dict of str to ndarray
             ``count``, ``mean``, ``variance``, ``std``, ``min``, ``max``, ``m2``,
             ``nan_count``, ``inf_count``, ``shift``, ``shifted_mean``, each of this
-            moments' shape. A channel without values (or with ``count <= ddof`` for the
-            variance) gets NaN.
+            moments' shape; for order 4 also ``skewness`` (``sqrt(n) * m3 / m2**1.5``) and
+            ``kurtosis`` (excess, ``n * m4 / m2**2 - 3``), the population (biased) values
+            that ``scipy.stats.skew`` and ``kurtosis`` give by default. A channel without
+            values (or with ``count <= ddof`` for the variance, or no spread for the
+            shape statistics) gets NaN.
         """
         empty = self.count == 0
         with np.errstate(all="ignore"):
             dof = self.count - ddof
             variance = np.where(dof > 0, self.m2 / np.where(dof > 0, dof, 1), np.nan)
-        return {
+        values = {
             "count": self.count.copy(),
             "mean": self.mean(),
             "variance": variance,
@@ -203,6 +237,54 @@ class Moments:
             "shift": np.where(empty, 0.0, self.shift),
             "shifted_mean": np.where(empty, 0.0, self.shifted_mean),
         }
+        if self.m3 is not None:
+            with np.errstate(all="ignore"):
+                spread = (self.m2 > 0) & ~empty
+                safe_m2 = np.where(spread, self.m2, 1.0)
+                values["m3"] = np.where(empty, 0.0, self.m3)
+                values["m4"] = np.where(empty, 0.0, self.m4)
+                values["skewness"] = np.where(
+                    spread, np.sqrt(self.count) * self.m3 / safe_m2 ** 1.5, np.nan)
+                values["kurtosis"] = np.where(
+                    spread, self.count * self.m4 / (safe_m2 * safe_m2) - 3.0, np.nan)
+        return values
+
+    @classmethod
+    def from_file(cls, arrays: dict, shape: tuple, reduction: Reduction, name: str) -> Moments:
+        """Rebuild the moments of a statistics file; None if it holds no count and m2.
+
+        Files without ``shift`` (schema 1, or written by hand) are taken as centred on their
+        mean.
+        """
+        if "count" not in arrays and "m2" not in arrays:
+            return None
+        loaded = {}
+        keys = ("count", "mean", "m2", "min", "max", "nan_count", "inf_count")
+        shifted = "shift" in arrays and "shifted_mean" in arrays
+        higher = "m3" in arrays and "m4" in arrays
+        for key in keys + (("shift", "shifted_mean") if shifted else ()) + (
+                cls.HIGHER if higher else ()):
+            if key not in arrays:
+                raise StatsFileError(f"{name}: missing field {key!r}")
+            array = arrays[key]
+            if key in ("count", "nan_count", "inf_count"):
+                if not np.all(np.isfinite(array)) or np.any(array != np.round(array)) or np.any(
+                        array < 0):
+                    raise StatsFileError(f"{name}: {key} is not a list of counts")
+                array = array.astype(np.int64)
+            loaded[key] = array
+        mean = loaded.pop("mean")
+        if not shifted:  # centred on the mean as written
+            finite = np.isfinite(mean)
+            loaded["shift"] = np.where(finite, mean, 0.0)
+            loaded["shifted_mean"] = np.where(finite, 0.0, mean)
+        elif np.any(~np.isfinite(loaded["shift"])):
+            raise StatsFileError(f"{name}: shift holds a value that is not finite")
+        return cls(ignore_nan=reduction.ignore_nan, **loaded)
+
+    def file_arrays(self) -> dict:
+        values = self.finalize()
+        return {key: values[key] for key in self.array_names()}
 
 
 # The largest float64 values inside the 64-bit integer ranges: a shift must be a value of
@@ -258,11 +340,13 @@ def _first_along(piece: np.ndarray, reduce_axes: tuple) -> np.ndarray:
                        for axis in range(piece.ndim))]
 
 
-def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool) -> Moments:
+def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool,
+                   order: int = 2) -> Moments:
     """Moments of one cache-sized piece, kept dims, centred on a shift from its data."""
     kept_shape = tuple(1 if axis in reduce_axes else dim for axis, dim in enumerate(piece.shape))
     reduce = dict(axis=reduce_axes, keepdims=True)
     extreme_min, extreme_max = (np.fmin, np.fmax) if ignore_nan else (np.minimum, np.maximum)
+    higher = {}
     with np.errstate(all="ignore"):
         minimum = extreme_min.reduce(piece, **reduce).astype(np.float64)
         maximum = extreme_max.reduce(piece, **reduce).astype(np.float64)
@@ -289,8 +373,11 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool) -> M
             mean = total / count
             deviation = values - mean
             nan_count = None
-        np.multiply(deviation, deviation, out=deviation)
-        m2 = np.add.reduce(deviation, **reduce)
+        squared = deviation * deviation
+        m2 = np.add.reduce(squared, **reduce)
+        if order == 4:
+            higher["m3"] = np.add.reduce(squared * deviation, **reduce)
+            higher["m4"] = np.add.reduce(squared * squared, **reduce)
         finite = np.isfinite(total)
         if finite.all():
             inf_count = np.zeros(kept_shape, np.int64)
@@ -302,152 +389,128 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool) -> M
             if nan_count is None:
                 nan_count = np.add.reduce(np.isnan(piece), dtype=np.int64, **reduce)
             m2 = np.where(np.isfinite(mean), m2, np.nan)
+            higher = {key: np.where(np.isfinite(mean), value, np.nan)
+                      for key, value in higher.items()}
         if ignore_nan:
             mean = np.where(count == 0, 0.0, mean)
             m2 = np.where(count == 0, 0.0, m2)
-    return Moments(count, shift, mean, m2, minimum, maximum, nan_count, inf_count, ignore_nan)
-
-
-def tree_leaf(shape: tuple, region: tuple, part: Moments) -> Moments:
-    """A block's moments spread over the whole channel shape, empty outside ``region``.
-
-    The leaves of :class:`TreeAccumulator` and of the cluster's tree are made here alike.
-    """
-    if part.shape == tuple(shape):
-        return part
-    leaf = Moments.empty(shape, part.ignore_nan)
-    leaf[region] = part
-    return leaf
-
-
-class TreeAccumulator:
-    """Merges a stream of block moments as one fixed balanced binary tree, in O(log n) memory.
-
-    Blocks are leaves in file order; two subtrees of the same size are merged as soon as
-    both exist (a binary counter), and what is left is merged from the right at the end.
-    That is the tree of :func:`pairwise_levels` (neighbours paired level by level, an odd
-    last one carried up), so a cluster that merges level by level gets the same bits.
-    Each leaf spans the whole channel shape, empty outside its block's channels; an empty
-    side merges exactly, so every channel sees the same tree restricted to its blocks.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Keepdims shape of the whole result.
-    ignore_nan : bool
-    """
-
-    def __init__(self, shape: tuple, ignore_nan: bool = False):
-        self.shape = tuple(shape)
-        self.ignore_nan = ignore_nan
-        self._stack: list = []  # (leaves, moments), leaf counts strictly decreasing
-
-    def add(self, region: tuple, part: Moments) -> None:
-        """Add the moments of the next block, covering the channels ``region``."""
-        self._stack.append((1, tree_leaf(self.shape, region, part)))
-        while len(self._stack) > 1 and self._stack[-1][0] == self._stack[-2][0]:
-            (size, right), (_, left) = self._stack.pop(), self._stack.pop()
-            self._stack.append((2 * size, left.merge(right)))
-
-    def result(self) -> Moments:
-        """The moments of every block added."""
-        if not self._stack:
-            return Moments.empty(self.shape, self.ignore_nan)
-        merged = self._stack[-1][1]
-        for _, left in reversed(self._stack[:-1]):
-            merged = left.merge(merged)
-        return merged
-
-
-def pairwise_levels(items: list, merge) -> object:
-    """Merge neighbours level by level (an odd last item carried up) into one."""
-    while len(items) > 1:
-        items = [merge(items[index], items[index + 1]) if index + 1 < len(items)
-                 else items[index] for index in range(0, len(items), 2)]
-    return items[0]
-
-
-def tree_merge(stack: Moments) -> Moments:
-    """Merge moments stacked along axis 0 pairwise, as a balanced tree, into one."""
-    while stack.shape[0] > 1:
-        pairs = stack.shape[0] // 2
-        merged = stack[0:2 * pairs:2].merge(stack[1:2 * pairs:2])
-        if stack.shape[0] % 2:
-            merged = Moments(*(np.concatenate([getattr(merged, name), getattr(stack, name)[-1:]])
-                               for name in Moments.ARRAYS), ignore_nan=stack.ignore_nan)
-        stack = merged
-    return stack[0]
-
-
+            higher = {key: np.where(count == 0, 0.0, value) for key, value in higher.items()}
+    return Moments(count, shift, mean, m2, minimum, maximum, nan_count, inf_count, ignore_nan,
+                   **higher)
 
 
 def _rows_partials(block: LazyBlock, total_rows: int, channels: int, piece_items: int,
-                   shift: np.ndarray):
+                   shift: np.ndarray, order: int):
     """Partials of a block taken as ``(A, K)`` and reduced over axis 0: lists of (count, ...)."""
+    if channels >= FOLD_WIDTH and channels * MIN_PIECE_ROWS > piece_items and total_rows > 1:
+        return _column_partials(block.array().reshape(total_rows, channels), piece_items,
+                                shift, order)
     fold = fold_factor(channels)
     rows_per_piece = max(fold, piece_items // channels // fold * fold)
     folded_rows = total_rows // fold * fold
     parts = []
     if folded_rows:
         parts.append(_folded_partials(block, 0, folded_rows // fold, rows_per_piece // fold,
-                                      fold, channels, np.tile(shift, fold)))
+                                      fold, channels, np.tile(shift, fold), order))
     if folded_rows < total_rows:  # the rows left over, unfolded
         parts.append(_folded_partials(block, folded_rows * channels, total_rows - folded_rows,
-                                      fold, 1, channels, shift))
+                                      fold, 1, channels, shift, order))
     return parts
 
 
+def _column_partials(x2: np.ndarray, piece_items: int, shift: np.ndarray, order: int):
+    """Partials of a block of rows too wide for a piece to hold many of them: the pieces
+    are ranges of columns over every row, so each channel is reduced in one piece."""
+    rows, channels = x2.shape
+    width = max(1, piece_items // rows)
+    sums = [np.empty((1, channels)) for _ in range(5 + (order == 4) * 2)]
+    buffer = np.empty((rows, min(width, channels)))
+    squares = np.empty_like(buffer) if order == 4 else None
+    for start in range(0, channels, width):
+        columns = slice(start, min(start + width, channels))
+        piece = x2[:, columns]
+        used = piece.shape[1]
+        results = _centred(piece, buffer[:, :used], 0, shift[columns], None,
+                           None if squares is None else squares[:, :used])
+        for target, result in zip(sums, results):
+            target[0, columns] = result
+    minimum, maximum, total, mean, m2, *higher = sums
+    return [(np.full((1, channels), rows, np.int64), total, mean, m2, minimum, maximum,
+             *higher)]
+
+
 def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fold: int,
-                     channels: int, shift: np.ndarray):
+                     channels: int, shift: np.ndarray, order: int):
     """Partials of `rows` rows of `fold` groups of `channels` side by side, from flat `base`.
 
     Each piece of `per_piece` rows is reduced over its rows in one go (long inner loops,
-    over all groups at once), and then its `fold` groups, all of equal count, are combined
-    by the Chan update for equal groups: the mean of the group means, and
-    ``m2 = sum(m2_j) + n * sum((mean_j - mean)**2)``. The per-piece work is a handful of
-    NumPy calls writing into preallocated rows; the combining is done for all pieces at once.
-    Every value is centred on `shift` (one per column) first; the means are of ``x - shift``.
+    over all groups at once), and then its `fold` groups, all of count ``n``, are combined
+    by the update for equal groups (``d_j`` a group mean less the mean of the group means)::
+
+        m2 = sum(m2_j) + n * sum(d_j**2)
+        m3 = sum(m3_j) + 3 * sum(d_j * m2_j) + n * sum(d_j**3)
+        m4 = sum(m4_j) + 4 * sum(d_j * m3_j) + 6 * sum(d_j**2 * m2_j) + n * sum(d_j**4)
+
+    The per-piece work is a handful of NumPy calls writing into preallocated rows; the
+    combining is done for all pieces at once. Every value is centred on `shift` (one per
+    column) first; the means are of ``x - shift``.
     """
     width = fold * channels
     starts = range(0, rows, per_piece)
     pieces = len(starts)
     counts = np.array([min(per_piece, rows - start) for start in starts], np.int64)
-    total, group_mean, m2 = (np.empty((pieces, width)) for _ in range(3))
+    sums = (np.empty((pieces, width)) for _ in range(3 + (order == 4) * 2))
+    total, group_mean, m2, *higher = sums
     extreme_dtype = block.dtype.newbyteorder("=")
     minimum, maximum = np.empty((pieces, width), extreme_dtype), np.empty((pieces, width),
                                                                           extreme_dtype)
     buffer = np.empty((min(per_piece, rows), width))
+    squares = np.empty_like(buffer) if order == 4 else None
     for index, start in enumerate(starts):
         stop = min(start + per_piece, rows)
         piece = block.piece(base + start * width, base + stop * width).reshape(-1, width)
         _centred(piece, buffer[:piece.shape[0]], 0, shift,
-                 (minimum[index], maximum[index], total[index], group_mean[index], m2[index]))
+                 (minimum[index], maximum[index], total[index], group_mean[index], m2[index],
+                  *(array[index] for array in higher)),
+                 None if squares is None else squares[:piece.shape[0]])
     shape = (pieces, fold, channels)
-    group_mean = group_mean.reshape(shape)
-    m2 = m2.reshape(shape)
+    group_mean, m2 = group_mean.reshape(shape), m2.reshape(shape)
+    higher = [array.reshape(shape) for array in higher]
     mean = np.add.reduce(group_mean, axis=1) / fold
+    n = counts[:, None]
     if fold > 1:
         spread = group_mean - mean[:, None]
-        m2 = np.add.reduce(m2, axis=1) + counts[:, None] * np.einsum("pgk,pgk->pk", spread,
-                                                                     spread)
+        spread2 = spread * spread
+        m2_sum = np.add.reduce(m2, axis=1) + n * np.add.reduce(spread2, axis=1)
+        if higher:
+            m3, m4 = higher
+            higher = [
+                np.add.reduce(m3 + 3.0 * spread * m2, axis=1)
+                + n * np.add.reduce(spread2 * spread, axis=1),
+                np.add.reduce(m4 + 4.0 * spread * m3 + 6.0 * spread2 * m2, axis=1)
+                + n * np.add.reduce(spread2 * spread2, axis=1),
+            ]
+        m2 = m2_sum
     else:
         m2 = m2[:, 0]
-    return (np.repeat(counts[:, None] * fold, channels, axis=1),
+        higher = [array[:, 0] for array in higher]
+    return (np.repeat(n * fold, channels, axis=1),
             np.add.reduce(total.reshape(shape), axis=1), mean, m2,
             np.minimum.reduce(minimum.reshape(shape), axis=1).astype(np.float64),
-            np.maximum.reduce(maximum.reshape(shape), axis=1).astype(np.float64))
+            np.maximum.reduce(maximum.reshape(shape), axis=1).astype(np.float64), *higher)
 
 
 def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shift: np.ndarray,
-             out: tuple | None = None) -> tuple:
-    """Min, max, float64 sum, mean and centred m2 of ``piece - shift`` along `axis`.
+             out: tuple | None = None, squares: np.ndarray | None = None) -> tuple:
+    """Min, max, float64 sum, mean and centred sums of powers of ``piece - shift``.
 
     `axis` is 0 or the piece's last; `shift` broadcasts to the piece. `values` is a float64
-    buffer of the piece's shape. The extremes (of the piece itself) are taken in the input's
-    own dtype: exact, and fewer bytes to go through. With `out`, five arrays of the reduced
-    shape, the results are written there (and returned).
+    buffer of the piece's shape; with `squares`, another, the third and fourth central sums
+    are computed too. The extremes (of the piece itself) are taken in the input's own dtype:
+    exact, and fewer bytes to go through. With `out` (five arrays of the reduced shape, seven
+    with `squares`) the results are written there; they are returned either way.
     """
-    minimum, maximum, total, mean, m2 = out or (None,) * 5
+    minimum, maximum, total, mean, m2, *higher = out or (None,) * (5 + 2 * (squares is not None))
     minimum = np.minimum.reduce(piece, axis=axis, out=minimum)
     maximum = np.maximum.reduce(piece, axis=axis, out=maximum)
     subtract_shift(piece, shift, values, np.expand_dims(minimum, axis),
@@ -456,11 +519,18 @@ def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shift: np.ndarray
     mean = np.divide(total, piece.shape[axis], out=mean)
     values -= np.expand_dims(mean, axis)
     every = list(range(piece.ndim))
-    m2 = np.einsum(values, every, values, every, [dim for dim in every if dim != axis], out=m2)
-    return minimum, maximum, total, mean, m2
+    kept = [dim for dim in every if dim != axis]
+    if squares is None:
+        m2 = np.einsum(values, every, values, every, kept, out=m2)
+        return minimum, maximum, total, mean, m2
+    np.multiply(values, values, out=squares)
+    m2 = np.add.reduce(squares, axis=axis, out=m2)
+    m3 = np.einsum(squares, every, values, every, kept, out=higher[0] if higher else None)
+    m4 = np.einsum(squares, every, squares, every, kept, out=higher[1] if higher else None)
+    return minimum, maximum, total, mean, m2, m3, m4
 
 
-def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray):
+def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray, order: int):
     """Partials of an ``(A, K, B)`` array reduced over axes 0 and 2, B > 1, about `shift`."""
     outer, channels, inner = x3.shape
     if inner >= piece_items:
@@ -472,8 +542,9 @@ def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray):
     inner_chunks = -(-inner // per_inner)
     rows = outer * inner_chunks
     count = np.empty((rows, channels), np.int64)
-    total, mean, m2, minimum, maximum = (np.empty((rows, channels)) for _ in range(5))
+    sums = [np.empty((rows, channels)) for _ in range(5 + (order == 4) * 2)]
     buffer = np.empty(per_outer * per_channel * per_inner)
+    squares = np.empty_like(buffer) if order == 4 else None
     shift3 = shift.reshape(1, channels, 1)
     for a0 in range(0, outer, per_outer):
         for k0 in range(0, channels, per_channel):
@@ -484,13 +555,16 @@ def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray):
                                   inner_chunks)
                 columns = slice(k0, k0 + piece.shape[1])
                 count[rows_here, columns] = piece.shape[2]
-                for target, result in zip((minimum, maximum, total, mean, m2),
-                                          _centred(piece, values, 2, shift3[:, columns])):
+                results = _centred(piece, values, 2, shift3[:, columns], None,
+                                   None if squares is None else
+                                   squares[:piece.size].reshape(piece.shape))
+                for target, result in zip(sums, results):
                     target[rows_here, columns] = result
-    return [(count, total, mean, m2, minimum, maximum)]
+    minimum, maximum, total, mean, m2, *higher = sums
+    return [(count, total, mean, m2, minimum, maximum, *higher)]
 
 
-def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int):
+def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order: int):
     """Moments of a C-contiguous block whose layout collapses to (A, K, B), or None.
 
     None also when a partial sum is not finite: NaN and Inf are then counted by the
@@ -506,18 +580,19 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int):
     with np.errstate(all="ignore"):
         if inner == 1:
             shift = data_shift(block.piece(0, channels))
-            parts = _rows_partials(block, outer, channels, piece_items, shift)
+            parts = _rows_partials(block, outer, channels, piece_items, shift, order)
         else:
             x3 = block.array().reshape(collapsed)
             shift = data_shift(x3[0, :, 0])
-            parts = _slab_partials(x3, piece_items, shift)
-    count, total, mean, m2, minimum, maximum = (
-        np.concatenate([part[index] for part in parts]) for index in range(6))
+            parts = _slab_partials(x3, piece_items, shift, order)
+    count, total, mean, m2, minimum, maximum, *higher = (
+        np.concatenate([part[index] for part in parts]) for index in range(len(parts[0])))
     if not np.isfinite(total).all():
         return None
     zeros = np.zeros(count.shape, np.int64)
     shifts = np.broadcast_to(shift, count.shape)
-    stack = Moments(count, shifts, mean, m2, minimum, maximum, zeros, zeros, ignore_nan=False)
+    stack = Moments(count, shifts, mean, m2, minimum, maximum, zeros, zeros, False,
+                    *higher)
     return tree_merge(stack)
 
 
@@ -526,13 +601,14 @@ def block_moments(
     reduce_axes: Sequence[int],
     *,
     ignore_nan: bool = False,
+    order: int = 2,
     piece_bytes: int = PIECE_BYTES,
 ) -> Moments:
     """Compute the moments of an array over some of its axes, keeping dims.
 
     The block is converted to float64 piece by piece (each at most `piece_bytes` as
-    float64), each piece is centred on its own mean, and the pieces' moments are merged
-    pairwise, as a balanced tree where the layout allows it.
+    float64), each piece is centred on a shift from its data and then on its own mean, and
+    the pieces' moments are merged pairwise, as a balanced tree where the layout allows it.
 
     Parameters
     ----------
@@ -543,6 +619,8 @@ def block_moments(
         Non-negative axes of `block` to reduce over.
     ignore_nan : bool
         Leave NaNs out of the statistics.
+    order : int
+        2, or 4 for the third and fourth central moments too.
     piece_bytes : int
         Float64 bytes converted at once.
 
@@ -557,13 +635,13 @@ def block_moments(
     )
     lazy = LazyBlock.of(block)
     if not ignore_nan:
-        fast = _fast_moments(lazy, reduce_axes, piece_bytes)
+        fast = _fast_moments(lazy, reduce_axes, piece_bytes, order)
         if fast is not None:
             return fast.reshape(kept_shape)
     block = lazy.array()
     result = None
     for region in plan_blocks(block.shape, 8, piece_bytes):
-        part = _piece_moments(block[region], reduce_axes, ignore_nan)
+        part = _piece_moments(block[region], reduce_axes, ignore_nan, order)
         target = channel_region(region, reduce_axes)
         if result is None and all(
             part.shape[axis] == kept_shape[axis] for axis in range(block.ndim)
@@ -571,8 +649,8 @@ def block_moments(
             result = part
             continue
         if result is None:
-            result = Moments.empty(kept_shape, ignore_nan)
+            result = Moments.empty(kept_shape, ignore_nan=ignore_nan, order=order)
         result.merge_at(target, part)
     if result is None:
-        result = Moments.empty(kept_shape, ignore_nan)
+        result = Moments.empty(kept_shape, ignore_nan=ignore_nan, order=order)
     return result

@@ -30,6 +30,7 @@ from .statsfile import Statistics
 # Channels shown by the table without --all: the first and last few.
 EDGE_ROWS = 16
 CSV_FIELDS = ("count", "mean", "variance", "std", "min", "max", "nan_count", "inf_count")
+HIGHER_FIELDS = ("skewness", "kurtosis")  # with --moments 4
 
 
 # Width of text written to files and pipes, where no terminal sets one: wide enough that
@@ -111,7 +112,7 @@ def _header_lines(statistics: Statistics, elapsed: float | None) -> list:
 # Short labels of the findings in the table's flags column, and their styles.
 FLAG_LABELS = {"dead": ("dead", "yellow"), "nan": ("nan", "red"), "inf": ("inf", "red"),
                "outlier_mean": ("mean?", "magenta"), "outlier_std": ("scale?", "magenta"),
-               "precision": ("f32", "cyan")}
+               "precision": ("f32", "cyan"), "few_values": ("few", "red")}
 
 
 def _render_findings(console: Console, found: list, indices: list) -> None:
@@ -194,16 +195,24 @@ def render_csv(statistics: Statistics, found: Sequence = ()) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("channel",) + CSV_FIELDS + KINDS)
     values = {key: array.reshape(-1) for key, array in statistics.values().items()}
+    fields = CSV_FIELDS + tuple(key for key in HIGHER_FIELDS if key in values)
+    writer.writerow(("channel",) + fields + KINDS)
     marks = {kind: set() for kind in KINDS}
     for finding in found:
         marks[finding.kind].update(finding.channels)
-    for row, index in enumerate(_channel_indices(statistics.channel_shape)):
-        writer.writerow([";".join(map(str, index))] + [
-            int(values[key][row]) if key in ("count", "nan_count", "inf_count")
-            else repr(float(values[key][row])) for key in CSV_FIELDS]
-            + [int(row in marks[kind]) for kind in KINDS])
+    # column by column: one repr per value, no per-cell Python work beyond it
+    columns = [[";".join(map(str, index)) for index in _channel_indices(statistics.channel_shape)]]
+    for key in fields:
+        if key in ("count", "nan_count", "inf_count"):
+            columns.append(list(map(str, values[key].tolist())))
+        else:
+            columns.append(list(map(repr, values[key].astype(np.float64).tolist())))
+    for kind in KINDS:
+        flags = np.zeros(len(columns[0]), np.int8)
+        flags[sorted(marks[kind])] = 1
+        columns.append(list(map(str, flags.tolist())))
+    buffer.write("".join(",".join(row) + "\n" for row in zip(*columns)))
     return buffer.getvalue()
 
 

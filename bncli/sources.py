@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from .buffers import BufferRing
 from .errors import InputError
-from .layout import format_shape, plan_blocks, region_shape, region_start
+from .layout import format_shape, is_contiguous, plan_regions, region_shape, region_start
 from .npyformat import check_data_size, read_header
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -110,21 +111,32 @@ class Source:
             "dtype": self.dtype.name,
         }
 
-    def blocks(self, budget_bytes: int, ring: BufferRing | None = None) -> Iterator[tuple]:
-        """Yield ``(region, block)`` in storage order; see :func:`bncli.layout.plan_blocks`.
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
+               reduce_axes: tuple | None = None) -> Iterator[tuple]:
+        """Yield ``(region, block)`` in the order of :meth:`regions`.
 
         With a `ring`, blocks live in its reused buffers: a block is valid until the ring
         has handed out ``ring.size`` more.
         """
         raise NotImplementedError
 
-    def regions(self, budget_bytes: int) -> Iterator[tuple]:
-        """The blocks of this source, in storage order, as :meth:`blocks` reads them.
+    def regions(self, budget_bytes: int, reduce_axes: tuple | None = None) -> Iterator[tuple]:
+        """The blocks of this source, as :meth:`blocks` reads them.
 
-        Every pass, here or on cluster workers, cuts a source through this one method, so
-        the same budget gives the same blocks and therefore the same bits.
+        With `reduce_axes` (storage order), a file is cut for that reduction (see
+        :func:`bncli.layout.plan_regions`); a stream is always cut into contiguous blocks
+        in file order. Every pass, here or on cluster workers, cuts a source through this
+        one method, so the same budget gives the same blocks and therefore the same bits.
         """
-        return plan_blocks(self.storage_shape, self.dtype.itemsize, budget_bytes, self.chunks)
+        if not self.can_tile:
+            reduce_axes = None
+        return plan_regions(self.storage_shape, self.dtype.itemsize, budget_bytes,
+                            reduce_axes, self.chunks)
+
+    @property
+    def can_tile(self) -> bool:
+        """Whether blocks other than contiguous runs in file order can be read."""
+        return self.random_access
 
     @property
     def random_access(self) -> bool:
@@ -182,13 +194,16 @@ class NpySource(Source):
         )
         self._seekable = seekable
         self._data_offset = header.data_offset
+        self._map = None
+        self._map_lock = threading.Lock()
 
-    def blocks(self, budget_bytes: int, ring: BufferRing | None = None) -> Iterator[tuple]:
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
+               reduce_axes: tuple | None = None) -> Iterator[tuple]:
         ring = ring or BufferRing(0)
         if self._seekable:
             self._stream.seek(self._data_offset)
         done = 0
-        for region in self.regions(budget_bytes):
+        for region in self.regions(budget_bytes):  # in file order, read sequentially
             block = ring.array(region_shape(region), self.dtype)
             got = _read_into(self._stream, block)
             done += got
@@ -212,8 +227,27 @@ class NpySource(Source):
         if not self._seekable:
             return super().read(region, out)
         block = np.empty(region_shape(region), self.dtype) if out is None else out
-        self.read_part(region, 0, block.size, block.reshape(-1))
+        if is_contiguous(region, self.storage_shape):
+            self.read_part(region, 0, block.size, block.reshape(-1))
+            return block
+        # A tile: several runs, read through a read-only map of the data.
+        mapped = self._mapped()
+        if mapped is None:
+            raise InputError(f"{self.name}: cannot map the file to read a part of it")
+        np.copyto(block, mapped[region])
         return block
+
+    def _mapped(self):
+        with self._map_lock:
+            if self._map is None and self.nbytes:
+                import mmap
+
+                try:
+                    self._map = mmap.mmap(self._stream.fileno(), 0, access=mmap.ACCESS_READ)
+                except (OSError, ValueError):
+                    return None
+        return np.ndarray(self.storage_shape, self.dtype, buffer=self._map,
+                          offset=self._data_offset)
 
     def read_part(self, region: tuple, start: int, stop: int, out: np.ndarray) -> None:
         """Read the flat elements ``[start, stop)`` of a block into the 1-d array `out`.
@@ -233,6 +267,12 @@ class NpySource(Source):
             done += got
 
     def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view is still alive somewhere: let it be collected
+                pass
+            self._map = None
         if self._stream is not sys.stdin.buffer:
             self._stream.close()
 
@@ -256,9 +296,14 @@ class Hdf5Source(Source):
             details=details,
         )
 
-    def blocks(self, budget_bytes: int, ring: BufferRing | None = None) -> Iterator[tuple]:
+    @property
+    def can_tile(self) -> bool:
+        return True
+
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
+               reduce_axes: tuple | None = None) -> Iterator[tuple]:
         ring = ring or BufferRing(0)
-        for region in self.regions(budget_bytes):
+        for region in self.regions(budget_bytes, reduce_axes):
             yield region, self.read(region, ring.array(region_shape(region), self.dtype))
 
     def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:

@@ -27,20 +27,26 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import reduction as _moments  # noqa: F401 - registers the moments partial
 from .errors import StatsFileError
-from .reduction import Moments
+from .findings import DEFAULT_OUTLIER_THRESHOLD, Finding, find, to_document
+from .partials import KINDS, Partials, Reduction
 
 SCHEMA = "bncli.stats/2"
 SCHEMAS = ("bncli.stats/1", SCHEMA)  # the versions read
-ARRAY_FIELDS = ("count", "mean", "variance", "std", "min", "max", "m2", "nan_count", "inf_count",
-                "shift", "shifted_mean")
-INT_FIELDS = ("count", "nan_count", "inf_count")
+# Fields of the document that are per-channel arrays, besides those of the partials.
+VALUE_FIELDS = ("count", "mean", "variance", "std", "min", "max", "m2", "nan_count",
+                "inf_count", "shift", "shifted_mean", "m3", "m4", "skewness", "kurtosis")
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 @dataclass
 class Statistics:
-    """Moments of a dataset, with the axes, inputs and options that produced them.
+    """Per-channel statistics of a dataset, with the axes, inputs and options that produced them.
+
+    The numbers live in `partials` (mergeable, see :mod:`bncli.partials`); a statistics
+    file written by another tool may instead give only `mean` and `variance`, which is
+    enough to normalize with but not to merge.
 
     Attributes
     ----------
@@ -49,25 +55,36 @@ class Statistics:
     axes : tuple of int
         Reduced axes (non-negative).
     channel_shape : tuple of int
-    moments : Moments
+    partials : Partials or None
         Arrays of shape `channel_shape`.
     ddof : int
     keepdims : bool
         Whether arrays are written with the input's rank.
+    ignore_nan : bool
+    order : int
+        Highest central moment computed: 2 or 4.
+    outlier_threshold : float
+        Robust z-score above which a channel's mean or std is a finding.
+    given : dict of str to ndarray
+        ``mean`` and ``variance`` as a statistics file gave them; normalization uses these
+        where present.
     """
 
     inputs: list
     axes: tuple
     channel_shape: tuple
-    moments: Moments
+    partials: Partials | None
     ddof: int = 0
     keepdims: bool = False
-    extra: dict = field(default_factory=dict)
+    ignore_nan: bool = False
+    order: int = 2
+    outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD
+    given: dict = field(default_factory=dict)
 
     @property
-    def ignore_nan(self) -> bool:
-        """Whether NaNs were left out."""
-        return self.moments.ignore_nan
+    def moments(self):
+        """The moments partial (None for a file with only mean and variance)."""
+        return None if self.partials is None else self.partials.moments
 
     @property
     def rank(self) -> int:
@@ -83,8 +100,34 @@ class Statistics:
         return tuple(1 if axis in self.axes else next(dims) for axis in range(self.rank))
 
     def values(self) -> dict:
-        """Return the finalized statistics (see :meth:`Moments.finalize`), channel-shaped."""
-        return self.moments.finalize(self.ddof)
+        """The finalized statistics, channel-shaped (see :meth:`Partials.finalize`).
+
+        Without partials (a file with only mean and variance), the counts are 0 and the
+        extremes NaN.
+        """
+        if self.partials is not None:
+            return self.partials.finalize(self.ddof)
+        shape = tuple(self.channel_shape)
+        variance = self.given["variance"]
+        with np.errstate(invalid="ignore"):
+            std = np.sqrt(variance)
+        return {"count": np.zeros(shape, np.int64), "mean": self.given["mean"],
+                "variance": variance, "std": std, "min": np.full(shape, np.nan),
+                "max": np.full(shape, np.nan), "m2": np.full(shape, np.nan),
+                "nan_count": np.zeros(shape, np.int64), "inf_count": np.zeros(shape, np.int64)}
+
+    def normalization(self) -> tuple:
+        """``(mean, variance)`` to normalize with: as given by a file, else as computed."""
+        if "mean" in self.given and "variance" in self.given:
+            return self.given["mean"], self.given["variance"]
+        values = self.values()
+        return values["mean"], values["variance"]
+
+    def findings(self) -> list:
+        """What is worth a look (see :mod:`bncli.findings`), a list of Finding."""
+        if self.partials is None:
+            return []
+        return find(self.values(), outlier_threshold=self.outlier_threshold)
 
     def merge(self, other: Statistics, name: str = "statistics") -> Statistics:
         """Combine with the statistics of other data of the same channels, axes and ddof."""
@@ -93,15 +136,23 @@ class Statistics:
             ("axes", tuple(self.axes), tuple(other.axes)),
             ("ddof", self.ddof, other.ddof),
             ("ignore_nan", self.ignore_nan, other.ignore_nan),
+            ("moments order", self.order, other.order),
         ):
             if mine != theirs:
                 raise StatsFileError(f"{name}: {label} {theirs!r} does not match {mine!r}")
-        return replace(self, inputs=self.inputs + other.inputs,
-                       moments=self.moments.merge(other.moments))
+        for statistics, label in ((self, "statistics"), (other, name)):
+            if statistics.partials is None:
+                raise StatsFileError(f"{label}: holds mean and variance but no count and m2, "
+                                     "so it can normalize but not be merged")
+        if set(self.partials.members) != set(other.partials.members):
+            raise StatsFileError(f"{name}: holds {sorted(other.partials.members)}, but the "
+                                 f"others hold {sorted(self.partials.members)}")
+        return replace(self, inputs=self.inputs + other.inputs, given={},
+                       partials=self.partials.merge(other.partials))
 
     def meta(self) -> dict:
         """Return the document's fields that are not per-channel arrays."""
-        document = {
+        return {
             "schema": SCHEMA,
             "inputs": self.inputs,
             "axes": list(self.axes),
@@ -109,16 +160,32 @@ class Statistics:
             "ddof": self.ddof,
             "ignore_nan": self.ignore_nan,
             "keepdims": self.keepdims,
+            "partials": [] if self.partials is None else list(self.partials.members),
+            "findings": to_document(self.findings(), tuple(self.channel_shape)),
         }
-        document.update(self.extra)
-        return document
+
+    def arrays(self) -> dict:
+        """The per-channel arrays of the document, in the written shape."""
+        arrays = dict(self.values())
+        if self.partials is not None:
+            for part in self.partials.members.values():
+                arrays.update(part.file_arrays())
+        return {key: np.asarray(array).reshape(self.array_shape + np.shape(array)[
+            len(self.channel_shape):]) for key, array in arrays.items()}
 
     def to_document(self) -> dict:
         """Return the JSON-ready document (non-finite floats as strings)."""
         document = self.meta()
-        for key, array in self.values().items():
-            document[key] = _to_json_values(array.reshape(self.array_shape).tolist())
+        for key, array in self.arrays().items():
+            document[key] = _json_array(array)
         return document
+
+
+def _json_array(array: np.ndarray):
+    values = array.tolist()
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        values = _to_json_values(values)
+    return values
 
 
 def _to_json_values(value):
@@ -141,6 +208,13 @@ def _from_json_values(value, name: str, key: str):
     return value
 
 
+def _array_keys(document: dict) -> list:
+    """The keys of a document that hold per-channel arrays: the known ones, and any other
+    key that a registered partial kind stores."""
+    return [key for key, value in document.items() if isinstance(value, list) and key not in (
+        "inputs", "axes", "channel_shape", "partials", "findings")]
+
+
 def dumps(statistics: Statistics) -> str:
     """Return the strict JSON text of a statistics document (with a final newline)."""
     return json.dumps(statistics.to_document(), allow_nan=False, indent=None) + "\n"
@@ -151,9 +225,8 @@ def write(statistics: Statistics, stream, *, fmt: str) -> None:
     if fmt == "json":
         stream.write(dumps(statistics).encode())
         return
-    arrays = {key: array.reshape(statistics.array_shape)
-              for key, array in statistics.values().items()}
-    np.savez(stream, meta=np.array(json.dumps(statistics.meta(), allow_nan=False)), **arrays)
+    np.savez(stream, meta=np.array(json.dumps(statistics.meta(), allow_nan=False)),
+             **statistics.arrays())
 
 
 def format_for_path(path: str) -> str:
@@ -184,9 +257,13 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
         raise StatsFileError(f"{name}: schema is {schema!r}, expected {SCHEMA!r}")
     axes = _require(document, "axes", list, name)
     channel_shape = _require(document, "channel_shape", list, name)
-    ddof = _require(document, "ddof", int, name)
-    ignore_nan = _require(document, "ignore_nan", bool, name)
-    inputs = _require(document, "inputs", list, name)
+    # optional, for files another tool wrote with only mean and variance
+    ddof = _require(document, "ddof", int, name) if "ddof" in document else 0
+    ignore_nan = (_require(document, "ignore_nan", bool, name) if "ignore_nan" in document
+                  else False)
+    inputs = document.get("inputs", [])
+    if not isinstance(inputs, list):
+        raise StatsFileError(f"{name}: field 'inputs' is {inputs!r:.60}, of the wrong type")
     keepdims = document.get("keepdims", False)
     for key, values in (("axes", axes), ("channel_shape", channel_shape)):
         if not all(type(item) is int and item >= 0 for item in values):
@@ -199,38 +276,46 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
     if axes and axes[-1] >= rank:
         raise StatsFileError(f"{name}: axes {axes!r} do not fit a rank-{rank} input")
     statistics = Statistics(inputs=inputs, axes=tuple(axes), channel_shape=tuple(channel_shape),
-                            moments=Moments.empty(channel_shape), ddof=ddof,
-                            keepdims=bool(keepdims))
+                            partials=None, ddof=ddof, keepdims=bool(keepdims),
+                            ignore_nan=ignore_nan)
     loaded = {}
-    shifted = "shift" in arrays and "shifted_mean" in arrays
-    for key in ("count", "mean", "m2", "min", "max", "nan_count", "inf_count") + (
-            ("shift", "shifted_mean") if shifted else ()):
-        if key not in arrays:
-            raise StatsFileError(f"{name}: missing field {key!r}")
+    for key, value in arrays.items():
         try:
-            array = np.asarray(arrays[key], dtype=np.float64)
+            array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
             raise StatsFileError(f"{name}: {key} is not an array of numbers") from None
-        if array.shape not in (tuple(channel_shape), statistics.array_shape, ()) or (
-                array.shape == () and channel_shape):
+        if array.shape[:len(channel_shape)] != tuple(channel_shape) and array.shape[
+                :rank] != statistics.array_shape and not (array.shape == () and not channel_shape):
             raise StatsFileError(
                 f"{name}: {key} has shape {list(array.shape)}, expected channel_shape "
                 f"{channel_shape}")
-        array = array.reshape(channel_shape)
-        if key in INT_FIELDS:
-            if not np.all(np.isfinite(array)) or np.any(array != np.round(array)) or np.any(
-                    array < 0):
-                raise StatsFileError(f"{name}: {key} is not a list of counts")
-            array = array.astype(np.int64)
-        loaded[key] = array
-    mean = loaded.pop("mean")
-    if not shifted:  # centred on the mean as written
-        finite = np.isfinite(mean)
-        loaded["shift"] = np.where(finite, mean, 0.0)
-        loaded["shifted_mean"] = np.where(finite, 0.0, mean)
-    elif np.any(~np.isfinite(loaded["shift"])):
-        raise StatsFileError(f"{name}: shift holds a value that is not finite")
-    statistics.moments = Moments(ignore_nan=ignore_nan, **loaded)
+        extra = array.shape[rank:] if statistics.keepdims and array.shape[
+            :rank] == statistics.array_shape else array.shape[len(channel_shape):]
+        loaded[key] = array.reshape(tuple(channel_shape) + tuple(extra))
+    kinds = document.get("partials", ["moments"])
+    if not isinstance(kinds, list) or not all(isinstance(kind, str) for kind in kinds):
+        raise StatsFileError(f"{name}: partials {kinds!r:.60} is not a list of names")
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown:
+        raise StatsFileError(f"{name}: holds statistics of kind {unknown[0]!r}, which this "
+                             "version of bn does not know")
+    order = 4 if "m3" in loaded and "m4" in loaded else 2
+    reduction = Reduction(kinds=tuple(kinds), ignore_nan=ignore_nan, order=order)
+    members = {}
+    for kind in reduction.classes():
+        part = kind.from_file(loaded, tuple(channel_shape), reduction, name)
+        if part is not None:
+            members[kind.name] = part
+    if "moments" in members:
+        statistics.partials = Partials(members)
+        statistics.order = order
+    elif not ("mean" in loaded and "variance" in loaded):
+        raise StatsFileError(f"{name}: holds neither count and m2 nor mean and variance")
+    for key in ("mean", "variance"):
+        if key in loaded:
+            statistics.given[key] = loaded[key]
+    if "variance" in statistics.given and np.any(statistics.given["variance"] < 0):
+        raise StatsFileError(f"{name}: variance holds a negative value")
     return statistics
 
 
@@ -257,7 +342,7 @@ def load(path: str) -> Statistics:
             arrays = {}
             if isinstance(document, dict):
                 arrays = {key: _from_json_values(document[key], path, key)
-                          for key in ARRAY_FIELDS if key in document}
+                          for key in _array_keys(document)}
             return from_document(document, arrays, path)
         try:
             with np.load(path, allow_pickle=False) as archive:

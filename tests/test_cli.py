@@ -338,7 +338,7 @@ def test_scale_list_of_wrong_length_is_a_usage_error(invoke, nhwc, tmp_path):
     path, _ = nhwc
     result = invoke("normalize", path, "-o", tmp_path / "o.npy", "--scale", "1,2")
     assert result.exit_code == 2
-    assert "--scale has 2 values but there are 5 channels" in result.stderr
+    assert "scale has 2 values of shape 2, but there are 5 channels" in result.stderr
     assert not (tmp_path / "o.npy").exists()
 
 

@@ -24,8 +24,8 @@ def test_negative_axes_and_channel_axis():
 
 
 @pytest.mark.parametrize("axes, message", [
-    ([0, 0], "axis 0 is given twice in --axes: x has shape 4x5 (2 axes)"),
-    ([0, -2], "axis -2 is given twice in --axes: x has shape 4x5 (2 axes)"),
+    ([0, 0], "axis 0 is given twice in the axes: x has shape 4x5 (2 axes)"),
+    ([0, -2], "axis -2 is given twice in the axes: x has shape 4x5 (2 axes)"),
     ([2], "axis 2 is out of range: x has shape 4x5 (2 axes)"),
     ([-3], "axis -3 is out of range: x has shape 4x5 (2 axes)"),
 ])

@@ -214,12 +214,10 @@ def test_buffer_ring_reuses_memory_in_turn():
 
 @pytest.mark.parametrize("count", list(range(1, 40)) + [64, 100, 129])
 def test_streaming_tree_is_the_level_by_level_tree(count):
-    from bncli.reduction import TreeAccumulator, pairwise_levels
+    from bncli.partials import TreeAccumulator, pairwise_levels
 
     class Symbolic:
-        """Stands for moments; merging records the tree's shape."""
-
-        shape = (1,)
+        """Stands for a node of the tree; merging records the tree's shape."""
 
         def __init__(self, tree):
             self.tree = tree
@@ -227,9 +225,12 @@ def test_streaming_tree_is_the_level_by_level_tree(count):
         def merge(self, other):
             return Symbolic((self.tree, other.tree))
 
-    accumulator = TreeAccumulator((1,))
+        def spread(self, shape):
+            return self
+
+    accumulator = TreeAccumulator((1,), None)
     for leaf in range(count):
-        accumulator.add((slice(0, 1),), Symbolic(leaf))
+        accumulator.add(Symbolic(leaf))
     expected = pairwise_levels([Symbolic(leaf) for leaf in range(count)],
                                lambda left, right: left.merge(right))
     assert accumulator.result().tree == expected.tree
