@@ -3,9 +3,10 @@
 Workers open the input files themselves (so every path must be on a filesystem all of them
 share), compute the partials of one block each with the same :class:`Reduction` as the
 local engine, and the partials are combined with the same associative merge of tree
-nodes (:class:`bncli.partials.Node`), as a tree of tasks on the cluster. For ``normalize`` to a ``.npy``
-file each worker writes its blocks at their offsets in the temporary output beside the
-target, which is renamed into place once every block is written, as on one machine.
+nodes (:class:`bncli.partials.Node`), as a tree of tasks on the cluster. For ``normalize``
+to a ``.npy`` file each worker writes its blocks at their offsets in the temporary output
+beside the target, which is renamed into place once every block is written, as on one
+machine.
 
 A task is a pure function of its block, so a worker lost in the middle of a run is survived:
 the scheduler runs its tasks again elsewhere, and the numbers do not change.

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import reduction as _moments  # noqa: F401 - registers the moments partial
 from .errors import StatsFileError
-from .findings import DEFAULT_OUTLIER_THRESHOLD, Finding, find, to_document
+from .findings import DEFAULT_OUTLIER_THRESHOLD, find, to_document
 from .partials import KINDS, Partials, Reduction
 
 SCHEMA = "bncli.stats/2"
