@@ -37,7 +37,7 @@ from .engine import (
     normalize_source,
     spool_stdin,
 )
-from .errors import OutputError, StatsFileError, UsageError
+from .errors import StatsFileError, UsageError
 from .findings import DEFAULT_OUTLIER_THRESHOLD
 from .layout import channel_shape, format_shape, keepdims_shape, resolve_axes
 from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
@@ -48,6 +48,8 @@ from .sinks import (
     NpyFileWriter,
     NpyWriter,
     check_target,
+    output_chunks,
+    output_error,
     stdout_stream,
 )
 from .sources import HDF5_SUFFIX, InputSpec, Source, is_hdf5_file, open_source
@@ -199,11 +201,12 @@ def save_statistics(statistics: Statistics, path: Path, *, force: bool = False,
     path = os.fspath(path)
     fmt = statsfile.format_for_path(path)
     check_target(path, force=force, inputs=[os.fspath(item) for item in inputs])
-    with AtomicFile(path, force=force) as output, open(output.temp_path, "wb") as stream:
+    with AtomicFile(path, force=force) as output:
         try:
-            statsfile.write(statistics, stream, fmt=fmt)
+            with open(output.temp_path, "wb") as stream:  # closing flushes: inside the try
+                statsfile.write(statistics, stream, fmt=fmt)
         except OSError as exc:
-            raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+            raise output_error(path, exc) from None
 
 
 def load_statistics(path: Path) -> Statistics:
@@ -486,7 +489,8 @@ def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: 
                               source.fortran_order)
     mean, variance = statistics.normalization()
     dataset = target.dataset or source.dataset or DEFAULT_OUTPUT_DATASET
-    chunks = source.chunks if source.chunks and not source.fortran_order else None
+    chunks = source.chunks if source.chunks and not source.fortran_order else output_chunks(
+        source.shape, out_dtype.itemsize, source.fortran_order)
     return Hdf5Writer(
         temp_path, f"{target.path}:{dataset}", dataset, source.shape, out_dtype,
         source.fortran_order, chunks,

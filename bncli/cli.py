@@ -434,6 +434,9 @@ def main(argv=None) -> None:
 
     # Every NaN or Inf that NumPy would warn about is counted and reported as a finding.
     warnings.simplefilter("ignore", RuntimeWarning)
+    # An error raised while a library frees an object (h5py after a failed write) is not
+    # the user's to read: the error that matters has been reported.
+    sys.unraisablehook = _ignore_unraisable
     try:
         code = cli.main(args=argv, prog_name="bn", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
@@ -464,7 +467,19 @@ def main(argv=None) -> None:
     except BrokenPipeError:
         _silence_stdout()
         code = 141
+    from .sinks import hdf5_left_broken
+
+    if hdf5_left_broken():
+        # the HDF5 library would crash in its shutdown: the error is reported, the
+        # temporary file removed, so end here
+        sys.stderr.flush()
+        os._exit(code or 0)
     sys.exit(code or 0)
+
+
+def _ignore_unraisable(unraisable) -> None:
+    if os.environ.get("BN_DEBUG"):
+        sys.__unraisablehook__(unraisable)
 
 
 def _silence_stdout() -> None:

@@ -18,13 +18,14 @@ from collections.abc import Iterable
 import numpy as np
 
 from .errors import OutputError
-from .layout import region_start
+from .layout import plan_blocks, region_shape, region_start
 from .npyformat import make_header
 
 TEMP_SUFFIX = ".bn-tmp"
 
 
-def _os_error(name: str, exc: OSError) -> OutputError:
+def output_error(name: str, exc: OSError) -> OutputError:
+    """The one-line error of a failed write: a full disk, a size limit, or else the reason."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OutputError(f"{name}: no space left on device while writing")
     if exc.errno == errno.EFBIG:
@@ -48,8 +49,11 @@ def check_target(path: str, *, force: bool, inputs: Iterable[str] = ()) -> None:
         target = os.stat(path)
     except FileNotFoundError:
         target = None
+        if os.path.islink(path) and not force:  # a dangling symlink is still in the way
+            raise OutputError(f"{path}: already exists as a symbolic link to a missing file "
+                              "(use --force to replace it)") from None
     except OSError as exc:
-        raise _os_error(path, exc) from None
+        raise output_error(path, exc) from None
     if target is not None:
         if stat.S_ISDIR(target.st_mode):
             raise OutputError(f"{path}: is a directory")
@@ -88,32 +92,49 @@ class AtomicFile:
             handle, self.temp_path = tempfile.mkstemp(
                 dir=directory, prefix=f".{base}.", suffix=TEMP_SUFFIX)
         except OSError as exc:
-            raise _os_error(path, exc) from None
+            raise output_error(path, exc) from None
         os.close(handle)
         self._done = False
 
     def commit(self) -> None:
-        """Move the temporary file into place (refusing to clobber without force)."""
+        """Move the temporary file into place (refusing to clobber without force).
+
+        If that fails, the temporary file is removed and :class:`OutputError` raised.
+        """
+        try:
+            self._commit()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _commit(self) -> None:
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(self.temp_path, 0o666 & ~umask)
-        if self.force:
-            os.replace(self.temp_path, self.path)
-        else:
+        exists = f"{self.path}: already exists (use --force to replace it)"
+        try:
+            os.chmod(self.temp_path, 0o666 & ~umask)
+            if self.force:
+                os.replace(self.temp_path, self.path)
+                self._done = True
+                return
             try:
                 os.link(self.temp_path, self.path)
             except FileExistsError:
-                raise OutputError(
-                    f"{self.path}: already exists (use --force to replace it)") from None
+                raise OutputError(exists) from None
             except OSError:
                 # Filesystems without hard links: check, then rename.
                 if os.path.lexists(self.path):
-                    raise OutputError(
-                        f"{self.path}: already exists (use --force to replace it)") from None
+                    raise OutputError(exists) from None
                 os.replace(self.temp_path, self.path)
-            else:
-                os.unlink(self.temp_path)
-        self._done = True
+                self._done = True
+                return
+            self._done = True
+            os.unlink(self.temp_path)
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot put the output in place: "
+                              f"{exc.strerror or exc}") from None
 
     def abort(self) -> None:
         """Remove the temporary file, if it is still there."""
@@ -146,7 +167,7 @@ def preallocate(descriptor: int, size: int, name: str) -> None:
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV, errno.ESPIPE):
             return
-        raise _os_error(name, exc) from None
+        raise output_error(name, exc) from None
 
 
 def as_bytes(array: np.ndarray) -> memoryview:
@@ -189,7 +210,7 @@ class NpyWriter:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise _os_error(self.name, exc) from None
+            raise output_error(self.name, exc) from None
 
     #: Whether :meth:`write_at` may be used (a file, not a stream).
     random_access = False
@@ -208,7 +229,7 @@ class NpyWriter:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise _os_error(self.name, exc) from None
+            raise output_error(self.name, exc) from None
 
 
 class NpyFileWriter(NpyWriter):
@@ -230,7 +251,7 @@ class NpyFileWriter(NpyWriter):
         try:
             self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
         except OSError as exc:
-            raise _os_error(name, exc) from None
+            raise output_error(name, exc) from None
         header = make_header(shape, dtype, fortran_order)
         self._shape = tuple(reversed(shape)) if fortran_order else tuple(shape)
         #: Byte offset of the data in the file.
@@ -245,7 +266,7 @@ class NpyFileWriter(NpyWriter):
             self._file.truncate(size)  # the full size even where nothing was preallocated
         except OSError as exc:
             self._file.close()
-            raise _os_error(name, exc) from None
+            raise output_error(name, exc) from None
         except BaseException:
             self._file.close()
             raise
@@ -256,7 +277,7 @@ class NpyFileWriter(NpyWriter):
         try:
             pwrite_all(self._file.fileno(), as_bytes(block), offset)
         except OSError as exc:
-            raise _os_error(self.name, exc) from None
+            raise output_error(self.name, exc) from None
         with self._lock:
             self.written += block.nbytes
 
@@ -265,8 +286,30 @@ class NpyFileWriter(NpyWriter):
         self._file.close()
 
 
+# Bytes of one chunk of an HDF5 output: whole blocks of the engine are whole chunks, and
+# each chunk is written once (the writer keeps no chunk cache, see Hdf5Writer).
+OUTPUT_CHUNK_BYTES = 2**20
+
+
+def output_chunks(shape: tuple, itemsize: int, fortran_order: bool) -> tuple:
+    """The chunk shape of an HDF5 output: the engine's first block of ~1 MiB.
+
+    Blocks are runs of storage order (rows of the leading axes), so they are made of whole
+    chunks of this shape wherever their extents are multiples of it.
+    """
+    storage = tuple(reversed(shape)) if fortran_order else tuple(shape)
+    if not storage or 0 in storage:
+        return None
+    chunk = region_shape(next(plan_blocks(storage, itemsize, OUTPUT_CHUNK_BYTES)))
+    return tuple(reversed(chunk)) if fortran_order else chunk
+
+
 class Hdf5Writer:
     """Writes one chunked dataset of a new HDF5 file, block by block.
+
+    The file has no chunk cache: each block goes to disk as it is written, and nothing is
+    left to flush at close. (With dirty chunks cached, a write past a full disk or a
+    file-size limit made HDF5 2.0 crash when the file was closed.)
 
     Parameters
     ----------
@@ -294,15 +337,19 @@ class Hdf5Writer:
 
         self.name = name
         self.fortran_order = fortran_order
+        self.file = self.dataset = None
         try:
-            self.file = h5py.File(path, "w")
+            self.file = h5py.File(path, "w", rdcc_nbytes=0)
             self.dataset = self.file.create_dataset(
                 dataset, shape=shape, dtype=dtype, chunks=chunks or True,
                 compression=compression)
             for key, value in attrs.items():
                 self.dataset.attrs[key] = value
+            return
         except OSError as exc:
-            raise _os_error(name, exc) from None
+            error = output_error(name, exc)
+        self.close()
+        raise error
 
     def write(self, region: tuple, block: np.ndarray) -> None:
         """Write one block given in storage order."""
@@ -310,22 +357,50 @@ class Hdf5Writer:
             region, block = tuple(reversed(region)), block.T
         try:
             self.dataset[region] = block
+            return
         except OSError as exc:
-            raise _os_error(self.name, exc) from None
+            error = output_error(self.name, exc)
+        # raised here, not in the handler, so that no traceback keeps HDF5 objects alive
+        raise error
 
     def finish(self) -> None:
         """Flush and close the file."""
         try:
-            self.file.close()
+            self.file.flush()
+            error = None
         except OSError as exc:
-            raise _os_error(self.name, exc) from None
+            error = output_error(self.name, exc)
+        if error is not None:
+            raise error
+        self.file.close()
+        self.dataset = self.file = None
 
     def close(self) -> None:
-        """Close the file without raising (after a failure)."""
-        try:
-            self.file.close()
-        except Exception:  # noqa: BLE001 - the first error is the one to report
-            pass
+        """Close the file without raising (after a failure).
+
+        Closing the file closes every object open in it; only then are the Python handles
+        dropped. A handle of a file that failed to flush (a full disk, a file-size limit)
+        freed in another order, or kept alive by an exception's traceback, crashes the
+        HDF5 library later.
+        """
+        if self.file is not None:
+            try:
+                self.file.close()
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                # The HDF5 library may now crash when it shuts down (seen with HDF5 2.0
+                # after a write past a file-size limit): the command line then ends
+                # without that shutdown, see hdf5_left_broken.
+                global _HDF5_LEFT_BROKEN
+                _HDF5_LEFT_BROKEN = True
+        self.dataset = self.file = None
+
+
+_HDF5_LEFT_BROKEN = False
+
+
+def hdf5_left_broken() -> bool:
+    """Whether an HDF5 output failed so that the library could not close it cleanly."""
+    return _HDF5_LEFT_BROKEN
 
 
 def stdout_stream():
