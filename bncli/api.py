@@ -520,7 +520,7 @@ def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
             if sum(row["usable"] for row in entry["datasets"]) != 1:
                 described.append(entry)  # the listing says it all; there is no one dataset
                 continue
-        with open_source(text, allow_external=allow_external) as source:
+        with open_source(text, allow_external=allow_external, require_data=False) as source:
             entry.update(_describe(source))
         described.append(entry)
     return described

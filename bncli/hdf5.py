@@ -108,7 +108,7 @@ def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
     return node
 
 
-def _check_storage(dataset, name: str, allow_external: bool) -> None:
+def _check_storage(dataset, name: str, allow_external: bool, require_data: bool = True) -> None:
     if dataset.is_virtual and not allow_external:
         raise InputError(
             f"{name}: is a virtual dataset that reads other files; refused "
@@ -130,7 +130,7 @@ def _check_storage(dataset, name: str, allow_external: bool) -> None:
                 "installed (hdf5plugin provides most filters)"
             )
     size = int(np.prod(dataset.shape, dtype=object))
-    if (size and not dataset.is_virtual and not dataset.external
+    if (require_data and size and not dataset.is_virtual and not dataset.external
             and dataset.id.get_storage_size() == 0):
         raise InputError(
             f"{name}: declares shape {format_shape(dataset.shape)} but no data was ever "
@@ -139,7 +139,7 @@ def _check_storage(dataset, name: str, allow_external: bool) -> None:
 
 
 def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
-                 chunk_cache_bytes: int):
+                 chunk_cache_bytes: int, require_data: bool = True):
     """Open an HDF5 file and one numeric dataset in it.
 
     Parameters
@@ -154,6 +154,8 @@ def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
         Allow external links, external storage and virtual datasets.
     chunk_cache_bytes : int
         Size of the chunk cache.
+    require_data : bool
+        Refuse a dataset that was created but never written (False to describe it).
 
     Returns
     -------
@@ -181,7 +183,7 @@ def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
         problem = numeric_problem(node)
         if problem:
             raise InputError(f"{path}:{node.name}: {problem}")
-        _check_storage(node, f"{path}:{node.name}", allow_external)
+        _check_storage(node, f"{path}:{node.name}", allow_external, require_data)
         return h5file, node
     except BaseException:
         h5file.close()

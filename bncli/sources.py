@@ -337,7 +337,8 @@ def is_hdf5_file(path: str, name: str) -> bool:
     return _sniff(path, name).startswith(HDF5_SIGNATURE)
 
 
-def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 0) -> Source:
+def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 0,
+                require_data: bool = True) -> Source:
     """Open an input and check what it declares.
 
     Parameters
@@ -348,6 +349,8 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
         Allow HDF5 external links, external storage and virtual datasets.
     chunk_cache_bytes : int
         HDF5 chunk cache size to use at least.
+    require_data : bool
+        Refuse an HDF5 dataset that was never written (False to describe it).
 
     Returns
     -------
@@ -368,6 +371,7 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
         h5file, dataset = open_dataset(
             spec.path, spec.dataset, name, allow_external=allow_external,
             chunk_cache_bytes=max(chunk_cache_bytes, MIN_CHUNK_CACHE_BYTES),
+            require_data=require_data,
         )
         return Hdf5Source(h5file, dataset, spec.display if spec.dataset else
                           f"{spec.path}:{dataset.name}", spec.path)

@@ -98,7 +98,8 @@ def test_csv_format(invoke, nhwc):
     mean, variance = reference_moments(values, (0, 1, 2))
     fields = lines[3].split(",")
     assert fields[0] == "2" and fields[1] == "256"
-    assert_close(float(fields[2]), mean[2]) and assert_close(float(fields[3]), variance[2])
+    assert_close(float(fields[2]), mean[2])
+    assert_close(float(fields[3]), variance[2])
 
 
 def test_table_format_lists_channels(invoke, nhwc):

@@ -24,12 +24,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_worker(address, directory):
+def start_worker(address, directory, nthreads=1, name=None):
     return subprocess.Popen(
-        [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1", "--no-nanny",
-         "--no-dashboard", "--local-directory", str(directory), "--name",
-         f"w{time.monotonic_ns()}"],
+        [sys.executable, "-m", "dask", "worker", address, "--nthreads", str(nthreads),
+         "--no-nanny", "--no-dashboard", "--local-directory", str(directory), "--name",
+         name or f"w{time.monotonic_ns()}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_until_busy(address, name, timeout=120):
+    """Wait until the worker called `name` is computing a task; False if the time runs out."""
+    with Client(address, timeout=30) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            workers = {info["name"]: worker for worker, info in
+                       client.scheduler_info()["workers"].items()}
+            if name in workers and client.processing(workers=[workers[name]])[workers[name]]:
+                return True
+            time.sleep(0.02)
+    return False
 
 
 def wait_for_workers(address, count, timeout=60):
@@ -146,7 +159,8 @@ def test_normalize_fortran_input_and_hdf5_output_on_the_cluster(cluster, tmp_pat
 
 def test_a_worker_killed_mid_run_is_survived(cluster, tmp_path, rng):
     address, directory = cluster
-    extra = start_worker(address, directory)
+    name = f"doomed{time.monotonic_ns()}"
+    extra = start_worker(address, directory, name=name)
     wait_for_workers(address, 3)
     values = rng.standard_normal((4096, 256)).astype(np.float32) + 5
     np.save(tmp_path / "big.npy", values)
@@ -154,13 +168,39 @@ def test_a_worker_killed_mid_run_is_survived(cluster, tmp_path, rng):
     run = subprocess.Popen([sys.executable, "-m", "bncli", "stats", str(tmp_path / "big.npy"),
                             "--format", "json", "--chunk-bytes", "8K", "--scheduler", address],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(2.0)
-    assert run.poll() is None, "the run ended before a worker could be killed"
+    # killed while it is computing one of this run's tasks, however fast the machine
+    busy = wait_until_busy(address, name)
     extra.send_signal(signal.SIGKILL)
     extra.wait(timeout=30)
     stdout, stderr = run.communicate(timeout=180)
+    assert busy, "the extra worker was never given a task"
     assert run.returncode == 0, stderr
     assert_same_statistics(stats_json(local.stdout), stats_json(stdout))
+
+
+def test_workers_with_several_threads_share_no_open_file(cluster, tmp_path, rng):
+    address, directory = cluster
+    worker = start_worker(address, directory, nthreads=4)
+    try:
+        wait_for_workers(address, 3)
+        paths = []
+        for index in range(70):  # more files than a worker keeps open: some are closed
+            paths.append(tmp_path / f"s{index:02d}.npy")
+            np.save(paths[-1], rng.standard_normal((40, 30)).astype(np.float32) + index)
+        local, remote = local_and_cluster(address, *paths, "--chunk-bytes", "600")
+        assert_same_statistics(local, remote)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def test_higher_moments_and_tiles_are_bit_identical_on_the_cluster(cluster, tmp_path, rng):
+    address, _ = cluster
+    np.save(tmp_path / "wide.npy", rng.standard_normal((40, 6000)).astype(np.float32) + 3)
+    local, remote = local_and_cluster(address, tmp_path / "wide.npy", "--moments", "4",
+                                      "--chunk-bytes", "64K")
+    assert_same_statistics(local, remote)
+    assert local["skewness"] == remote["skewness"] and local["kurtosis"] == remote["kurtosis"]
 
 
 def test_unreachable_scheduler_is_a_clear_error_within_the_timeout(data):

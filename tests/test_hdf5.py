@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
-from conftest import assert_close, reference_moments, stats_json
+from conftest import assert_close, reference_moments, run_bn, stats_json
 
 from bncli.sources import open_source
 
@@ -183,3 +185,15 @@ def test_output_into_the_input_hdf5_file_is_refused(invoke, tmp_path, values):
     result = invoke("normalize", f"{path}:/x", "-o", f"{path}:/y", "--force")
     assert result.exit_code == 1 and "is the input file" in result.stderr
     assert path.read_bytes() == before
+
+
+def test_info_describes_a_dataset_never_written_and_stats_refuse_it(tmp_path):
+    with h5py.File(tmp_path / "empty.h5", "w") as h5file:
+        h5file.create_dataset("x", shape=(10, 4), dtype="f4")
+    info = run_bn("info", tmp_path / "empty.h5", "--json")
+    assert info.returncode == 0, info.stderr
+    entry = json.loads(info.stdout)[0]
+    assert entry["shape"] == [10, 4] and entry["storage_bytes"] == 0
+    refused = run_bn("stats", f"{tmp_path / 'empty.h5'}:/x")
+    assert refused.returncode == 1
+    assert b"no data was ever written to it" in refused.stderr
