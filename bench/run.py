@@ -2,8 +2,8 @@
 
     python bench/run.py                 # the 1 GiB file of the figures in the README
     python bench/run.py --gib 0.25      # a quicker run on a smaller file
-    python bench/run.py --only stats    # one group: stats, normalize, layouts, hdf5, linear,
-                                        # startup, dask, cluster
+    python bench/run.py --only stats    # one group: stats, moments, normalize, layouts,
+                                        # wide, hdf5, linear, startup, dask, cluster
 
 The test files are made under bench/data/ (not committed) on first use: float32 NHWC
 activations of shape (N, 32, 32, 64), and an HDF5 copy chunked (64, 32, 32, 64) with gzip.
@@ -86,6 +86,24 @@ def _make_npy(path: Path, samples: int) -> None:
         stop = min(start + 256, samples)
         out[start:stop] = rng.standard_normal((stop - start, 32, 32, 64),
                                               dtype=np.float32) * scale + 100
+    out.flush()
+    del out
+
+
+def make_wide(path: Path, rows: int, columns: int) -> None:
+    if path.exists() and path.stat().st_size >= rows * columns * 4:
+        return
+    subprocess.run([PYTHON, __file__, "--make-wide", str(path), str(rows), str(columns)],
+                   check=True)
+
+
+def _make_wide(path: Path, rows: int, columns: int) -> None:
+    DATA.mkdir(exist_ok=True)
+    rng = np.random.default_rng(1)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, columns))
+    for start in range(0, rows, 16):
+        out[start:start + 16] = rng.standard_normal((min(16, rows - start), columns),
+                                                    dtype=np.float32) + 10
     out.flush()
     del out
 
@@ -174,8 +192,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", action="append", default=None)
     args = parser.parse_args()
-    groups = set(args.only or ["stats", "normalize", "layouts", "hdf5", "linear", "startup",
-                               "dask", "cluster"])
+    groups = set(args.only or ["stats", "moments", "normalize", "layouts", "wide", "hdf5",
+                               "linear", "startup", "dask", "cluster"])
     samples = max(64, int(args.gib * 2**30 / (32 * 32 * 64 * 4)))
     main_file = DATA / f"acts_{samples}.npy"
     make_npy(main_file, samples)
@@ -214,6 +232,15 @@ def main() -> None:
                   cat_row["seconds"] / bn_row["seconds"], (">= 0.4", lambda v: v >= 0.4))
             ratio("bn stats peak MB", bn_row["peak_mb"], ("< 300", lambda v: v < 300))
             ratio("threads 1 time / threads 2 time", one_row["seconds"] / bn_row["seconds"])
+        if "moments" in groups:
+            print("higher moments")
+            two_row, four_row = measure([
+                bn_stats,
+                case("bn stats --moments 4", BN + ["stats", str(main_file), "--format", "json",
+                                                   "--moments", "4"], nbytes),
+            ], args.repeat)
+            ratio("--moments 4 time / --moments 2 time", four_row["seconds"] / two_row["seconds"],
+                  ("<= 1.1 to be the default", lambda v: v <= 1.1))
         if "dask" in groups:
             try:
                 import dask  # noqa: F401
@@ -254,6 +281,35 @@ def main() -> None:
             for (_, extra), row in zip(options, rows):
                 ratio(f"{extra[0]} time / channels-last time",
                       row["seconds"] / last_row["seconds"], ("<= 2", lambda v: v <= 2))
+        if "wide" in groups:
+            wide_file = DATA / f"wide_{samples}.npy"
+            columns = nbytes // 4 // 256
+            make_wide(wide_file, 256, columns)
+            print(f"wide channel shapes: a 256x{columns} float32 file of the same size, "
+                  "statistics written to .npz")
+            npz = scratch / "wide.npz"
+
+            def clear_npz():
+                if npz.exists():
+                    npz.unlink()
+
+            last_row, wide_row, rows_row = measure([
+                bn_stats,
+                case(f"bn stats --axes 0 ({columns} channels)",
+                     BN + ["stats", str(wide_file), "--axes", "0", "-o", str(npz), "-q"], nbytes,
+                     before=clear_npz),
+                case("bn stats --axes 1 (256 channels, per row)",
+                     BN + ["stats", str(wide_file), "--axes", "1", "-o", str(npz), "-q"], nbytes,
+                     before=clear_npz),
+            ], args.repeat)
+            ratio("many-channel time / channels-last time of the NHWC file",
+                  wide_row["seconds"] / last_row["seconds"], ("<= 2", lambda v: v <= 2))
+            ratio("per-row time / channels-last time of the NHWC file",
+                  rows_row["seconds"] / last_row["seconds"], ("<= 2", lambda v: v <= 2))
+            result_mb = columns * 11 * 8 / 2**20
+            ratio("many-channel peak MB / result MB (11 float64 arrays)",
+                  wide_row["peak_mb"] / result_mb)
+            clear_npz()
         if "hdf5" in groups:
             h5_file = DATA / f"acts_{samples}_gzip.h5"
             make_h5(h5_file, main_file)
@@ -321,6 +377,8 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--make-npy"]:
         _make_npy(Path(sys.argv[2]), int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--make-wide"]:
+        _make_wide(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1:2] == ["--make-h5"]:
         _make_h5(Path(sys.argv[2]), Path(sys.argv[3]))
     else:

@@ -219,6 +219,8 @@ def info(inputs, as_json, allow_external):
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default=None,
               help="Output format (default: table on a terminal, else json).")
 @click.option("--all", "show_all", is_flag=True, help="Show every channel in the table.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing (with -o: only write the statistics file).")
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Also write a statistics file (.json or .npz).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
@@ -231,9 +233,9 @@ def info(inputs, as_json, allow_external):
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Also draw the per-channel statistics (needs bncli[plot]).")
 @engine_options
-def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, order, fmt, show_all, output,
-          force, outlier_threshold, fail_on, plot_path, chunk_bytes, threads, allow_external,
-          progress, scheduler):
+def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, order, fmt, show_all, quiet,
+          output, force, outlier_threshold, fail_on, plot_path, chunk_bytes, threads,
+          allow_external, progress, scheduler):
     """Per-channel count, mean, variance, std, min, max, NaN and Inf counts.
 
     Several inputs are one dataset (same channel shape). The findings (dead, NaN/Inf,
@@ -275,7 +277,8 @@ def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, order, fmt, sh
         from .plot import plot_statistics
 
         plot_statistics(statistics, found, plot_path, force=force)
-    _print_statistics(statistics, fmt, found, elapsed=elapsed, show_all=show_all)
+    if not quiet:
+        _print_statistics(statistics, fmt, found, elapsed=elapsed, show_all=show_all)
     if fail_kinds & {finding.kind for finding in found}:
         raise click.exceptions.Exit(FINDINGS_EXIT_CODE)
 

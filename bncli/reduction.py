@@ -283,8 +283,13 @@ class Moments(Partial):
         return cls(ignore_nan=reduction.ignore_nan, **loaded)
 
     def file_arrays(self) -> dict:
-        values = self.finalize()
-        return {key: values[key] for key in self.array_names()}
+        empty = self.count == 0
+        arrays = {key: getattr(self, key) for key in self.array_names()}
+        for key in ("shift", "shifted_mean", "m2") + (self.HIGHER if self.m3 is not None else ()):
+            arrays[key] = np.where(empty, 0.0, arrays[key])
+        for key in ("min", "max"):
+            arrays[key] = np.where(empty, np.nan, arrays[key])
+        return arrays
 
 
 # The largest float64 values inside the 64-bit integer ranges: a shift must be a value of

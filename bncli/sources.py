@@ -7,11 +7,12 @@ block's storage-order shape. Memory in use is one block, whatever the file size.
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import re
 import stat
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -194,8 +195,6 @@ class NpySource(Source):
         )
         self._seekable = seekable
         self._data_offset = header.data_offset
-        self._map = None
-        self._map_lock = threading.Lock()
 
     def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
                reduce_axes: tuple | None = None) -> Iterator[tuple]:
@@ -230,34 +229,34 @@ class NpySource(Source):
         if is_contiguous(region, self.storage_shape):
             self.read_part(region, 0, block.size, block.reshape(-1))
             return block
-        # A tile: several runs, read through a read-only map of the data.
-        mapped = self._mapped()
-        if mapped is None:
-            raise InputError(f"{self.name}: cannot map the file to read a part of it")
-        np.copyto(block, mapped[region])
+        self._read_runs(region, block)  # a tile: several runs
         return block
 
-    def _mapped(self):
-        with self._map_lock:
-            if self._map is None and self.nbytes:
-                import mmap
-
-                try:
-                    self._map = mmap.mmap(self._stream.fileno(), 0, access=mmap.ACCESS_READ)
-                except (OSError, ValueError):
-                    return None
-        return np.ndarray(self.storage_shape, self.dtype, buffer=self._map,
-                          offset=self._data_offset)
+    def _read_runs(self, region: tuple, block: np.ndarray) -> None:
+        """Read a region of several runs (fixed leading indices, a range, whole axes), each
+        at its offset: no map of the file, whose pages would stay resident."""
+        shape = self.storage_shape
+        split = max((axis for axis, (part, dim) in enumerate(zip(region, shape))
+                     if part.stop - part.start != dim), default=0)
+        runs = block.reshape(-1, (region[split].stop - region[split].start)
+                             * math.prod(shape[split + 1:]))
+        prefixes = itertools.product(*(range(part.start, part.stop) for part in region[:split]))
+        for index, prefix in enumerate(prefixes):
+            first = prefix + (region[split].start,) + (0,) * (len(shape) - split - 1)
+            self._pread(int(np.ravel_multi_index(first, shape)), runs[index])
 
     def read_part(self, region: tuple, start: int, stop: int, out: np.ndarray) -> None:
         """Read the flat elements ``[start, stop)`` of a block into the 1-d array `out`.
 
-        A region from :meth:`regions` is one run of bytes in the file, so any part of it is
-        too. Safe to call from several threads at once.
+        A region from :meth:`regions` that is not a tile is one run of bytes in the file,
+        so any part of it is too. Safe to call from several threads at once.
         """
-        first = region_start(region, self.storage_shape)
-        offset = self._data_offset + (first + start) * self.dtype.itemsize
-        view = memoryview(out[:stop - start].view(np.uint8))
+        self._pread(region_start(region, self.storage_shape) + start, out[:stop - start])
+
+    def _pread(self, first: int, out: np.ndarray) -> None:
+        """Read elements from flat index `first` into the contiguous array `out`."""
+        offset = self._data_offset + first * self.dtype.itemsize
+        view = memoryview(out.reshape(-1).view(np.uint8))
         done = 0
         while done < len(view):  # positional reads: no shared file position between threads
             got = os.preadv(self._stream.fileno(), [view[done:]], offset + done)
@@ -267,12 +266,6 @@ class NpySource(Source):
             done += got
 
     def close(self) -> None:
-        if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:  # a view is still alive somewhere: let it be collected
-                pass
-            self._map = None
         if self._stream is not sys.stdin.buffer:
             self._stream.close()
 

@@ -80,6 +80,15 @@ class Statistics:
     order: int = 2
     outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD
     given: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _cached(self, key: str, compute):
+        # values and findings are asked for by the report, the file and the summary alike;
+        # they depend on the partials, ddof and threshold, which a new object would change
+        stamp = (key, id(self.partials), self.ddof, self.outlier_threshold)
+        if stamp not in self._cache:
+            self._cache[stamp] = compute()
+        return self._cache[stamp]
 
     @property
     def moments(self):
@@ -106,7 +115,7 @@ class Statistics:
         extremes NaN.
         """
         if self.partials is not None:
-            return self.partials.finalize(self.ddof)
+            return self._cached("values", lambda: self.partials.finalize(self.ddof))
         shape = tuple(self.channel_shape)
         variance = self.given["variance"]
         with np.errstate(invalid="ignore"):
@@ -127,7 +136,8 @@ class Statistics:
         """What is worth a look (see :mod:`bncli.findings`), a list of Finding."""
         if self.partials is None:
             return []
-        return find(self.values(), outlier_threshold=self.outlier_threshold)
+        return self._cached("findings", lambda: find(
+            self.values(), outlier_threshold=self.outlier_threshold))
 
     def merge(self, other: Statistics, name: str = "statistics") -> Statistics:
         """Combine with the statistics of other data of the same channels, axes and ddof."""
