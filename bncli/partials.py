@@ -71,6 +71,11 @@ class Partial:
         return self._map(lambda array: np.ascontiguousarray(array.transpose(
             tuple(axes) + tuple(range(len(axes), array.ndim)))))
 
+    def allocate(self, shape: Sequence[int]):
+        """A partial of the same kind over channel `shape`, its arrays uninitialized."""
+        return self._map(lambda array: np.empty(
+            tuple(shape) + array.shape[array.ndim - self.EXTRA_NDIM:], array.dtype))
+
     def concatenate(self, other):
         """This partial and `other` side by side along the first channel axis."""
         return replace(self, **{name: np.concatenate([getattr(self, name), getattr(other, name)])
@@ -177,6 +182,10 @@ class Partials:
         """The moments partial."""
         return self.members["moments"]
 
+    def allocate(self, shape: Sequence[int]) -> Partials:
+        """Partials of the same kinds over channel `shape`, uninitialized."""
+        return Partials({name: part.allocate(shape) for name, part in self.members.items()})
+
     def merge(self, other: Partials) -> Partials:
         """Merge member by member."""
         return Partials({name: part.merge(other.members[name])
@@ -271,7 +280,11 @@ class Node:
     def _materialize(self, bounds: Box) -> Partials:
         if len(self.pieces) == 1 and self.pieces[0][0] == bounds:
             return self.pieces[0][1]
-        merged = self.reduction.empty(_box_shape(bounds))
+        covered = sum(math.prod(_box_shape(box)) for box, _ in self.pieces)
+        if covered == math.prod(_box_shape(bounds)):  # disjoint pieces fill the bounds
+            merged = self.pieces[0][1].allocate(_box_shape(bounds))
+        else:
+            merged = self.reduction.empty(_box_shape(bounds))
         for box, part in self.pieces:
             merged[_inside(box, bounds)] = part  # a merge with an empty side: exact
         return merged
@@ -336,7 +349,3 @@ def tree_merge(stack):
         stack = merged
     return stack[0]
 
-
-def channel_count(shape: Sequence[int]) -> int:
-    """Number of channels of a channel shape."""
-    return math.prod(shape)

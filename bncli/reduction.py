@@ -38,6 +38,9 @@ PIECE_BYTES = 2 * 2**20
 # Rows of channels-last data a piece should hold; rows wider than a piece's share are
 # reduced in ranges of columns over every row instead (one partial per channel).
 MIN_PIECE_ROWS = 64
+# A reduced last axis at most this long is folded column by column (a few long vector
+# operations) instead of by NumPy's reductions, which pay a per-row cost on short rows.
+SHORT_AXIS = 32
 
 
 @register
@@ -516,6 +519,9 @@ def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shift: np.ndarray
     with `squares`) the results are written there; they are returned either way.
     """
     minimum, maximum, total, mean, m2, *higher = out or (None,) * (5 + 2 * (squares is not None))
+    if axis == piece.ndim - 1 and piece.shape[axis] <= SHORT_AXIS:
+        return _centred_short(piece, values, shift, minimum, maximum, total, mean, m2, higher,
+                              squares)
     minimum = np.minimum.reduce(piece, axis=axis, out=minimum)
     maximum = np.maximum.reduce(piece, axis=axis, out=maximum)
     subtract_shift(piece, shift, values, np.expand_dims(minimum, axis),
@@ -533,6 +539,22 @@ def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shift: np.ndarray
     m3 = np.einsum(squares, every, values, every, kept, out=higher[0] if higher else None)
     m4 = np.einsum(squares, every, squares, every, kept, out=higher[1] if higher else None)
     return minimum, maximum, total, mean, m2, m3, m4
+
+
+def _centred_short(piece, values, shift, minimum, maximum, total, mean, m2, higher, squares):
+    """:func:`_centred` along a short last axis. NumPy's reductions over a few values at a
+    time spend their time in per-row overhead, so the piece is first transposed (one copy
+    in its own dtype) and then reduced along its first axis, over long contiguous rows."""
+    rows = math.prod(piece.shape[:-1])
+    short = piece.shape[-1]
+    transposed = np.ascontiguousarray(piece.reshape(rows, short).T)
+    out = tuple(None if array is None else array.reshape(rows) for array in (
+        minimum, maximum, total, mean, m2, *higher))
+    results = _centred(transposed, values.reshape(short, rows), 0,
+                       np.broadcast_to(shift, piece.shape[:-1] + (1,)).reshape(rows),
+                       out if all(array is not None for array in out) else None,
+                       None if squares is None else squares.reshape(short, rows))
+    return tuple(result.reshape(piece.shape[:-1]) for result in results)
 
 
 def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray, order: int):
@@ -591,7 +613,8 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order:
             shift = data_shift(x3[0, :, 0])
             parts = _slab_partials(x3, piece_items, shift, order)
     count, total, mean, m2, minimum, maximum, *higher = (
-        np.concatenate([part[index] for part in parts]) for index in range(len(parts[0])))
+        parts[0] if len(parts) == 1 else
+        [np.concatenate([part[index] for part in parts]) for index in range(len(parts[0]))])
     if not np.isfinite(total).all():
         return None
     zeros = np.zeros(count.shape, np.int64)
