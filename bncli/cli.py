@@ -27,11 +27,17 @@ class BnCommandError(click.ClickException):
     """A :class:`BnError` carried through click, printed as ``bn: error: ...``."""
 
     def __init__(self, error: BnError):
-        super().__init__(str(error))
+        super().__init__(_with_hint(error))
         self.exit_code = error.exit_code
 
     def show(self, file=None) -> None:
         click.echo(f"bn: error: {self.format_message()}", err=True)
+
+
+def _with_hint(error: BnError) -> str:
+    """The library's message, and what to do about it on the command line."""
+    hint = getattr(error, "hint", None)
+    return f"{error} ({hint})" if hint else str(error)
 
 
 class StdoutClosed(Exception):
@@ -454,7 +460,7 @@ def main(argv=None) -> None:
         _silence_stdout()
         code = 141  # what a shell reports for a command ended by SIGPIPE, as cat is
     except BnError as error:
-        click.echo(f"bn: error: {error}", err=True)
+        click.echo(f"bn: error: {_with_hint(error)}", err=True)
         code = error.exit_code
     except MemoryError:
         click.echo("bn: error: out of memory (try a smaller --chunk-bytes)", err=True)
@@ -470,9 +476,8 @@ def main(argv=None) -> None:
     except BrokenPipeError:
         _silence_stdout()
         code = 141
-    from .sinks import hdf5_left_broken
-
-    if hdf5_left_broken():
+    sinks = sys.modules.get("bncli.sinks")  # not imported for --help: keep it so
+    if sinks is not None and sinks.hdf5_left_broken():
         # the HDF5 library would crash in its shutdown: the error is reported, the
         # temporary file removed, so end here
         sys.stderr.flush()

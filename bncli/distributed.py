@@ -39,7 +39,8 @@ def require_dask():
     try:
         import distributed
     except ImportError:
-        raise UsageError("--scheduler needs the dask extra: pip install 'bncli[dask]'") from None
+        raise UsageError("running on a cluster needs the dask extra: "
+                         "pip install 'bncli[dask]'") from None
     return distributed
 
 

@@ -7,9 +7,22 @@ one line on stderr and an exit status; the library never prints.
 
 
 class BnError(Exception):
-    """A problem with an input, an output or a statistics file (exit status 1)."""
+    """A problem with an input, an output or a statistics file (exit status 1).
+
+    Parameters
+    ----------
+    message : str
+        What is wrong and where; it names no command-line flag.
+    hint : str, optional
+        What to do about it on the command line (``use --force to replace it``), which
+        ``bn`` prints after the message.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 class UsageError(BnError):

@@ -139,7 +139,7 @@ def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD)
 
 _MESSAGES = {
     "dead": "variance at or below scikit-learn's near-constant bound: normalizes to the offset",
-    "nan": "hold NaN: mean and variance are NaN unless --ignore-nan",
+    "nan": "hold NaN: mean and variance are NaN unless NaNs are left out",
     "inf": "hold Inf: mean or variance is not finite",
     "outlier_mean": "mean far from the other channels' (robust z-score above {threshold:g}, "
                     "in units of the spread of the means or the median std, the larger)",

@@ -92,7 +92,7 @@ def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
         if isinstance(link, h5py.ExternalLink) and not allow_external:
             raise InputError(
                 f"{name}: {walked} is an external link to {link.filename}:{link.path}; "
-                "refused since it reads another file (use --allow-external)"
+                "refused since it reads another file", hint="use --allow-external"
             )
         if isinstance(link, h5py.SoftLink):
             target = link.path if link.path.startswith("/") else (
@@ -111,14 +111,14 @@ def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
 def _check_storage(dataset, name: str, allow_external: bool, require_data: bool = True) -> None:
     if dataset.is_virtual and not allow_external:
         raise InputError(
-            f"{name}: is a virtual dataset that reads other files; refused "
-            "(use --allow-external)"
+            f"{name}: is a virtual dataset that reads other files; refused",
+            hint="use --allow-external"
         )
     if dataset.external and not allow_external:
         files = ", ".join(str(entry[0]) for entry in dataset.external)
         raise InputError(
-            f"{name}: stores its data in external files ({files}); refused "
-            "(use --allow-external)"
+            f"{name}: stores its data in external files ({files}); refused",
+            hint="use --allow-external"
         )
     plist = dataset.id.get_create_plist()
     for index in range(plist.get_nfilters()):

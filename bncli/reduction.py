@@ -270,6 +270,9 @@ class Moments(Partial):
             if key not in arrays:
                 raise StatsFileError(f"{name}: missing field {key!r}")
             array = arrays[key]
+            if array.shape != tuple(shape):
+                raise StatsFileError(f"{name}: {key} has shape {list(array.shape)}, expected "
+                                     f"channel_shape {list(shape)}")
             if key in ("count", "nan_count", "inf_count"):
                 if not np.all(np.isfinite(array)) or np.any(array != np.round(array)) or np.any(
                         array < 0):

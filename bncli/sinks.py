@@ -50,8 +50,8 @@ def check_target(path: str, *, force: bool, inputs: Iterable[str] = ()) -> None:
     except FileNotFoundError:
         target = None
         if os.path.islink(path) and not force:  # a dangling symlink is still in the way
-            raise OutputError(f"{path}: already exists as a symbolic link to a missing file "
-                              "(use --force to replace it)") from None
+            raise OutputError(f"{path}: already exists as a symbolic link to a missing file",
+                              hint="use --force to replace it") from None
     except OSError as exc:
         raise output_error(path, exc) from None
     if target is not None:
@@ -67,7 +67,7 @@ def check_target(path: str, *, force: bool, inputs: Iterable[str] = ()) -> None:
             if (source.st_dev, source.st_ino) == (target.st_dev, target.st_ino):
                 raise OutputError(f"{path}: is the input file {input_path}; refused")
         if not force:
-            raise OutputError(f"{path}: already exists (use --force to replace it)")
+            raise OutputError(f"{path}: already exists", hint="use --force to replace it")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise OutputError(f"{path}: directory {directory} does not exist")
@@ -110,7 +110,7 @@ class AtomicFile:
     def _commit(self) -> None:
         umask = os.umask(0)
         os.umask(umask)
-        exists = f"{self.path}: already exists (use --force to replace it)"
+        exists = f"{self.path}: already exists"
         try:
             os.chmod(self.temp_path, 0o666 & ~umask)
             if self.force:
@@ -120,11 +120,11 @@ class AtomicFile:
             try:
                 os.link(self.temp_path, self.path)
             except FileExistsError:
-                raise OutputError(exists) from None
+                raise OutputError(exists, hint="use --force to replace it") from None
             except OSError:
                 # Filesystems without hard links: check, then rename.
                 if os.path.lexists(self.path):
-                    raise OutputError(exists) from None
+                    raise OutputError(exists, hint="use --force to replace it") from None
                 os.replace(self.temp_path, self.path)
                 self._done = True
                 return

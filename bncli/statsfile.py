@@ -323,6 +323,9 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
         raise StatsFileError(f"{name}: holds neither count and m2 nor mean and variance")
     for key in ("mean", "variance"):
         if key in loaded:
+            if loaded[key].shape != tuple(channel_shape):
+                raise StatsFileError(f"{name}: {key} has shape {list(loaded[key].shape)}, "
+                                     f"expected channel_shape {channel_shape}")
             statistics.given[key] = loaded[key]
     if "variance" in statistics.given and np.any(statistics.given["variance"] < 0):
         raise StatsFileError(f"{name}: variance holds a negative value")

@@ -232,7 +232,7 @@ def test_without_the_extra_scheduler_says_how_to_install_it(data, tmp_path):
     result = run_bn("stats", path, "--scheduler", "local",
                     env={"PYTHONPATH": str(blocker)})
     assert result.returncode == 2
-    assert result.stderr == b"bn: error: --scheduler needs the dask extra: " \
+    assert result.stderr == b"bn: error: running on a cluster needs the dask extra: " \
                             b"pip install 'bncli[dask]'\n"
 
 

@@ -88,6 +88,16 @@ def test_library_errors_name_the_problem_not_a_flag(acts, tmp_path, function, op
     assert not out.exists()
 
 
+def test_hints_about_flags_are_kept_apart_from_the_message(acts, tmp_path):
+    path, _ = acts
+    (tmp_path / "out.npy").write_bytes(b"mine")
+    with pytest.raises(BnError) as caught:
+        api.normalize(path, tmp_path / "out.npy")
+    assert str(caught.value) == f"{tmp_path / 'out.npy'}: already exists"
+    assert caught.value.hint == "use --force to replace it"
+    assert (tmp_path / "out.npy").read_bytes() == b"mine"
+
+
 def test_the_package_is_typed():
     assert importlib.resources.files("bncli").joinpath("py.typed").is_file()
 

@@ -101,12 +101,22 @@ def test_closed_pipe_ends_quietly(tmp_path):
     assert result.stderr == b""
 
 
-def _start_slow_normalize(source, target):
-    # tiny chunks and one thread keep the run going long enough to be interrupted mid-write
-    return subprocess.Popen(
-        [sys.executable, "-m", "bncli", "normalize", str(source), "-o", str(target), "--force",
-         "--chunk-bytes", "4K", "--threads", "1", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _start_stalled_normalize(tmp_path, target):
+    """A normalize from a pipe that stops sending halfway, the pipe held open: the run is
+    mid-write, waiting, however fast the machine."""
+    values = np.ones((2048, 64, 16), np.float32)
+    np.save(tmp_path / "src.npy", values)
+    stats = subprocess.run([sys.executable, "-m", "bncli", "stats", str(tmp_path / "src.npy"),
+                            "-o", str(tmp_path / "s.json"), "-q"], capture_output=True)
+    assert stats.returncode == 0, stats.stderr
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bncli", "normalize", "-", "--stats", str(tmp_path / "s.json"),
+         "-o", str(target), "--force", "--chunk-bytes", "64K", "-q"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    data = (tmp_path / "src.npy").read_bytes()
+    process.stdin.write(data[:len(data) // 2])
+    process.stdin.flush()
+    return process
 
 
 def _wait_for_temp(directory, process, timeout=60):
@@ -120,28 +130,25 @@ def _wait_for_temp(directory, process, timeout=60):
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_leaves_no_temp_and_old_file(tmp_path, signum, code):
-    source = tmp_path / "src.npy"
-    np.save(source, np.ones((2048, 64, 16), np.float32))  # 8 MiB, 2048 blocks of 4K
     target = tmp_path / "out.npy"
     target.write_bytes(b"old contents")
-    process = _start_slow_normalize(source, target)
+    process = _start_stalled_normalize(tmp_path, target)
     assert _wait_for_temp(tmp_path, process), "no temporary output appeared"
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == code
     assert b"Traceback" not in stderr
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.npy", "src.npy"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.npy", "s.json", "src.npy"]
     assert target.read_bytes() == b"old contents"
 
 
 def test_sigkill_leaves_target_absent(tmp_path):
-    source = tmp_path / "src.npy"
-    np.save(source, np.ones((2048, 64, 16), np.float32))
     target = tmp_path / "out.npy"
-    process = _start_slow_normalize(source, target)
+    process = _start_stalled_normalize(tmp_path, target)
     assert _wait_for_temp(tmp_path, process)
     process.kill()
     process.wait(timeout=60)
+    process.stdin.close()
     assert not target.exists()
 
 
