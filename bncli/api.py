@@ -202,11 +202,17 @@ def save_statistics(statistics: Statistics, path: Path, *, force: bool = False,
     fmt = statsfile.format_for_path(path)
     check_target(path, force=force, inputs=[os.fspath(item) for item in inputs])
     with AtomicFile(path, force=force) as output:
-        try:
-            with open(output.temp_path, "wb") as stream:  # closing flushes: inside the try
-                statsfile.write(statistics, stream, fmt=fmt)
-        except OSError as exc:
-            raise output_error(path, exc) from None
+        _write_statistics(statistics, output, fmt)
+
+
+def _write_statistics(statistics: Statistics, output: AtomicFile, fmt: str | None = None):
+    """Write a statistics file into the temporary file of `output`."""
+    fmt = fmt or statsfile.format_for_path(output.path)
+    try:
+        with open(output.temp_path, "wb") as stream:  # closing flushes: inside the try
+            statsfile.write(statistics, stream, fmt=fmt)
+    except OSError as exc:
+        raise output_error(output.path, exc) from None
 
 
 def load_statistics(path: Path) -> Statistics:
@@ -385,8 +391,10 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                          "float64")
     target = OutputSpec.parse(output)
     input_paths = [] if input == "-" else [InputSpec.parse(input).path]
+    if stats is not None and not isinstance(stats, Statistics):
+        input_paths.append(os.fspath(stats))  # never written over either
     if target.path == "-":
-        stream = stdout_stream()
+        stream = stdout_stream(inputs=input_paths)
     else:
         check_target(target.path, force=force, inputs=input_paths)
     if save_stats is not None:
@@ -449,24 +457,32 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                                    source.fortran_order)
                 normalize_source(source, writer, coefficients, out_dtype,
                                  chunk_bytes=chunk_bytes, threads=threads, progress=advance)
-            elif partials_of is not None and not target.hdf5 and source.path != "-":
-                with AtomicFile(target.path, force=force) as atomic:
-                    _cluster_normalize(partials_of.client, source, atomic.temp_path,
-                                       target.path, out_dtype, coefficients,
-                                       chunk_bytes=chunk_bytes, allow_external=allow_external,
-                                       progress=advance)
+                if save_stats is not None:
+                    save_statistics(statistics, save_stats, force=force, inputs=input_paths)
             else:
-                with AtomicFile(target.path, force=force) as atomic:
-                    writer = _open_writer(target, atomic.temp_path, source, out_dtype,
-                                          statistics, epsilon)
-                    try:
-                        normalize_source(source, writer, coefficients, out_dtype,
-                                         chunk_bytes=chunk_bytes, threads=threads,
-                                         progress=advance)
-                    finally:
-                        writer.close()
-    if save_stats is not None:
-        save_statistics(statistics, save_stats, force=force, inputs=input_paths)
+                # The statistics file is written before the output is put in place, and put
+                # in place after it: a failure of either leaves neither.
+                with contextlib.ExitStack() as outputs:
+                    saved_stats = None if save_stats is None else outputs.enter_context(
+                        AtomicFile(save_stats, force=force))
+                    with AtomicFile(target.path, force=force) as atomic:
+                        if partials_of is not None and not target.hdf5 and source.path != "-":
+                            _cluster_normalize(partials_of.client, source, atomic.temp_path,
+                                               target.path, out_dtype, coefficients,
+                                               chunk_bytes=chunk_bytes,
+                                               allow_external=allow_external,
+                                               progress=advance)
+                        else:
+                            writer = _open_writer(target, atomic.temp_path, source, out_dtype,
+                                                  statistics, epsilon)
+                            try:
+                                normalize_source(source, writer, coefficients, out_dtype,
+                                                 chunk_bytes=chunk_bytes, threads=threads,
+                                                 progress=advance)
+                            finally:
+                                writer.close()
+                        if saved_stats is not None:
+                            _write_statistics(statistics, saved_stats)
     return NormalizeResult(statistics=statistics, output=output, dtype=out_dtype,
                            shape=source.shape)
 

@@ -40,6 +40,56 @@ def _with_hint(error: BnError) -> str:
     return f"{error} ({hint})" if hint else str(error)
 
 
+class GuardedStdout:
+    """Standard output for ``bn``: a write that fails is a one-line error naming stdout.
+
+    A closed pipe still raises BrokenPipeError (the command then ends quietly with 141);
+    a full device, a file-size limit or a closed descriptor (``>&-``) become
+    :class:`OutputError`. The binary ``buffer`` is guarded alike.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _call(self, method: str, *args):
+        from .errors import OutputError
+
+        if self._stream is None:
+            raise OutputError("<stdout>: standard output is closed")
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, OSError):
+                from .sinks import output_error
+
+                raise output_error("<stdout>", exc) from None
+            raise OutputError("<stdout>: standard output is closed") from None
+
+    def write(self, data):
+        return self._call("write", data)
+
+    def flush(self):
+        return self._call("flush")
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream is not None and self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        return self._call("fileno")
+
+    @property
+    def buffer(self):
+        return GuardedStdout(None if self._stream is None else self._stream.buffer)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 class StdoutClosed(Exception):
     """The reader of stdout went away; click would otherwise exit 1 on EPIPE itself."""
 
@@ -99,6 +149,13 @@ class SizeType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class LoadedValues:
+    """Values read from a ``.npy`` file, with the file's path (which no output may be)."""
+
+    def __init__(self, path: str, values):
+        self.path, self.values = path, values
+
+
 class AffineType(click.ParamType):
     """``--scale`` / ``--offset``: a number, a comma list per channel, or a ``.npy`` file."""
 
@@ -108,7 +165,7 @@ class AffineType(click.ParamType):
         if not isinstance(value, str):
             return value
         if value.lower().endswith(".npy"):
-            return _load_affine(value, param.opts[0])
+            return LoadedValues(value, _load_affine(value, param.opts[0]))
         try:
             values = [float(item) for item in value.split(",")]
         except ValueError:
@@ -320,13 +377,15 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False):
     if fmt is None:
         fmt = "table" if sys.stdout.isatty() else "json"
     if fmt == "json":
-        from .statsfile import dumps
+        from .statsfile import iter_json
 
-        click.echo(dumps(statistics), nl=False)
+        for part in iter_json(statistics):
+            sys.stdout.write(part)
     elif fmt == "csv":
-        from .report import render_csv
+        from .report import iter_csv
 
-        click.echo(render_csv(statistics, found), nl=False)
+        for part in iter_csv(statistics, found):
+            sys.stdout.write(part)
     else:
         from .report import render_table
 
@@ -376,6 +435,18 @@ def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_p
             raise click.UsageError("refusing to write binary .npy to a terminal; "
                                    "give -o FILE or pipe the output")
         output = "-"
+    value_files = [item.path for item in (scale, offset) if isinstance(item, LoadedValues)]
+    if output != "-" and value_files:
+        from .sinks import check_target
+
+        for path in value_files:  # the output may not be a file of scale or offset values
+            check_target(api.OutputSpec.parse(output).path, force=True, inputs=[path])
+    elif value_files:
+        from .sinks import stdout_stream
+
+        stdout_stream(inputs=value_files)
+    scale, offset = (item.values if isinstance(item, LoadedValues) else item
+                     for item in (scale, offset))
     result = api.normalize(
         input, output, axes=axes, channel_axis=channel_axis, epsilon=epsilon, scale=scale,
         offset=offset, stats=stats_path, save_stats=save_stats, dtype=dtype, force=force,
@@ -446,6 +517,9 @@ def main(argv=None) -> None:
     # An error raised while a library frees an object (h5py after a failed write) is not
     # the user's to read: the error that matters has been reported.
     sys.unraisablehook = _ignore_unraisable
+    if sys.stderr is None:  # 2>&- : nowhere to report, but no crash either
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's lifetime
+    sys.stdout = GuardedStdout(sys.stdout)
     try:
         code = cli.main(args=argv, prog_name="bn", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
@@ -476,6 +550,12 @@ def main(argv=None) -> None:
     except BrokenPipeError:
         _silence_stdout()
         code = 141
+    except BnError as error:
+        if not code:  # an error already reported stands for this one
+            click.echo(f"bn: error: {_with_hint(error)}", err=True)
+            code = error.exit_code
+    if isinstance(sys.stdout, GuardedStdout):  # Python's own flush at exit needs no guard
+        sys.stdout = sys.stdout._stream or open(os.devnull, "w")  # noqa: SIM115
     sinks = sys.modules.get("bncli.sinks")  # not imported for --help: keep it so
     if sinks is not None and sinks.hdf5_left_broken():
         # the HDF5 library would crash in its shutdown: the error is reported, the

@@ -6,9 +6,7 @@ nothing here computes statistics.
 
 from __future__ import annotations
 
-import csv
 import io
-import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,6 +27,8 @@ from .statsfile import Statistics
 
 # Channels shown by the table without --all: the first and last few.
 EDGE_ROWS = 16
+# Flagged channels shown in the table at most (the findings list every count); --all shows all.
+MAX_FLAGGED_ROWS = 200
 CSV_FIELDS = ("count", "mean", "variance", "std", "min", "max", "nan_count", "inf_count")
 HIGHER_FIELDS = ("skewness", "kurtosis")  # with --moments 4
 
@@ -54,12 +54,19 @@ class _PlainText(io.StringIO):
         self.stream.flush()
 
 
+class _Console(Console):
+    """A rich console that lets a closed pipe be a BrokenPipeError (rich would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError()
+
+
 def console_for(stream) -> Console:
     """Return a rich console on `stream`, plain text without colour when not a terminal."""
     if hasattr(stream, "isatty") and stream.isatty():
-        return Console(file=stream, highlight=False, soft_wrap=False)
-    return Console(file=_PlainText(stream), highlight=False, soft_wrap=False,
-                   width=PLAIN_WIDTH, no_color=True, force_terminal=False)
+        return _Console(file=stream, highlight=False, soft_wrap=False)
+    return _Console(file=_PlainText(stream), highlight=False, soft_wrap=False,
+                    width=PLAIN_WIDTH, no_color=True, force_terminal=False)
 
 
 def number(value: float) -> str:
@@ -71,8 +78,24 @@ def number(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _channel_indices(channel_shape: Sequence[int]):
-    return list(itertools.product(*(range(dim) for dim in channel_shape)))
+class _ChannelIndices:
+    """The multi-index of each flat channel, computed when asked (not a list of millions)."""
+
+    def __init__(self, channel_shape: Sequence[int]):
+        self.shape = tuple(channel_shape)
+        self.size = int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, flat: int) -> tuple:
+        if not self.shape:
+            return ()
+        return tuple(int(i) for i in np.unravel_index(int(flat), self.shape))
+
+
+def _channel_indices(channel_shape: Sequence[int]) -> _ChannelIndices:
+    return _ChannelIndices(channel_shape)
 
 
 def _index_label(index: tuple) -> str:
@@ -150,22 +173,30 @@ def render_table(statistics: Statistics, stream, *, found: Sequence = (),
         console.print(line)
     values = statistics.values()
     indices = _channel_indices(statistics.channel_shape)
+    total = len(indices)
+    # rows to show: the edges and the flagged channels, at most MAX_FLAGGED_ROWS of those
+    # unless every row is asked for; work stays linear in the channels
+    flagged_channels = np.unique(np.concatenate(
+        [np.asarray(finding.channels, np.int64) for finding in found] or [np.zeros(0, int)]))
+    if show_all or total <= 2 * EDGE_ROWS:
+        shown = np.arange(total)
+    else:
+        edges = np.concatenate([np.arange(EDGE_ROWS), np.arange(total - EDGE_ROWS, total)])
+        shown = np.union1d(edges, flagged_channels[:MAX_FLAGGED_ROWS])
+    shown_set = set(shown.tolist()) if len(shown) <= 4 * MAX_FLAGGED_ROWS else None
     flagged: dict = {}
     for finding in found:
         for index in finding.channels:
-            flagged.setdefault(index, []).append(finding.kind)
+            if shown_set is None or index in shown_set:
+                flagged.setdefault(index, []).append(finding.kind)
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("channel", justify="right")
     for label in ("count", "mean", "std", "min", "max", "nan", "inf"):
         table.add_column(label, justify="right")
     table.add_column("flags")
-    if show_all or len(indices) <= 2 * EDGE_ROWS:
-        shown = list(range(len(indices)))
-    else:
-        shown = sorted(set(range(EDGE_ROWS)) | set(flagged)
-                       | set(range(len(indices) - EDGE_ROWS, len(indices))))
     flat = {key: array.reshape(-1) for key, array in values.items()}
     previous = -1
+    shown = shown.tolist()
     for row in shown:
         if row != previous + 1:
             table.add_row("...", *[""] * 8)
@@ -191,29 +222,39 @@ def render_csv(statistics: Statistics, found: Sequence = ()) -> str:
 
     The channel index is ``i``, or ``i;j`` for multi-dimensional channel shapes.
     """
+    return "".join(iter_csv(statistics, found))
+
+
+# Rows of csv made into text at once: a few MB of strings, whatever the channel count.
+CSV_ROWS_AT_ONCE = 16384
+
+
+def iter_csv(statistics: Statistics, found: Sequence = ()):
+    """Yield the csv of :func:`render_csv` in parts of ``CSV_ROWS_AT_ONCE`` rows."""
     from .findings import KINDS
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
     values = {key: array.reshape(-1) for key, array in statistics.values().items()}
     fields = CSV_FIELDS + tuple(key for key in HIGHER_FIELDS if key in values)
-    writer.writerow(("channel",) + fields + KINDS)
-    marks = {kind: set() for kind in KINDS}
+    yield ",".join(("channel",) + fields + KINDS) + "\n"
+    channels = int(np.prod(statistics.channel_shape))
+    flags = {kind: np.zeros(channels, np.int8) for kind in KINDS}
     for finding in found:
-        marks[finding.kind].update(finding.channels)
-    # column by column: one repr per value, no per-cell Python work beyond it
-    columns = [[";".join(map(str, index)) for index in _channel_indices(statistics.channel_shape)]]
-    for key in fields:
-        if key in ("count", "nan_count", "inf_count"):
-            columns.append(list(map(str, values[key].tolist())))
-        else:
-            columns.append(list(map(repr, values[key].astype(np.float64).tolist())))
-    for kind in KINDS:
-        flags = np.zeros(len(columns[0]), np.int8)
-        flags[sorted(marks[kind])] = 1
-        columns.append(list(map(str, flags.tolist())))
-    buffer.write("".join(",".join(row) + "\n" for row in zip(*columns)))
-    return buffer.getvalue()
+        flags[finding.kind][finding.channels] = 1
+    shape = tuple(statistics.channel_shape)
+    for start in range(0, channels, CSV_ROWS_AT_ONCE):
+        rows = slice(start, min(start + CSV_ROWS_AT_ONCE, channels))
+        # column by column: one repr per value, no per-cell Python work beyond it
+        indices = np.unravel_index(np.arange(rows.start, rows.stop), shape) if shape else ()
+        columns = [[";".join(map(str, index)) for index in zip(*(
+            axis.tolist() for axis in indices))] if shape else [""] * (rows.stop - rows.start)]
+        for key in fields:
+            if key in ("count", "nan_count", "inf_count"):
+                columns.append(list(map(str, values[key][rows].tolist())))
+            else:
+                columns.append(list(map(repr, values[key][rows].astype(np.float64).tolist())))
+        for kind in KINDS:
+            columns.append(list(map(str, flags[kind][rows].tolist())))
+        yield "".join(",".join(row) + "\n" for row in zip(*columns))
 
 
 def render_info(entries: list, stream) -> None:

@@ -403,10 +403,23 @@ def hdf5_left_broken() -> bool:
     return _HDF5_LEFT_BROKEN
 
 
-def stdout_stream():
-    """Return the binary stdout, refusing a terminal."""
+def stdout_stream(inputs: Iterable[str] = ()):
+    """Return the binary stdout, refusing a terminal and a file that is one of `inputs`
+    (``bn normalize x.npy >> x.npy``)."""
     stream = sys.stdout.buffer
     if stream.isatty():
-        raise OutputError("<stdout>: is a terminal; refusing to write binary .npy data "
-                          "(use -o FILE or a pipe)")
+        raise OutputError("<stdout>: is a terminal; refusing to write binary .npy data",
+                          hint="use -o FILE or a pipe")
+    try:
+        target = os.fstat(stream.fileno())
+    except (OSError, ValueError):
+        return stream
+    if stat.S_ISREG(target.st_mode):
+        for path in inputs:
+            try:
+                source = os.stat(path)
+            except OSError:
+                continue
+            if (source.st_dev, source.st_ino) == (target.st_dev, target.st_ino):
+                raise OutputError(f"<stdout>: is the input file {path}; refused")
     return stream

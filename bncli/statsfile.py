@@ -227,13 +227,27 @@ def _array_keys(document: dict) -> list:
 
 def dumps(statistics: Statistics) -> str:
     """Return the strict JSON text of a statistics document (with a final newline)."""
-    return json.dumps(statistics.to_document(), allow_nan=False, indent=None) + "\n"
+    return "".join(iter_json(statistics))
+
+
+def iter_json(statistics: Statistics):
+    """Yield the strict JSON text of a statistics document in parts, one field at a time,
+    so that a document of millions of channels is never held whole as text or lists."""
+    encode = json.JSONEncoder(allow_nan=False).encode
+    separator = "{"
+    for key, value in statistics.meta().items():
+        yield f"{separator}{encode(key)}: {encode(value)}"
+        separator = ", "
+    for key, array in statistics.arrays().items():
+        yield f"{separator}{encode(key)}: {encode(_json_array(array))}"
+    yield "}\n"
 
 
 def write(statistics: Statistics, stream, *, fmt: str) -> None:
     """Write statistics to an open binary stream as ``json`` or ``npz``."""
     if fmt == "json":
-        stream.write(dumps(statistics).encode())
+        for part in iter_json(statistics):
+            stream.write(part.encode())
         return
     np.savez(stream, meta=np.array(json.dumps(statistics.meta(), allow_nan=False)),
              **statistics.arrays())
@@ -332,6 +346,40 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
     return statistics
 
 
+# Statistics files hold at most this many channels; a file bigger than such a file can be
+# (about 24 arrays of numbers written in at most 32 characters each) is refused unread.
+MAX_CHANNELS = 2**22
+MAX_FILE_BYTES = MAX_CHANNELS * 24 * 32
+
+
+def _check_bounds(path: str, fmt: str) -> None:
+    """Refuse what is not a regular file, or is larger than any statistics file can be."""
+    import os
+    import stat
+
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise StatsFileError(f"{path}: is not a regular file (a device, pipe or socket)")
+    if info.st_size > MAX_FILE_BYTES:
+        raise StatsFileError(f"{path}: is {info.st_size:,} bytes, more than a statistics file "
+                             f"of {MAX_CHANNELS:,} channels can be")
+    if fmt == "npz":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                declared = sum(member.file_size for member in archive.infolist())
+                nested = [member.filename for member in archive.infolist()
+                          if not member.filename.endswith(".npy")]
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise StatsFileError(f"{path}: not a valid .npz statistics file ({exc})") from None
+        if declared > MAX_FILE_BYTES:
+            raise StatsFileError(f"{path}: its members unpack to {declared:,} bytes, more than "
+                                 f"a statistics file of {MAX_CHANNELS:,} channels holds")
+        if nested:
+            raise StatsFileError(f"{path}: holds {nested[0]!r}, which is not a .npy array")
+
+
 def load(path: str) -> Statistics:
     """Read a ``.json`` or ``.npz`` statistics file.
 
@@ -345,9 +393,12 @@ def load(path: str) -> Statistics:
     """
     fmt = format_for_path(path)
     try:
+        _check_bounds(path, fmt)
         if fmt == "json":
             with open(path, "rb") as stream:
-                text = stream.read()
+                text = stream.read(MAX_FILE_BYTES + 1)
+            if len(text) > MAX_FILE_BYTES:  # grew since it was checked
+                raise StatsFileError(f"{path}: larger than {MAX_FILE_BYTES:,} bytes")
             try:
                 document = json.loads(text)
             except (ValueError, RecursionError) as exc:

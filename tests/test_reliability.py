@@ -1,0 +1,152 @@
+"""Hostile conditions through the real command: closed and full streams, outputs onto inputs,
+unbounded statistics files, huge findings tables, and failures that must leave no output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import run_bn, run_on_terminal
+
+BN = [sys.executable, "-m", "bncli"]
+
+
+@pytest.fixture
+def wide(tmp_path):
+    """3000 channels: enough text that a pipe closes while bn is still writing."""
+    values = np.random.default_rng(0).standard_normal((50, 3000)).astype(np.float32)
+    np.save(tmp_path / "wide.npy", values)
+    return tmp_path / "wide.npy"
+
+
+def shell(command: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], capture_output=True, cwd=cwd, timeout=120)
+
+
+def bn(*args) -> str:
+    return " ".join([*BN, *map(str, args)])
+
+
+def assert_one_line(stderr: bytes, text: str) -> None:
+    message = stderr.decode()
+    assert message.count("\n") == 1 and message.startswith("bn: error: "), message
+    assert text in message and "Traceback" not in message
+
+
+@pytest.mark.parametrize("command", [
+    ["stats", "{wide}", "--format", "table"],
+    ["stats", "{wide}", "--format", "json"],
+    ["info", "{wide}"],
+    ["normalize", "{wide}", "-q"],
+])
+def test_a_closed_stdout_is_one_error_line(tmp_path, wide, command):
+    args = [part.format(wide=wide) for part in command]
+    result = shell(f"{bn(*args)} >&-", tmp_path)
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "<stdout>: standard output is closed")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "table", "json"])
+def test_a_pipe_closed_after_text_ends_quietly_with_141(tmp_path, wide, fmt):
+    result = shell(f"{bn('stats', wide, '--format', fmt, '--all')} | head -c 10 > /dev/null; "
+                   "echo ${PIPESTATUS[0]}", tmp_path)
+    assert result.stdout.strip() == b"141"
+    assert result.stderr == b""
+
+
+@pytest.mark.parametrize("command", [
+    ["stats", "{wide}", "--format", "csv"],
+    ["stats", "{wide}", "--format", "table"],
+    ["info", "{wide}"],
+])
+def test_text_to_a_full_device_names_stdout(tmp_path, wide, command):
+    args = [part.format(wide=wide) for part in command]
+    result = shell(f"{bn(*args)} > /dev/full", tmp_path)
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "<stdout>: no space left on device while writing")
+
+
+def test_stdout_appending_to_the_input_is_refused(tmp_path, wide):
+    before = wide.read_bytes()
+    result = shell(f"{bn('normalize', wide, '--quiet')} >> {wide}", tmp_path)
+    assert result.returncode == 1
+    assert_one_line(result.stderr, f"<stdout>: is the input file {wide}; refused")
+    assert wide.read_bytes() == before
+
+
+def test_output_onto_a_scale_or_statistics_file_is_refused(tmp_path, wide):
+    np.save(tmp_path / "scale.npy", np.ones(3000))
+    scale_before = (tmp_path / "scale.npy").read_bytes()
+    result = run_bn("normalize", wide, "--scale", tmp_path / "scale.npy", "-o",
+                    tmp_path / "scale.npy", "--force", "-q")
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "is the input file")
+    assert (tmp_path / "scale.npy").read_bytes() == scale_before
+    assert run_bn("stats", wide, "-o", tmp_path / "s.npz", "-q").returncode == 0
+    stats_before = (tmp_path / "s.npz").read_bytes()
+    piped = shell(f"{bn('normalize', wide, '--stats', tmp_path / 's.npz', '-q')} >> "
+                  f"{tmp_path / 's.npz'}", tmp_path)
+    assert piped.returncode == 1
+    assert (tmp_path / "s.npz").read_bytes() == stats_before
+
+
+def test_a_statistics_file_that_is_a_device_is_refused_unread(tmp_path):
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    result = run_bn("merge", tmp_path / "zero.json", "-o", tmp_path / "m.json", timeout=30)
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "zero.json: is not a regular file")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    result = run_bn("normalize", tmp_path / "zero.json", "--stats", fifo, "-o",
+                    tmp_path / "o.npy", timeout=30)
+    assert result.returncode == 1 and b"is not a regular file" in result.stderr
+
+
+def test_an_npz_whose_members_declare_too_much_is_refused(tmp_path):
+    from bncli.statsfile import MAX_FILE_BYTES
+
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as archive:
+        archive.writestr("meta.npy", b"x")
+    # rewrite the declared size in the central directory (little-endian at offset 24)
+    data = bytearray((tmp_path / "bomb.npz").read_bytes())
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 24:central + 28] = (min(MAX_FILE_BYTES + 1, 2**32 - 1)).to_bytes(4, "little")
+    (tmp_path / "bomb.npz").write_bytes(bytes(data))
+    result = run_bn("merge", tmp_path / "bomb.npz", "-o", tmp_path / "m.json", timeout=30)
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "bomb.npz: its members unpack to")
+
+
+def test_a_findings_table_of_a_million_flagged_channels_is_shown_in_part(tmp_path):
+    values = np.ones((4, 2**20), np.float32)  # every channel dead
+    values[:, ::7] = np.random.default_rng(1).random((4, len(range(0, 2**20, 7))))
+    np.save(tmp_path / "dead.npy", values)
+    code, screen, _ = run_on_terminal(["stats", tmp_path / "dead.npy", "--axes", "0",
+                                       "--format", "table", "--no-progress"], stdout_tty=True)
+    text = screen.decode(errors="replace")
+    assert code == 0
+    assert "channels not shown (--all shows every one)" in text
+    assert "dead" in text and f"{2**20 - len(range(0, 2**20, 7))} channels" in text
+    assert text.count("\n") < 400  # the edges and at most 200 flagged rows
+
+
+def test_save_stats_that_fails_leaves_no_output_either(tmp_path, wide):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        result = run_bn("normalize", wide, "-o", tmp_path / "out.npy", "--save-stats",
+                        mount / "s.json", "-q")
+        assert result.returncode == 1
+        assert_one_line(result.stderr, "no space left on device")
+        assert not (tmp_path / "out.npy").exists()
+        assert os.listdir(mount) == []
+        assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
