@@ -60,22 +60,29 @@ def run_on_terminal(args, *, stdout_tty=False, columns=120, env=None):
                                stdout=follower if stdout_tty else subprocess.PIPE,
                                stderr=follower, env=full_env)
     os.close(follower)
-    seen = b""
+    seen, piped = b"", b""
+    streams = [leader] + ([process.stdout.fileno()] if process.stdout else [])
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.1)
-        if ready:
+    # both the terminal and the pipe are drained as the program writes: a pipe left unread
+    # would fill and stall it
+    while streams and time.monotonic() < deadline:
+        ready, _, _ = select.select(streams, [], [], 0.1)
+        for fd in ready:
             try:
-                chunk = os.read(leader, 65536)
+                chunk = os.read(fd, 65536)
             except OSError:
-                break
+                chunk = b""
             if not chunk:
-                break
-            seen += chunk
-        elif process.poll() is not None:
+                streams.remove(fd)
+            elif fd == leader:
+                seen += chunk
+            else:
+                piped += chunk
+        if not ready and process.poll() is not None and leader not in streams:
             break
     os.close(leader)
-    piped = process.stdout.read() if process.stdout else b""
+    if process.stdout:
+        piped += process.stdout.read()
     process.wait(timeout=60)
     return process.returncode, seen, piped
 
