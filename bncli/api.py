@@ -52,7 +52,7 @@ from .sinks import (
     output_error,
     stdout_stream,
 )
-from .sources import HDF5_SUFFIX, InputSpec, Source, is_hdf5_file, open_source
+from .sources import HDF5_SUFFIX, InputSpec, Source, is_hdf5_file, is_stream, open_source
 from .statsfile import Statistics
 
 Path = Union[str, "os.PathLike[str]"]
@@ -422,7 +422,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         channels = channel_shape(source.shape, reduce_axes)
         scale_values = affine_values(scale, channels, "scale")
         offset_values = affine_values(offset, channels, "offset")
-        if source.path == "-" and saved is None:
+        if not source.random_access and saved is None:  # stdin, a FIFO: read it twice
             source, spool_path = spool_stdin(source, chunk_bytes=chunk_bytes)
             stack.callback(os.unlink, spool_path)
             stack.enter_context(source)
@@ -466,7 +466,8 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                     saved_stats = None if save_stats is None else outputs.enter_context(
                         AtomicFile(save_stats, force=force))
                     with AtomicFile(target.path, force=force) as atomic:
-                        if partials_of is not None and not target.hdf5 and source.path != "-":
+                        if (partials_of is not None and not target.hdf5
+                                and source.random_access):
                             _cluster_normalize(partials_of.client, source, atomic.temp_path,
                                                target.path, out_dtype, coefficients,
                                                chunk_bytes=chunk_bytes,
@@ -526,7 +527,8 @@ def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
     for text in map(os.fspath, inputs):
         spec = InputSpec.parse(text)
         entry = {"input": spec.display}
-        if spec.path != "-" and spec.dataset is None and is_hdf5_file(spec.path, spec.display):
+        if (spec.path != "-" and spec.dataset is None and not is_stream(spec.path)
+                and is_hdf5_file(spec.path, spec.display)):
             from .hdf5 import list_datasets
 
             entry["datasets"] = [

@@ -275,9 +275,13 @@ class Moments(Partial):
                                      f"channel_shape {list(shape)}")
             if key in ("count", "nan_count", "inf_count"):
                 if not np.all(np.isfinite(array)) or np.any(array != np.round(array)) or np.any(
-                        array < 0):
-                    raise StatsFileError(f"{name}: {key} is not a list of counts")
+                        array < 0) or np.any(array > MAX_COUNT):
+                    raise StatsFileError(f"{name}: {key} is not a list of counts (whole "
+                                         f"numbers from 0 to 2**53)")
                 array = array.astype(np.int64)
+            if key == "m2" and np.any(array < 0):
+                raise StatsFileError(f"{name}: m2 holds a negative value; a sum of squares "
+                                     "cannot be")
             loaded[key] = array
         mean = loaded.pop("mean")
         if not shifted:  # centred on the mean as written
@@ -297,6 +301,9 @@ class Moments(Partial):
             arrays[key] = np.where(empty, np.nan, arrays[key])
         return arrays
 
+
+# Counts read from a statistics file: beyond 2**53 a float64 (JSON number) is not exact.
+MAX_COUNT = 2**53
 
 # The largest float64 values inside the 64-bit integer ranges: a shift must be a value of
 # the input's type, and float64(2**63 - 1) rounds up to 2**63, past int64's range.

@@ -325,6 +325,15 @@ def _sniff(path: str, name: str) -> bytes:
         raise InputError(f"{name}: cannot read: {exc.strerror}") from None
 
 
+def is_stream(path: str) -> bool:
+    """Whether a path is a FIFO or a character device: readable once, in order."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
 def is_hdf5_file(path: str, name: str) -> bool:
     """Whether a file starts with the HDF5 signature (errors for missing files, directories)."""
     return _sniff(path, name).startswith(HDF5_SIGNATURE)
@@ -354,6 +363,18 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
     name = spec.display
     if spec.path == "-":
         return NpySource(sys.stdin.buffer, name, "-", seekable=False)
+    if spec.dataset is None and is_stream(spec.path):
+        # a FIFO or <(process substitution): read once, in order, as stdin is; sniffing its
+        # first bytes would consume them
+        try:
+            stream = open(spec.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+        try:
+            return NpySource(stream, name, spec.path, seekable=False)
+        except BaseException:
+            stream.close()
+            raise
     signature = _sniff(spec.path, name)
     is_hdf5_name = bool(HDF5_SUFFIX.match(spec.path))
     if signature.startswith(HDF5_SIGNATURE) or spec.dataset is not None or (

@@ -31,6 +31,7 @@ from . import reduction as _moments  # noqa: F401 - registers the moments partia
 from .errors import StatsFileError
 from .findings import DEFAULT_OUTLIER_THRESHOLD, find, to_document
 from .partials import KINDS, Partials, Reduction
+from .reduction import MAX_COUNT
 
 SCHEMA = "bncli.stats/2"
 SCHEMAS = ("bncli.stats/1", SCHEMA)  # the versions read
@@ -157,8 +158,11 @@ class Statistics:
         if set(self.partials.members) != set(other.partials.members):
             raise StatsFileError(f"{name}: holds {sorted(other.partials.members)}, but the "
                                  f"others hold {sorted(self.partials.members)}")
-        return replace(self, inputs=self.inputs + other.inputs, given={},
-                       partials=self.partials.merge(other.partials))
+        merged = self.partials.merge(other.partials)
+        if np.any(merged.moments.count > MAX_COUNT):  # a file bn would refuse to read
+            raise StatsFileError(f"{name}: the merged count would pass 2**53, beyond what a "
+                                 "statistics file holds exactly")
+        return replace(self, inputs=self.inputs + other.inputs, given={}, partials=merged)
 
     def meta(self) -> dict:
         """Return the document's fields that are not per-channel arrays."""
@@ -286,9 +290,11 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
     ignore_nan = (_require(document, "ignore_nan", bool, name) if "ignore_nan" in document
                   else False)
     inputs = document.get("inputs", [])
-    if not isinstance(inputs, list):
-        raise StatsFileError(f"{name}: field 'inputs' is {inputs!r:.60}, of the wrong type")
+    if not isinstance(inputs, list) or not all(isinstance(item, dict) for item in inputs):
+        raise StatsFileError(f"{name}: field 'inputs' is {inputs!r:.60}, not a list of objects")
     keepdims = document.get("keepdims", False)
+    if type(keepdims) is not bool:
+        raise StatsFileError(f"{name}: field 'keepdims' is {keepdims!r:.60}, not true or false")
     for key, values in (("axes", axes), ("channel_shape", channel_shape)):
         if not all(type(item) is int and item >= 0 for item in values):
             raise StatsFileError(f"{name}: {key} {values!r:.60} is not a list of sizes")
@@ -304,6 +310,9 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
                             ignore_nan=ignore_nan)
     loaded = {}
     for key, value in arrays.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind not in "biuf":
+            raise StatsFileError(f"{name}: {key} holds {value.dtype.name} values, not real "
+                                 "numbers")
         try:
             array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):

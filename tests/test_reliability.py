@@ -150,3 +150,75 @@ def test_save_stats_that_fails_leaves_no_output_either(tmp_path, wide):
         assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def good_document() -> dict:
+    return {"schema": "bncli.stats/2", "inputs": [], "axes": [0], "channel_shape": [2],
+            "ddof": 0, "ignore_nan": False, "keepdims": False, "count": [3, 3],
+            "mean": [1.0, 2.0], "m2": [2.0, 2.0], "min": [0.0, 1.0], "max": [2.0, 3.0],
+            "nan_count": [0, 0], "inf_count": [0, 0], "variance": [0.66, 0.66]}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("count", [2.5, 3], "count is not a list of counts"),
+    ("count", ["Infinity", 3], "count is not a list of counts"),
+    ("count", [2**53 + 2, 3], "count is not a list of counts"),
+    ("m2", [-1.0, 2.0], "m2 holds a negative value"),
+    ("keepdims", "yes", "field 'keepdims' is 'yes', not true or false"),
+    ("inputs", ["a.npy"], "field 'inputs' is ['a.npy'], not a list of objects"),
+])
+def test_statistics_files_with_impossible_fields_are_refused(tmp_path, field, value, message):
+    import json
+
+    document = good_document()
+    document[field] = value
+    (tmp_path / "bad.json").write_text(json.dumps(document))
+    result = run_bn("merge", tmp_path / "bad.json", "-o", tmp_path / "m.json")
+    assert result.returncode == 1
+    assert_one_line(result.stderr, f"bad.json: {message}")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_an_npz_statistics_file_with_a_complex_mean_is_refused(tmp_path):
+    import json
+
+    document = good_document()
+    arrays = {key: np.asarray(document.pop(key)) for key in (
+        "count", "mean", "m2", "min", "max", "nan_count", "inf_count", "variance")}
+    arrays["mean"] = arrays["mean"] + 1j
+    np.savez(tmp_path / "bad.npz", meta=np.array(json.dumps(document)), **arrays)
+    result = run_bn("merge", tmp_path / "bad.npz", "-o", tmp_path / "m.json")
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "bad.npz: mean holds complex128 values, not real numbers")
+
+
+def test_merge_never_writes_a_count_bn_would_refuse(tmp_path):
+    import json
+
+    document = good_document()
+    document["count"] = [2**52 + 2**51, 3]
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(document))
+    result = run_bn("merge", tmp_path / "a.json", tmp_path / "b.json", "-o", tmp_path / "m.json")
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "the merged count would pass 2**53")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_process_substitution_and_named_pipes_are_read_as_streams(tmp_path):
+    values = np.random.default_rng(9).standard_normal((60, 3))
+    np.save(tmp_path / "p.npy", values)
+    result = shell(f"{bn('stats', '<(cat p.npy)', '--format', 'json')}", tmp_path)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    document = json.loads(result.stdout)
+    np.testing.assert_allclose(document["mean"], values.mean(0), rtol=1e-13)
+    os.mkfifo(tmp_path / "fifo.npy")
+    writer = subprocess.Popen(["bash", "-c", "cat p.npy > fifo.npy"], cwd=tmp_path)
+    normalized = run_bn("normalize", tmp_path / "fifo.npy", "-o", tmp_path / "n.npy", "-q",
+                        timeout=60)
+    writer.wait(timeout=30)
+    assert normalized.returncode == 0, normalized.stderr
+    expected = (values - values.mean(0)) / np.sqrt(values.var(0) + 1e-3)
+    np.testing.assert_allclose(np.load(tmp_path / "n.npy"), expected, rtol=1e-12, atol=1e-12)
