@@ -422,7 +422,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         channels = channel_shape(source.shape, reduce_axes)
         scale_values = affine_values(scale, channels, "scale")
         offset_values = affine_values(offset, channels, "offset")
-        if not source.random_access and saved is None:  # stdin, a FIFO: read it twice
+        if not source.is_file and saved is None:  # stdin, a FIFO: read it twice
             source, spool_path = spool_stdin(source, chunk_bytes=chunk_bytes)
             stack.callback(os.unlink, spool_path)
             stack.enter_context(source)
@@ -467,7 +467,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                         AtomicFile(save_stats, force=force))
                     with AtomicFile(target.path, force=force) as atomic:
                         if (partials_of is not None and not target.hdf5
-                                and source.random_access):
+                                and source.is_file):
                             _cluster_normalize(partials_of.client, source, atomic.temp_path,
                                                target.path, out_dtype, coefficients,
                                                chunk_bytes=chunk_bytes,

@@ -147,7 +147,7 @@ class ClusterPartials:
 
     def __call__(self, source: Source, reduce_axes, reduction: Reduction, *, chunk_bytes,
                  threads=1, progress=None) -> Partials:
-        if not source.random_access:  # a stream stays on this machine
+        if not source.is_file:  # a stream stays on this machine
             return source_partials(source, reduce_axes, reduction, chunk_bytes=chunk_bytes,
                                    threads=threads, progress=progress)
         from distributed import as_completed

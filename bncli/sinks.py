@@ -57,20 +57,25 @@ def check_target(path: str, *, force: bool, inputs: Iterable[str] = ()) -> None:
     if target is not None:
         if stat.S_ISDIR(target.st_mode):
             raise OutputError(f"{path}: is a directory")
-        for input_path in inputs:
-            if input_path == "-":
-                continue
-            try:
-                source = os.stat(input_path)
-            except OSError:
-                continue
-            if (source.st_dev, source.st_ino) == (target.st_dev, target.st_ino):
-                raise OutputError(f"{path}: is the input file {input_path}; refused")
+        _refuse_inputs(path, target, inputs)
         if not force:
             raise OutputError(f"{path}: already exists", hint="use --force to replace it")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise OutputError(f"{path}: directory {directory} does not exist")
+
+
+def _refuse_inputs(name: str, target: os.stat_result, inputs: Iterable[str]) -> None:
+    """Refuse an output that is one of the inputs (through links too)."""
+    for input_path in inputs:
+        if input_path == "-":
+            continue
+        try:
+            source = os.stat(input_path)
+        except OSError:
+            continue
+        if (source.st_dev, source.st_ino) == (target.st_dev, target.st_ino):
+            raise OutputError(f"{name}: is the input file {input_path}; refused")
 
 
 class AtomicFile:
@@ -415,11 +420,5 @@ def stdout_stream(inputs: Iterable[str] = ()):
     except (OSError, ValueError):
         return stream
     if stat.S_ISREG(target.st_mode):
-        for path in inputs:
-            try:
-                source = os.stat(path)
-            except OSError:
-                continue
-            if (source.st_dev, source.st_ino) == (target.st_dev, target.st_ino):
-                raise OutputError(f"<stdout>: is the input file {path}; refused")
+        _refuse_inputs("<stdout>", target, inputs)
     return stream

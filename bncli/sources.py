@@ -140,6 +140,11 @@ class Source:
         return self.random_access
 
     @property
+    def is_file(self) -> bool:
+        """Whether the input can be read again (a file), unlike stdin or a FIFO."""
+        return self.random_access
+
+    @property
     def random_access(self) -> bool:
         """Whether :meth:`read` may be called on any region, from several threads at once."""
         return False
@@ -293,6 +298,10 @@ class Hdf5Source(Source):
     def can_tile(self) -> bool:
         return True
 
+    @property
+    def is_file(self) -> bool:
+        return True
+
     def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
                reduce_axes: tuple | None = None) -> Iterator[tuple]:
         ring = ring or BufferRing(0)
@@ -366,15 +375,7 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
     if spec.dataset is None and is_stream(spec.path):
         # a FIFO or <(process substitution): read once, in order, as stdin is; sniffing its
         # first bytes would consume them
-        try:
-            stream = open(spec.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        except OSError as exc:
-            raise InputError(f"{name}: cannot read: {exc.strerror}") from None
-        try:
-            return NpySource(stream, name, spec.path, seekable=False)
-        except BaseException:
-            stream.close()
-            raise
+        return _open_npy(spec.path, name, seekable=False)
     signature = _sniff(spec.path, name)
     is_hdf5_name = bool(HDF5_SUFFIX.match(spec.path))
     if signature.startswith(HDF5_SIGNATURE) or spec.dataset is not None or (
@@ -389,12 +390,16 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
         )
         return Hdf5Source(h5file, dataset, spec.display if spec.dataset else
                           f"{spec.path}:{dataset.name}", spec.path)
+    return _open_npy(spec.path, name, seekable=True)
+
+
+def _open_npy(path: str, name: str, *, seekable: bool) -> NpySource:
     try:
-        stream = open(spec.path, "rb", buffering=0)
+        stream = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by NpySource.close
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror}") from None
     try:
-        return NpySource(stream, name, spec.path, seekable=True)
+        return NpySource(stream, name, path, seekable=seekable)
     except BaseException:
         stream.close()
         raise
