@@ -527,6 +527,11 @@ def main(argv=None) -> None:
         code = 130
     except Terminated:
         code = 143
+    except click.UsageError as error:
+        # one line, as bn's own errors; `bn COMMAND --help` has the usage
+        command = f" {error.ctx.info_name}" if error.ctx and error.ctx.parent else ""
+        click.echo(f"bn: error: {error.format_message()} (see bn{command} --help)", err=True)
+        code = error.exit_code
     except click.ClickException as error:
         error.show()
         code = error.exit_code

@@ -222,3 +222,30 @@ def test_process_substitution_and_named_pipes_are_read_as_streams(tmp_path):
     assert normalized.returncode == 0, normalized.stderr
     expected = (values - values.mean(0)) / np.sqrt(values.var(0) + 1e-3)
     np.testing.assert_allclose(np.load(tmp_path / "n.npy"), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["stats", "--bogus", "x.npy"], "bn: error: No such option '--bogus'. (see bn stats --help)"),
+    (["merge", "a.json"], "bn: error: Missing option '-o' / '--output'. (see bn merge --help)"),
+    (["frobnicate"], "bn: error: No such command 'frobnicate'. (see bn --help)"),
+])
+def test_click_usage_errors_are_one_line_with_exit_2(tmp_path, args, message):
+    result = run_bn(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.decode() == message + "\n"
+
+
+def test_no_numpy_warning_reaches_stderr(tmp_path):
+    values = np.random.default_rng(2).standard_normal((20, 4)).astype(np.float32)
+    values[:, 1] = np.nan  # an all-NaN channel: "All-NaN slice" in nanmin/nanmax
+    # signaling NaNs: "invalid value encountered in cast" when widened
+    values.view(np.uint32)[:, 2] = 0x7FA00000
+    values[3, 3] = np.inf
+    np.save(tmp_path / "x.npy", values)
+    for args in (["stats", "x.npy", "--format", "table"], ["stats", "x.npy", "--ignore-nan",
+                                                           "--moments", "4", "--format", "csv"],
+                 ["normalize", "x.npy", "-o", "y.npy", "--force"],
+                 ["normalize", "x.npy", "-o", "y.npy", "--force", "--ignore-nan", "-q"]):
+        result = run_bn(*args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert b"Warning" not in result.stderr and b"warn" not in result.stderr, args
