@@ -85,7 +85,14 @@ def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
     for component in [part for part in path.split("/") if part]:
         if not isinstance(node, h5py.Group):
             raise InputError(f"{name}: {walked or '/'} is a dataset, not a group")
-        link = node.get(component, getlink=True)
+        if component in (".", ".."):
+            raise InputError(f"{name}: {path!r} has a {component!r} component; name the "
+                             "dataset by its path from the root")
+        try:
+            link = node.get(component, getlink=True)
+        except (RuntimeError, KeyError, OSError, TypeError, UnicodeError) as exc:
+            raise InputError(f"{name}: cannot resolve {walked}/{component} "
+                             f"({_h5_reason(str(exc))})") from None
         if link is None:
             return None
         walked += "/" + component

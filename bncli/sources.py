@@ -371,6 +371,8 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
         spec = InputSpec.parse(spec)
     name = spec.display
     if spec.path == "-":
+        if sys.stdin is None:  # <&-
+            raise InputError("<stdin>: standard input is closed")
         return NpySource(sys.stdin.buffer, name, "-", seekable=False)
     if spec.dataset is None and is_stream(spec.path):
         # a FIFO or <(process substitution): read once, in order, as stdin is; sniffing its

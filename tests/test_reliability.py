@@ -249,3 +249,24 @@ def test_no_numpy_warning_reaches_stderr(tmp_path):
         result = run_bn(*args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert b"Warning" not in result.stderr and b"warn" not in result.stderr, args
+
+
+def test_a_closed_stdin_is_one_error_line(tmp_path):
+    result = shell(f"{bn('stats', '-')} <&-", tmp_path)
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "<stdin>: standard input is closed")
+
+
+def test_hdf5_paths_with_dot_components_are_refused_and_a_trailing_slash_is_fine(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "d.h5", "w") as h5file:
+        h5file.create_dataset("g/x", data=np.arange(12.0).reshape(4, 3))
+    result = run_bn("stats", f"{tmp_path / 'd.h5'}:/g/./x")
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "'/g/./x' has a '.' component")
+    result = run_bn("stats", f"{tmp_path / 'd.h5'}:/g/x/", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    assert json.loads(result.stdout)["mean"] == [4.5, 5.5, 6.5]
