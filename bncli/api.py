@@ -438,16 +438,12 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         keep_shape = keepdims_shape(source.shape, statistics.axes)
         mean, variance = statistics.normalization()
 
-        def keepdims(values):
-            return None if values is None or values.ndim == 0 else values.reshape(keep_shape)
+        def keepdims(values):  # one number broadcasts as it is
+            return values if values is None or values.ndim == 0 else values.reshape(keep_shape)
 
         coefficients = Coefficients.from_statistics(
             mean.reshape(keep_shape), variance.reshape(keep_shape),
-            scale=scale_values if scale_values is None or scale_values.ndim == 0 else
-            keepdims(scale_values),
-            offset=offset_values if offset_values is None or offset_values.ndim == 0 else
-            keepdims(offset_values),
-            epsilon=epsilon)
+            scale=keepdims(scale_values), offset=keepdims(offset_values), epsilon=epsilon)
         coefficients = Coefficients(*(np.broadcast_to(array, keep_shape) for array in (
             coefficients.mean, coefficients.factor, coefficients.offset)))
         out_dtype = output_dtype(source.dtype, dtype)

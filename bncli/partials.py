@@ -76,6 +76,10 @@ class Partial:
         return self._map(lambda array: np.empty(
             tuple(shape) + array.shape[array.ndim - self.EXTRA_NDIM:], array.dtype))
 
+    def merge_at(self, region: tuple, other) -> None:
+        """Merge `other` into the channels ``self[region]``, in place."""
+        self[region] = self[region].merge(other)
+
     def concatenate(self, other):
         """This partial and `other` side by side along the first channel axis."""
         return replace(self, **{name: np.concatenate([getattr(self, name), getattr(other, name)])

@@ -195,10 +195,6 @@ class Moments(Partial):
                for key, value in higher.items()},
         )
 
-    def merge_at(self, region: tuple, other: Moments) -> None:
-        """Merge `other` into the channels ``self[region]``, in place."""
-        self[region] = self[region].merge(other)
-
     def mean(self) -> np.ndarray:
         """The mean per channel, ``shift + shifted_mean`` rounded once (NaN where empty)."""
         with np.errstate(all="ignore"):
@@ -223,29 +219,23 @@ class Moments(Partial):
             values (or with ``count <= ddof`` for the variance, or no spread for the
             shape statistics) gets NaN.
         """
-        empty = self.count == 0
+        stored = self.file_arrays()  # what an empty channel holds, settled there once
         with np.errstate(all="ignore"):
             dof = self.count - ddof
             variance = np.where(dof > 0, self.m2 / np.where(dof > 0, dof, 1), np.nan)
         values = {
-            "count": self.count.copy(),
+            "count": stored["count"],
             "mean": self.mean(),
             "variance": variance,
             "std": np.sqrt(variance),
-            "min": np.where(empty, np.nan, self.min),
-            "max": np.where(empty, np.nan, self.max),
-            "m2": np.where(empty, 0.0, self.m2),
-            "nan_count": self.nan_count.copy(),
-            "inf_count": self.inf_count.copy(),
-            "shift": np.where(empty, 0.0, self.shift),
-            "shifted_mean": np.where(empty, 0.0, self.shifted_mean),
+            **{key: stored[key] for key in ("min", "max", "m2", "nan_count", "inf_count",
+                                            "shift", "shifted_mean")},
         }
         if self.m3 is not None:
             with np.errstate(all="ignore"):
-                spread = (self.m2 > 0) & ~empty
+                spread = (self.m2 > 0) & (self.count > 0)
                 safe_m2 = np.where(spread, self.m2, 1.0)
-                values["m3"] = np.where(empty, 0.0, self.m3)
-                values["m4"] = np.where(empty, 0.0, self.m4)
+                values["m3"], values["m4"] = stored["m3"], stored["m4"]
                 values["skewness"] = np.where(
                     spread, np.sqrt(self.count) * self.m3 / safe_m2 ** 1.5, np.nan)
                 values["kurtosis"] = np.where(
@@ -293,8 +283,9 @@ class Moments(Partial):
         return cls(ignore_nan=reduction.ignore_nan, **loaded)
 
     def file_arrays(self) -> dict:
+        """The stored arrays, copied; an empty channel holds 0 sums and NaN extremes."""
         empty = self.count == 0
-        arrays = {key: getattr(self, key) for key in self.array_names()}
+        arrays = {key: np.array(getattr(self, key)) for key in self.array_names()}
         for key in ("shift", "shifted_mean", "m2") + (self.HIGHER if self.m3 is not None else ()):
             arrays[key] = np.where(empty, 0.0, arrays[key])
         for key in ("min", "max"):
@@ -368,9 +359,10 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool,
     with np.errstate(all="ignore"):
         minimum = extreme_min.reduce(piece, **reduce).astype(np.float64)
         maximum = extreme_max.reduce(piece, **reduce).astype(np.float64)
-        shift = data_shift(_first_along(piece, reduce_axes))
+        first = _first_along(piece, reduce_axes)
+        shift = data_shift(first)
         # a channel whose first value is NaN or Inf is centred on its smallest finite one
-        fallback = ~np.isfinite(_first_along(piece, reduce_axes).astype(np.float64))
+        fallback = ~np.isfinite(first.astype(np.float64))
         if fallback.any():
             shift = np.where(fallback & np.isfinite(minimum), data_shift(
                 extreme_min.reduce(piece, **reduce)), shift)

@@ -94,10 +94,6 @@ class _ChannelIndices:
         return tuple(int(i) for i in np.unravel_index(int(flat), self.shape))
 
 
-def _channel_indices(channel_shape: Sequence[int]) -> _ChannelIndices:
-    return _ChannelIndices(channel_shape)
-
-
 def _index_label(index: tuple) -> str:
     return ",".join(map(str, index)) if index else "-"
 
@@ -172,7 +168,7 @@ def render_table(statistics: Statistics, stream, *, found: Sequence = (),
     for line in _header_lines(statistics, elapsed):
         console.print(line)
     values = statistics.values()
-    indices = _channel_indices(statistics.channel_shape)
+    indices = _ChannelIndices(statistics.channel_shape)
     total = len(indices)
     # rows to show: the edges and the flagged channels, at most MAX_FLAGGED_ROWS of those
     # unless every row is asked for; work stays linear in the channels
@@ -308,7 +304,7 @@ def render_normalize_summary(result, stream, *, found: Sequence = ()) -> None:
         console.print(f"  mean {number(np.nanmin(mean))} .. {number(np.nanmax(mean))}  "
                       f"std {number(np.nanmin(std))} .. {number(np.nanmax(std))}",
                       soft_wrap=True)
-    _render_findings(console, list(found), _channel_indices(statistics.channel_shape))
+    _render_findings(console, list(found), _ChannelIndices(statistics.channel_shape))
 
 
 class ProgressBars:

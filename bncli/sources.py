@@ -129,19 +129,15 @@ class Source:
         in file order. Every pass, here or on cluster workers, cuts a source through this
         one method, so the same budget gives the same blocks and therefore the same bits.
         """
-        if not self.can_tile:
+        if not self.is_file:
             reduce_axes = None
         return plan_regions(self.storage_shape, self.dtype.itemsize, budget_bytes,
                             reduce_axes, self.chunks)
 
     @property
-    def can_tile(self) -> bool:
-        """Whether blocks other than contiguous runs in file order can be read."""
-        return self.random_access
-
-    @property
     def is_file(self) -> bool:
-        """Whether the input can be read again (a file), unlike stdin or a FIFO."""
+        """Whether the input is a file: read again, and in blocks other than contiguous
+        runs in file order (tiles), unlike stdin or a FIFO."""
         return self.random_access
 
     @property
@@ -293,10 +289,6 @@ class Hdf5Source(Source):
             chunks=dataset.chunks,
             details=details,
         )
-
-    @property
-    def can_tile(self) -> bool:
-        return True
 
     @property
     def is_file(self) -> bool:

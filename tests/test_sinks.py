@@ -33,26 +33,29 @@ def one_error_line(result, text: str) -> None:
     assert "Traceback" not in stderr
 
 
-def test_commit_that_cannot_replace_removes_the_temporary_file(tmp_path):
-    target = tmp_path / "out.json"
-    with pytest.raises(OutputError, match="cannot put the output in place"):
-        with AtomicFile(str(target), force=True) as atomic:
-            with open(atomic.temp_path, "w") as stream:
-                stream.write("{}")
-            (target / "inside").mkdir(parents=True)  # the target became a directory
-    assert leftovers(tmp_path) == []
-    assert (target / "inside").is_dir()
+def _becomes_a_directory(target):
+    (target / "inside").mkdir(parents=True)
+    return lambda: (target / "inside").is_dir()
 
 
-def test_commit_onto_a_target_that_appeared_removes_the_temporary_file(tmp_path):
+def _is_written_by_another(target):
+    target.write_text("theirs")
+    return lambda: target.read_text() == "theirs"
+
+
+@pytest.mark.parametrize("force, appears, message", [
+    (True, _becomes_a_directory, "cannot put the output in place"),
+    (False, _is_written_by_another, "already exists"),
+])
+def test_a_commit_that_fails_removes_the_temporary_file(tmp_path, force, appears, message):
     target = tmp_path / "out.json"
-    with pytest.raises(OutputError, match="already exists"):
-        with AtomicFile(str(target), force=False) as atomic:
+    with pytest.raises(OutputError, match=message):
+        with AtomicFile(str(target), force=force) as atomic:
             with open(atomic.temp_path, "w") as stream:
                 stream.write("{}")
-            target.write_text("theirs")
+            untouched = appears(target)  # during the run, something takes the target's place
     assert leftovers(tmp_path) == []
-    assert target.read_text() == "theirs"
+    assert untouched()
 
 
 def test_a_dangling_symlink_target_is_refused_before_computing(tmp_path, data):
