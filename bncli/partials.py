@@ -85,6 +85,10 @@ class Partial:
         return replace(self, **{name: np.concatenate([getattr(self, name), getattr(other, name)])
                                 for name in self.array_names()})
 
+    def empty_like(self, shape: Sequence[int], reduction: Reduction):
+        """The partial of no data over channel `shape`, of this one's array dtypes."""
+        return self.empty(shape, reduction)
+
     # The three functions of a statistic.
     @classmethod
     def empty(cls, shape: Sequence[int], reduction: Reduction):
@@ -190,6 +194,11 @@ class Partials:
         """Partials of the same kinds over channel `shape`, uninitialized."""
         return Partials({name: part.allocate(shape) for name, part in self.members.items()})
 
+    def empty_like(self, shape: Sequence[int], reduction: Reduction) -> Partials:
+        """The partials of no data over channel `shape`, of these ones' array dtypes."""
+        return Partials({name: part.empty_like(shape, reduction)
+                         for name, part in self.members.items()})
+
     def merge(self, other: Partials) -> Partials:
         """Merge member by member."""
         return Partials({name: part.merge(other.members[name])
@@ -288,7 +297,7 @@ class Node:
         if covered == math.prod(_box_shape(bounds)):  # disjoint pieces fill the bounds
             merged = self.pieces[0][1].allocate(_box_shape(bounds))
         else:
-            merged = self.reduction.empty(_box_shape(bounds))
+            merged = self.pieces[0][1].empty_like(_box_shape(bounds), self.reduction)
         for box, part in self.pieces:
             merged[_inside(box, bounds)] = part  # a merge with an empty side: exact
         return merged

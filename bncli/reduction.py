@@ -59,7 +59,10 @@ class Moments(Partial):
         Mean of ``x - shift``. The mean is ``shift + shifted_mean``, rounded once.
     m2 : ndarray of float64
         Sum of squared deviations from the mean.
-    min, max : ndarray of float64
+    min, max : ndarray
+        Extremes, exact: int64 for integer inputs (uint64 for uint64 ones), float64 for
+        the others; an empty channel holds the identity of min/max (inf, or the integer
+        type's far end).
     nan_count, inf_count : ndarray of int64
     ignore_nan : bool
         Whether NaNs were left out of `count`, the means, `m2`, `min` and `max`.
@@ -93,24 +96,31 @@ class Moments(Partial):
 
     @classmethod
     def empty(cls, shape: Sequence[int], reduction: Reduction | None = None,
-              ignore_nan: bool = False, order: int = 2) -> Moments:
-        """Return the moments of no data (the identity of :meth:`merge`)."""
+              ignore_nan: bool = False, order: int = 2,
+              extremes: np.dtype | type = np.float64) -> Moments:
+        """Return the moments of no data (the identity of :meth:`merge`), its extremes of
+        dtype `extremes`."""
         if reduction is not None:
             ignore_nan, order = reduction.ignore_nan, reduction.order
         shape = tuple(shape)
+        low, high = _extreme_identities(np.dtype(extremes))
         return cls(
             count=np.zeros(shape, np.int64),
             shift=np.zeros(shape, np.float64),
             shifted_mean=np.zeros(shape, np.float64),
             m2=np.zeros(shape, np.float64),
-            min=np.full(shape, np.inf),
-            max=np.full(shape, -np.inf),
+            min=np.full(shape, low, extremes),
+            max=np.full(shape, high, extremes),
             nan_count=np.zeros(shape, np.int64),
             inf_count=np.zeros(shape, np.int64),
             ignore_nan=ignore_nan,
             m3=np.zeros(shape, np.float64) if order == 4 else None,
             m4=np.zeros(shape, np.float64) if order == 4 else None,
         )
+
+    def empty_like(self, shape: Sequence[int], reduction: Reduction) -> Moments:
+        """The moments of no data over channel `shape`, extremes of this one's dtype."""
+        return self.empty(shape, reduction, extremes=self.min.dtype)
 
     @classmethod
     def from_block(cls, block, reduce_axes: tuple, reduction: Reduction) -> Moments:
@@ -186,8 +196,8 @@ class Moments(Partial):
             shift=np.where(a_empty, other.shift, self.shift),
             shifted_mean=pick(self.shifted_mean, other.shifted_mean, shifted_mean),
             m2=pick(self.m2, other.m2, m2),
-            min=extreme_min(self.min, other.min),
-            max=extreme_max(self.max, other.max),
+            min=_merge_extremes(extreme_min, self.min, other.min, a_empty, b_empty),
+            max=_merge_extremes(extreme_max, self.max, other.max, a_empty, b_empty),
             nan_count=self.nan_count + other.nan_count,
             inf_count=self.inf_count + other.inf_count,
             ignore_nan=self.ignore_nan,
@@ -288,9 +298,66 @@ class Moments(Partial):
         arrays = {key: np.array(getattr(self, key)) for key in self.array_names()}
         for key in ("shift", "shifted_mean", "m2") + (self.HIGHER if self.m3 is not None else ()):
             arrays[key] = np.where(empty, 0.0, arrays[key])
-        for key in ("min", "max"):
-            arrays[key] = np.where(empty, np.nan, arrays[key])
+        if empty.any():
+            for key in ("min", "max"):
+                arrays[key] = np.where(empty, np.nan, arrays[key].astype(np.float64))
         return arrays
+
+
+def extreme_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype the extremes of data of `dtype` are kept in, exactly: int64 for integers,
+    uint64 for uint64, float64 for floats and bools."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "u" and dtype.itemsize == 8:
+        return np.dtype(np.uint64)
+    return np.dtype(np.int64 if dtype.kind in "iu" else np.float64)
+
+
+def _integers_as(array: np.ndarray, empty: np.ndarray, dtype: np.dtype,
+                 minimum: bool) -> np.ndarray | None:
+    """Integer extremes in another integer `dtype` (empty channels its identity), or None
+    if a value does not fit."""
+    if array.dtype == dtype:
+        return array
+    values = array[~empty]
+    info = np.iinfo(dtype)
+    if values.size and (int(values.min()) < info.min or int(values.max()) > info.max):
+        return None
+    moved = np.full(array.shape, _extreme_identities(dtype)[0 if minimum else 1], dtype)
+    moved[~empty] = values.astype(dtype)
+    return moved
+
+
+def _extreme_identities(dtype: np.dtype) -> tuple:
+    """The identities of min and max in `dtype`."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return info.max, info.min
+    return np.inf, -np.inf
+
+
+def _merge_extremes(function, mine: np.ndarray, theirs: np.ndarray, mine_empty: np.ndarray,
+                    theirs_empty: np.ndarray) -> np.ndarray:
+    """Min or max of two sides' extremes, in their dtype when they share it (each side's
+    empty channels hold the identity); in float64 when they do not."""
+    if mine.dtype != theirs.dtype and mine.dtype.kind in "iu" and theirs.dtype.kind in "iu":
+        # int64 and uint64 (a JSON file's non-negative integers read as int64): one type
+        # holds both when no value falls outside it
+        for dtype in (np.dtype(np.int64), np.dtype(np.uint64)):
+            moved = [_integers_as(array, empty, dtype, function is np.minimum
+                                  or function is np.fmin)
+                     for array, empty in ((mine, mine_empty), (theirs, theirs_empty))]
+            if moved[0] is not None and moved[1] is not None:
+                mine, theirs = moved
+                break
+    if mine.dtype == theirs.dtype:
+        return function(mine, theirs)
+    if mine_empty.all():
+        return np.array(theirs)
+    if theirs_empty.all():
+        return np.array(mine)
+    mine, theirs = mine.astype(np.float64), theirs.astype(np.float64)
+    return np.where(mine_empty, theirs, np.where(theirs_empty, mine, function(mine, theirs)))
 
 
 # Counts read from a statistics file: beyond 2**53 a float64 (JSON number) is not exact.
@@ -357,8 +424,9 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool,
     extreme_min, extreme_max = (np.fmin, np.fmax) if ignore_nan else (np.minimum, np.maximum)
     higher = {}
     with np.errstate(all="ignore"):
-        minimum = extreme_min.reduce(piece, **reduce).astype(np.float64)
-        maximum = extreme_max.reduce(piece, **reduce).astype(np.float64)
+        extremes = extreme_dtype(piece.dtype)
+        minimum = extreme_min.reduce(piece, **reduce).astype(extremes)
+        maximum = extreme_max.reduce(piece, **reduce).astype(extremes)
         first = _first_along(piece, reduce_axes)
         shift = data_shift(first)
         # a channel whose first value is NaN or Inf is centred on its smallest finite one
@@ -433,7 +501,8 @@ def _column_partials(x2: np.ndarray, piece_items: int, shift: np.ndarray, order:
     are ranges of columns over every row, so each channel is reduced in one piece."""
     rows, channels = x2.shape
     width = max(1, piece_items // rows)
-    sums = [np.empty((1, channels)) for _ in range(5 + (order == 4) * 2)]
+    sums = [np.empty((1, channels), extreme_dtype(x2.dtype)) for _ in range(2)] + [
+        np.empty((1, channels)) for _ in range(3 + (order == 4) * 2)]
     buffer = np.empty((rows, min(width, channels)))
     squares = np.empty_like(buffer) if order == 4 else None
     for start in range(0, channels, width):
@@ -471,9 +540,8 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
     counts = np.array([min(per_piece, rows - start) for start in starts], np.int64)
     sums = (np.empty((pieces, width)) for _ in range(3 + (order == 4) * 2))
     total, group_mean, m2, *higher = sums
-    extreme_dtype = block.dtype.newbyteorder("=")
-    minimum, maximum = np.empty((pieces, width), extreme_dtype), np.empty((pieces, width),
-                                                                          extreme_dtype)
+    extremes = block.dtype.newbyteorder("=")
+    minimum, maximum = np.empty((pieces, width), extremes), np.empty((pieces, width), extremes)
     buffer = np.empty((min(per_piece, rows), width))
     squares = np.empty_like(buffer) if order == 4 else None
     for index, start in enumerate(starts):
@@ -506,8 +574,9 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
         higher = [array[:, 0] for array in higher]
     return (np.repeat(n * fold, channels, axis=1),
             np.add.reduce(total.reshape(shape), axis=1), mean, m2,
-            np.minimum.reduce(minimum.reshape(shape), axis=1).astype(np.float64),
-            np.maximum.reduce(maximum.reshape(shape), axis=1).astype(np.float64), *higher)
+            np.minimum.reduce(minimum.reshape(shape), axis=1).astype(extreme_dtype(extremes)),
+            np.maximum.reduce(maximum.reshape(shape), axis=1).astype(extreme_dtype(extremes)),
+            *higher)
 
 
 def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shift: np.ndarray,
@@ -571,7 +640,8 @@ def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray, order: i
     inner_chunks = -(-inner // per_inner)
     rows = outer * inner_chunks
     count = np.empty((rows, channels), np.int64)
-    sums = [np.empty((rows, channels)) for _ in range(5 + (order == 4) * 2)]
+    sums = [np.empty((rows, channels), extreme_dtype(x3.dtype)) for _ in range(2)] + [
+        np.empty((rows, channels)) for _ in range(3 + (order == 4) * 2)]
     buffer = np.empty(per_outer * per_channel * per_inner)
     squares = np.empty_like(buffer) if order == 4 else None
     shift3 = shift.reshape(1, channels, 1)
@@ -679,8 +749,10 @@ def block_moments(
             result = part
             continue
         if result is None:
-            result = Moments.empty(kept_shape, ignore_nan=ignore_nan, order=order)
+            result = Moments.empty(kept_shape, ignore_nan=ignore_nan, order=order,
+                                   extremes=extreme_dtype(block.dtype))
         result.merge_at(target, part)
     if result is None:
-        result = Moments.empty(kept_shape, ignore_nan=ignore_nan, order=order)
+        result = Moments.empty(kept_shape, ignore_nan=ignore_nan, order=order,
+                               extremes=extreme_dtype(block.dtype))
     return result

@@ -244,7 +244,7 @@ def iter_csv(statistics: Statistics, found: Sequence = ()):
         columns = [[";".join(map(str, index)) for index in zip(*(
             axis.tolist() for axis in indices))] if shape else [""] * (rows.stop - rows.start)]
         for key in fields:
-            if key in ("count", "nan_count", "inf_count"):
+            if key in ("count", "nan_count", "inf_count") or values[key].dtype.kind in "iu":
                 columns.append(list(map(str, values[key][rows].tolist())))
             else:
                 columns.append(list(map(repr, values[key][rows].astype(np.float64).tolist())))

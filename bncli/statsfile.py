@@ -31,7 +31,7 @@ from . import reduction as _moments  # noqa: F401 - registers the moments partia
 from .errors import StatsFileError
 from .findings import DEFAULT_OUTLIER_THRESHOLD, find, to_document
 from .partials import KINDS, Partials, Reduction
-from .reduction import MAX_COUNT
+from .reduction import MAX_COUNT, extreme_dtype
 
 SCHEMA = "bncli.stats/2"
 SCHEMAS = ("bncli.stats/1", SCHEMA)  # the versions read
@@ -222,6 +222,16 @@ def _from_json_values(value, name: str, key: str):
     return value
 
 
+def _numbers(value, integers: bool) -> np.ndarray:
+    """The array of a field: float64, or with `integers` (the extremes) int64 or uint64
+    where every value is a whole number of an integer type (exact past 2**53)."""
+    if integers:
+        array = np.asarray(value)
+        if array.dtype.kind in "iu":
+            return array.astype(extreme_dtype(array.dtype))
+    return np.asarray(value, dtype=np.float64)
+
+
 def _array_keys(document: dict) -> list:
     """The keys of a document that hold per-channel arrays: the known ones, and any other
     key that a registered partial kind stores."""
@@ -314,9 +324,9 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
             raise StatsFileError(f"{name}: {key} holds {value.dtype.name} values, not real "
                                  "numbers")
         try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise StatsFileError(f"{name}: {key} is not an array of numbers") from None
+            array = _numbers(value, integers=key in ("min", "max"))
+        except (TypeError, ValueError, OverflowError):
+            raise StatsFileError(f"{name}: {key} is not an array of numbers in range") from None
         if array.shape[:len(channel_shape)] != tuple(channel_shape) and array.shape[
                 :rank] != statistics.array_shape and not (array.shape == () and not channel_shape):
             raise StatsFileError(

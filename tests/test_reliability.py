@@ -270,3 +270,63 @@ def test_hdf5_paths_with_dot_components_are_refused_and_a_trailing_slash_is_fine
     import json
 
     assert json.loads(result.stdout)["mean"] == [4.5, 5.5, 6.5]
+
+
+def _extreme_integers(dtype, shape, seed):
+    """Values that float64 cannot hold: the type's ends and odd numbers past 2**53."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    values = rng.integers(2**53, 2**60, size=shape, dtype=np.int64).astype(dtype) | 1
+    flat = values.reshape(-1)
+    flat[rng.integers(0, flat.size)] = info.max
+    flat[rng.integers(0, flat.size)] = info.min if dtype == np.int64 else 2**53 + 1
+    return values
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+@pytest.mark.parametrize("args", [
+    ["--axes", "0,1"],                                       # rows of channels
+    ["--axes", "0,2"],                                       # (A, K, B) slabs
+    ["--axes", "0,1", "--ignore-nan"],                       # the general path
+    ["--axes", "0,1", "--chunk-bytes", "96", "--threads", "2"],  # merged over many blocks
+])
+def test_64_bit_integer_extremes_are_exact_in_json_npz_and_merge(tmp_path, dtype, args):
+    import json
+
+    values = _extreme_integers(dtype, (40, 6, 5), seed=3)
+    np.save(tmp_path / "x.npy", values)
+    axes = tuple(int(axis) for axis in args[1].split(","))
+    expected_min = [int(v) for v in values.min(axis=axes).reshape(-1)]
+    expected_max = [int(v) for v in values.max(axis=axes).reshape(-1)]
+    result = run_bn("stats", tmp_path / "x.npy", *args, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["min"], document["max"]) == (expected_min, expected_max)
+    # shards written as .json and .npz merge back to the same integers
+    for name, part in (("a.json", values[:25]), ("b.npz", values[25:])):
+        np.save(tmp_path / "part.npy", part)
+        assert run_bn("stats", tmp_path / "part.npy", *args, "-o", tmp_path / name,
+                      "-q").returncode == 0
+    with np.load(tmp_path / "b.npz") as archive:
+        assert archive["min"].dtype == np.dtype(dtype)
+    result = run_bn("merge", tmp_path / "a.json", tmp_path / "b.npz", "-o", tmp_path / "m.json")
+    assert result.returncode == 0, result.stderr
+    merged = json.loads((tmp_path / "m.json").read_text())
+    assert (merged["min"], merged["max"]) == (expected_min, expected_max)
+    csv = run_bn("stats", tmp_path / "x.npy", *args, "--format", "csv").stdout.decode()
+    assert f",{expected_max[0]}," in csv.splitlines()[1]
+
+
+def test_integer_extremes_of_several_inputs_of_one_type_stay_exact(tmp_path):
+    import json
+
+    first = _extreme_integers(np.int64, (30, 4), seed=5)
+    second = _extreme_integers(np.int64, (30, 4), seed=6)
+    np.save(tmp_path / "a.npy", first)
+    np.save(tmp_path / "b.npy", second)
+    result = run_bn("stats", tmp_path / "a.npy", tmp_path / "b.npy", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    both = np.concatenate([first, second])
+    document = json.loads(result.stdout)
+    assert document["min"] == [int(v) for v in both.min(0)]
+    assert document["max"] == [int(v) for v in both.max(0)]
