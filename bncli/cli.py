@@ -291,8 +291,9 @@ def info(inputs, as_json, allow_external):
               default=None, show_default="3.5", metavar="Z",
               help="Robust z-score above which a channel's mean or std is an outlier.")
 @click.option("--fail-on", default=None, metavar="KINDS",
-              help="Exit 3 when any of these findings exist: dead, nan, inf, nonfinite, "
-                   "outlier, precision, any (comma list).")
+              help="Exit 3 when any of these findings exist: dead, nan, inf, overflow, "
+                   "nonfinite (nan, inf, overflow), outlier, precision, few_values, any "
+                   "(comma list).")
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Also draw the per-channel statistics (needs bncli[plot]).")
 @engine_options

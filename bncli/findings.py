@@ -23,13 +23,15 @@ LOG_STD_FLOOR = 0.1
 # Outliers "among channels" need a few channels to compare.
 MIN_CHANNELS_FOR_OUTLIERS = 3
 
-KINDS = ("dead", "nan", "inf", "outlier_mean", "outlier_std", "precision", "few_values")
+KINDS = ("dead", "nan", "inf", "overflow", "outlier_mean", "outlier_std", "precision",
+         "few_values")
 # Names accepted by --fail-on, each a set of kinds.
 GROUPS = {
     "dead": {"dead"},
     "nan": {"nan"},
     "inf": {"inf"},
-    "nonfinite": {"nan", "inf"},
+    "overflow": {"overflow"},
+    "nonfinite": {"nan", "inf", "overflow"},
     "outlier": {"outlier_mean", "outlier_std"},
     "outlier_mean": {"outlier_mean"},
     "outlier_std": {"outlier_std"},
@@ -114,6 +116,8 @@ def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD)
     dead = near_constant(population_variance, mean, count)
     nan = values["nan_count"].reshape(-1) > 0
     inf = values["inf_count"].reshape(-1) > 0
+    # finite values whose sums passed the float64 range (their statistics are NaN)
+    overflow = (count > 0) & ~nan & ~inf & ~np.isfinite(values["m2"].reshape(-1))
     finite = np.isfinite(mean) & np.isfinite(std) & ~nan & ~inf
     lively = finite & ~dead & (std > 0)
     with np.errstate(all="ignore"):
@@ -123,6 +127,7 @@ def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD)
         "dead": dead,
         "nan": nan,
         "inf": inf,
+        "overflow": overflow,
         # A mean is far off when it is far both from the spread of the other means and
         # from the typical channel's own std: noise in the means of noisy channels is not.
         "outlier_mean": robust_outliers(
@@ -133,7 +138,8 @@ def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD)
                                        floor=LOG_STD_FLOOR),
         "precision": lively & (ratio > PRECISION_RATIO),
         # with NaNs left out, a channel can keep no more values than ddof
-        "few_values": (count > 0) & np.isfinite(mean) & np.isnan(values["variance"].reshape(-1)),
+        "few_values": (count > 0) & np.isfinite(mean) & np.isnan(values["variance"].reshape(-1))
+        & ~overflow,
     }
 
 
@@ -141,6 +147,9 @@ _MESSAGES = {
     "dead": "variance at or below scikit-learn's near-constant bound: normalizes to the offset",
     "nan": "hold NaN: mean and variance are NaN unless NaNs are left out",
     "inf": "hold Inf: mean or variance is not finite",
+    "overflow": "finite values whose sums pass the float64 range (magnitudes or spreads "
+                "near 1e308, or spreads past 1e154 for the variance): the statistics that "
+                "overflowed are NaN",
     "outlier_mean": "mean far from the other channels' (robust z-score above {threshold:g}, "
                     "in units of the spread of the means or the median std, the larger)",
     "outlier_std": "std far from the other channels' in scale (robust z-score of log std "

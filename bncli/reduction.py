@@ -210,6 +210,14 @@ class Moments(Partial):
         with np.errstate(all="ignore"):
             return np.where(self.count == 0, np.nan, self.shift + self.shifted_mean)
 
+    def overflow(self) -> np.ndarray:
+        """Channels of finite values whose centred sums are not finite: they passed the
+        float64 range."""
+        finite_data = (self.inf_count == 0) & ((self.nan_count == 0) | self.ignore_nan)
+        with np.errstate(all="ignore"):
+            return (self.count > 0) & finite_data & ~(np.isfinite(self.m2) & np.isfinite(
+                self.shifted_mean))
+
     def finalize(self, ddof: int = 0) -> dict:
         """Return the statistics per channel.
 
@@ -233,9 +241,16 @@ class Moments(Partial):
         with np.errstate(all="ignore"):
             dof = self.count - ddof
             variance = np.where(dof > 0, self.m2 / np.where(dof > 0, dof, 1), np.nan)
+        # Finite data whose sums passed the float64 range (values near 1e308, or a spread
+        # whose square does): what overflowed is NaN, not a wrong-signed inf
+        overflow = self.overflow()
+        mean = self.mean()
+        if overflow.any():
+            mean = np.where(overflow & ~np.isfinite(mean), np.nan, mean)
+            variance = np.where(overflow, np.nan, variance)
         values = {
             "count": stored["count"],
-            "mean": self.mean(),
+            "mean": mean,
             "variance": variance,
             "std": np.sqrt(variance),
             **{key: stored[key] for key in ("min", "max", "m2", "nan_count", "inf_count",

@@ -95,7 +95,10 @@ class _ChannelIndices:
 
 
 def _index_label(index: tuple) -> str:
-    return ",".join(map(str, index)) if index else "-"
+    """``3`` for one channel axis, ``(0,0,3)`` for several, ``-`` for none."""
+    if not index:
+        return "-"
+    return str(index[0]) if len(index) == 1 else "(" + ",".join(map(str, index)) + ")"
 
 
 def human_bytes(count: float) -> str:
@@ -128,10 +131,10 @@ def _header_lines(statistics: Statistics, elapsed: float | None) -> list:
     return lines
 
 
-# Short labels of the findings in the table's flags column, and their styles.
-FLAG_LABELS = {"dead": ("dead", "yellow"), "nan": ("nan", "red"), "inf": ("inf", "red"),
-               "outlier_mean": ("mean?", "magenta"), "outlier_std": ("scale?", "magenta"),
-               "precision": ("f32", "cyan"), "few_values": ("few", "red")}
+# The styles of the findings in the table's flags column, which shows their names.
+FLAG_STYLES = {"dead": "yellow", "nan": "red", "inf": "red", "overflow": "red",
+               "outlier_mean": "magenta", "outlier_std": "magenta", "precision": "cyan",
+               "few_values": "red"}
 
 
 def _render_findings(console: Console, found: list, indices: list) -> None:
@@ -140,7 +143,7 @@ def _render_findings(console: Console, found: list, indices: list) -> None:
         return
     console.print("[bold]findings[/bold]")
     for finding in found:
-        label, style = FLAG_LABELS[finding.kind]
+        style = FLAG_STYLES[finding.kind]
         shown = ", ".join(_index_label(indices[index]) for index in finding.channels[:12])
         more = f", ... (+{len(finding.channels) - 12})" if len(finding.channels) > 12 else ""
         noun = "channel" if len(finding.channels) == 1 else "channels"
@@ -202,7 +205,7 @@ def render_table(statistics: Statistics, stream, *, found: Sequence = (),
             _index_label(indices[row]),
             *(number(flat[key][row]) for key in ("count", "mean", "std", "min", "max",
                                                   "nan_count", "inf_count")),
-            " ".join(f"[{FLAG_LABELS[kind][1]}]{FLAG_LABELS[kind][0]}[/]" for kind in kinds),
+            " ".join(f"[{FLAG_STYLES[kind]}]{kind}[/]" for kind in kinds),
             style="bold" if kinds else None)
     if shown and shown[-1] != len(indices) - 1:
         table.add_row("...", *[""] * 8)
@@ -214,9 +217,9 @@ def render_table(statistics: Statistics, stream, *, found: Sequence = (),
 
 
 def render_csv(statistics: Statistics, found: Sequence = ()) -> str:
-    """Return one csv row per channel, with a 0/1 column per kind of finding.
+    """Return one csv row per channel, its findings named in one ``flags`` column.
 
-    The channel index is ``i``, or ``i;j`` for multi-dimensional channel shapes.
+    The channel index is ``i``, or ``"(i,j)"`` (quoted) for multi-dimensional channel shapes.
     """
     return "".join(iter_csv(statistics, found))
 
@@ -231,25 +234,32 @@ def iter_csv(statistics: Statistics, found: Sequence = ()):
 
     values = {key: array.reshape(-1) for key, array in statistics.values().items()}
     fields = CSV_FIELDS + tuple(key for key in HIGHER_FIELDS if key in values)
-    yield ",".join(("channel",) + fields + KINDS) + "\n"
+    yield ",".join(("channel",) + fields + ("flags",)) + "\n"
     channels = int(np.prod(statistics.channel_shape))
-    flags = {kind: np.zeros(channels, np.int8) for kind in KINDS}
+    # each channel's findings as bits; each combination that occurs is named once
+    bits = np.zeros(channels, np.int64)
     for finding in found:
-        flags[finding.kind][finding.channels] = 1
+        bits[finding.channels] |= 1 << KINDS.index(finding.kind)
+    names = {int(mask): " ".join(kind for index, kind in enumerate(KINDS) if mask >> index & 1)
+             for mask in np.unique(bits).tolist()}
     shape = tuple(statistics.channel_shape)
     for start in range(0, channels, CSV_ROWS_AT_ONCE):
         rows = slice(start, min(start + CSV_ROWS_AT_ONCE, channels))
         # column by column: one repr per value, no per-cell Python work beyond it
-        indices = np.unravel_index(np.arange(rows.start, rows.stop), shape) if shape else ()
-        columns = [[";".join(map(str, index)) for index in zip(*(
-            axis.tolist() for axis in indices))] if shape else [""] * (rows.stop - rows.start)]
+        if len(shape) > 1:
+            indices = np.unravel_index(np.arange(rows.start, rows.stop), shape)
+            labels = ['"(' + ",".join(map(str, index)) + ')"'
+                      for index in zip(*(axis.tolist() for axis in indices))]
+        else:
+            labels = list(map(str, range(rows.start, rows.stop))) if shape else [""] * (
+                rows.stop - rows.start)
+        columns = [labels]
         for key in fields:
             if key in ("count", "nan_count", "inf_count") or values[key].dtype.kind in "iu":
                 columns.append(list(map(str, values[key][rows].tolist())))
             else:
                 columns.append(list(map(repr, values[key][rows].astype(np.float64).tolist())))
-        for kind in KINDS:
-            columns.append(list(map(str, flags[kind][rows].tolist())))
+        columns.append([names[mask] for mask in bits[rows].tolist()])
         yield "".join(",".join(row) + "\n" for row in zip(*columns))
 
 

@@ -68,15 +68,14 @@ def test_dead_uses_scikit_learns_near_constant_bound():
     assert tiny <= bound
 
 
-def test_csv_has_a_flag_column_per_kind(invoke, flagged):
+def test_csv_names_each_channels_findings_in_one_flags_column(invoke, flagged):
     lines = invoke("stats", flagged, "--format", "csv").stdout.splitlines()
     header = lines[0].split(",")
-    assert header[-7:] == ["dead", "nan", "inf", "outlier_mean", "outlier_std", "precision",
-                           "few_values"]
+    assert header[-3:] == ["nan_count", "inf_count", "flags"]  # one NaN column, one flags
     rows = {int(line.split(",")[0]): dict(zip(header, line.split(","))) for line in lines[1:]}
-    assert rows[3]["dead"] == "1" and rows[4]["dead"] == "0"
-    assert rows[9]["nan"] == "1" and rows[11]["inf"] == "1"
-    assert rows[20]["outlier_std"] == "1" and rows[41]["precision"] == "1"
+    assert rows[3]["flags"] == "dead" and rows[4]["flags"] == ""
+    assert rows[9]["flags"] == "nan" and rows[11]["flags"] == "inf"
+    assert "outlier_std" in rows[20]["flags"].split() and "precision" in rows[41]["flags"].split()
 
 
 @pytest.mark.parametrize("fail_on, code", [
@@ -113,9 +112,17 @@ def test_multi_dimensional_channels_show_index_tuples(invoke, tmp_path):
     values[:, 1, 2] = 7.0
     np.save(tmp_path / "grid.npy", values)
     out = invoke("stats", tmp_path / "grid.npy", "--axes", "0", "--format", "table").stdout
-    assert re.search(r"^\s+1,2 .* dead\b", out, re.MULTILINE)
+    assert re.search(r"^\s+\(1,2\) .* dead outlier_mean$", out, re.MULTILINE)
+    assert "dead         1 channel: (1,2)" in out
     document = stats_json(invoke("stats", tmp_path / "grid.npy", "--axes", "0").stdout)
     assert findings_of(document)["dead"] == [[1, 2]]
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(invoke(
+        "stats", tmp_path / "grid.npy", "--axes", "0", "--format", "csv").stdout)))
+    assert [row["channel"] for row in rows[5:7]] == ["(1,1)", "(1,2)"]
+    assert rows[6]["flags"] == "dead outlier_mean" and float(rows[6]["mean"]) == 7.0
 
 
 def test_numbers_are_readable(invoke, tmp_path):

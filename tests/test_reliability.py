@@ -330,3 +330,26 @@ def test_integer_extremes_of_several_inputs_of_one_type_stay_exact(tmp_path):
     document = json.loads(result.stdout)
     assert document["min"] == [int(v) for v in both.min(0)]
     assert document["max"] == [int(v) for v in both.max(0)]
+
+
+def test_finite_values_whose_sums_overflow_are_an_overflow_finding_not_a_wrong_inf(tmp_path):
+    import json
+
+    rng = np.random.default_rng(4)
+    near_max = rng.uniform(1e307, 1.7e308, (500, 2))       # the mean's sums overflow
+    wide = rng.uniform(-1.0, 1.0, (500, 2)) * 1e200          # the squares overflow
+    ordinary = rng.standard_normal((500, 1))
+    np.save(tmp_path / "x.npy", np.concatenate([near_max, wide, ordinary], axis=1))
+    result = run_bn("stats", tmp_path / "x.npy", "--format", "json", "--fail-on", "overflow")
+    assert result.returncode == 3
+    document = json.loads(result.stdout)
+    assert document["mean"][:2] == ["NaN", "NaN"]  # was -Infinity for positive data
+    # the mean of the wide channels is still right: compared in scaled units
+    np.testing.assert_allclose(np.array(document["mean"][2:4]) / 1e200,
+                               (wide / 1e200).mean(0), rtol=1e-12)
+    assert document["variance"][:4] == ["NaN"] * 4 and document["std"][:4] == ["NaN"] * 4
+    np.testing.assert_allclose(document["variance"][4], ordinary.var(), rtol=1e-13)
+    found = {item["kind"]: item["channels"] for item in document["findings"]}
+    assert found == {"overflow": [0, 1, 2, 3]}
+    table = run_bn("stats", tmp_path / "x.npy", "--format", "table").stdout.decode()
+    assert "overflow     4 channels: 0, 1, 2, 3" in table
