@@ -85,13 +85,14 @@ def _progress_bar(progress, label: str, total: int):
 
 @contextlib.contextmanager
 def open_sources(specs: Sequence[Path], *, allow_external: bool = False,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+                 allow_sparse: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
     """Open every input (checking all headers first) and close them all at the end."""
     specs = [os.fspath(spec) for spec in specs]
     if sum(1 for spec in specs if spec == "-") > 1:
         raise UsageError("standard input '-' can be given only once")
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(spec, allow_external=allow_external,
+                                                   allow_sparse=allow_sparse,
                                                    chunk_cache_bytes=2 * chunk_bytes))
                    for spec in specs]
         yield sources
@@ -105,8 +106,8 @@ def _check_moments_order(order: int) -> None:
 def stats(inputs: Sequence[Path], *, axes: Sequence[int] | None = None,
           channel_axis: int | None = None, ddof: int = 0, ignore_nan: bool = False,
           keepdims: bool = False, moments: int = 2, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-          threads: int | None = None, allow_external: bool = False, progress: Progress = None,
-          scheduler: str | None = None,
+          threads: int | None = None, allow_external: bool = False, allow_sparse: bool = False,
+          progress: Progress = None, scheduler: str | None = None,
           outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD) -> Statistics:
     """Compute per-channel statistics of one dataset stored in one or more inputs.
 
@@ -132,6 +133,8 @@ def stats(inputs: Sequence[Path], *, axes: Sequence[int] | None = None,
         Worker threads (default: the available cores).
     allow_external : bool
         Allow HDF5 files to read other files.
+    allow_sparse : bool
+        Read HDF5 datasets whose unwritten chunks hold more than a GiB of fill values.
     progress : callable, optional
     scheduler : str, optional
         Run on a dask.distributed cluster: ``tcp://host:port``, or ``local``.
@@ -146,7 +149,8 @@ def stats(inputs: Sequence[Path], *, axes: Sequence[int] | None = None,
     _check_positive(chunk_bytes, "the chunk size")
     threads = threads or default_threads()
     reduction = Reduction(ignore_nan=ignore_nan, order=moments)
-    with open_sources(inputs, allow_external=allow_external, chunk_bytes=chunk_bytes) as sources, \
+    with open_sources(inputs, allow_external=allow_external, allow_sparse=allow_sparse,
+                      chunk_bytes=chunk_bytes) as sources, \
             _cluster(scheduler, allow_external) as partials_of:
         total = sum(source.nbytes for source in sources)
         with _progress_bar(progress, "stats", total) as advance:
@@ -333,7 +337,8 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
               dtype: str | np.dtype | None = None, force: bool = False, ddof: int = 0,
               ignore_nan: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
               threads: int | None = None, allow_external: bool = False,
-              progress: Progress = None, scheduler: str | None = None) -> NormalizeResult:
+              allow_sparse: bool = False, progress: Progress = None,
+              scheduler: str | None = None) -> NormalizeResult:
     """Write a batch-normalized copy of an input.
 
     ``y = scale * (x - mean) / sqrt(variance + epsilon) + offset`` per channel, computed
@@ -368,7 +373,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         For the variance used when the statistics are computed here.
     ignore_nan : bool
         Leave NaNs out of the statistics computed here (they stay NaN in the output).
-    chunk_bytes, threads, allow_external, progress, scheduler :
+    chunk_bytes, threads, allow_external, allow_sparse, progress, scheduler :
         As :func:`stats`. On a cluster, a ``.npy`` output is written by the workers, each
         its own blocks; HDF5 and stdout outputs by this process, one writer.
 
@@ -410,7 +415,8 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         saved = statsfile.load(saved_name)
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(
-            input, allow_external=allow_external, chunk_cache_bytes=2 * chunk_bytes))
+            input, allow_external=allow_external, allow_sparse=allow_sparse,
+            chunk_cache_bytes=2 * chunk_bytes))
         check_reducible(source, "normalize")
         if saved is None:
             reduce_axes = resolve_axes(source.shape, _axes(axes), channel_axis, source.name)

@@ -211,6 +211,9 @@ def engine_options(func):
     func = click.option("--allow-external", is_flag=True,
                         help="Allow HDF5 external links, external storage and virtual "
                              "datasets, which read other files.")(func)
+    func = click.option("--allow-sparse", is_flag=True,
+                        help="Read HDF5 datasets whose unwritten chunks would give more "
+                             "than 1 GiB of fill values.")(func)
     func = click.option("--threads", type=click.IntRange(min=1), default=None,
                         help="Worker threads (default: available cores).")(func)
     func = click.option("--chunk-bytes", type=SizeType(), default=DEFAULT_CHUNK_BYTES,
@@ -299,7 +302,7 @@ def info(inputs, as_json, allow_external):
 @engine_options
 def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, order, fmt, show_all, quiet,
           output, force, outlier_threshold, fail_on, plot_path, chunk_bytes, threads,
-          allow_external, progress, scheduler):
+          allow_sparse, allow_external, progress, scheduler):
     """Per-channel count, mean, variance, std, min, max, NaN and Inf counts.
 
     Several inputs are one dataset (same channel shape). The findings (dead, NaN/Inf,
@@ -329,7 +332,8 @@ def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, order, fmt, sh
     statistics = api.stats(inputs, axes=axes, channel_axis=channel_axis, ddof=ddof,
                            ignore_nan=ignore_nan, keepdims=keepdims, moments=int(order),
                            chunk_bytes=chunk_bytes, threads=threads,
-                           allow_external=allow_external, progress=_progress_factory(progress),
+                           allow_external=allow_external, allow_sparse=allow_sparse,
+                           progress=_progress_factory(progress),
                            scheduler=scheduler,
                            **({} if outlier_threshold is None else
                               {"outlier_threshold": outlier_threshold}))
@@ -419,8 +423,8 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False):
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @engine_options
 def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_path, save_stats,
-              dtype, ddof, ignore_nan, force, quiet, chunk_bytes, threads, allow_external,
-              progress, scheduler):
+              dtype, ddof, ignore_nan, force, quiet, chunk_bytes, threads, allow_sparse,
+              allow_external, progress, scheduler):
     """Write scale * (x - mean) / sqrt(variance + epsilon) + offset, chunk by chunk.
 
     \b
@@ -452,8 +456,8 @@ def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_p
         input, output, axes=axes, channel_axis=channel_axis, epsilon=epsilon, scale=scale,
         offset=offset, stats=stats_path, save_stats=save_stats, dtype=dtype, force=force,
         ddof=ddof, ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
-        allow_external=allow_external, progress=_progress_factory(progress),
-        scheduler=scheduler)
+        allow_external=allow_external, allow_sparse=allow_sparse,
+        progress=_progress_factory(progress), scheduler=scheduler)
     if not quiet:
         from .report import render_normalize_summary
 

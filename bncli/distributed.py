@@ -109,7 +109,9 @@ def _worker_source(spec: str, allow_external: bool) -> Source:
     if key not in opened:
         if len(opened) >= _MAX_OPENED:
             opened.pop(next(iter(opened)))[1].close()
-        opened[key] = (identity, open_source(spec, allow_external=allow_external))
+        # sparse datasets were checked (and allowed) where the run began
+        opened[key] = (identity, open_source(spec, allow_external=allow_external,
+                                             allow_sparse=True))
     return opened[key][1]
 
 

@@ -115,7 +115,8 @@ def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
     return node
 
 
-def _check_storage(dataset, name: str, allow_external: bool, require_data: bool = True) -> None:
+def _check_storage(dataset, name: str, allow_external: bool, require_data: bool = True,
+                   allow_sparse: bool = False) -> None:
     if dataset.is_virtual and not allow_external:
         raise InputError(
             f"{name}: is a virtual dataset that reads other files; refused",
@@ -129,8 +130,9 @@ def _check_storage(dataset, name: str, allow_external: bool, require_data: bool 
         )
     plist = dataset.id.get_create_plist()
     for index in range(plist.get_nfilters()):
-        code, _flags, _values, filter_name = plist.get_filter(index)
-        if not h5py.h5z.filter_avail(code):
+        code, flags, _values, filter_name = plist.get_filter(index)
+        # HDF5 skips an optional filter it cannot apply; chunks it did not filter read fine
+        if not h5py.h5z.filter_avail(code) and not flags & h5py.h5z.FLAG_OPTIONAL:
             label = filter_name.decode(errors="replace") if filter_name else "unnamed"
             raise InputError(
                 f"{name}: compressed with HDF5 filter {code} ({label}), which is not "
@@ -143,10 +145,51 @@ def _check_storage(dataset, name: str, allow_external: bool, require_data: bool 
             f"{name}: declares shape {format_shape(dataset.shape)} but no data was ever "
             "written to it"
         )
+    if require_data and not allow_sparse:
+        _check_written(dataset, name)
+
+
+# Unwritten chunks read as the fill value, without I/O: a small file can declare petabytes.
+# A dataset whose unwritten chunks would give more values than this is refused.
+MAX_UNWRITTEN_BYTES = 2**30
+
+
+def written_chunks(dataset) -> tuple | None:
+    """``(written, total)`` chunks of a chunked dataset, or None if it is not chunked."""
+    if not dataset.chunks:
+        return None
+    total = 1
+    for dim, chunk in zip(dataset.shape, dataset.chunks):
+        total *= -(-dim // chunk)
+    return int(dataset.id.get_num_chunks()), total
+
+
+def _check_written(dataset, name: str) -> None:
+    """Refuse a chunked dataset whose unwritten chunks hold more than MAX_UNWRITTEN_BYTES."""
+    itemsize = dataset.dtype.itemsize
+    chunk_bytes = int(np.prod(dataset.chunks or (), dtype=object)) * itemsize
+    logical = int(np.prod(dataset.shape, dtype=object)) * itemsize
+    if not dataset.chunks or logical <= MAX_UNWRITTEN_BYTES:
+        return
+    written, total = written_chunks(dataset)
+    unwritten = (total - written) * chunk_bytes
+    if unwritten > MAX_UNWRITTEN_BYTES:
+        raise InputError(
+            f"{name}: {written:,} of its {total:,} chunks were ever written; the other "
+            f"{_bytes(unwritten)} would be read as its fill value {dataset.fillvalue}",
+            hint="use --allow-sparse to read them anyway")
+
+
+def _bytes(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if count < 1024 or unit == "EiB":
+            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
+        count /= 1024
+    return ""
 
 
 def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
-                 chunk_cache_bytes: int, require_data: bool = True):
+                 chunk_cache_bytes: int, require_data: bool = True, allow_sparse: bool = False):
     """Open an HDF5 file and one numeric dataset in it.
 
     Parameters
@@ -163,6 +206,9 @@ def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
         Size of the chunk cache.
     require_data : bool
         Refuse a dataset that was created but never written (False to describe it).
+    allow_sparse : bool
+        Read a dataset whose unwritten chunks would give more than ``MAX_UNWRITTEN_BYTES``
+        of fill values.
 
     Returns
     -------
@@ -190,7 +236,7 @@ def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
         problem = numeric_problem(node)
         if problem:
             raise InputError(f"{path}:{node.name}: {problem}")
-        _check_storage(node, f"{path}:{node.name}", allow_external, require_data)
+        _check_storage(node, f"{path}:{node.name}", allow_external, require_data, allow_sparse)
         return h5file, node
     except BaseException:
         h5file.close()
@@ -214,6 +260,7 @@ def describe_dataset(dataset) -> dict:
         "compression_opts": dataset.compression_opts,
         "filters": filters,
         "storage_bytes": int(dataset.id.get_storage_size()),
+        "chunks_written": written_chunks(dataset),
     }
 
 

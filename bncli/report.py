@@ -294,6 +294,9 @@ def render_info(entries: list, stream) -> None:
                 ("filters", ", ".join(entry["filters"]) or "none"),
                 ("stored", f"{entry['storage_bytes']:,} bytes"),
             ]
+            if entry.get("chunks_written"):
+                written, total = entry["chunks_written"]
+                lines.append(("written", f"{written:,} of {total:,} chunks"))
         for label, value in lines:
             if value is not None:
                 console.print(f"  {label:<12} {value}")

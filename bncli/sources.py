@@ -341,7 +341,7 @@ def is_hdf5_file(path: str, name: str) -> bool:
 
 
 def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 0,
-                require_data: bool = True) -> Source:
+                require_data: bool = True, allow_sparse: bool = False) -> Source:
     """Open an input and check what it declares.
 
     Parameters
@@ -354,6 +354,8 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
         HDF5 chunk cache size to use at least.
     require_data : bool
         Refuse an HDF5 dataset that was never written (False to describe it).
+    allow_sparse : bool
+        Read an HDF5 dataset whose unwritten chunks hold more than a GiB of fill values.
 
     Returns
     -------
@@ -380,7 +382,7 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
         h5file, dataset = open_dataset(
             spec.path, spec.dataset, name, allow_external=allow_external,
             chunk_cache_bytes=max(chunk_cache_bytes, MIN_CHUNK_CACHE_BYTES),
-            require_data=require_data,
+            require_data=require_data, allow_sparse=allow_sparse,
         )
         return Hdf5Source(h5file, dataset, spec.display if spec.dataset else
                           f"{spec.path}:{dataset.name}", spec.path)

@@ -353,3 +353,56 @@ def test_finite_values_whose_sums_overflow_are_an_overflow_finding_not_a_wrong_i
     assert found == {"overflow": [0, 1, 2, 3]}
     table = run_bn("stats", tmp_path / "x.npy", "--format", "table").stdout.decode()
     assert "overflow     4 channels: 0, 1, 2, 3" in table
+
+
+def test_an_hdf5_fill_value_bomb_is_refused_at_once_and_allowed_on_request(tmp_path,
+                                                                           monkeypatch):
+    import h5py
+
+    import bncli
+    from bncli import api, hdf5
+
+    with h5py.File(tmp_path / "bomb.h5", "w") as h5file:  # 4 PiB declared, 16 chunks written
+        dataset = h5file.create_dataset("x", shape=(2**40, 2**10), dtype="f4", chunks=(1024, 64))
+        dataset[0:10] = 1.0
+    assert (tmp_path / "bomb.h5").stat().st_size < 5 * 2**20
+    result = run_bn("stats", f"{tmp_path / 'bomb.h5'}:/x", timeout=30)
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "bomb.h5:/x: 16 of its 17,179,869,184 chunks were ever "
+                    "written; the other 4.0 PiB would be read as its fill value 0.0 (use "
+                    "--allow-sparse")
+    info = run_bn("info", f"{tmp_path / 'bomb.h5'}:/x").stdout.decode()
+    assert "written      16 of 17,179,869,184 chunks" in info
+    # A sparse dataset under the limit is read, its unwritten chunks as the fill value; over
+    # it, --allow-sparse reads it too.
+    with h5py.File(tmp_path / "sparse.h5", "w") as h5file:
+        dataset = h5file.create_dataset("x", shape=(4096, 8), dtype="f8", chunks=(64, 8),
+                                        fillvalue=-1.0)
+        dataset[100:130] = np.arange(240.0).reshape(30, 8)
+    expected = np.full((4096, 8), -1.0)
+    expected[100:130] = np.arange(240.0).reshape(30, 8)
+    statistics = api.stats([f"{tmp_path / 'sparse.h5'}:/x"]).values()
+    np.testing.assert_allclose(statistics["mean"], expected.mean(0), rtol=1e-14)
+    monkeypatch.setattr(hdf5, "MAX_UNWRITTEN_BYTES", 2**16)
+    with pytest.raises(bncli.InputError, match="2 of its 64 chunks were ever written"):
+        api.stats([f"{tmp_path / 'sparse.h5'}:/x"])
+    allowed = api.stats([f"{tmp_path / 'sparse.h5'}:/x"], allow_sparse=True).values()
+    np.testing.assert_allclose(allowed["variance"], expected.var(0), rtol=1e-13)
+
+
+def test_an_optional_hdf5_filter_that_is_not_installed_is_skipped(tmp_path):
+    import h5py
+
+    values = np.arange(400.0).reshape(100, 4)
+    with h5py.File(tmp_path / "opt.h5", "w") as h5file:
+        plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        plist.set_chunk((10, 4))
+        plist.set_filter(32099, h5py.h5z.FLAG_OPTIONAL, (1,))  # no such filter is installed
+        dataset = h5py.Dataset(h5py.h5d.create(h5file.id, b"x", h5py.h5t.NATIVE_DOUBLE,
+                                               h5py.h5s.create_simple((100, 4)), plist))
+        dataset[...] = values
+    result = run_bn("normalize", f"{tmp_path / 'opt.h5'}:/x", "-o", tmp_path / "n.npy", "-q",
+                    "--epsilon", "0")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "n.npy"),
+                               (values - values.mean(0)) / values.std(0), rtol=1e-12)
