@@ -324,12 +324,18 @@ def spool_stdin(source: Source, directory: str | None = None,
         The source reading the spooled file (named as the stream), and the file's path,
         which the caller removes.
     """
-    handle, path = tempfile.mkstemp(prefix="bn-stdin-", suffix=".npy", dir=directory)
     try:
-        with os.fdopen(handle, "wb") as spool:
-            spool.write(make_header(source.shape, source.dtype, source.fortran_order))
-            for _region, block in source.blocks(chunk_bytes):
-                spool.write(as_bytes(block))
+        handle, path = tempfile.mkstemp(prefix="bn-stdin-", suffix=".npy", dir=directory)
+    except OSError as exc:
+        raise _spool_error(source, directory, exc) from None
+    try:
+        try:
+            with os.fdopen(handle, "wb") as spool:
+                spool.write(make_header(source.shape, source.dtype, source.fortran_order))
+                for _region, block in source.blocks(chunk_bytes):
+                    spool.write(as_bytes(block))
+        except OSError as exc:
+            raise _spool_error(source, os.path.dirname(path), exc) from None
         spooled = open_source(path)
         spooled.name = source.name
         spooled.path = source.path
@@ -337,3 +343,9 @@ def spool_stdin(source: Source, directory: str | None = None,
     except BaseException:
         os.unlink(path)
         raise
+
+
+def _spool_error(source: Source, directory: str | None, exc: OSError) -> InputError:
+    where = directory or tempfile.gettempdir()
+    return InputError(f"{source.name}: cannot keep a copy for the second pass in {where}: "
+                      f"{exc.strerror or exc}", hint="set TMPDIR to a directory with room")

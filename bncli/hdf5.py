@@ -7,6 +7,8 @@ h5py is imported here only, and only when an HDF5 file is used.
 
 from __future__ import annotations
 
+import contextlib
+
 import h5py
 import numpy as np
 
@@ -31,8 +33,41 @@ def _open_file(path: str, name: str, chunk_cache_bytes: int):
 
 def _h5_reason(text: str) -> str:
     """HDF5's messages are long; keep the part in parentheses that says what failed."""
-    text = text.strip()
-    return text.split("(", 1)[-1].rstrip(")") if "(" in text else text
+    text = text.strip().strip("'\"")
+    return text.split("(", 1)[-1].rstrip(")'\"") if "(" in text else text
+
+
+def dataset_name(dataset) -> str:
+    """The path of a dataset as text (names that are not UTF-8 with their bytes escaped)."""
+    return _path_text(dataset.name)
+
+
+# What h5py raises when the library meets damaged metadata, wherever it is read.
+H5_ERRORS = (RuntimeError, OSError, KeyError, ValueError, TypeError)
+
+
+@contextlib.contextmanager
+def h5_errors(name: str):
+    """Turn what h5py raises on a damaged file into one error that names it."""
+    try:
+        yield
+    except H5_ERRORS as exc:
+        raise InputError(f"{name}: damaged HDF5 file ({_h5_reason(str(exc))})") from None
+
+
+def _visit(h5file, name: str, visitor) -> None:
+    """``visititems`` over every object, a damaged file being one clear error."""
+    try:
+        h5file.visititems(visitor)
+    except H5_ERRORS as exc:
+        raise InputError(f"{name}: cannot list its datasets ({_h5_reason(str(exc))})") from None
+
+
+def _path_text(path) -> str:
+    """An HDF5 object path as text: names that are not UTF-8 keep their bytes as escapes."""
+    if isinstance(path, bytes):
+        return path.decode("utf-8", errors="backslashreplace")
+    return path
 
 
 def numeric_problem(dataset) -> str | None:
@@ -64,15 +99,15 @@ def numeric_problem(dataset) -> str | None:
     return None
 
 
-def list_numeric_datasets(h5file) -> list:
+def list_numeric_datasets(h5file, name: str = "") -> list:
     """Return the paths of the numeric datasets reachable by hard links, sorted."""
     found = []
 
     def visit(path, item):
         if isinstance(item, h5py.Dataset) and numeric_problem(item) is None:
-            found.append("/" + path)
+            found.append("/" + _path_text(path))
 
-    h5file.visititems(visit)
+    _visit(h5file, name or h5file.filename, visit)
     return sorted(found)
 
 
@@ -89,7 +124,11 @@ def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
             raise InputError(f"{name}: {path!r} has a {component!r} component; name the "
                              "dataset by its path from the root")
         try:
-            link = node.get(component, getlink=True)
+            # a name that is not UTF-8 arrives from argv with its bytes as surrogates
+            key = component.encode("utf-8", "surrogateescape") if any(
+                "\udc80" <= char <= "\udcff" for char in component) else component
+            link = _raw_link(node, key) if isinstance(key, bytes) else node.get(
+                key, getlink=True)
         except (RuntimeError, KeyError, OSError, TypeError, UnicodeError) as exc:
             raise InputError(f"{name}: cannot resolve {walked}/{component} "
                              f"({_h5_reason(str(exc))})") from None
@@ -109,10 +148,30 @@ def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
                 raise InputError(f"{name}: {walked} is a soft link to missing {link.path}")
             continue
         try:
-            node = node[component]
-        except (KeyError, OSError) as exc:
+            node = _open_raw(node, key) if isinstance(key, bytes) else node[key]
+        except (KeyError, OSError, RuntimeError, TypeError) as exc:
             raise InputError(f"{name}: cannot open {walked} ({_h5_reason(str(exc))})") from None
     return node
+
+
+def _raw_link(group, key: bytes):
+    """``group.get(key, getlink=True)`` for a name that is not UTF-8 (h5py's decodes it)."""
+    links = group.id.links
+    if not links.exists(key):
+        return None
+    kind = links.get_info(key).type
+    if kind == h5py.h5l.TYPE_SOFT:
+        return h5py.SoftLink(_path_text(links.get_val(key)))
+    if kind == h5py.h5l.TYPE_EXTERNAL:
+        filename, path = links.get_val(key)
+        return h5py.ExternalLink(_path_text(filename), _path_text(path))
+    return h5py.HardLink()
+
+
+def _open_raw(group, key: bytes):
+    """``group[key]`` for a name that is not UTF-8."""
+    opened = h5py.h5o.open(group.id, key)
+    return h5py.Dataset(opened) if isinstance(opened, h5py.h5d.DatasetID) else h5py.Group(opened)
 
 
 def _check_storage(dataset, name: str, allow_external: bool, require_data: bool = True,
@@ -132,7 +191,8 @@ def _check_storage(dataset, name: str, allow_external: bool, require_data: bool 
     for index in range(plist.get_nfilters()):
         code, flags, _values, filter_name = plist.get_filter(index)
         # HDF5 skips an optional filter it cannot apply; chunks it did not filter read fine
-        if not h5py.h5z.filter_avail(code) and not flags & h5py.h5z.FLAG_OPTIONAL:
+        if not h5py.h5z.filter_avail(code) and (not flags & h5py.h5z.FLAG_OPTIONAL
+                                                or _filtered_chunks(dataset, index)):
             label = filter_name.decode(errors="replace") if filter_name else "unnamed"
             raise InputError(
                 f"{name}: compressed with HDF5 filter {code} ({label}), which is not "
@@ -147,6 +207,21 @@ def _check_storage(dataset, name: str, allow_external: bool, require_data: bool 
         )
     if require_data and not allow_sparse:
         _check_written(dataset, name)
+
+
+# Chunks whose filter masks are looked at to see if an optional filter was applied.
+FILTER_CHECK_CHUNKS = 64
+
+
+def _filtered_chunks(dataset, index: int) -> bool:
+    """Whether the first written chunks went through filter `index` of the pipeline (an
+    optional filter leaves a chunk it could not process unfiltered, and says so in the
+    chunk's filter mask)."""
+    written = dataset.id.get_num_chunks() if dataset.chunks else 0
+    for chunk in range(min(written, FILTER_CHECK_CHUNKS)):
+        if not dataset.id.get_chunk_info(chunk).filter_mask & (1 << index):
+            return True
+    return False
 
 
 # Unwritten chunks read as the fill value, without I/O: a small file can declare petabytes.
@@ -217,7 +292,7 @@ def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
     h5file = _open_file(path, name, chunk_cache_bytes)
     try:
         if dataset_path is None:
-            candidates = list_numeric_datasets(h5file)
+            candidates = list_numeric_datasets(h5file, name)
             if len(candidates) != 1:
                 listing = ", ".join(candidates) if candidates else "none"
                 raise InputError(
@@ -227,7 +302,7 @@ def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
             dataset_path = candidates[0]
         node = _resolve(h5file, dataset_path, name, allow_external)
         if node is None or not isinstance(node, h5py.Dataset):
-            candidates = list_numeric_datasets(h5file)
+            candidates = list_numeric_datasets(h5file, name)
             what = "no dataset" if node is None else "a group, not a dataset"
             raise InputError(
                 f"{name}: {dataset_path} is {what}; numeric datasets: "
@@ -235,8 +310,9 @@ def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
             )
         problem = numeric_problem(node)
         if problem:
-            raise InputError(f"{path}:{node.name}: {problem}")
-        _check_storage(node, f"{path}:{node.name}", allow_external, require_data, allow_sparse)
+            raise InputError(f"{path}:{dataset_name(node)}: {problem}")
+        _check_storage(node, f"{path}:{dataset_name(node)}", allow_external, require_data,
+                       allow_sparse)
         return h5file, node
     except BaseException:
         h5file.close()
@@ -269,7 +345,7 @@ def read_block(dataset, region: tuple, name: str, block: np.ndarray) -> np.ndarr
     try:
         if block.size:
             dataset.read_direct(block, source_sel=region)
-    except (OSError, ValueError) as exc:
+    except H5_ERRORS as exc:
         raise InputError(f"{name}: cannot read data ({_h5_reason(str(exc))})") from None
     return block
 
@@ -281,7 +357,8 @@ def list_datasets(path: str, name: str) -> list:
     with h5file:
         def visit(item_path, item):
             if isinstance(item, h5py.Dataset):
-                rows.append(("/" + item_path, item.shape, item.dtype, numeric_problem(item)))
+                rows.append(("/" + _path_text(item_path), item.shape, item.dtype,
+                             numeric_problem(item)))
 
-        h5file.visititems(visit)
+        _visit(h5file, name, visit)
     return sorted(rows, key=lambda row: row[0])

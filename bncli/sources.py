@@ -275,7 +275,7 @@ class Hdf5Source(Source):
     """One numeric dataset of an HDF5 file, read in blocks aligned to its chunks."""
 
     def __init__(self, h5file, dataset, name: str, path: str):
-        from .hdf5 import describe_dataset
+        from .hdf5 import dataset_name, describe_dataset
 
         self._file = h5file
         self._dataset = dataset
@@ -283,7 +283,7 @@ class Hdf5Source(Source):
         super().__init__(
             name=name,
             path=path,
-            dataset=dataset.name,
+            dataset=dataset_name(dataset),
             shape=tuple(dataset.shape),
             dtype=dataset.dtype,
             chunks=dataset.chunks,
@@ -377,15 +377,20 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
     if signature.startswith(HDF5_SIGNATURE) or spec.dataset is not None or (
         is_hdf5_name and not signature.startswith(NPY_SIGNATURE)
     ):
-        from .hdf5 import open_dataset
+        from .hdf5 import dataset_name, h5_errors, open_dataset
 
-        h5file, dataset = open_dataset(
-            spec.path, spec.dataset, name, allow_external=allow_external,
-            chunk_cache_bytes=max(chunk_cache_bytes, MIN_CHUNK_CACHE_BYTES),
-            require_data=require_data, allow_sparse=allow_sparse,
-        )
-        return Hdf5Source(h5file, dataset, spec.display if spec.dataset else
-                          f"{spec.path}:{dataset.name}", spec.path)
+        with h5_errors(name):
+            h5file, dataset = open_dataset(
+                spec.path, spec.dataset, name, allow_external=allow_external,
+                chunk_cache_bytes=max(chunk_cache_bytes, MIN_CHUNK_CACHE_BYTES),
+                require_data=require_data, allow_sparse=allow_sparse,
+            )
+            try:
+                return Hdf5Source(h5file, dataset, spec.display if spec.dataset else
+                                  f"{spec.path}:{dataset_name(dataset)}", spec.path)
+            except BaseException:
+                h5file.close()
+                raise
     return _open_npy(spec.path, name, seekable=True)
 
 

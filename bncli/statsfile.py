@@ -424,8 +424,11 @@ def load(path: str) -> Statistics:
                 raise StatsFileError(f"{path}: not valid JSON ({exc})") from None
             arrays = {}
             if isinstance(document, dict):
-                arrays = {key: _from_json_values(document[key], path, key)
-                          for key in _array_keys(document)}
+                try:
+                    arrays = {key: _from_json_values(document[key], path, key)
+                              for key in _array_keys(document)}
+                except RecursionError:
+                    raise StatsFileError(f"{path}: arrays nested too deeply") from None
             return from_document(document, arrays, path)
         try:
             with np.load(path, allow_pickle=False) as archive:

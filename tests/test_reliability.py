@@ -406,3 +406,75 @@ def test_an_optional_hdf5_filter_that_is_not_installed_is_skipped(tmp_path):
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose(np.load(tmp_path / "n.npy"),
                                (values - values.mean(0)) / values.std(0), rtol=1e-12)
+
+
+def test_a_full_disk_while_spooling_stdin_is_one_error_line_and_leaves_nothing(tmp_path):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        np.save(tmp_path / "big.npy", np.random.default_rng(1).standard_normal((20000, 8)))
+        result = shell(f"cat big.npy | TMPDIR={mount} {bn('normalize', '-', '-o', 'out.npy')}",
+                       tmp_path)
+        assert result.returncode == 1
+        assert_one_line(result.stderr, f"<stdin>: cannot keep a copy for the second pass in "
+                        f"{mount}: No space left on device (set TMPDIR to a directory with "
+                        "room)")
+        assert os.listdir(mount) == [] and not (tmp_path / "out.npy").exists()
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_hdf5_names_that_are_not_utf8_are_listed_and_opened(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "names.h5", "w") as h5file:
+        h5file.create_dataset(b"\xff\xfe", data=np.arange(12.0).reshape(4, 3))
+        h5file.create_dataset("y", data=np.zeros((4, 3)))
+    result = run_bn("stats", tmp_path / "names.h5")
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "holds 2 numeric datasets (/\\xff\\xfe, /y)")
+    listing = run_bn("info", tmp_path / "names.h5").stdout.decode()
+    assert "dataset  /\\xff\\xfe  4x3 float64" in listing
+    raw_name = os.fsencode(tmp_path / "names.h5") + b":/\xff\xfe"
+    opened = subprocess.run([*BN, "stats", raw_name, "--format", "json"], capture_output=True)
+    assert opened.returncode == 0, opened.stderr
+    import json
+
+    assert json.loads(opened.stdout)["mean"] == [4.5, 5.5, 6.5]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('"mean": [' + "[" * 5000 + "]" * 5000 + "]", "not valid JSON"),
+    ('"mean": ' + "[" * 900 + "1" + "]" * 900, "arrays nested too deeply"),
+    ('"mean": [1' + "0" * 400 + ", 2]", "mean is not an array of numbers in range"),
+])
+def test_huge_and_deeply_nested_numbers_in_statistics_files_are_refused(tmp_path, text,
+                                                                         message):
+    import json
+
+    document = good_document()
+    key = text.split('"')[1]
+    document.pop(key)
+    body = json.dumps(document)[:-1] + ", " + text + "}"
+    (tmp_path / "bad.json").write_text(body)
+    result = run_bn("merge", tmp_path / "bad.json", "-o", tmp_path / "m.json")
+    assert result.returncode == 1
+    assert_one_line(result.stderr, f"bad.json: {message}")
+
+
+def test_hdf5_with_a_damaged_chunk_index_is_one_error_line(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "d.h5", "w", libver="earliest") as h5file:
+        h5file.create_dataset("x", data=np.arange(240.0).reshape(10, 24), chunks=(5, 6))
+    data = (tmp_path / "d.h5").read_bytes()
+    assert data.count(b"TREE") >= 2  # the group's B-tree and the chunk index
+    (tmp_path / "d.h5").write_bytes(data[:data.rindex(b"TREE")] + b"TREX"
+                                    + data[data.rindex(b"TREE") + 4:])
+    for args in (["stats", f"{tmp_path / 'd.h5'}:/x"], ["info", f"{tmp_path / 'd.h5'}:/x"]):
+        result = run_bn(*args)
+        assert result.returncode == 1
+        assert_one_line(result.stderr, "d.h5:/x: damaged HDF5 file (wrong B-tree signature)")

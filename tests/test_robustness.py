@@ -160,7 +160,48 @@ def test_mutated_npy_files_end_in_success_or_the_documented_error(tmp_path, edit
     assert result.exit_code in (1, 2), (result.exit_code, repr(result.exception))
     assert result.stderr.startswith("bn: error: ")
     assert result.stderr.count("\n") == 1
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
+
+
+def _valid_hdf5() -> bytes:
+    import io
+
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5file:
+        h5file.create_dataset("g/x", data=np.arange(240, dtype="<f4").reshape(10, 4, 6),
+                              chunks=(5, 4, 3), compression="gzip", shuffle=True)
+        h5file.create_dataset("y", data=np.arange(12.0).reshape(4, 3))
+        h5file["g"].attrs["note"] = "seed"
+    return buffer.getvalue()
+
+
+VALID_HDF5 = _valid_hdf5()
+
+
+@settings(max_examples=150, deadline=10000, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, len(VALID_HDF5) - 1),
+                                st.binary(min_size=0, max_size=8), st.integers(0, 8)),
+                      min_size=1, max_size=4),
+       command=st.sampled_from([["info", "{path}"], ["stats", "{path}:/g/x"],
+                                ["stats", "{path}:/y"], ["stats", "{path}"]]))
+def test_mutated_hdf5_files_end_in_success_or_the_documented_error(tmp_path, edits, command):
+    data = bytearray(VALID_HDF5)
+    for position, insert, delete in edits:
+        del data[position:position + delete]
+        data[position:position] = insert
+    path = tmp_path / "fuzz.h5"
+    path.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, [part.format(path=path) for part in command])
+    if result.exit_code == 0:
+        assert result.exception is None
+        return
+    assert result.exit_code in (1, 2), (result.exit_code, repr(result.exception))
+    assert result.stderr.startswith("bn: error: "), repr(result.exception)
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
 
 
 @settings(max_examples=60, deadline=10000, derandomize=True)
