@@ -37,7 +37,7 @@ from .engine import (
     normalize_source,
     spool_stdin,
 )
-from .errors import StatsFileError, UsageError
+from .errors import OutputError, StatsFileError, UsageError
 from .findings import DEFAULT_OUTLIER_THRESHOLD
 from .layout import channel_shape, format_shape, keepdims_shape, resolve_axes
 from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
@@ -47,12 +47,21 @@ from .sinks import (
     Hdf5Writer,
     NpyFileWriter,
     NpyWriter,
+    check_hdf5_target,
     check_target,
     output_chunks,
     output_error,
     stdout_stream,
 )
-from .sources import HDF5_SUFFIX, InputSpec, Source, is_hdf5_file, is_stream, open_source
+from .sources import (
+    HDF5_SUFFIX,
+    InputSpec,
+    Source,
+    has_hdf5_signature,
+    is_hdf5_file,
+    is_stream,
+    open_source,
+)
 from .statsfile import Statistics
 
 Path = Union[str, "os.PathLike[str]"]
@@ -286,10 +295,24 @@ class OutputSpec:
         match = HDF5_SUFFIX.match(text)
         if text != "-" and match:
             return cls(match.group("path"), match.group("dataset") or None, hdf5=True)
+        if has_hdf5_signature(text):
+            return cls(text, None, hdf5=True)
+        for index in (i for i, char in enumerate(text) if char == ":"):
+            if has_hdf5_signature(text[:index]):  # an existing HDF5 file of any name
+                return cls(text[:index], text[index + 1:] or None, hdf5=True)
         if text != "-" and not text.lower().endswith(".npy"):
             raise UsageError(f"{text}: the output must be a .npy file, an HDF5 file "
                              "(out.h5 or out.h5:/dataset), or - for stdout")
         return cls(text)
+
+    def __post_init__(self):
+        if self.dataset is not None:
+            parts = [part for part in self.dataset.split("/") if part]
+            for part in parts:
+                if part in (".", ".."):
+                    raise UsageError(f"{self.path}:{self.dataset}: has a {part!r} component; "
+                                     "name the dataset by its path from the root")
+            self.dataset = "/" + "/".join(parts) if parts else None
 
 
 @dataclass
@@ -337,7 +360,8 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
               dtype: str | np.dtype | None = None, force: bool = False, ddof: int = 0,
               ignore_nan: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
               threads: int | None = None, allow_external: bool = False,
-              allow_sparse: bool = False, progress: Progress = None,
+              allow_sparse: bool = False, compression: str | None = None,
+              chunks: Sequence[int] | None = None, progress: Progress = None,
               scheduler: str | None = None) -> NormalizeResult:
     """Write a batch-normalized copy of an input.
 
@@ -373,6 +397,10 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         For the variance used when the statistics are computed here.
     ignore_nan : bool
         Leave NaNs out of the statistics computed here (they stay NaN in the output).
+    compression : str, optional
+        HDF5 outputs: ``gzip``, ``lzf`` or ``none`` (the default).
+    chunks : sequence of int, optional
+        HDF5 outputs: the chunk shape (default: the input's chunks, else about 1 MiB).
     chunk_bytes, threads, allow_external, allow_sparse, progress, scheduler :
         As :func:`stats`. On a cluster, a ``.npy`` output is written by the workers, each
         its own blocks; HDF5 and stdout outputs by this process, one writer.
@@ -398,10 +426,17 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
     input_paths = [] if input == "-" else [InputSpec.parse(input).path]
     if stats is not None and not isinstance(stats, Statistics):
         input_paths.append(os.fspath(stats))  # never written over either
+    into_existing = target.hdf5 and has_hdf5_signature(target.path)
     if target.path == "-":
         stream = stdout_stream(inputs=input_paths)
+    elif into_existing:  # one dataset added or replaced; the rest of the file kept
+        pass  # checked once the input is open (its dataset names the output's)
     else:
         check_target(target.path, force=force, inputs=input_paths)
+    if compression not in (None, "none", "gzip", "lzf"):
+        raise UsageError(f"compression {compression!r} is not gzip, lzf or none")
+    if (compression not in (None, "none") or chunks is not None) and not target.hdf5:
+        raise UsageError("compression and chunks apply to HDF5 outputs only")
     if save_stats is not None:
         statsfile.format_for_path(save_stats)
         check_target(save_stats, force=force, inputs=input_paths)
@@ -418,6 +453,19 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
             input, allow_external=allow_external, allow_sparse=allow_sparse,
             chunk_cache_bytes=2 * chunk_bytes))
         check_reducible(source, "normalize")
+        if into_existing:
+            written = _output_dataset(target, source)
+            others = input_paths
+            if source.dataset is not None and _same_file(source.path, target.path):
+                if source.dataset == written:
+                    raise OutputError(f"{target.path}:{written}: is the input dataset; refused")
+                # another dataset of the file being read: the input is read from the file,
+                # the output written to a copy of it that replaces it at the end
+                others = [path for path in input_paths if not _same_file(path, target.path)]
+            check_hdf5_target(target.path, written, force=force, inputs=others)
+        if chunks is not None and len(chunks) != len(source.shape):
+            raise UsageError(f"chunks {list(chunks)} do not fit the shape "
+                             f"{format_shape(source.shape)}")
         if saved is None:
             reduce_axes = resolve_axes(source.shape, _axes(axes), channel_axis, source.name)
             check_ddof(ddof, math.prod(source.shape) // math.prod(
@@ -467,7 +515,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                 with contextlib.ExitStack() as outputs:
                     saved_stats = None if save_stats is None else outputs.enter_context(
                         AtomicFile(save_stats, force=force))
-                    with AtomicFile(target.path, force=force) as atomic:
+                    with AtomicFile(target.path, force=force, copy=into_existing) as atomic:
                         if (partials_of is not None and not target.hdf5
                                 and source.is_file):
                             _cluster_normalize(partials_of.client, source, atomic.temp_path,
@@ -477,7 +525,8 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                                                progress=advance)
                         else:
                             writer = _open_writer(target, atomic.temp_path, source, out_dtype,
-                                                  statistics, epsilon)
+                                                  statistics, epsilon, into_existing,
+                                                  compression, chunks)
                             try:
                                 normalize_source(source, writer, coefficients, out_dtype,
                                                  chunk_bytes=chunk_bytes, threads=threads,
@@ -501,20 +550,43 @@ def _cluster_normalize(client, source: Source, temp_path: str, name: str, out_dt
                       **options)
 
 
+def _same_file(first: str, second: str) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def _output_dataset(target: OutputSpec, source) -> str:
+    """The dataset an HDF5 output is written to: as named, or as the input's, or /normalized."""
+    return target.dataset or source.dataset or DEFAULT_OUTPUT_DATASET
+
+
 def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: np.dtype,
-                 statistics: Statistics, epsilon: float):
+                 statistics: Statistics, epsilon: float, existing: bool = False,
+                 compression: str | None = None, chunks: Sequence[int] | None = None):
     if not target.hdf5:
         return NpyFileWriter(temp_path, target.path, source.shape, out_dtype,
                               source.fortran_order)
     mean, variance = statistics.normalization()
-    dataset = target.dataset or source.dataset or DEFAULT_OUTPUT_DATASET
-    chunks = source.chunks if source.chunks and not source.fortran_order else output_chunks(
-        source.shape, out_dtype.itemsize, source.fortran_order)
+    dataset = _output_dataset(target, source)
+    if chunks is not None:
+        chunks = tuple(int(size) for size in chunks)
+        if len(chunks) != len(source.shape) or min(chunks, default=1) < 1:
+            raise UsageError(f"chunks {list(chunks)} do not fit the shape "
+                             f"{format_shape(source.shape)}")
+        chunks = tuple(min(size, max(dim, 1)) for size, dim in zip(chunks, source.shape))
+    elif source.chunks and not source.fortran_order:
+        chunks = source.chunks
+    else:
+        chunks = output_chunks(source.shape, out_dtype.itemsize, source.fortran_order)
     return Hdf5Writer(
         temp_path, f"{target.path}:{dataset}", dataset, source.shape, out_dtype,
         source.fortran_order, chunks,
         attrs={"mean": mean, "variance": variance, "epsilon": epsilon,
-               "axes": np.asarray(statistics.axes, np.int64)})
+               "axes": np.asarray(statistics.axes, np.int64)},
+        compression=None if compression in (None, "none") else compression,
+        existing=existing)
 
 
 def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:

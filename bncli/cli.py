@@ -419,18 +419,25 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False):
               help="Delta degrees of freedom of the variance computed here.")
 @click.option("--ignore-nan", is_flag=True,
               help="Leave NaNs out of the statistics computed here.")
-@click.option("--force", is_flag=True, help="Replace existing output files.")
+@click.option("--force", is_flag=True,
+              help="Replace existing output files (in an HDF5 file, only the named dataset).")
+@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default=None,
+              help="HDF5 output compression [default: none].")
+@click.option("--chunks", "hdf5_chunks", type=AxesType(), default=None, metavar="SHAPE",
+              help="HDF5 output chunk shape, a comma list (default: the input's chunks, "
+                   "else about 1 MiB).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @engine_options
 def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_path, save_stats,
-              dtype, ddof, ignore_nan, force, quiet, chunk_bytes, threads, allow_sparse,
-              allow_external, progress, scheduler):
+              dtype, ddof, ignore_nan, force, compression, hdf5_chunks, quiet, chunk_bytes,
+              threads, allow_sparse, allow_external, progress, scheduler):
     """Write scale * (x - mean) / sqrt(variance + epsilon) + offset, chunk by chunk.
 
     \b
       bn normalize acts.npy -o normed.npy
       bn normalize acts.npy --stats train.json -o normed.npy   # inference mode
       bn normalize data.h5:/x --channel-axis 1 -o out.h5:/x --dtype float16
+      bn normalize run.h5:/acts -o run.h5:/normed --compression gzip   # adds one dataset
       cat acts.npy | bn normalize - | python consume.py
     """
     from . import api
@@ -456,8 +463,8 @@ def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_p
         input, output, axes=axes, channel_axis=channel_axis, epsilon=epsilon, scale=scale,
         offset=offset, stats=stats_path, save_stats=save_stats, dtype=dtype, force=force,
         ddof=ddof, ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
-        allow_external=allow_external, allow_sparse=allow_sparse,
-        progress=_progress_factory(progress), scheduler=scheduler)
+        allow_external=allow_external, allow_sparse=allow_sparse, compression=compression,
+        chunks=hdf5_chunks, progress=_progress_factory(progress), scheduler=scheduler)
     if not quiet:
         from .report import render_normalize_summary
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -87,11 +88,15 @@ class AtomicFile:
         Final path.
     force : bool
         Replace an existing file at commit.
+    copy : bool
+        Start from a copy of the existing file (to change it: an HDF5 file that gains or
+        replaces one dataset). The commit then refuses if the file changed meanwhile.
     """
 
-    def __init__(self, path: str, *, force: bool):
+    def __init__(self, path: str, *, force: bool, copy: bool = False):
         self.path = path
-        self.force = force
+        self.force = force or copy
+        self._original = None
         directory, base = os.path.split(os.path.abspath(path))
         try:
             handle, self.temp_path = tempfile.mkstemp(
@@ -100,6 +105,14 @@ class AtomicFile:
             raise output_error(path, exc) from None
         os.close(handle)
         self._done = False
+        if copy:
+            try:
+                self._original = _identity(path)
+                shutil.copyfile(path, self.temp_path)
+                shutil.copymode(path, self.temp_path)
+            except OSError as exc:
+                self.abort()
+                raise output_error(path, exc) from None
 
     def commit(self) -> None:
         """Move the temporary file into place (refusing to clobber without force).
@@ -113,6 +126,13 @@ class AtomicFile:
             raise
 
     def _commit(self) -> None:
+        if self._original is not None:
+            if _identity(self.path) != self._original:
+                raise OutputError(f"{self.path}: changed while bn was writing a copy of it; "
+                                  "left as the other writer made it")
+            os.replace(self.temp_path, self.path)
+            self._done = True
+            return
         umask = os.umask(0)
         os.umask(umask)
         exists = f"{self.path}: already exists"
@@ -158,6 +178,49 @@ class AtomicFile:
             self.commit()
         else:
             self.abort()
+
+
+def _identity(path: str) -> tuple | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def check_hdf5_target(path: str, dataset: str, *, force: bool,
+                      inputs: Iterable[str] = ()) -> None:
+    """Check writing `dataset` into the existing HDF5 file `path`.
+
+    Only that dataset is written (replaced with `force`); every other object of the file
+    is kept. Refuses the file if it is an input, and a dataset path that exists without
+    `force`, is a group, or runs through a dataset.
+    """
+    import h5py
+
+    name = f"{path}:{dataset}"
+    _refuse_inputs(path, os.stat(path), inputs)
+    try:
+        with h5py.File(path, "r") as h5file:
+            node = h5file["/"]
+            parts = [part for part in dataset.split("/") if part]
+            for depth, part in enumerate(parts):
+                if not isinstance(node, h5py.Group):
+                    raise OutputError(f"{name}: /{'/'.join(parts[:depth])} is a dataset, "
+                                      "not a group")
+                if part not in node:
+                    return
+                node = node[part]
+            if isinstance(node, h5py.Group):
+                raise OutputError(f"{name}: is a group of {path}; name a new dataset")
+            if not force:
+                raise OutputError(f"{name}: already exists",
+                                  hint="use --force to replace it; the rest of the file is kept")
+    except OutputError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise OutputError(f"{path}: cannot open the HDF5 file to add {dataset} to it "
+                          f"({str(exc).split('(', 1)[-1].rstrip(')')})") from None
 
 
 def preallocate(descriptor: int, size: int, name: str) -> None:
@@ -310,7 +373,7 @@ def output_chunks(shape: tuple, itemsize: int, fortran_order: bool) -> tuple:
 
 
 class Hdf5Writer:
-    """Writes one chunked dataset of a new HDF5 file, block by block.
+    """Writes one chunked dataset of a new HDF5 file (or of a copy of one), block by block.
 
     The file has no chunk cache: each block goes to disk as it is written, and nothing is
     left to flush at close. (With dirty chunks cached, a write past a full disk or a
@@ -319,11 +382,11 @@ class Hdf5Writer:
     Parameters
     ----------
     path : str
-        File to create (a temporary path).
+        File to create (a temporary path), or with `existing` a copy of a file to change.
     name : str
         For messages.
     dataset : str
-        Dataset path inside the file.
+        Dataset path inside the file (replaced if `existing` holds it).
     shape : tuple of int
         Logical shape.
     dtype : numpy.dtype
@@ -333,18 +396,24 @@ class Hdf5Writer:
         Chunk shape; None lets h5py choose.
     attrs : dict
         Attributes of the dataset.
+    compression : str or None
+        ``gzip`` or ``lzf``, or None.
+    existing : bool
+        Add the dataset to the HDF5 file at `path` rather than create the file.
     """
 
     def __init__(self, path: str, name: str, dataset: str, shape: tuple, dtype: np.dtype,
                  fortran_order: bool, chunks: tuple | None, attrs: dict,
-                 compression: str | None = None):
+                 compression: str | None = None, existing: bool = False):
         import h5py
 
         self.name = name
         self.fortran_order = fortran_order
         self.file = self.dataset = None
         try:
-            self.file = h5py.File(path, "w", rdcc_nbytes=0)
+            self.file = h5py.File(path, "r+" if existing else "w", rdcc_nbytes=0)
+            if existing and dataset in self.file:  # replaced (checked before)
+                del self.file[dataset]
             self.dataset = self.file.create_dataset(
                 dataset, shape=shape, dtype=dtype, chunks=chunks or True,
                 compression=compression)
@@ -353,6 +422,9 @@ class Hdf5Writer:
             return
         except OSError as exc:
             error = output_error(name, exc)
+        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+            error = OutputError(f"{name}: cannot create the dataset "
+                                f"({str(exc).split('(', 1)[-1].rstrip(')')})")
         self.close()
         raise error
 

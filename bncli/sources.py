@@ -25,7 +25,10 @@ from .npyformat import check_data_size, read_header
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NPY_SIGNATURE = b"\x93NUMPY"
-HDF5_SUFFIX = re.compile(r"^(?P<path>.*?\.(?:h5|hdf5|hdf))(?::(?P<dataset>.*))?$", re.IGNORECASE)
+# Names HDF5 files commonly have (netCDF4 and HDF-EOS5 files are HDF5 too); any other file
+# is recognized by its signature.
+HDF5_SUFFIX = re.compile(r"^(?P<path>.*?\.(?:h5|hdf5|hdf|he5|nc|nc4|h5ad))(?::(?P<dataset>.*))?$",
+                         re.IGNORECASE)
 # HDF5 reads go through a chunk cache; it must hold every chunk one block touches, or a chunk
 # would be decompressed once per block row. The default is 1 MiB.
 MIN_CHUNK_CACHE_BYTES = 16 * 2**20
@@ -49,9 +52,15 @@ class InputSpec:
     @classmethod
     def parse(cls, text: str) -> InputSpec:
         """Split ``file.h5:/group/dataset``; other text is a path (``-`` is stdin)."""
+        if text == "-" or os.path.lexists(text):
+            return cls(text)
         match = HDF5_SUFFIX.match(text)
         if match and match.group("dataset") is not None:
             return cls(match.group("path"), match.group("dataset") or None)
+        # FILE:/dataset with a file of any name that holds the HDF5 signature
+        for index in (i for i, char in enumerate(text) if char == ":"):
+            if has_hdf5_signature(text[:index]):
+                return cls(text[:index], text[index + 1:] or None)
         return cls(text)
 
     @property
@@ -333,6 +342,18 @@ def is_stream(path: str) -> bool:
     except OSError:
         return False
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def has_hdf5_signature(path: str) -> bool:
+    """Whether `path` is a regular file that starts with the HDF5 signature (False for
+    anything that is not, or cannot be read)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as probe:
+            return probe.read(8).startswith(HDF5_SIGNATURE)
+    except OSError:
+        return False
 
 
 def is_hdf5_file(path: str, name: str) -> bool:

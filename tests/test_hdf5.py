@@ -178,12 +178,12 @@ def test_declared_shape_without_storage_is_refused(invoke, tmp_path):
     assert "declares shape 100x4 but no data was ever written to it" in result.stderr
 
 
-def test_output_into_the_input_hdf5_file_is_refused(invoke, tmp_path, values):
+def test_output_onto_the_input_hdf5_dataset_is_refused(invoke, tmp_path, values):
     path = tmp_path / "d.h5"
     make_file(path, x=values)
     before = path.read_bytes()
-    result = invoke("normalize", f"{path}:/x", "-o", f"{path}:/y", "--force")
-    assert result.exit_code == 1 and "is the input file" in result.stderr
+    result = invoke("normalize", f"{path}:/x", "-o", f"{path}:/x", "--force")
+    assert result.exit_code == 1 and "is the input dataset; refused" in result.stderr
     assert path.read_bytes() == before
 
 
