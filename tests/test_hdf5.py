@@ -197,3 +197,23 @@ def test_info_describes_a_dataset_never_written_and_stats_refuse_it(tmp_path):
     refused = run_bn("stats", f"{tmp_path / 'empty.h5'}:/x")
     assert refused.returncode == 1
     assert b"no data was ever written to it" in refused.stderr
+
+
+@pytest.mark.parametrize("name", ["acts.nc", "acts.he5", "acts.dat"])
+def test_hdf5_files_of_any_name_take_file_colon_dataset(tmp_path, name):
+    values = np.random.default_rng(5).standard_normal((40, 3))
+    with h5py.File(tmp_path / name, "w") as h5file:  # netCDF4 and HDF-EOS5 are HDF5
+        h5file["acts"] = values
+        h5file["labels"] = np.arange(40.0)
+    listed = run_bn("stats", tmp_path / name)
+    assert listed.returncode == 1
+    assert f"holds 2 numeric datasets (/acts, /labels); name one as {tmp_path / name}:" in (
+        listed.stderr.decode())
+    result = run_bn("stats", f"{tmp_path / name}:/acts", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(json.loads(result.stdout)["mean"], values.mean(0), rtol=1e-13)
+    out = run_bn("normalize", f"{tmp_path / name}:/acts", "-o", f"{tmp_path / name}:/normed",
+                 "-q")
+    assert out.returncode == 0, out.stderr
+    with h5py.File(tmp_path / name, "r") as h5file:
+        assert sorted(h5file) == ["acts", "labels", "normed"]
