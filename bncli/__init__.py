@@ -23,14 +23,14 @@ __all__ = [
 ]
 
 
-def moments(x, axes: Sequence[int], keepdims: bool = False, ddof: int = 0):
+def moments(x, axes: Sequence[int] | int, keepdims: bool = False, ddof: int = 0):
     """Mean and variance of `x` over `axes`, as ``tf.nn.moments``, accumulated in float64.
 
     Parameters
     ----------
     x : array_like
         Bool, integer or real floating data.
-    axes : sequence of int
+    axes : int or sequence of int
         Axes to reduce; negative values count from the end.
     keepdims : bool
         Keep the reduced axes with size 1.
@@ -48,7 +48,8 @@ def moments(x, axes: Sequence[int], keepdims: bool = False, ddof: int = 0):
     from .reduction import block_moments
 
     x = np.asarray(x)
-    reduce_axes = resolve_axes(x.shape, list(axes), name="x")
+    reduce_axes = resolve_axes(x.shape, [axes] if isinstance(axes, (int, np.integer))
+                               else list(axes), name="x")
     result = block_moments(x, reduce_axes).finalize(ddof)
     shape = result["mean"].shape if keepdims else channel_shape(x.shape, reduce_axes)
     return result["mean"].reshape(shape), result["variance"].reshape(shape)

@@ -39,7 +39,13 @@ from .engine import (
 )
 from .errors import OutputError, StatsFileError, UsageError
 from .findings import DEFAULT_OUTLIER_THRESHOLD
-from .layout import channel_shape, format_shape, keepdims_shape, resolve_axes
+from .layout import (
+    channel_shape,
+    format_shape,
+    keepdims_shape,
+    layout_channel_axis,
+    resolve_axes,
+)
 from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
 from .partials import Reduction
 from .sinks import (
@@ -96,6 +102,8 @@ def _progress_bar(progress, label: str, total: int):
 def open_sources(specs: Sequence[Path], *, allow_external: bool = False,
                  allow_sparse: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
     """Open every input (checking all headers first) and close them all at the end."""
+    if isinstance(specs, (str, bytes, os.PathLike)):  # one input
+        specs = [specs]
     specs = [os.fspath(spec) for spec in specs]
     if sum(1 for spec in specs if spec == "-") > 1:
         raise UsageError("standard input '-' can be given only once")
@@ -112,8 +120,9 @@ def _check_moments_order(order: int) -> None:
         raise UsageError(f"the moments order must be 2 or 4, not {order!r}")
 
 
-def stats(inputs: Sequence[Path], *, axes: Sequence[int] | None = None,
-          channel_axis: int | None = None, ddof: int = 0, ignore_nan: bool = False,
+def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = None,
+          channel_axis: int | None = None, layout: str | None = None, ddof: int = 0,
+          ignore_nan: bool = False,
           keepdims: bool = False, moments: int = 2, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
           threads: int | None = None, allow_external: bool = False, allow_sparse: bool = False,
           progress: Progress = None, scheduler: str | None = None,
@@ -122,12 +131,15 @@ def stats(inputs: Sequence[Path], *, axes: Sequence[int] | None = None,
 
     Parameters
     ----------
-    inputs : sequence of str or os.PathLike
+    inputs : str, os.PathLike, or a sequence of them
         ``file.npy``, ``file.h5[:/dataset]`` or ``-`` (a .npy stream on stdin).
     axes : sequence of int, optional
         Axes to reduce (default every axis but the last); negative values count from the end.
     channel_axis : int, optional
         Reduce every axis but this one.
+    layout : str, optional
+        ``nhwc``, ``nchw``, ``ndhwc``, ``ncdhw`` (or ``nc``, ``nwc``, ``ncw``): reduce every
+        axis but that layout's channel axis, for inputs of its rank.
     ddof : int
         Delta degrees of freedom of the variance.
     ignore_nan : bool
@@ -162,6 +174,10 @@ def stats(inputs: Sequence[Path], *, axes: Sequence[int] | None = None,
                       chunk_bytes=chunk_bytes) as sources, \
             _cluster(scheduler, allow_external) as partials_of:
         total = sum(source.nbytes for source in sources)
+        if layout is not None:
+            _check_one_axes_option(axes, channel_axis, layout)
+            channel_axis = [layout_channel_axis(layout, source.shape, source.name)
+                            for source in sources][0]
         with _progress_bar(progress, "stats", total) as advance:
             statistics = compute_statistics(
                 sources, axes=_axes(axes), channel_axis=channel_axis, ddof=ddof,
@@ -171,9 +187,16 @@ def stats(inputs: Sequence[Path], *, axes: Sequence[int] | None = None,
     return statistics
 
 
-def _axes(axes: Sequence[int] | None) -> tuple | None:
+def _check_one_axes_option(axes, channel_axis, layout) -> None:
+    if sum(option is not None for option in (axes, channel_axis, layout)) > 1:
+        raise UsageError("give one of axes, a channel axis and a layout")
+
+
+def _axes(axes: Sequence[int] | int | None) -> tuple | None:
     if axes is None:
         return None
+    if isinstance(axes, (int, np.integer)):
+        return (int(axes),)
     try:
         return tuple(int(axis) for axis in axes)
     except (TypeError, ValueError):
@@ -354,7 +377,8 @@ def _saved_statistics(source: Source, saved: Statistics, name: str, axes, channe
 
 
 def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
-              channel_axis: int | None = None, epsilon: float = DEFAULT_EPSILON,
+              channel_axis: int | None = None, layout: str | None = None,
+              epsilon: float = DEFAULT_EPSILON,
               scale: Affine = None, offset: Affine = None,
               stats: Path | Statistics | None = None, save_stats: Path | None = None,
               dtype: str | np.dtype | None = None, force: bool = False, ddof: int = 0,
@@ -376,7 +400,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         ``file.npy``, ``file.h5[:/dataset]`` or ``-``.
     output : str or os.PathLike
         ``out.npy``, ``out.h5[:/dataset]`` or ``-`` (stdout).
-    axes, channel_axis :
+    axes, channel_axis, layout :
         Axes of the statistics, as for :func:`stats`; with `stats` they default to the
         saved statistics' axes.
     epsilon : float
@@ -463,6 +487,9 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                 # the output written to a copy of it that replaces it at the end
                 others = [path for path in input_paths if not _same_file(path, target.path)]
             check_hdf5_target(target.path, written, force=force, inputs=others)
+        if layout is not None:
+            _check_one_axes_option(axes, channel_axis, layout)
+            channel_axis = layout_channel_axis(layout, source.shape, source.name)
         if chunks is not None and len(chunks) != len(source.shape):
             raise UsageError(f"chunks {list(chunks)} do not fit the shape "
                              f"{format_shape(source.shape)}")
@@ -598,6 +625,8 @@ def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
         One per input; an HDF5 file given without a dataset lists all its datasets.
     """
     described = []
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        inputs = [inputs]
     for text in map(os.fspath, inputs):
         spec = InputSpec.parse(text)
         entry = {"input": spec.display}

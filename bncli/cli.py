@@ -189,12 +189,19 @@ def _load_affine(path: str, option: str):
 
 
 def axes_options(func):
-    """``--axes``, ``--channel-axis``, shared by stats and normalize."""
+    """``--axes``, ``--channel-axis``, ``--layout``, shared by stats and normalize."""
+    from .layout import LAYOUTS
+
+    func = click.option("--layout", type=click.Choice(list(LAYOUTS), case_sensitive=False),
+                        default=None,
+                        help="The data's layout: its channel axis is kept, every other "
+                             "reduced (nchw: as --channel-axis 1).")(func)
     func = click.option("--channel-axis", type=int, default=None, metavar="K",
                         help="Reduce every axis but K (1 for NCHW). Exclusive with --axes.")(func)
     func = click.option("--axes", type=AxesType(), default=None,
                         help="Axes to reduce, e.g. 0,1,2 (as tf.nn.moments); negative counts "
-                             "from the end. Default: every axis but the last.")(func)
+                             "from the end. Default: every axis but the last (axis 0 of 1-D "
+                             "data).")(func)
     return func
 
 
@@ -300,8 +307,8 @@ def info(inputs, as_json, allow_external):
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Also draw the per-channel statistics (needs bncli[plot]).")
 @engine_options
-def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, order, fmt, show_all, quiet,
-          output, force, outlier_threshold, fail_on, plot_path, chunk_bytes, threads,
+def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order, fmt, show_all,
+          quiet, output, force, outlier_threshold, fail_on, plot_path, chunk_bytes, threads,
           allow_sparse, allow_external, progress, scheduler):
     """Per-channel count, mean, variance, std, min, max, NaN and Inf counts.
 
@@ -310,7 +317,7 @@ def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, order, fmt, sh
 
     \b
       bn stats acts.npy                      # channels last: reduce 0,1,2 of NHWC
-      bn stats acts.h5:/layer1 --channel-axis 1     # NCHW
+      bn stats acts.h5:/layer1 --layout nchw        # or --channel-axis 1
       bn stats part*.npy --format csv
       bn stats acts.npy -o stats.json --fail-on dead,nonfinite --plot stats.png
     """
@@ -329,7 +336,8 @@ def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, order, fmt, sh
     if plot_path is not None:
         _check_plot(plot_path, force, input_paths)
     started = time.perf_counter()
-    statistics = api.stats(inputs, axes=axes, channel_axis=channel_axis, ddof=ddof,
+    statistics = api.stats(inputs, axes=axes, channel_axis=channel_axis, layout=layout,
+                           ddof=ddof,
                            ignore_nan=ignore_nan, keepdims=keepdims, moments=int(order),
                            chunk_bytes=chunk_bytes, threads=threads,
                            allow_external=allow_external, allow_sparse=allow_sparse,
@@ -347,8 +355,43 @@ def stats(inputs, axes, channel_axis, keepdims, ddof, ignore_nan, order, fmt, sh
         plot_statistics(statistics, found, plot_path, force=force)
     if not quiet:
         _print_statistics(statistics, fmt, found, elapsed=elapsed, show_all=show_all)
-    if fail_kinds & {finding.kind for finding in found}:
+        if (axes, channel_axis, layout) == (None, None, None) and (
+                fmt in ("table", "csv") or sys.stdout.isatty()):
+            _hint_axes(statistics)
+    failing = [finding for finding in found if finding.kind in fail_kinds]
+    if failing:
+        for finding in failing:
+            _echo_err(f"bn: --fail-on: {finding.kind} in {_channel_list(statistics, finding)}")
         raise click.exceptions.Exit(FINDINGS_EXIT_CODE)
+
+
+def _echo_err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _channel_list(statistics, finding, shown: int = 8) -> str:
+    """``3 channels: 0, 4, 9`` (the first few, and how many more)."""
+    from .report import channel_label
+
+    count = len(finding.channels)
+    labels = ", ".join(channel_label(statistics.channel_shape, index)
+                       for index in finding.channels[:shown])
+    more = f", ... (+{count - shown} more)" if count > shown else ""
+    return f"{count} channel{'s' if count != 1 else ''}: {labels}{more}"
+
+
+def _hint_axes(statistics) -> None:
+    """One line on stderr when the default axes look wrong for the input's shape."""
+    from .layout import channels_first_suspect, format_shape
+
+    for described in statistics.inputs[:1]:
+        shape = tuple(described.get("shape") or ())
+        layout = channels_first_suspect(shape)
+        if layout:
+            _echo_err(f"bn: hint: {format_shape(shape)} was reduced to its last axis "
+                      f"({shape[-1]} channels), but its last two axes are equal, as spatial "
+                      f"axes are; if it is {layout.upper()}, use --layout {layout}")
 
 
 # Exit status of `bn stats --fail-on` when such findings exist (1 and 2 are errors).
@@ -428,7 +471,8 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False):
                    "else about 1 MiB).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @engine_options
-def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_path, save_stats,
+def normalize(input, output, axes, channel_axis, layout, epsilon, scale, offset, stats_path,
+              save_stats,
               dtype, ddof, ignore_nan, force, compression, hdf5_chunks, quiet, chunk_bytes,
               threads, allow_sparse, allow_external, progress, scheduler):
     """Write scale * (x - mean) / sqrt(variance + epsilon) + offset, chunk by chunk.
@@ -460,7 +504,8 @@ def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_p
     scale, offset = (item.values if isinstance(item, LoadedValues) else item
                      for item in (scale, offset))
     result = api.normalize(
-        input, output, axes=axes, channel_axis=channel_axis, epsilon=epsilon, scale=scale,
+        input, output, axes=axes, channel_axis=channel_axis, layout=layout, epsilon=epsilon,
+        scale=scale,
         offset=offset, stats=stats_path, save_stats=save_stats, dtype=dtype, force=force,
         ddof=ddof, ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
         allow_external=allow_external, allow_sparse=allow_sparse, compression=compression,
@@ -469,6 +514,8 @@ def normalize(input, output, axes, channel_axis, epsilon, scale, offset, stats_p
         from .report import render_normalize_summary
 
         render_normalize_summary(result, sys.stderr, found=result.statistics.findings())
+        if (axes, channel_axis, layout, stats_path) == (None, None, None, None):
+            _hint_axes(result.statistics)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -25,11 +25,42 @@ def format_shape(shape: Sequence[int]) -> str:
     return "x".join(str(dim) for dim in shape) if len(shape) else "scalar"
 
 
+# Layout shorthands: the rank they describe and their channel axis.
+LAYOUTS = {"nc": (2, 1), "nwc": (3, 2), "ncw": (3, 1), "nhwc": (4, 3), "nchw": (4, 1),
+           "ndhwc": (5, 4), "ncdhw": (5, 1)}
+
+
+def layout_channel_axis(layout: str, shape: Sequence[int], name: str = "input") -> int:
+    """The channel axis of a layout shorthand (``nhwc``, ``nchw``, ...), checked against the
+    input's rank."""
+    key = str(layout).lower()
+    if key not in LAYOUTS:
+        raise UsageError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    rank, axis = LAYOUTS[key]
+    if len(shape) != rank:
+        raise UsageError(f"layout {key} is {rank}-D, but {name} has shape "
+                         f"{format_shape(shape)} ({len(shape)} axes)")
+    return axis
+
+
+def channels_first_suspect(shape: Sequence[int]) -> str | None:
+    """The channels-first layout (``nchw``, ``ncdhw``) that `shape` looks like, or None.
+
+    Channels-first data reduced with the default axes (every axis but the last) gives the
+    last spatial axis as channels. Its telltale is a last axis equal to the one before it
+    (square images and feature maps) and different from axis 1.
+    """
+    if len(shape) in (4, 5) and shape[-1] == shape[-2] and shape[1] != shape[-1]:
+        return "nchw" if len(shape) == 4 else "ncdhw"
+    return None
+
+
 def resolve_axes(
     shape: Sequence[int],
     axes: Sequence[int] | None = None,
     channel_axis: int | None = None,
     name: str = "input",
+    layout: str | None = None,
 ) -> tuple:
     """Return the sorted, non-negative axes to reduce over.
 
@@ -43,23 +74,29 @@ def resolve_axes(
         Reduce every axis but this one. Exclusive with `axes`.
     name : str
         Input name for error messages.
+    layout : str, optional
+        A shorthand of :data:`LAYOUTS` (``nhwc``, ``nchw``, ...): its channel axis, for an
+        input of its rank. Exclusive with `axes` and `channel_axis`.
 
     Returns
     -------
     tuple of int
-        Default (neither given): every axis but the last.
+        Default (none given): every axis but the last; axis 0 of a 1-D input (one channel,
+        as ``tf.nn.moments(x, [0])``).
     """
     ndim = len(shape)
     described = f"{name} has shape {format_shape(shape)} ({ndim} axes)"
-    if axes is not None and channel_axis is not None:
-        raise UsageError("axes and a channel axis cannot be given together")
+    if sum(option is not None for option in (axes, channel_axis, layout)) > 1:
+        raise UsageError("give one of axes, a channel axis and a layout")
+    if layout is not None:
+        channel_axis = layout_channel_axis(layout, shape, name)
     if channel_axis is not None:
         if not -ndim <= channel_axis < ndim:
             raise UsageError(f"channel axis {channel_axis} is out of range: {described}")
         channel_axis %= ndim
         return tuple(axis for axis in range(ndim) if axis != channel_axis)
     if axes is None:
-        return tuple(range(ndim - 1))
+        return (0,) if ndim == 1 else tuple(range(ndim - 1))
     resolved = []
     for axis in axes:
         if not -ndim <= axis < ndim:

@@ -94,6 +94,11 @@ class _ChannelIndices:
         return tuple(int(i) for i in np.unravel_index(int(flat), self.shape))
 
 
+def channel_label(channel_shape: Sequence[int], flat: int) -> str:
+    """The label of flat channel `flat`: ``3``, or ``(0,0,3)`` for several channel axes."""
+    return _index_label(_ChannelIndices(channel_shape)[flat])
+
+
 def _index_label(index: tuple) -> str:
     """``3`` for one channel axis, ``(0,0,3)`` for several, ``-`` for none."""
     if not index:

@@ -322,7 +322,7 @@ def test_info_lists_a_file_with_several_datasets(invoke, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--axes", "0,0"], "axis 0 is given twice"),
     (["--axes", "5"], "axis 5 is out of range"),
-    (["--axes", "0", "--channel-axis", "1"], "cannot be given together"),
+    (["--axes", "0", "--channel-axis", "1"], "give one of axes, a channel axis and a layout"),
     (["--ddof", "-1"], "-1 is negative"),
     (["--chunk-bytes", "lots"], "'lots' is not a size"),
     (["--axes", "a,b"], "is not a comma list of integers"),

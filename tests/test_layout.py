@@ -36,7 +36,7 @@ def test_bad_axes_name_the_shape(axes, message):
 
 
 def test_axes_and_channel_axis_exclusive():
-    with pytest.raises(UsageError, match="cannot be given together"):
+    with pytest.raises(UsageError, match="give one of axes, a channel axis and a layout"):
         resolve_axes((4, 5), axes=[0], channel_axis=1)
 
 

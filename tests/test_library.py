@@ -59,7 +59,7 @@ def test_scale_of_the_channel_shape_for_two_dimensional_channels(tmp_path):
 LIBRARY_MISUSES = [
     ("moments", dict(axes=[0, 0]), "axis 0 is given twice"),
     ("moments", dict(axes=[2]), "axis 2 is out of range"),
-    ("stats", dict(axes=[0], channel_axis=1), "cannot be given together"),
+    ("stats", dict(axes=[0], channel_axis=1), "give one of axes, a channel axis and a layout"),
     ("stats", dict(channel_axis=7), "channel axis 7 is out of range"),
     ("stats", dict(ddof=5000), "ddof 5000 must be less than"),
     ("stats", dict(moments=3), "order must be 2 or 4"),
