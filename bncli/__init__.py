@@ -20,7 +20,33 @@ from .errors import BnError, InputError, OutputError, StatsFileError, UsageError
 __all__ = [
     "BnError", "InputError", "OutputError", "StatsFileError", "UsageError",
     "batch_normalization", "moments", "normalize_file", "stats_files", "merge_files",
+    "load_stats",
 ]
+
+
+def load_stats(path) -> dict:
+    """Read a statistics file (``.json`` or ``.npz``) as NumPy arrays.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``count``, ``mean``, ``variance``, ``std``, ``min``, ``max``, ``nan_count``,
+        ``inf_count`` (and the stored sums) of the channel shape, NaN as float NaN; the
+        file's ``axes`` and ``channel_shape`` as tuples.
+    """
+    import os
+
+    from .api import load_statistics
+
+    statistics = load_statistics(os.fspath(path))
+    values = {key: value for key, value in statistics.values().items()}
+    values["axes"] = tuple(statistics.axes)
+    values["channel_shape"] = tuple(statistics.channel_shape)
+    return values
 
 
 def moments(x, axes: Sequence[int] | int, keepdims: bool = False, ddof: int = 0):

@@ -126,7 +126,8 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
           keepdims: bool = False, moments: int = 2, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
           threads: int | None = None, allow_external: bool = False, allow_sparse: bool = False,
           progress: Progress = None, scheduler: str | None = None,
-          outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD) -> Statistics:
+          outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
+          allow_duplicates: bool = False) -> Statistics:
     """Compute per-channel statistics of one dataset stored in one or more inputs.
 
     Parameters
@@ -161,6 +162,8 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
         Run on a dask.distributed cluster: ``tcp://host:port``, or ``local``.
     outlier_threshold : float
         Robust z-score above which a channel's mean or std is a finding.
+    allow_duplicates : bool
+        Take an input given twice twice (refused by default).
 
     Returns
     -------
@@ -170,6 +173,13 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
     _check_positive(chunk_bytes, "the chunk size")
     threads = threads or default_threads()
     reduction = Reduction(ignore_nan=ignore_nan, order=moments)
+    if not allow_duplicates:
+        seen: dict = {}
+        for spec in ([inputs] if isinstance(inputs, (str, bytes, os.PathLike)) else inputs):
+            parsed = InputSpec.parse(os.fspath(spec))
+            if parsed.path != "-":
+                _refuse_duplicate(parsed.display, (_file_identity(parsed.path), parsed.dataset),
+                                  seen, "is given twice")
     with open_sources(inputs, allow_external=allow_external, allow_sparse=allow_sparse,
                       chunk_bytes=chunk_bytes) as sources, \
             _cluster(scheduler, allow_external) as partials_of:
@@ -221,7 +231,8 @@ def _cluster(scheduler, allow_external: bool):
 
 
 def save_statistics(statistics: Statistics, path: Path, *, force: bool = False,
-                    inputs: Sequence[Path] = ()) -> None:
+                    inputs: Sequence[Path] = (), indent: int | None = None,
+                    nan_as: str = "string") -> None:
     """Write a ``.json`` or ``.npz`` statistics file atomically.
 
     Parameters
@@ -233,20 +244,25 @@ def save_statistics(statistics: Statistics, path: Path, *, force: bool = False,
         Replace an existing file.
     inputs : sequence of str or os.PathLike
         Files the statistics were computed from, which may not be overwritten.
+    indent : int, optional
+        JSON: indent by this many spaces (default: one line).
+    nan_as : str
+        JSON: NaN written as ``string`` (``"NaN"``, the default) or ``null``.
     """
     path = os.fspath(path)
     fmt = statsfile.format_for_path(path)
     check_target(path, force=force, inputs=[os.fspath(item) for item in inputs])
     with AtomicFile(path, force=force) as output:
-        _write_statistics(statistics, output, fmt)
+        _write_statistics(statistics, output, fmt, indent=indent, nan_as=nan_as)
 
 
-def _write_statistics(statistics: Statistics, output: AtomicFile, fmt: str | None = None):
+def _write_statistics(statistics: Statistics, output: AtomicFile, fmt: str | None = None,
+                      **options):
     """Write a statistics file into the temporary file of `output`."""
     fmt = fmt or statsfile.format_for_path(output.path)
     try:
         with open(output.temp_path, "wb") as stream:  # closing flushes: inside the try
-            statsfile.write(statistics, stream, fmt=fmt)
+            statsfile.write(statistics, stream, fmt=fmt, **options)
     except OSError as exc:
         raise output_error(output.path, exc) from None
 
@@ -256,15 +272,53 @@ def load_statistics(path: Path) -> Statistics:
     return statsfile.load(os.fspath(path))
 
 
-def merge(paths: Sequence[Path]) -> Statistics:
-    """Combine statistics files of the same channel shape, axes and ddof, exactly."""
+def merge(paths: Sequence[Path], *, allow_duplicates: bool = False) -> Statistics:
+    """Combine statistics files of the same channel shape, axes and ddof, exactly.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+    allow_duplicates : bool
+        Merge a file given twice, or files computed from the same input, whose values
+        would then count twice (refused by default).
+    """
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
     merged = None
-    for path in paths:
-        part = statsfile.load(os.fspath(path))
-        merged = part if merged is None else merged.merge(part, os.fspath(path))
+    seen_files: dict = {}
+    seen_inputs: dict = {}
+    for path in map(os.fspath, paths):
+        if not allow_duplicates:
+            _refuse_duplicate(path, _file_identity(path), seen_files, "is given twice")
+        part = statsfile.load(path)
+        if not allow_duplicates:
+            for described in part.inputs:
+                key = (described.get("path"), described.get("dataset"))
+                if key[0] not in (None, "-", "<stdin>"):
+                    _refuse_duplicate(path, key, seen_inputs,
+                                      f"holds statistics of {key[0]}"
+                                      + (f":{key[1]}" if key[1] else "")
+                                      + ", as {other} does")
+        merged = part if merged is None else merged.merge(part, path)
     if merged is None:
         raise UsageError("no statistics files given")
     return merged
+
+
+def _file_identity(path: str):
+    try:
+        info = os.stat(path)
+    except OSError:
+        return path
+    return info.st_dev, info.st_ino
+
+
+def _refuse_duplicate(name: str, key, seen: dict, what: str) -> None:
+    """Refuse `key` seen before (as `seen[key]`): its values would count twice."""
+    if key in seen:
+        raise UsageError(f"{name}: {what.format(other=seen[key])}: its values would count "
+                         "twice", hint="use --allow-duplicates if that is meant")
+    seen[key] = name
 
 
 def affine_values(values: Affine, channels: tuple, label: str) -> np.ndarray | None:

@@ -205,6 +205,33 @@ def axes_options(func):
     return func
 
 
+def _set_color(ctx, param, value):
+    from .report import set_color
+
+    if value is not None:
+        set_color(value)
+    return value
+
+
+def color_option(func):
+    """``--color auto|always|never``."""
+    return click.option("--color", type=click.Choice(["auto", "always", "never"]),
+                        default=None, expose_value=False, callback=_set_color,
+                        help="Colour tables: auto (a terminal; NO_COLOR and FORCE_COLOR "
+                             "are honoured), always or never.")(func)
+
+
+def json_options(func):
+    """``--indent``, ``--nan-as``: how statistics are written as JSON."""
+    func = click.option("--nan-as", type=click.Choice(["string", "null"]), default="string",
+                        show_default=True,
+                        help='NaN in JSON: "NaN" strings (read back exactly) or null (for '
+                             "jq and pandas).")(func)
+    func = click.option("--indent", type=click.IntRange(min=0), default=None, metavar="N",
+                        help="Pretty JSON, indented by N spaces.")(func)
+    return func
+
+
 def engine_options(func):
     """``--chunk-bytes``, ``--threads``, ``--allow-external``, ``--progress``."""
     from .layout import DEFAULT_CHUNK_BYTES
@@ -257,10 +284,17 @@ def cli():
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default=None,
+              help="Text (table) or JSON [default: table].")
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing: only check that every input can be read.")
+@click.option("--indent", type=click.IntRange(min=0), default=2, show_default=True,
+              metavar="N", help="JSON indent.")
 @click.option("--allow-external", is_flag=True,
               help="Open HDF5 datasets that read other files.")
-def info(inputs, as_json, allow_external):
+@color_option
+def info(inputs, fmt, as_json, quiet, indent, allow_external):
     """Show shape, dtype, byte order, layout and HDF5 chunking/compression.
 
     \b
@@ -270,8 +304,10 @@ def info(inputs, as_json, allow_external):
     from .api import info as describe
 
     entries = describe(inputs, allow_external=allow_external)
-    if as_json:
-        click.echo(json.dumps(entries, indent=2, default=str))
+    if quiet:
+        return
+    if as_json or fmt == "json":
+        click.echo(json.dumps(entries, indent=indent or None, default=str))
     else:
         from .report import render_info
 
@@ -306,10 +342,14 @@ def info(inputs, as_json, allow_external):
                    "(comma list).")
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Also draw the per-channel statistics (needs bncli[plot]).")
+@click.option("--allow-duplicates", is_flag=True,
+              help="Take an input given twice twice (refused: its values would count twice).")
+@json_options
+@color_option
 @engine_options
 def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order, fmt, show_all,
-          quiet, output, force, outlier_threshold, fail_on, plot_path, chunk_bytes, threads,
-          allow_sparse, allow_external, progress, scheduler):
+          quiet, output, force, outlier_threshold, fail_on, plot_path, allow_duplicates, indent,
+          nan_as, chunk_bytes, threads, allow_sparse, allow_external, progress, scheduler):
     """Per-channel count, mean, variance, std, min, max, NaN and Inf counts.
 
     Several inputs are one dataset (same channel shape). The findings (dead, NaN/Inf,
@@ -342,19 +382,21 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
                            chunk_bytes=chunk_bytes, threads=threads,
                            allow_external=allow_external, allow_sparse=allow_sparse,
                            progress=_progress_factory(progress),
-                           scheduler=scheduler,
+                           scheduler=scheduler, allow_duplicates=allow_duplicates,
                            **({} if outlier_threshold is None else
                               {"outlier_threshold": outlier_threshold}))
     elapsed = time.perf_counter() - started
     found = statistics.findings()
     if output is not None:
-        api.save_statistics(statistics, output, force=force, inputs=input_paths)
+        api.save_statistics(statistics, output, force=force, inputs=input_paths, indent=indent,
+                            nan_as=nan_as)
     if plot_path is not None:
         from .plot import plot_statistics
 
         plot_statistics(statistics, found, plot_path, force=force)
     if not quiet:
-        _print_statistics(statistics, fmt, found, elapsed=elapsed, show_all=show_all)
+        _print_statistics(statistics, fmt, found, elapsed=elapsed, show_all=show_all,
+                          indent=indent, nan_as=nan_as)
         if (axes, channel_axis, layout) == (None, None, None) and (
                 fmt in ("table", "csv") or sys.stdout.isatty()):
             _hint_axes(statistics)
@@ -421,13 +463,14 @@ def _check_plot(path, force, inputs):
     check_target(path, force=force, inputs=inputs)
 
 
-def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False):
+def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False, indent=None,
+                      nan_as="string"):
     if fmt is None:
         fmt = "table" if sys.stdout.isatty() else "json"
     if fmt == "json":
         from .statsfile import iter_json
 
-        for part in iter_json(statistics):
+        for part in iter_json(statistics, indent=indent, nan_as=nan_as):
             sys.stdout.write(part)
     elif fmt == "csv":
         from .report import iter_csv
@@ -470,6 +513,7 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False):
               help="HDF5 output chunk shape, a comma list (default: the input's chunks, "
                    "else about 1 MiB).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@color_option
 @engine_options
 def normalize(input, output, axes, channel_axis, layout, epsilon, scale, offset, stats_path,
               save_stats,
@@ -520,29 +564,46 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, scale, offset,
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("statsfiles", nargs=-1, required=True, metavar="STATSFILE...")
-@click.option("-o", "--output", required=True, metavar="OUT",
-              help="Merged statistics file (.json or .npz).")
+@click.option("-o", "--output", default=None, metavar="OUT",
+              help="Also write the merged statistics file (.json or .npz; - for JSON on "
+                   "stdout).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "none"]),
-              default="none", show_default=True, help="Also print the merged statistics.")
-def merge(statsfiles, output, force, fmt):
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default=None,
+              help="Output format (default: table on a terminal, else json).")
+@click.option("--all", "show_all", is_flag=True, help="Show every channel in the table.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing (with -o: only write the merged file).")
+@click.option("--allow-duplicates", is_flag=True,
+              help="Merge a file given twice, or files of the same input (their values "
+                   "count twice).")
+@json_options
+@color_option
+def merge(statsfiles, output, force, fmt, show_all, quiet, allow_duplicates, indent, nan_as):
     """Combine statistics of parts of a dataset, exactly as if computed in one run.
+
+    The merged statistics are printed as bn stats prints them; -o also writes them.
 
     \b
       bn stats shard0.npy -o s0.json && bn stats shard1.npy -o s1.json
       bn merge s0.json s1.json -o all.json
+      bn merge s*.json --format table
     """
     from . import api
     from .sinks import check_target
     from .statsfile import format_for_path
 
-    format_for_path(output)
-    check_target(output, force=force, inputs=statsfiles)
-    merged = api.merge(statsfiles)
+    if output == "-":
+        output, fmt = None, "json"
+    if output is not None:
+        format_for_path(output)
+        check_target(output, force=force, inputs=statsfiles)
+    merged = api.merge(statsfiles, allow_duplicates=allow_duplicates)
     found = merged.findings()
-    api.save_statistics(merged, output, force=force, inputs=statsfiles)
-    if fmt != "none":
-        _print_statistics(merged, fmt, found)
+    if output is not None:
+        api.save_statistics(merged, output, force=force, inputs=statsfiles, indent=indent,
+                            nan_as=nan_as)
+    if not quiet:
+        _print_statistics(merged, fmt, found, show_all=show_all, indent=indent, nan_as=nan_as)
 
 
 class Terminated(BaseException):

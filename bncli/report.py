@@ -7,6 +7,7 @@ nothing here computes statistics.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -61,12 +62,38 @@ class _Console(Console):
         raise BrokenPipeError()
 
 
+# Colour: "auto" (a terminal, unless NO_COLOR is set; FORCE_COLOR forces it), "always", or
+# "never", as the command line sets it.
+COLOR = {"mode": "auto"}
+
+
+def set_color(mode: str) -> None:
+    """Choose when tables are coloured: ``auto``, ``always`` or ``never``."""
+    COLOR["mode"] = mode
+
+
+def _wants_color(stream) -> bool:
+    mode = COLOR["mode"]
+    if mode != "auto":
+        return mode == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return bool(hasattr(stream, "isatty") and stream.isatty())
+
+
 def console_for(stream) -> Console:
-    """Return a rich console on `stream`, plain text without colour when not a terminal."""
+    """Return a rich console on `stream`: coloured as :func:`set_color` says, and plain text
+    at a fixed width when not a terminal."""
+    color = _wants_color(stream)
     if hasattr(stream, "isatty") and stream.isatty():
-        return _Console(file=stream, highlight=False, soft_wrap=False)
+        if color:
+            return _Console(file=stream, highlight=False, soft_wrap=False, force_terminal=True)
+        return _Console(file=stream, highlight=False, soft_wrap=False, color_system=None)
     return _Console(file=_PlainText(stream), highlight=False, soft_wrap=False,
-                    width=PLAIN_WIDTH, no_color=True, force_terminal=False)
+                    width=PLAIN_WIDTH, no_color=not color, force_terminal=color,
+                    color_system="standard" if color else None)
 
 
 def number(value: float) -> str:
@@ -329,7 +356,8 @@ class ProgressBars:
     """A factory of rich progress bars on a stream, as :mod:`bncli.api` expects."""
 
     def __init__(self, stream):
-        self.console = Console(file=stream)
+        self.console = Console(file=stream) if _wants_color(stream) else Console(
+            file=stream, color_system=None)
 
     def __call__(self, label: str, total: int):
         progress = Progress(

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .errors import OutputError
+from .errors import OutputError, UsageError
 from .layout import plan_blocks, region_shape, region_start
 from .npyformat import make_header
 
@@ -485,8 +485,8 @@ def stdout_stream(inputs: Iterable[str] = ()):
     (``bn normalize x.npy >> x.npy``)."""
     stream = sys.stdout.buffer
     if stream.isatty():
-        raise OutputError("<stdout>: is a terminal; refusing to write binary .npy data",
-                          hint="use -o FILE or a pipe")
+        raise UsageError("<stdout>: is a terminal; refusing to write binary .npy data",
+                         hint="use -o FILE or a pipe")
     try:
         target = os.fstat(stream.fileno())
     except (OSError, ValueError):

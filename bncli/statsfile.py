@@ -168,6 +168,7 @@ class Statistics:
         """Return the document's fields that are not per-channel arrays."""
         return {
             "schema": SCHEMA,
+            "bn_version": _version(),
             "inputs": self.inputs,
             "axes": list(self.axes),
             "channel_shape": list(self.channel_shape),
@@ -195,24 +196,34 @@ class Statistics:
         return document
 
 
-def _json_array(array: np.ndarray):
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _json_array(array: np.ndarray, nan_as: str = "string"):
     values = array.tolist()
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        values = _to_json_values(values)
+        values = _to_json_values(values, nan_as)
     return values
 
 
-def _to_json_values(value):
+def _to_json_values(value, nan_as: str = "string"):
     if isinstance(value, list):
-        return [_to_json_values(item) for item in value]
+        return [_to_json_values(item, nan_as) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        if math.isnan(value):
+            return None if nan_as == "null" else "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
     return value
 
 
 def _from_json_values(value, name: str, key: str):
     if isinstance(value, list):
         return [_from_json_values(item, name, key) for item in value]
+    if value is None:  # written with NaN as null
+        return math.nan
     if isinstance(value, str):
         if value in _NONFINITE:
             return _NONFINITE[value]
@@ -244,23 +255,45 @@ def dumps(statistics: Statistics) -> str:
     return "".join(iter_json(statistics))
 
 
-def iter_json(statistics: Statistics):
+def iter_json(statistics: Statistics, *, indent: int | None = None, nan_as: str = "string"):
     """Yield the strict JSON text of a statistics document in parts, one field at a time,
-    so that a document of millions of channels is never held whole as text or lists."""
-    encode = json.JSONEncoder(allow_nan=False).encode
-    separator = "{"
+    so that a document of millions of channels is never held whole as text or lists.
+
+    Parameters
+    ----------
+    statistics : Statistics
+    indent : int, optional
+        Indent nested values by this many spaces, one field per line (default: one line).
+    nan_as : str
+        ``string`` (``"NaN"``, read back exactly) or ``null`` (for jq and pandas); infinities
+        are ``"Infinity"`` and ``"-Infinity"`` either way.
+    """
+    encode = json.JSONEncoder(allow_nan=False, indent=indent).encode
+    if indent is None:
+        first, separator, close = "{", ", ", "}\n"
+    else:
+        pad = " " * indent
+        first, separator, close = "{\n" + pad, ",\n" + pad, "\n}\n"
+
+    def field(key, value):
+        text = encode(value)
+        return f"{encode(key)}: {text if indent is None else text.replace(chr(10), chr(10) + pad)}"
+
+    lead = first
     for key, value in statistics.meta().items():
-        yield f"{separator}{encode(key)}: {encode(value)}"
-        separator = ", "
+        yield lead + field(key, value)
+        lead = separator
     for key, array in statistics.arrays().items():
-        yield f"{separator}{encode(key)}: {encode(_json_array(array))}"
-    yield "}\n"
+        yield lead + field(key, _json_array(array, nan_as))
+    yield close
 
 
-def write(statistics: Statistics, stream, *, fmt: str) -> None:
-    """Write statistics to an open binary stream as ``json`` or ``npz``."""
+def write(statistics: Statistics, stream, *, fmt: str, indent: int | None = None,
+          nan_as: str = "string") -> None:
+    """Write statistics to an open binary stream as ``json`` or ``npz`` (see
+    :func:`iter_json` for `indent` and `nan_as`)."""
     if fmt == "json":
-        for part in iter_json(statistics):
+        for part in iter_json(statistics, indent=indent, nan_as=nan_as):
             stream.write(part.encode())
         return
     np.savez(stream, meta=np.array(json.dumps(statistics.meta(), allow_nan=False)),

@@ -174,6 +174,10 @@ def test_merge_refuses_mismatched_files(invoke, tmp_path):
     assert result.exit_code == 1
     assert "b.json: channel shape (2,) does not match (3,)" in result.stderr
     result = invoke("merge", tmp_path / "a.json", tmp_path / "a1.json", "-o", tmp_path / "m.json")
+    assert result.exit_code == 2  # both of a.npy: its values would count twice
+    assert "a1.json: holds statistics of" in result.stderr
+    result = invoke("merge", tmp_path / "a.json", tmp_path / "a1.json", "-o", tmp_path / "m.json",
+                    "--allow-duplicates")
     assert "a1.json: ddof 1 does not match 0" in result.stderr
     assert not (tmp_path / "m.json").exists()
 
@@ -365,7 +369,7 @@ def test_keepdims_statistics_file_serves_normalize_and_merge(invoke, nhwc, tmp_p
         assert invoke("stats", path, "--channel-axis", "3", "--keepdims", "-o",
                       tmp_path / f"{name}.json").exit_code == 0
     result = invoke("merge", tmp_path / "a.json", tmp_path / "b.json", "-o",
-                    tmp_path / "ab.json")
+                    tmp_path / "ab.json", "--allow-duplicates")
     assert result.exit_code == 0
     merged = json.loads((tmp_path / "ab.json").read_text())
     assert np.asarray(merged["mean"]).shape == (1, 1, 1, 5) and merged["count"] == [

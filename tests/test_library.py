@@ -163,7 +163,7 @@ def test_a_statistics_file_with_only_mean_and_variance_normalizes(acts, tmp_path
     expected = (values.astype(np.float64) - mean) / np.sqrt(variance)
     assert_close(np.load(tmp_path / "y.npy"), expected, rtol=1e-13, atol=1e-13)
     merged = run_bn("merge", tmp_path / "given.json", tmp_path / "given.json", "-o",
-                    tmp_path / "m.json")
+                    tmp_path / "m.json", "--allow-duplicates")
     assert merged.returncode == 1
     assert b"holds mean and variance but no count and m2" in merged.stderr
 

@@ -72,3 +72,100 @@ def test_the_python_api_takes_one_path_a_pathlib_path_and_an_int_axis(tmp_path):
     np.testing.assert_allclose(variance, values.var(0), rtol=1e-13)
     with pytest.raises(bncli.UsageError, match="give one of axes, a channel axis and a layout"):
         api.stats(tmp_path / "x.npy", axes=0, layout="nc")
+
+
+@pytest.fixture
+def with_nan(tmp_path):
+    values = np.random.default_rng(4).standard_normal((30, 3))
+    values[4, 1] = np.nan
+    np.save(tmp_path / "x.npy", values)
+    return tmp_path / "x.npy", values
+
+
+def test_nan_as_null_for_jq_and_pandas_and_load_stats_reads_numbers(tmp_path, with_nan):
+    path, values = with_nan
+    result = run_bn("stats", path, "--format", "json", "--nan-as", "null")
+    document = json.loads(result.stdout)
+    assert document["mean"][1] is None and document["variance"][1] is None
+    assert document["bn_version"] == bncli.__version__
+    default = json.loads(run_bn("stats", path, "--format", "json").stdout)
+    assert default["mean"][1] == "NaN"  # exact round trips stay the default
+    for nan_as in ("null", "string"):
+        target = tmp_path / f"s-{nan_as}.json"
+        assert run_bn("stats", path, "-o", target, "-q", "--nan-as", nan_as).returncode == 0
+        loaded = bncli.load_stats(target)
+        assert loaded["mean"].dtype == np.float64 and np.isnan(loaded["mean"][1])
+        np.testing.assert_allclose(loaded["mean"][[0, 2]], values[:, [0, 2]].mean(0),
+                                   rtol=1e-13)
+        assert loaded["axes"] == (0,) and loaded["channel_shape"] == (3,)
+
+
+def test_indent_gives_the_same_document_pretty(with_nan):
+    path, _ = with_nan
+    flat = run_bn("stats", path, "--format", "json").stdout.decode()
+    pretty = run_bn("stats", path, "--format", "json", "--indent", "2").stdout.decode()
+    assert "\n" not in flat.rstrip("\n") and pretty.count("\n") > 20
+    assert json.loads(pretty) == json.loads(flat)
+
+
+def test_merge_prints_like_stats_and_refuses_the_same_data_twice(tmp_path):
+    rng = np.random.default_rng(5)
+    shards = [rng.standard_normal((40, 3)) for _ in range(2)]
+    for index, shard in enumerate(shards):
+        np.save(tmp_path / f"s{index}.npy", shard)
+        run_bn("stats", tmp_path / f"s{index}.npy", "-o", tmp_path / f"s{index}.json", "-q")
+    both = np.concatenate(shards)
+    printed = run_bn("merge", tmp_path / "s0.json", tmp_path / "s1.json")  # no -o: printed
+    assert printed.returncode == 0, printed.stderr
+    np.testing.assert_allclose(json.loads(printed.stdout)["mean"], both.mean(0), rtol=1e-13)
+    dashed = run_bn("merge", tmp_path / "s0.json", tmp_path / "s1.json", "-o", "-")
+    assert json.loads(dashed.stdout)["count"] == [80, 80, 80]
+    table = run_bn("merge", tmp_path / "s0.json", tmp_path / "s1.json", "--format", "table")
+    assert b"channel  count" in table.stdout
+    twice = run_bn("merge", tmp_path / "s0.json", tmp_path / "s0.json", "-o", tmp_path / "m.json")
+    assert twice.returncode == 2 and not (tmp_path / "m.json").exists()
+    assert twice.stderr.decode().endswith("s0.json: is given twice: its values would count "
+                                          "twice (use --allow-duplicates if that is meant)\n")
+    np.save(tmp_path / "s0b.npy", shards[0])
+    allowed = run_bn("stats", tmp_path / "s0.npy", tmp_path / "s0.npy", "--allow-duplicates",
+                     "--format", "json")
+    assert json.loads(allowed.stdout)["count"] == [80, 80, 80]
+    refused = run_bn("stats", tmp_path / "s0.npy", tmp_path / "s0.npy")
+    assert refused.returncode == 2 and b"s0.npy: is given twice" in refused.stderr
+
+
+def test_info_takes_format_and_quiet(tmp_path, with_nan):
+    path, _ = with_nan
+    as_json = run_bn("info", path, "--format", "json")
+    assert json.loads(as_json.stdout) == json.loads(run_bn("info", path, "--json").stdout)
+    quiet = run_bn("info", path, "-q")
+    assert quiet.returncode == 0 and quiet.stdout == b"" and quiet.stderr == b""
+    (tmp_path / "bad.npy").write_bytes(b"not a npy file at all")
+    bad = run_bn("info", tmp_path / "bad.npy", "-q")
+    assert bad.returncode == 1 and bad.stderr.startswith(b"bn: error: ")
+
+
+def test_color_is_chosen_by_flag_and_environment(with_nan):
+    path, _ = with_nan
+    piped = run_bn("stats", path, "--format", "table")
+    assert b"\x1b[" not in piped.stdout
+    assert b"\x1b[" in run_bn("stats", path, "--format", "table", "--color", "always").stdout
+    assert b"\x1b[" in run_bn("stats", path, "--format", "table",
+                              env={"FORCE_COLOR": "1"}).stdout
+    from conftest import run_on_terminal
+
+    _, seen, _ = run_on_terminal(["stats", str(path), "--color", "never", "--no-progress"],
+                                 stdout_tty=True)
+    assert b"channel" in seen and b"\x1b[1m" not in seen
+    _, seen, _ = run_on_terminal(["stats", str(path), "--no-progress"], stdout_tty=True)
+    assert b"\x1b[1m" in seen
+
+
+def test_binary_output_to_a_terminal_is_a_usage_error_however_asked(with_nan, tmp_path):
+    from conftest import run_on_terminal
+
+    path, _ = with_nan
+    for args in (["normalize", str(path)], ["normalize", str(path), "-o", "-"]):
+        code, seen, _ = run_on_terminal(args, stdout_tty=True)
+        assert code == 2, seen
+        assert b"bn: error:" in seen and b"binary" in seen

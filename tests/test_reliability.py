@@ -226,7 +226,7 @@ def test_process_substitution_and_named_pipes_are_read_as_streams(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["stats", "--bogus", "x.npy"], "bn: error: No such option '--bogus'. (see bn stats --help)"),
-    (["merge", "a.json"], "bn: error: Missing option '-o' / '--output'. (see bn merge --help)"),
+    (["merge"], "bn: error: Missing argument 'STATSFILE...'. (see bn merge --help)"),
     (["frobnicate"], "bn: error: No such command 'frobnicate'. (see bn --help)"),
 ])
 def test_click_usage_errors_are_one_line_with_exit_2(tmp_path, args, message):
@@ -304,8 +304,8 @@ def test_64_bit_integer_extremes_are_exact_in_json_npz_and_merge(tmp_path, dtype
     assert (document["min"], document["max"]) == (expected_min, expected_max)
     # shards written as .json and .npz merge back to the same integers
     for name, part in (("a.json", values[:25]), ("b.npz", values[25:])):
-        np.save(tmp_path / "part.npy", part)
-        assert run_bn("stats", tmp_path / "part.npy", *args, "-o", tmp_path / name,
+        np.save(tmp_path / f"{name}.npy", part)
+        assert run_bn("stats", tmp_path / f"{name}.npy", *args, "-o", tmp_path / name,
                       "-q").returncode == 0
     with np.load(tmp_path / "b.npz") as archive:
         assert archive["min"].dtype == np.dtype(dtype)
