@@ -690,8 +690,10 @@ def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
 
             entry["datasets"] = [
                 {"dataset": path, "shape": None if shape is None else list(shape),
-                 "dtype": str(dtype), "usable": problem is None, "problem": problem}
-                for path, shape, dtype, problem in list_datasets(spec.path, spec.display)]
+                 "dtype": str(dtype), "usable": problem is None, "problem": problem,
+                 "chunks": list(chunks) if chunks else None, "compression": compression}
+                for path, shape, dtype, problem, chunks, compression in list_datasets(
+                    spec.path, spec.display)]
             if sum(row["usable"] for row in entry["datasets"]) != 1:
                 described.append(entry)  # the listing says it all; there is no one dataset
                 continue

@@ -120,16 +120,18 @@ class AxesType(click.ParamType):
             self.fail(f"{value!r} is not a comma list of integers (example: 0,1,2)", param, ctx)
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?b)?|(b)?)\s*$", re.IGNORECASE)
 
 
 def parse_size(text: str) -> int:
-    """Parse a byte count such as ``65536``, ``512K``, ``64M``, ``1GiB`` (binary units)."""
-    match = _SIZE.match(text)
+    """Parse a byte count: ``65536``, ``512K``, ``64M``, ``1GiB`` in binary units (K = 1024),
+    ``64MB`` or ``1GB`` in decimal ones (MB = 10**6), as SI and IEC write them."""
+    match = _SIZE.match(str(text))
     if not match:
-        raise ValueError(f"{text!r} is not a size (examples: 65536, 512K, 64M, 1G)")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    size = int(number * 1024 ** " kmgt".index(unit or " "))
+        raise ValueError(f"{text!r} is not a size (examples: 65536, 512K, 64M, 1GiB, 100MB)")
+    number, unit, suffix = float(match.group(1)), (match.group(2) or "").lower(), match.group(3)
+    base = 1000 if suffix and suffix.lower() == "b" else 1024
+    size = int(number * base ** " kmgt".index(unit or " "))
     if size < 1:
         raise ValueError(f"{text!r} is not a positive size")
     return size
@@ -188,6 +190,13 @@ def _load_affine(path: str, option: str):
     return values
 
 
+def _once(ctx, param, value):
+    """An option that takes one value, given at most once (click keeps the last silently)."""
+    if len(value) > 1:
+        raise click.BadParameter("given more than once", ctx=ctx, param=param)
+    return value[0] if value else None
+
+
 def axes_options(func):
     """``--axes``, ``--channel-axis``, ``--layout``, shared by stats and normalize."""
     from .layout import LAYOUTS
@@ -198,7 +207,8 @@ def axes_options(func):
                              "reduced (nchw: as --channel-axis 1).")(func)
     func = click.option("--channel-axis", type=int, default=None, metavar="K",
                         help="Reduce every axis but K (1 for NCHW). Exclusive with --axes.")(func)
-    func = click.option("--axes", type=AxesType(), default=None,
+    func = click.option("--axes", type=AxesType(), default=None, multiple=True,
+                        callback=_once,
                         help="Axes to reduce, e.g. 0,1,2 (as tf.nn.moments); negative counts "
                              "from the end. Default: every axis but the last (axis 0 of 1-D "
                              "data).")(func)
@@ -233,8 +243,8 @@ def json_options(func):
 
 
 def engine_options(func):
-    """``--chunk-bytes``, ``--threads``, ``--allow-external``, ``--progress``."""
-    from .layout import DEFAULT_CHUNK_BYTES
+    """``--chunk-bytes`` (16M, the engine's default), ``--threads``, ``--allow-external``,
+    ``--progress``."""
 
     func = click.option("--scheduler", envvar="BN_SCHEDULER", default=None, metavar="ADDRESS",
                         help="Run on a dask.distributed cluster: tcp://host:port, or local "
@@ -250,8 +260,7 @@ def engine_options(func):
                              "than 1 GiB of fill values.")(func)
     func = click.option("--threads", type=click.IntRange(min=1), default=None,
                         help="Worker threads (default: available cores).")(func)
-    func = click.option("--chunk-bytes", type=SizeType(), default=DEFAULT_CHUNK_BYTES,
-                        show_default="16M",
+    func = click.option("--chunk-bytes", type=SizeType(), default="16M", show_default=True,
                         help="Memory budget of one chunk, e.g. 64M.")(func)
     return func
 

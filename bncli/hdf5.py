@@ -351,14 +351,15 @@ def read_block(dataset, region: tuple, name: str, block: np.ndarray) -> np.ndarr
 
 
 def list_datasets(path: str, name: str) -> list:
-    """Return ``(path, shape, dtype, problem)`` for every dataset of a file, for ``bn info``."""
+    """Return ``(path, shape, dtype, problem, chunks, compression)`` for every dataset of a
+    file, for ``bn info``."""
     h5file = _open_file(path, name, 2**20)
     rows = []
     with h5file:
         def visit(item_path, item):
             if isinstance(item, h5py.Dataset):
                 rows.append(("/" + _path_text(item_path), item.shape, item.dtype,
-                             numeric_problem(item)))
+                             numeric_problem(item), item.chunks, item.compression))
 
         _visit(h5file, name, visit)
     return sorted(rows, key=lambda row: row[0])

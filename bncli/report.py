@@ -303,7 +303,11 @@ def render_info(entries: list, stream) -> None:
         for row in entry.get("datasets", []):
             status = "" if row["usable"] else f"  (not usable: {row['problem']})"
             shape = "empty" if row["shape"] is None else format_shape(row["shape"])
-            console.print(f"  dataset  {row['dataset']}  {shape} {row['dtype']}{status}")
+            storage = (f"  chunks {format_shape(row['chunks'])}" if row.get("chunks")
+                       else "  contiguous") + (f" {row['compression']}"
+                                               if row.get("compression") else "")
+            console.print(f"  dataset  {row['dataset']}  {shape} {row['dtype']}{storage}"
+                          f"{status}")
         if "shape" not in entry:
             continue
         lines = [

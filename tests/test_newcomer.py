@@ -169,3 +169,30 @@ def test_binary_output_to_a_terminal_is_a_usage_error_however_asked(with_nan, tm
         code, seen, _ = run_on_terminal(args, stdout_tty=True)
         assert code == 2, seen
         assert b"bn: error:" in seen and b"binary" in seen
+
+
+@pytest.mark.parametrize("text, size", [
+    ("64M", 64 * 2**20), ("64MiB", 64 * 2**20), ("64MB", 64 * 10**6), ("1G", 2**30),
+    ("1GB", 10**9), ("512k", 512 * 1024), ("100", 100),
+])
+def test_sizes_are_binary_with_k_m_g_and_decimal_with_kb_mb_gb(text, size):
+    from bncli.cli import parse_size
+
+    assert parse_size(text) == size
+
+
+def test_small_things_of_the_command_line(tmp_path):
+    import h5py
+
+    assert b"[default: 16M]" in run_bn("stats", "--help").stdout
+    np.save(tmp_path / "x.npy", np.zeros((4, 3)))
+    repeated = run_bn("stats", tmp_path / "x.npy", "--axes", "0", "--axes", "1")
+    assert repeated.returncode == 2
+    assert repeated.stderr == (b"bn: error: Invalid value for '--axes': given more than once "
+                               b"(see bn stats --help)\n")
+    with h5py.File(tmp_path / "two.h5", "w") as h5file:
+        h5file.create_dataset("a", data=np.zeros((8, 4)), chunks=(4, 4), compression="gzip")
+        h5file.create_dataset("b", data=np.zeros((8, 4)))
+    listing = run_bn("info", tmp_path / "two.h5").stdout.decode().splitlines()
+    assert listing[1:] == ["  dataset  /a  8x4 float64  chunks 4x4 gzip",
+                           "  dataset  /b  8x4 float64  contiguous"]
