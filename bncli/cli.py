@@ -231,6 +231,37 @@ def color_option(func):
                              "are honoured), always or never.")(func)
 
 
+class ChannelsType(click.ParamType):
+    """Flat channel indices: ``3``, ``0,5,9``, ``10-20`` or a mix."""
+
+    name = "LIST"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        chosen = []
+        try:
+            for part in (item.strip() for item in value.split(",") if item.strip()):
+                start, _, stop = part.partition("-")
+                chosen.extend(range(int(start), int(stop) + 1) if stop else [int(start)])
+        except ValueError:
+            self.fail(f"{value!r} is not a list of channels (example: 0,5,10-20)", param, ctx)
+        return chosen
+
+
+def table_options(func):
+    """``--sort``, ``--only-flagged``, ``--channels``: which rows the table shows."""
+    from .report import SORT_KEYS
+
+    func = click.option("--channels", "pick", type=ChannelsType(), default=None,
+                        help="Table: only these (flat) channels, e.g. 0,5,10-20.")(func)
+    func = click.option("--only-flagged", is_flag=True,
+                        help="Table: only the channels with findings.")(func)
+    func = click.option("--sort", type=click.Choice(list(SORT_KEYS)), default=None,
+                        help="Table: channels ordered by this statistic, largest first.")(func)
+    return func
+
+
 def json_options(func):
     """``--indent``, ``--nan-as``: how statistics are written as JSON."""
     func = click.option("--nan-as", type=click.Choice(["string", "null"]), default="string",
@@ -353,12 +384,14 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
               help="Also draw the per-channel statistics (needs bncli[plot]).")
 @click.option("--allow-duplicates", is_flag=True,
               help="Take an input given twice twice (refused: its values would count twice).")
+@table_options
 @json_options
 @color_option
 @engine_options
 def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order, fmt, show_all,
-          quiet, output, force, outlier_threshold, fail_on, plot_path, allow_duplicates, indent,
-          nan_as, chunk_bytes, threads, allow_sparse, allow_external, progress, scheduler):
+          quiet, output, force, outlier_threshold, fail_on, plot_path, allow_duplicates, sort,
+          only_flagged, pick, indent, nan_as, chunk_bytes, threads, allow_sparse,
+          allow_external, progress, scheduler):
     """Per-channel count, mean, variance, std, min, max, NaN and Inf counts.
 
     Several inputs are one dataset (same channel shape). The findings (dead, NaN/Inf,
@@ -405,7 +438,8 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
         plot_statistics(statistics, found, plot_path, force=force)
     if not quiet:
         _print_statistics(statistics, fmt, found, elapsed=elapsed, show_all=show_all,
-                          indent=indent, nan_as=nan_as)
+                          indent=indent, nan_as=nan_as,
+                          rows=dict(sort=sort, only_flagged=only_flagged, channels=pick))
         if (axes, channel_axis, layout) == (None, None, None) and (
                 fmt in ("table", "csv") or sys.stdout.isatty()):
             _hint_axes(statistics)
@@ -473,7 +507,7 @@ def _check_plot(path, force, inputs):
 
 
 def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False, indent=None,
-                      nan_as="string"):
+                      nan_as="string", rows=None):
     if fmt is None:
         fmt = "table" if sys.stdout.isatty() else "json"
     if fmt == "json":
@@ -489,7 +523,11 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False, i
     else:
         from .report import render_table
 
-        render_table(statistics, sys.stdout, found=found, elapsed=elapsed, show_all=show_all)
+        try:
+            render_table(statistics, sys.stdout, found=found, elapsed=elapsed,
+                         show_all=show_all, **(rows or {}))
+        except ValueError as exc:  # a --channels index beyond the channels
+            raise click.BadParameter(str(exc), param_hint="--channels") from None
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -585,9 +623,11 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, scale, offset,
 @click.option("--allow-duplicates", is_flag=True,
               help="Merge a file given twice, or files of the same input (their values "
                    "count twice).")
+@table_options
 @json_options
 @color_option
-def merge(statsfiles, output, force, fmt, show_all, quiet, allow_duplicates, indent, nan_as):
+def merge(statsfiles, output, force, fmt, show_all, quiet, allow_duplicates, sort, only_flagged,
+          pick, indent, nan_as):
     """Combine statistics of parts of a dataset, exactly as if computed in one run.
 
     The merged statistics are printed as bn stats prints them; -o also writes them.
@@ -612,7 +652,8 @@ def merge(statsfiles, output, force, fmt, show_all, quiet, allow_duplicates, ind
         api.save_statistics(merged, output, force=force, inputs=statsfiles, indent=indent,
                             nan_as=nan_as)
     if not quiet:
-        _print_statistics(merged, fmt, found, show_all=show_all, indent=indent, nan_as=nan_as)
+        _print_statistics(merged, fmt, found, show_all=show_all, indent=indent, nan_as=nan_as,
+                          rows=dict(sort=sort, only_flagged=only_flagged, channels=pick))
 
 
 class Terminated(BaseException):

@@ -20,6 +20,10 @@ MEAN_AD_TO_SIGMA = 1.253314
 PRECISION_RATIO = 1e3
 # Smallest robust spread of log10(std) among channels: 0.1 decade, about 26%.
 LOG_STD_FLOOR = 0.1
+# An outlying std is also at least this many decades from the median std (20x or 1/20):
+# realistic layers (ReLU, GELU, batch-normed, linear; channel scales spread log-normally,
+# ReLU channels of negative pre-activation mean narrowed up to ~10x) stay below it.
+LOG_STD_MIN_DEPARTURE = 1.3
 # Outliers "among channels" need a few channels to compare.
 MIN_CHANNELS_FOR_OUTLIERS = 3
 
@@ -72,12 +76,13 @@ def _median(values: np.ndarray) -> float:
 
 
 def robust_outliers(values: np.ndarray, usable: np.ndarray, threshold: float,
-                    floor: float = 0.0) -> np.ndarray:
+                    floor=0.0, min_departure: float = 0.0) -> np.ndarray:
     """Flag values whose modified z-score (median and MAD) exceeds `threshold`.
 
     The scale is the MAD scaled to a standard deviation (the mean absolute deviation when
-    the MAD is 0), but never below `floor`, so that nearly equal values do not flag
-    their small differences.
+    the MAD is 0), but never below `floor` (a number, or one per value), so that nearly
+    equal values do not flag their small differences; a flagged value is also at least
+    `min_departure` from the median.
     """
     flagged = np.zeros(values.shape, bool)
     sample = values[usable]
@@ -87,10 +92,11 @@ def robust_outliers(values: np.ndarray, usable: np.ndarray, threshold: float,
     deviation = np.abs(sample - median)
     mad = _median(deviation)
     scale = mad / MAD_TO_SIGMA if mad > 0 else MEAN_AD_TO_SIGMA * np.mean(deviation)
-    scale = max(scale, floor)
-    if scale == 0:
-        return flagged
-    flagged[usable] = deviation / scale > threshold
+    floor = np.asarray(floor, dtype=np.float64)
+    scale = np.maximum(scale, floor[usable] if floor.ndim else floor)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flagged[usable] = (scale > 0) & (deviation / np.where(scale > 0, scale, 1.0)
+                                         > threshold) & (deviation >= min_departure)
     return flagged
 
 
@@ -128,14 +134,17 @@ def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD)
         "nan": nan,
         "inf": inf,
         "overflow": overflow,
-        # A mean is far off when it is far both from the spread of the other means and
-        # from the typical channel's own std: noise in the means of noisy channels is not.
+        # A mean is far off when it is far from the spread of the other means, from the
+        # typical channel's std and from its own std: means that move with their channel's
+        # scale (a ReLU's) are not.
         "outlier_mean": robust_outliers(
             mean, finite, outlier_threshold,
-            floor=_median(std[lively]) if lively.any() else 0.0),
-        # Scales compare as ratios; the floor asks for more than ~2x at the default threshold.
+            floor=np.maximum(_median(std[lively]) if lively.any() else 0.0,
+                             np.where(np.isfinite(std), std, 0.0))),
+        # Scales compare as ratios: a std outlier is far in log scale, and 20x off at least.
         "outlier_std": robust_outliers(log_std, lively, outlier_threshold,
-                                       floor=LOG_STD_FLOOR),
+                                       floor=LOG_STD_FLOOR,
+                                       min_departure=LOG_STD_MIN_DEPARTURE),
         "precision": lively & (ratio > PRECISION_RATIO),
         # with NaNs left out, a channel can keep no more values than ddof
         "few_values": (count > 0) & np.isfinite(mean) & np.isnan(values["variance"].reshape(-1))
@@ -151,9 +160,10 @@ _MESSAGES = {
                 "near 1e308, or spreads past 1e154 for the variance): the statistics that "
                 "overflowed are NaN",
     "outlier_mean": "mean far from the other channels' (robust z-score above {threshold:g}, "
-                    "in units of the spread of the means or the median std, the larger)",
+                    "in units of the spread of the means, the median std or its own std, "
+                    "the largest)",
     "outlier_std": "std far from the other channels' in scale (robust z-score of log std "
-                   "above {threshold:g})",
+                   "above {threshold:g}, and 20x or 1/20 of the median std at least)",
     "few_values": "no more values than ddof: the variance is undefined (NaN)",
     "precision": f"|mean| / std above {PRECISION_RATIO:g}: float32 statistics would lose "
                  "precision here (bn accumulates in float64)",

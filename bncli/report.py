@@ -169,23 +169,96 @@ FLAG_STYLES = {"dead": "yellow", "nan": "red", "inf": "red", "overflow": "red",
                "few_values": "red"}
 
 
-def _render_findings(console: Console, found: list, indices: list) -> None:
+def _render_stacked(console: Console, labels: list, cells: list, rows: list,
+                    flagged: dict) -> None:
+    """One line per statistic, a block per channel: for terminals too narrow for a table."""
+    for row, cell in zip(rows, cells):
+        if row < 0:
+            console.print("...")
+            continue
+        style = "bold" if flagged.get(row) else ""
+        console.print(f"[{style}]channel {cell[0]}[/{style}]" if style else f"channel {cell[0]}")
+        for label, text in zip(labels[1:], cell[1:]):
+            if text:
+                console.print(f"  {label:<6} {escape(text)}")
+
+
+def _render_findings(console: Console, found: list, indices: list,
+                     show_all: bool = False) -> None:
     if not found:
         console.print("findings: none")
         return
     console.print("[bold]findings[/bold]")
     for finding in found:
         style = FLAG_STYLES[finding.kind]
-        shown = ", ".join(_index_label(indices[index]) for index in finding.channels[:12])
-        more = f", ... (+{len(finding.channels) - 12})" if len(finding.channels) > 12 else ""
+        listed = finding.channels if show_all else finding.channels[:12]
+        shown = ", ".join(_index_label(indices[index]) for index in listed)
+        more = f", ... (+{len(finding.channels) - 12})" if len(finding.channels) > len(
+            listed) else ""
         noun = "channel" if len(finding.channels) == 1 else "channels"
         console.print(f"  [{style}]{finding.kind:<12}[/{style}] {len(finding.channels)} {noun}: "
                       f"{shown}{more}")
         console.print(f"  {'':<12} {escape(finding.message)}")
 
 
+# Table columns: (label, statistic), and the order they are dropped in when a terminal is
+# too narrow for all of them (numbers are never cut; with too few left, rows are stacked).
+TABLE_COLUMNS = (("count", "count"), ("mean", "mean"), ("std", "std"), ("min", "min"),
+                 ("max", "max"), ("nan", "nan_count"), ("inf", "inf_count"))
+DROP_ORDER = (("inf", "nan"), ("count",), ("min", "max"))
+SORT_KEYS = {label: key for label, key in TABLE_COLUMNS}
+
+
+def select_rows(statistics: Statistics, found: Sequence, *, show_all: bool = False,
+                sort: str | None = None, only_flagged: bool = False,
+                channels: Sequence[int] | None = None) -> list:
+    """The flat channels a table shows, in order; -1 marks rows left out between two.
+
+    By default: the first and last few channels and the flagged ones (at most
+    ``MAX_FLAGGED_ROWS``). `channels` and `only_flagged` narrow the candidates; `sort` (a
+    column label) orders them by that statistic, largest first, NaN last, and then the first
+    ``2 * EDGE_ROWS`` are shown; `show_all` shows every candidate.
+    """
+    total = int(np.prod(statistics.channel_shape))
+    flagged = np.unique(np.concatenate(
+        [np.asarray(finding.channels, np.int64) for finding in found] or [np.zeros(0, int)]))
+    candidates = np.arange(total)
+    if channels is not None:
+        candidates = np.asarray(channels, np.int64)
+        outside = candidates[(candidates < 0) | (candidates >= total)]
+        if outside.size:
+            raise ValueError(f"channel {int(outside[0])} is not among the {total} channels")
+    if only_flagged:
+        candidates = candidates[np.isin(candidates, flagged)]
+    if sort is not None:
+        values = statistics.values()[SORT_KEYS[sort]].reshape(-1)[candidates].astype(np.float64)
+        order = np.lexsort((candidates, -np.where(np.isnan(values), -np.inf, values)))
+        rows = candidates[order]
+        if not show_all and rows.size > 2 * EDGE_ROWS:
+            return rows[:2 * EDGE_ROWS].tolist() + [-1]
+        return rows.tolist()
+    if show_all or channels is not None or only_flagged or total <= 2 * EDGE_ROWS:
+        shown = candidates if (show_all or candidates.size <= MAX_FLAGGED_ROWS) else \
+            candidates[:MAX_FLAGGED_ROWS]
+    else:
+        edges = np.concatenate([np.arange(EDGE_ROWS), np.arange(total - EDGE_ROWS, total)])
+        shown = np.union1d(edges, flagged[:MAX_FLAGGED_ROWS])
+    rows: list = []
+    previous = -1
+    gaps = channels is None and not only_flagged  # "..." where channels are left out
+    for row in shown.tolist():
+        if gaps and row != previous + 1:
+            rows.append(-1)
+        rows.append(row)
+        previous = row
+    if (gaps and rows and rows[-1] != total - 1) or len(shown) < len(candidates):
+        rows.append(-1)
+    return rows
+
+
 def render_table(statistics: Statistics, stream, *, found: Sequence = (),
-                 elapsed: float | None = None, show_all: bool = False) -> None:
+                 elapsed: float | None = None, show_all: bool = False, sort: str | None = None,
+                 only_flagged: bool = False, channels: Sequence[int] | None = None) -> None:
     """Print the header, one row per channel (flagged and edge rows), and the findings.
 
     Parameters
@@ -196,56 +269,60 @@ def render_table(statistics: Statistics, stream, *, found: Sequence = (),
         From :func:`bncli.findings.find`.
     elapsed : float, optional
         Seconds taken, for the throughput line.
-    show_all : bool
-        Every channel, not only flagged ones and the first and last few.
+    show_all, sort, only_flagged, channels :
+        Which rows, in which order: see :func:`select_rows`.
     """
+    rows = select_rows(statistics, found, show_all=show_all, sort=sort,
+                       only_flagged=only_flagged, channels=channels)
     console = console_for(stream)
     for line in _header_lines(statistics, elapsed):
         console.print(line)
     values = statistics.values()
     indices = _ChannelIndices(statistics.channel_shape)
-    total = len(indices)
-    # rows to show: the edges and the flagged channels, at most MAX_FLAGGED_ROWS of those
-    # unless every row is asked for; work stays linear in the channels
-    flagged_channels = np.unique(np.concatenate(
-        [np.asarray(finding.channels, np.int64) for finding in found] or [np.zeros(0, int)]))
-    if show_all or total <= 2 * EDGE_ROWS:
-        shown = np.arange(total)
-    else:
-        edges = np.concatenate([np.arange(EDGE_ROWS), np.arange(total - EDGE_ROWS, total)])
-        shown = np.union1d(edges, flagged_channels[:MAX_FLAGGED_ROWS])
-    shown_set = set(shown.tolist()) if len(shown) <= 4 * MAX_FLAGGED_ROWS else None
+    shown_set = set(rows)
     flagged: dict = {}
     for finding in found:
         for index in finding.channels:
-            if shown_set is None or index in shown_set:
+            if index in shown_set:
                 flagged.setdefault(index, []).append(finding.kind)
-    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    table.add_column("channel", justify="right")
-    for label in ("count", "mean", "std", "min", "max", "nan", "inf"):
-        table.add_column(label, justify="right")
-    table.add_column("flags")
     flat = {key: array.reshape(-1) for key, array in values.items()}
-    previous = -1
-    shown = shown.tolist()
-    for row in shown:
-        if row != previous + 1:
-            table.add_row("...", *[""] * 8)
-        previous = row
-        kinds = flagged.get(row, [])
-        table.add_row(
-            _index_label(indices[row]),
-            *(number(flat[key][row]) for key in ("count", "mean", "std", "min", "max",
-                                                  "nan_count", "inf_count")),
-            " ".join(f"[{FLAG_STYLES[kind]}]{kind}[/]" for kind in kinds),
-            style="bold" if kinds else None)
-    if shown and shown[-1] != len(indices) - 1:
-        table.add_row("...", *[""] * 8)
-    console.print(table)
-    if len(shown) < len(indices):
-        console.print(f"{len(indices) - len(shown)} of {len(indices)} channels not shown "
+    labels = ["channel"] + [label for label, _ in TABLE_COLUMNS] + ["flags"]
+    cells = [["...", *[""] * (len(labels) - 1)] if row < 0 else [
+        _index_label(indices[row]), *(number(flat[key][row]) for _, key in TABLE_COLUMNS),
+        " ".join(flagged.get(row, []))] for row in rows]
+    widths = [max([len(label)] + [len(cell[column]) for cell in cells])
+              for column, label in enumerate(labels)]
+    keep = list(range(len(labels)))
+    dropped = []
+    for group in DROP_ORDER:  # numbers are never cut: columns go first
+        if sum(widths[column] + 2 for column in keep) - 2 <= console.width:
+            break
+        for label in group:
+            keep.remove(labels.index(label))
+            dropped.append(label)
+    shown_rows = sum(row >= 0 for row in rows)
+    if sum(widths[column] + 2 for column in keep) - 2 > console.width:
+        _render_stacked(console, labels, cells, rows, flagged)
+    else:
+        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+        for column in keep:
+            table.add_column(labels[column], justify="left" if labels[column] == "flags"
+                             else "right", no_wrap=True, min_width=widths[column])
+        for row, cell in zip(rows, cells):
+            kinds = flagged.get(row, [])
+            if kinds:
+                cell = cell[:-1] + [" ".join(f"[{FLAG_STYLES[kind]}]{kind}[/]"
+                                             for kind in kinds)]
+            table.add_row(*(cell[column] for column in keep),
+                          style="bold" if kinds else None)
+        console.print(table)
+        if dropped:
+            console.print(f"({', '.join(dropped)} not shown at this width; --format csv "
+                          "has every column)")
+    if shown_rows < len(indices) and not only_flagged and channels is None:
+        console.print(f"{len(indices) - shown_rows} of {len(indices)} channels not shown "
                       "(--all shows every one)")
-    _render_findings(console, list(found), indices)
+    _render_findings(console, list(found), indices, show_all)
 
 
 def render_csv(statistics: Statistics, found: Sequence = ()) -> str:

@@ -202,3 +202,49 @@ def test_narrow_terminal_is_respected(flagged):
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", narrow.decode(errors="replace"))
     lines = [line for line in text.replace("\r", "").split("\n") if line.strip()]
     assert lines and max(len(line) for line in lines) <= 60
+
+
+def _realistic_layer(kind: str, channels: int, seed: int, rows: int = 2048) -> np.ndarray:
+    """Activations as layers give them: channel scales spread log-normally, means spread
+    with them, then the layer's nonlinearity."""
+    rng = np.random.default_rng(seed)
+    scale = rng.lognormal(0.0, 0.35, channels)
+    x = rng.standard_normal((rows, channels)) * scale + rng.normal(0.0, 0.6, channels) * scale
+    if kind == "relu":
+        return np.maximum(x, 0.0)
+    if kind == "gelu":  # the tanh form
+        return 0.5 * x * (1 + np.tanh(0.7978845608 * (x + 0.044715 * x**3)))
+    if kind == "batchnorm":
+        return ((x - x.mean(0)) / x.std(0)) * rng.normal(1.0, 0.2, channels) + rng.normal(
+            0.0, 0.2, channels)
+    return np.clip(rng.normal(120, 55, (rows, channels)) + rng.normal(0, 10, channels), 0,
+                   255).round()  # raw image pixels
+
+
+@pytest.mark.parametrize("kind, channels", [
+    ("relu", 512), ("relu", 2048), ("gelu", 512), ("gelu", 2048), ("batchnorm", 2048),
+    ("image", 3)])
+def test_realistic_layers_give_no_outlier_finding(kind, channels):
+    from bncli.findings import find
+
+    for seed in range(3):
+        x = _realistic_layer(kind, channels, seed)
+        count = np.full(channels, x.shape[0])
+        values = {"count": count, "mean": x.mean(0), "std": x.std(0), "variance": x.var(0),
+                  "m2": x.var(0) * count, "nan_count": np.zeros(channels, np.int64),
+                  "inf_count": np.zeros(channels, np.int64)}
+        assert [finding.kind for finding in find(values)] == [], (kind, channels, seed)
+
+
+def test_a_channel_20x_off_in_a_relu_layer_is_still_found():
+    from bncli.findings import find
+
+    x = _realistic_layer("relu", 512, seed=9)
+    x[:, 100] *= 30
+    x[:, 200] += 60 * x.std(0).mean()
+    count = np.full(512, x.shape[0])
+    values = {"count": count, "mean": x.mean(0), "std": x.std(0), "variance": x.var(0),
+              "m2": x.var(0) * count, "nan_count": np.zeros(512, np.int64),
+              "inf_count": np.zeros(512, np.int64)}
+    found = {finding.kind: finding.channels for finding in find(values)}
+    assert found == {"outlier_std": [100], "outlier_mean": [200]}

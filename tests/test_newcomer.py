@@ -196,3 +196,60 @@ def test_small_things_of_the_command_line(tmp_path):
     listing = run_bn("info", tmp_path / "two.h5").stdout.decode().splitlines()
     assert listing[1:] == ["  dataset  /a  8x4 float64  chunks 4x4 gzip",
                            "  dataset  /b  8x4 float64  contiguous"]
+
+
+@pytest.fixture
+def small_numbers(tmp_path):
+    values = np.random.default_rng(6).standard_normal((50, 300)) * 1e-7
+    np.save(tmp_path / "w.npy", values)
+    return tmp_path / "w.npy", values
+
+
+@pytest.mark.parametrize("columns", [60, 45, 30])
+def test_narrow_terminals_drop_columns_or_stack_but_never_cut_a_number(small_numbers,
+                                                                       columns):
+    from conftest import run_on_terminal
+
+    from bncli.report import number
+
+    path, values = small_numbers
+    code, seen, _ = run_on_terminal(["stats", str(path), "--no-progress", "--color", "never"],
+                                    stdout_tty=True, columns=columns)
+    text = seen.decode()
+    assert code == 0 and "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= columns
+    for channel in (0, 1, 299):  # shown whole, in a column or a stacked block
+        assert number(values[:, channel].mean()) in text
+        assert number(values[:, channel].std()) in text
+    if columns == 30:
+        assert "channel 299\n" in text.replace("\r", "")
+    else:
+        assert "not shown at this width; --format csv has every column" in " ".join(
+            text.split())
+
+
+def test_table_rows_sorted_flagged_or_chosen(tmp_path):
+    values = np.random.default_rng(7).standard_normal((100, 40)) * np.linspace(1, 2, 40)
+    values[:, 12] = 3.0
+    values[:, 30] *= 100
+    np.save(tmp_path / "x.npy", values)
+
+    def channels_of(*args):
+        out = run_bn("stats", tmp_path / "x.npy", "--format", "table", *args).stdout.decode()
+        table = out.split("findings")[0].splitlines()[4:]  # after the header and column names
+        return [line.split()[0] for line in table if line.strip() and "not shown" not in line
+                and (line.split()[0].isdigit() or line.split()[0] == "...")]
+
+    from bncli.report import EDGE_ROWS
+
+    std = values.std(0)
+    by_std = channels_of("--sort", "std")  # the largest first, as many as the edges show
+    assert by_std[:-1] == [str(c) for c in np.argsort(-std)[:2 * EDGE_ROWS]]
+    assert by_std[-1] == "..." and 2 * EDGE_ROWS < 40
+    assert channels_of("--only-flagged") == ["12", "30"]
+    assert channels_of("--channels", "3,5-7,39") == ["3", "5", "6", "7", "39"]
+    assert channels_of("--sort", "std", "--channels", "0-3") == [
+        str(c) for c in np.argsort(-std[:4])]
+    bad = run_bn("stats", tmp_path / "x.npy", "--format", "table", "--channels", "40")
+    assert bad.returncode == 2 and bad.stdout == b""
+    assert b"channel 40 is not among the 40 channels" in bad.stderr
