@@ -381,7 +381,8 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
                    "nonfinite (nan, inf, overflow), outlier, precision, few_values, any "
                    "(comma list).")
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
-              help="Also draw the per-channel statistics (needs bncli[plot]).")
+              help="Also draw the per-channel statistics, .png, .svg or .pdf (needs "
+                   "bncli[plot]).")
 @click.option("--allow-duplicates", is_flag=True,
               help="Take an input given twice twice (refused: its values would count twice).")
 @table_options
@@ -495,10 +496,12 @@ def _parse_fail_on(text):
 
 
 def _check_plot(path, force, inputs):
+    from .plot import plot_format
     from .sinks import check_target
 
-    if not path.lower().endswith(".png"):
-        raise click.BadParameter(f"{path!r} does not end in .png", param_hint="--plot")
+    if plot_format(path) is None:
+        raise click.BadParameter(f"{path!r} does not end in .png, .svg or .pdf",
+                                 param_hint="--plot")
     try:
         import matplotlib  # noqa: F401
     except ImportError:

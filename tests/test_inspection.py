@@ -248,3 +248,55 @@ def test_a_channel_20x_off_in_a_relu_layer_is_still_found():
               "inf_count": np.zeros(512, np.int64)}
     found = {finding.kind: finding.channels for finding in find(values)}
     assert found == {"outlier_std": [100], "outlier_mean": [200]}
+
+
+@pytest.mark.parametrize("suffix, magic", [(".svg", b"<?xml"), (".pdf", b"%PDF")])
+def test_plot_takes_svg_and_pdf(invoke, flagged, tmp_path, suffix, magic):
+    pytest.importorskip("matplotlib", reason="--plot needs the bncli[plot] extra")
+    result = invoke("stats", flagged, "-q", "--plot", tmp_path / f"stats{suffix}")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / f"stats{suffix}").read_bytes().startswith(magic)
+    assert invoke("stats", flagged, "--plot", tmp_path / "s.gif").exit_code == 2
+
+
+def test_plot_y_range_is_robust_to_one_outlier_and_holds_close_channels():
+    from bncli.plot import _y_range
+
+    rng = np.random.default_rng(11)
+    low, high = -rng.uniform(2, 4, 2048), rng.uniform(2, 4, 2048)
+    high[700] = 500.0  # one channel far off
+    bottom, top = _y_range(low, high)
+    assert 4 < top < 20 and -20 < bottom < -4  # the others fill the picture
+    bottom, top = _y_range(np.array([0.0, 1.0, 2.0]), np.array([10.0, 11.0, 255.0]))
+    assert bottom <= 0.0 and top >= 255.0  # three channels: all of them, ends included
+
+
+def test_plot_marks_std_outliers_at_the_top_of_their_band(tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs the bncli[plot] extra")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    from bncli import api
+    from bncli.plot import plot_statistics
+
+    values = np.random.default_rng(12).standard_normal((400, 32))
+    values[:, 5] *= 100  # zero mean, 100x the scale
+    np.save(tmp_path / "x.npy", values)
+    statistics = api.stats(tmp_path / "x.npy")
+    drawn = {}
+    original = pyplot.Axes.scatter
+
+    def record(self, x, y, *args, **kwargs):
+        drawn[kwargs.get("label", "").split(" (")[0]] = (np.asarray(x), np.asarray(y))
+        return original(self, x, y, *args, **kwargs)
+
+    pyplot.Axes.scatter = record
+    try:
+        plot_statistics(statistics, statistics.findings(), str(tmp_path / "p.png"))
+    finally:
+        pyplot.Axes.scatter = original
+    x, y = drawn["std outlier"]
+    # at the top of its band (here clipped to the top of the robust range), not at its mean 0
+    assert x.tolist() == [5] and y[0] > 3 * values[:, :5].std()

@@ -193,8 +193,9 @@ def test_readme_python_section_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "(16,) (16,)"
-    assert lines[2] == "(64, 8, 8, 16) float32"
-    assert lines[3].startswith("scale has 2 values")
+    assert lines[2] == "float64 (0, 2, 3)"
+    assert lines[3] == "(64, 8, 8, 16) float32"
+    assert lines[4].startswith("scale has 2 values")
     assert (tmp_path / "normed.npy").exists() and (tmp_path / "nchw.json").exists()
     assert not (tmp_path / "other.npy").exists()
 

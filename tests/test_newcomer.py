@@ -253,3 +253,21 @@ def test_table_rows_sorted_flagged_or_chosen(tmp_path):
     bad = run_bn("stats", tmp_path / "x.npy", "--format", "table", "--channels", "40")
     assert bad.returncode == 2 and bad.stdout == b""
     assert b"channel 40 is not among the 40 channels" in bad.stderr
+
+
+def test_plot_without_matplotlib_is_one_line_with_the_install_command(tmp_path):
+    # a directory first on the path where "import matplotlib" fails, as when it is absent
+    (tmp_path / "blocked" / "matplotlib").mkdir(parents=True)
+    (tmp_path / "blocked" / "matplotlib" / "__init__.py").write_text(
+        "raise ImportError('No module named matplotlib')\n")
+    np.save(tmp_path / "x.npy", np.zeros((4, 3)))
+    result = run_bn("stats", tmp_path / "x.npy", "--plot", tmp_path / "p.png",
+                    env={"PYTHONPATH": str(tmp_path / "blocked")})
+    assert result.returncode == 1 and not (tmp_path / "p.png").exists()
+    assert result.stderr == b"bn: error: --plot needs matplotlib: pip install 'bncli[plot]'\n"
+
+
+def test_shell_completion_completes_commands():
+    result = run_bn("", env={"_BN_COMPLETE": "bash_complete", "COMP_WORDS": "bn st",
+                             "COMP_CWORD": "1"})
+    assert result.stdout.decode().split() == ["plain,stats"]
