@@ -300,3 +300,13 @@ def test_plot_marks_std_outliers_at_the_top_of_their_band(tmp_path):
     x, y = drawn["std outlier"]
     # at the top of its band (here clipped to the top of the robust range), not at its mean 0
     assert x.tolist() == [5] and y[0] > 3 * values[:, :5].std()
+
+
+def test_a_realistic_relu_layer_file_gives_no_finding_through_the_command(tmp_path):
+    from conftest import run_bn
+
+    np.save(tmp_path / "relu.npy", _realistic_layer("relu", 2048, seed=4, rows=512).astype(
+        np.float32))
+    result = run_bn("stats", tmp_path / "relu.npy", "--format", "json", "--fail-on", "any")
+    assert result.returncode == 0, result.stderr
+    assert stats_json(result.stdout)["findings"] == []
