@@ -3,6 +3,7 @@ unbounded statistics files, huge findings tables, and failures that must leave n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -134,13 +135,22 @@ def test_a_findings_table_of_a_million_flagged_channels_is_shown_in_part(tmp_pat
     assert text.count("\n") < 400  # the edges and at most 200 flagged rows
 
 
-def test_save_stats_that_fails_leaves_no_output_either(tmp_path, wide):
+@contextlib.contextmanager
+def tiny_disk(tmp_path, size: str):
+    """A tmpfs of `size` mounted at tmp_path/tiny (skips where it cannot be mounted)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_save_stats_that_fails_leaves_no_output_either(tmp_path, wide):
+    with tiny_disk(tmp_path, "16k") as mount:
         result = run_bn("normalize", wide, "-o", tmp_path / "out.npy", "--save-stats",
                         mount / "s.json", "-q")
         assert result.returncode == 1
@@ -148,8 +158,6 @@ def test_save_stats_that_fails_leaves_no_output_either(tmp_path, wide):
         assert not (tmp_path / "out.npy").exists()
         assert os.listdir(mount) == []
         assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
 
 
 def good_document() -> dict:
@@ -409,12 +417,7 @@ def test_an_optional_hdf5_filter_that_is_not_installed_is_skipped(tmp_path):
 
 
 def test_a_full_disk_while_spooling_stdin_is_one_error_line_and_leaves_nothing(tmp_path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with tiny_disk(tmp_path, "64k") as mount:
         np.save(tmp_path / "big.npy", np.random.default_rng(1).standard_normal((20000, 8)))
         result = shell(f"cat big.npy | TMPDIR={mount} {bn('normalize', '-', '-o', 'out.npy')}",
                        tmp_path)
@@ -423,8 +426,6 @@ def test_a_full_disk_while_spooling_stdin_is_one_error_line_and_leaves_nothing(t
                         f"{mount}: No space left on device (set TMPDIR to a directory with "
                         "room)")
         assert os.listdir(mount) == [] and not (tmp_path / "out.npy").exists()
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
 
 
 def test_hdf5_names_that_are_not_utf8_are_listed_and_opened(tmp_path):

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 import tempfile
 
 import atheris
 import h5py
 import numpy as np
+from harness import main, run_all
 
 with atheris.instrument_imports():
     from bncli import api
@@ -48,19 +48,11 @@ def seed_corpus(directory: str) -> None:
 def test_one_input(data: bytes) -> None:
     with open(PATH, "wb") as handle:
         handle.write(data)
-    for run in (lambda: api.info([PATH]),
-                lambda: api.stats([PATH], chunk_bytes=64, threads=1),
-                lambda: api.stats([PATH + ":/g/x"], chunk_bytes=64, threads=1),
-                lambda: api.stats([PATH + ":/link"], chunk_bytes=256, threads=2)):
-        try:
-            run()
-        except BnError:
-            pass
+    run_all((lambda: api.info([PATH]),
+             lambda: api.stats([PATH], chunk_bytes=64, threads=1),
+             lambda: api.stats([PATH + ":/g/x"], chunk_bytes=64, threads=1),
+             lambda: api.stats([PATH + ":/link"], chunk_bytes=256, threads=2)), BnError)
 
 
 if __name__ == "__main__":
-    corpus = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
-    if corpus:
-        seed_corpus(corpus[0])
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    main(test_one_input, seed_corpus)
