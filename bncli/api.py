@@ -19,6 +19,7 @@ with ``advance(nbytes)`` and ``close()``.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -279,8 +280,8 @@ def merge(paths: Sequence[Path], *, allow_duplicates: bool = False) -> Statistic
     ----------
     paths : sequence of str or os.PathLike
     allow_duplicates : bool
-        Merge a file given twice, or files computed from the same input, whose values
-        would then count twice (refused by default).
+        Merge a file given twice, or two files of the same statistics of the same inputs
+        (a copy), whose values would then count twice (refused by default).
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]
@@ -291,14 +292,15 @@ def merge(paths: Sequence[Path], *, allow_duplicates: bool = False) -> Statistic
         if not allow_duplicates:
             _refuse_duplicate(path, _file_identity(path), seen_files, "is given twice")
         part = statsfile.load(path)
-        if not allow_duplicates:
-            for described in part.inputs:
-                key = (described.get("path"), described.get("dataset"))
-                if key[0] not in (None, "-", "<stdin>"):
-                    _refuse_duplicate(path, key, seen_inputs,
-                                      f"holds statistics of {key[0]}"
-                                      + (f":{key[1]}" if key[1] else "")
-                                      + ", as {other} does")
+        if not allow_duplicates and part.partials is not None:
+            # a copy of a shard's file: the same inputs with the same numbers (two shards
+            # that only share a file name differ in their numbers)
+            moments = part.partials.moments
+            key = (json.dumps(part.inputs, sort_keys=True, default=str),
+                   moments.count.tobytes(), moments.m2.tobytes(),
+                   np.asarray(moments.shift + moments.shifted_mean).tobytes())
+            _refuse_duplicate(path, key, seen_inputs,
+                              "holds the same statistics of the same inputs as {other}")
         merged = part if merged is None else merged.merge(part, path)
     if merged is None:
         raise UsageError("no statistics files given")

@@ -126,7 +126,18 @@ def test_merge_prints_like_stats_and_refuses_the_same_data_twice(tmp_path):
     assert twice.returncode == 2 and not (tmp_path / "m.json").exists()
     assert twice.stderr.decode().endswith("s0.json: is given twice: its values would count "
                                           "twice (use --allow-duplicates if that is meant)\n")
-    np.save(tmp_path / "s0b.npy", shards[0])
+    (tmp_path / "copy.json").write_bytes((tmp_path / "s0.json").read_bytes())
+    copied = run_bn("merge", tmp_path / "s0.json", tmp_path / "copy.json", tmp_path / "s1.json")
+    assert copied.returncode == 2
+    assert b"copy.json: holds the same statistics of the same inputs as" in copied.stderr
+    # shards that only share a file name (each part.npy in its own directory) are fine
+    for index, shard in enumerate(shards):
+        (tmp_path / f"d{index}").mkdir()
+        np.save(tmp_path / f"d{index}" / "part.npy", shard)
+        run_bn("stats", "part.npy", "-o", f"../p{index}.json", "-q", cwd=tmp_path / f"d{index}")
+    same_name = run_bn("merge", tmp_path / "p0.json", tmp_path / "p1.json")
+    assert same_name.returncode == 0, same_name.stderr
+    assert json.loads(same_name.stdout)["count"] == [80, 80, 80]
     allowed = run_bn("stats", tmp_path / "s0.npy", tmp_path / "s0.npy", "--allow-duplicates",
                      "--format", "json")
     assert json.loads(allowed.stdout)["count"] == [80, 80, 80]
