@@ -369,7 +369,8 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
               help="Output format (default: table on a terminal, else json).")
 @click.option("--all", "show_all", is_flag=True, help="Show every channel in the table.")
 @click.option("-q", "--quiet", is_flag=True,
-              help="Print nothing (with -o: only write the statistics file).")
+              help="Print no statistics (with -o: only write the statistics file); "
+                   "--fail-on still says on stderr what failed.")
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Also write a statistics file (.json or .npz).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
