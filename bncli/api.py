@@ -598,7 +598,11 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                 with contextlib.ExitStack() as outputs:
                     saved_stats = None if save_stats is None else outputs.enter_context(
                         AtomicFile(save_stats, force=force))
-                    with AtomicFile(target.path, force=force, copy=into_existing) as atomic:
+                    # an existing HDF5 file is changed where it is: through a symlink,
+                    # its target
+                    with AtomicFile(os.path.realpath(target.path) if into_existing
+                                    else target.path, force=force,
+                                    copy=into_existing) as atomic:
                         if (partials_of is not None and not target.hdf5
                                 and source.is_file):
                             _cluster_normalize(partials_of.client, source, atomic.temp_path,

@@ -239,11 +239,11 @@ class ChannelsType(click.ParamType):
     def convert(self, value, param, ctx):
         if not isinstance(value, str):
             return value
-        chosen = []
+        chosen = []  # ranges, not every index: 0-100000000 costs nothing until checked
         try:
             for part in (item.strip() for item in value.split(",") if item.strip()):
                 start, _, stop = part.partition("-")
-                chosen.extend(range(int(start), int(stop) + 1) if stop else [int(start)])
+                chosen.append(range(int(start), int(stop or start) + 1))
         except ValueError:
             self.fail(f"{value!r} is not a list of channels (example: 0,5,10-20)", param, ctx)
         return chosen

@@ -211,8 +211,10 @@ SORT_KEYS = {label: key for label, key in TABLE_COLUMNS}
 
 def select_rows(statistics: Statistics, found: Sequence, *, show_all: bool = False,
                 sort: str | None = None, only_flagged: bool = False,
-                channels: Sequence[int] | None = None) -> list:
+                channels: Sequence | None = None) -> list:
     """The flat channels a table shows, in order; -1 marks rows left out between two.
+
+    `channels` holds flat indices or ``range`` objects.
 
     By default: the first and last few channels and the flagged ones (at most
     ``MAX_FLAGGED_ROWS``). `channels` and `only_flagged` narrow the candidates; `sort` (a
@@ -224,10 +226,14 @@ def select_rows(statistics: Statistics, found: Sequence, *, show_all: bool = Fal
         [np.asarray(finding.channels, np.int64) for finding in found] or [np.zeros(0, int)]))
     candidates = np.arange(total)
     if channels is not None:
-        candidates = np.asarray(channels, np.int64)
-        outside = candidates[(candidates < 0) | (candidates >= total)]
-        if outside.size:
-            raise ValueError(f"channel {int(outside[0])} is not among the {total} channels")
+        ranges = [part if isinstance(part, range) else range(int(part), int(part) + 1)
+                  for part in channels]
+        for part in ranges:
+            for index in (part.start, part.stop - 1):
+                if part and not 0 <= index < total:
+                    raise ValueError(f"channel {index} is not among the {total} channels")
+        candidates = np.concatenate([np.arange(part.start, part.stop, dtype=np.int64)
+                                     for part in ranges] or [np.zeros(0, np.int64)])
     if only_flagged:
         candidates = candidates[np.isin(candidates, flagged)]
     if sort is not None:

@@ -200,6 +200,8 @@ def check_hdf5_target(path: str, dataset: str, *, force: bool,
 
     name = f"{path}:{dataset}"
     _refuse_inputs(path, os.stat(path), inputs)
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"{path}: is read-only; refusing to add {dataset} to it")
     try:
         with h5py.File(path, "r") as h5file:
             node = h5file["/"]

@@ -136,3 +136,16 @@ def test_a_killed_write_leaves_the_file_bit_identical(tmp_path, keras_file):
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=30) == -signal.SIGKILL  # killed, not finished
     assert digest(keras_file) == before
+
+
+def test_a_symlinked_hdf5_file_gains_the_dataset_and_stays_a_link(tmp_path, keras_file,
+                                                                  activations):
+    source, _ = activations
+    (tmp_path / "link.h5").symlink_to(keras_file)
+    before = contents(keras_file)
+    result = run_bn("normalize", f"{source}:/model/dense_1/activations", "-o",
+                    f"{tmp_path / 'link.h5'}:/added", "-q")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "link.h5").is_symlink()
+    after = contents(keras_file)
+    assert "added" in after and {name: after[name] for name in before} == before
