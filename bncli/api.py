@@ -713,7 +713,7 @@ def _describe(source: Source) -> dict:
     byteorder = {"<": "little", ">": "big", "|": "n/a", "=": "native"}[source.dtype.byteorder]
     if byteorder == "native":
         byteorder = "little" if np.little_endian else "big"
-    return {
+    described = {
         "path": source.path,
         "dataset": source.dataset,
         "shape": list(source.shape),
@@ -723,3 +723,7 @@ def _describe(source: Source) -> dict:
         "nbytes": source.nbytes,
         **source.details,
     }
+    written = source.written_chunks()
+    if written is not None:
+        described["chunks_written"] = written
+    return described

@@ -336,7 +336,6 @@ def describe_dataset(dataset) -> dict:
         "compression_opts": dataset.compression_opts,
         "filters": filters,
         "storage_bytes": int(dataset.id.get_storage_size()),
-        "chunks_written": written_chunks(dataset),
     }
 
 

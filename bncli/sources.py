@@ -112,6 +112,11 @@ class Source:
         """Data bytes."""
         return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
 
+    def written_chunks(self) -> tuple | None:
+        """``(written, total)`` chunks of a chunked HDF5 dataset, else None (for ``bn info``;
+        counting walks the chunk index, so it is done only when asked)."""
+        return None
+
     def describe(self) -> dict:
         """Return what goes into the ``inputs`` list of a statistics file."""
         return {
@@ -302,6 +307,11 @@ class Hdf5Source(Source):
     @property
     def is_file(self) -> bool:
         return True
+
+    def written_chunks(self) -> tuple | None:
+        from .hdf5 import written_chunks
+
+        return written_chunks(self._dataset)
 
     def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
                reduce_axes: tuple | None = None) -> Iterator[tuple]:
