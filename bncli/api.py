@@ -546,9 +546,8 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         if layout is not None:
             _check_one_axes_option(axes, channel_axis, layout)
             channel_axis = layout_channel_axis(layout, source.shape, source.name)
-        if chunks is not None and len(chunks) != len(source.shape):
-            raise UsageError(f"chunks {list(chunks)} do not fit the shape "
-                             f"{format_shape(source.shape)}")
+        if chunks is not None:
+            chunks = _chunk_shape(chunks, source.shape)
         if saved is None:
             reduce_axes = resolve_axes(source.shape, _axes(axes), channel_axis, source.name)
             check_ddof(ddof, math.prod(source.shape) // math.prod(
@@ -649,6 +648,14 @@ def _output_dataset(target: OutputSpec, source) -> str:
     return target.dataset or source.dataset or DEFAULT_OUTPUT_DATASET
 
 
+def _chunk_shape(chunks: Sequence[int], shape: tuple) -> tuple:
+    """A chunk shape given for an HDF5 output, checked against `shape` and cut to it."""
+    chunks = tuple(int(size) for size in chunks)
+    if len(chunks) != len(shape) or min(chunks, default=1) < 1:
+        raise UsageError(f"chunks {list(chunks)} do not fit the shape {format_shape(shape)}")
+    return tuple(min(size, max(dim, 1)) for size, dim in zip(chunks, shape))
+
+
 def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: np.dtype,
                  statistics: Statistics, epsilon: float, existing: bool = False,
                  compression: str | None = None, chunks: Sequence[int] | None = None):
@@ -657,16 +664,9 @@ def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: 
                               source.fortran_order)
     mean, variance = statistics.normalization()
     dataset = _output_dataset(target, source)
-    if chunks is not None:
-        chunks = tuple(int(size) for size in chunks)
-        if len(chunks) != len(source.shape) or min(chunks, default=1) < 1:
-            raise UsageError(f"chunks {list(chunks)} do not fit the shape "
-                             f"{format_shape(source.shape)}")
-        chunks = tuple(min(size, max(dim, 1)) for size, dim in zip(chunks, source.shape))
-    elif source.chunks and not source.fortran_order:
-        chunks = source.chunks
-    else:
-        chunks = output_chunks(source.shape, out_dtype.itemsize, source.fortran_order)
+    if chunks is None:  # else as given, checked by _chunk_shape
+        chunks = source.chunks if source.chunks and not source.fortran_order else \
+            output_chunks(source.shape, out_dtype.itemsize, source.fortran_order)
     return Hdf5Writer(
         temp_path, f"{target.path}:{dataset}", dataset, source.shape, out_dtype,
         source.fortran_order, chunks,
