@@ -28,10 +28,10 @@ def _open_file(path: str, name: str, chunk_cache_bytes: int):
         text = str(exc)
         if "signature" in text:
             raise InputError(f"{name}: not an HDF5 file") from None
-        raise InputError(f"{name}: cannot open HDF5 file ({_h5_reason(text)})") from None
+        raise InputError(f"{name}: cannot open HDF5 file ({h5_reason(text)})") from None
 
 
-def _h5_reason(text: str) -> str:
+def h5_reason(text: str) -> str:
     """HDF5's messages are long; keep the part in parentheses that says what failed."""
     text = text.strip().strip("'\"")
     return text.split("(", 1)[-1].rstrip(")'\"") if "(" in text else text
@@ -52,7 +52,7 @@ def h5_errors(name: str):
     try:
         yield
     except H5_ERRORS as exc:
-        raise InputError(f"{name}: damaged HDF5 file ({_h5_reason(str(exc))})") from None
+        raise InputError(f"{name}: damaged HDF5 file ({h5_reason(str(exc))})") from None
 
 
 def _visit(h5file, name: str, visitor) -> None:
@@ -60,7 +60,7 @@ def _visit(h5file, name: str, visitor) -> None:
     try:
         h5file.visititems(visitor)
     except H5_ERRORS as exc:
-        raise InputError(f"{name}: cannot list its datasets ({_h5_reason(str(exc))})") from None
+        raise InputError(f"{name}: cannot list its datasets ({h5_reason(str(exc))})") from None
 
 
 def _path_text(path) -> str:
@@ -129,9 +129,9 @@ def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
                 "\udc80" <= char <= "\udcff" for char in component) else component
             link = _raw_link(node, key) if isinstance(key, bytes) else node.get(
                 key, getlink=True)
-        except (RuntimeError, KeyError, OSError, TypeError, UnicodeError) as exc:
+        except H5_ERRORS as exc:  # UnicodeError is a ValueError
             raise InputError(f"{name}: cannot resolve {walked}/{component} "
-                             f"({_h5_reason(str(exc))})") from None
+                             f"({h5_reason(str(exc))})") from None
         if link is None:
             return None
         walked += "/" + component
@@ -149,8 +149,8 @@ def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
             continue
         try:
             node = _open_raw(node, key) if isinstance(key, bytes) else node[key]
-        except (KeyError, OSError, RuntimeError, TypeError) as exc:
-            raise InputError(f"{name}: cannot open {walked} ({_h5_reason(str(exc))})") from None
+        except H5_ERRORS as exc:
+            raise InputError(f"{name}: cannot open {walked} ({h5_reason(str(exc))})") from None
     return node
 
 
@@ -345,7 +345,7 @@ def read_block(dataset, region: tuple, name: str, block: np.ndarray) -> np.ndarr
         if block.size:
             dataset.read_direct(block, source_sel=region)
     except H5_ERRORS as exc:
-        raise InputError(f"{name}: cannot read data ({_h5_reason(str(exc))})") from None
+        raise InputError(f"{name}: cannot read data ({h5_reason(str(exc))})") from None
     return block
 
 

@@ -198,6 +198,8 @@ def check_hdf5_target(path: str, dataset: str, *, force: bool,
     """
     import h5py
 
+    from .hdf5 import H5_ERRORS, h5_reason
+
     name = f"{path}:{dataset}"
     _refuse_inputs(path, os.stat(path), inputs)
     if not os.access(path, os.W_OK):
@@ -220,9 +222,9 @@ def check_hdf5_target(path: str, dataset: str, *, force: bool,
                                   hint="use --force to replace it; the rest of the file is kept")
     except OutputError:
         raise
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+    except H5_ERRORS as exc:
         raise OutputError(f"{path}: cannot open the HDF5 file to add {dataset} to it "
-                          f"({str(exc).split('(', 1)[-1].rstrip(')')})") from None
+                          f"({h5_reason(str(exc))})") from None
 
 
 def preallocate(descriptor: int, size: int, name: str) -> None:
@@ -409,6 +411,8 @@ class Hdf5Writer:
                  compression: str | None = None, existing: bool = False):
         import h5py
 
+        from .hdf5 import H5_ERRORS, h5_reason
+
         self.name = name
         self.fortran_order = fortran_order
         self.file = self.dataset = None
@@ -424,9 +428,8 @@ class Hdf5Writer:
             return
         except OSError as exc:
             error = output_error(name, exc)
-        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
-            error = OutputError(f"{name}: cannot create the dataset "
-                                f"({str(exc).split('(', 1)[-1].rstrip(')')})")
+        except H5_ERRORS as exc:  # OSError is taken above
+            error = OutputError(f"{name}: cannot create the dataset ({h5_reason(str(exc))})")
         self.close()
         raise error
 
