@@ -68,6 +68,7 @@ from .sources import (
     is_hdf5_file,
     is_stream,
     open_source,
+    split_hdf5_file,
 )
 from .statsfile import Statistics
 
@@ -376,9 +377,9 @@ class OutputSpec:
             return cls(match.group("path"), match.group("dataset") or None, hdf5=True)
         if has_hdf5_signature(text):
             return cls(text, None, hdf5=True)
-        for index in (i for i, char in enumerate(text) if char == ":"):
-            if has_hdf5_signature(text[:index]):  # an existing HDF5 file of any name
-                return cls(text[:index], text[index + 1:] or None, hdf5=True)
+        named = split_hdf5_file(text)  # an existing HDF5 file of any name
+        if named:
+            return cls(*named, hdf5=True)
         if text != "-" and not text.lower().endswith(".npy"):
             raise UsageError(f"{text}: the output must be a .npy file, an HDF5 file "
                              "(out.h5 or out.h5:/dataset), or - for stdout")

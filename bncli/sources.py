@@ -57,11 +57,7 @@ class InputSpec:
         match = HDF5_SUFFIX.match(text)
         if match and match.group("dataset") is not None:
             return cls(match.group("path"), match.group("dataset") or None)
-        # FILE:/dataset with a file of any name that holds the HDF5 signature
-        for index in (i for i, char in enumerate(text) if char == ":"):
-            if has_hdf5_signature(text[:index]):
-                return cls(text[:index], text[index + 1:] or None)
-        return cls(text)
+        return cls(*(split_hdf5_file(text) or (text,)))
 
     @property
     def display(self) -> str:
@@ -364,6 +360,15 @@ def has_hdf5_signature(path: str) -> bool:
             return probe.read(8).startswith(HDF5_SIGNATURE)
     except OSError:
         return False
+
+
+def split_hdf5_file(text: str) -> tuple | None:
+    """``(path, dataset or None)`` when `text` is ``FILE:dataset`` for an existing file of any
+    name that holds the HDF5 signature, else None."""
+    for index in (i for i, char in enumerate(text) if char == ":"):
+        if has_hdf5_signature(text[:index]):
+            return text[:index], text[index + 1:] or None
+    return None
 
 
 def is_hdf5_file(path: str, name: str) -> bool:
