@@ -100,13 +100,18 @@ def _progress_bar(progress, label: str, total: int):
         bar.close()
 
 
+def _paths(paths) -> list:
+    """One path, or a sequence of them, as a list of str."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    return [os.fspath(path) for path in paths]
+
+
 @contextlib.contextmanager
 def open_sources(specs: Sequence[Path], *, allow_external: bool = False,
                  allow_sparse: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
     """Open every input (checking all headers first) and close them all at the end."""
-    if isinstance(specs, (str, bytes, os.PathLike)):  # one input
-        specs = [specs]
-    specs = [os.fspath(spec) for spec in specs]
+    specs = _paths(specs)
     if sum(1 for spec in specs if spec == "-") > 1:
         raise UsageError("standard input '-' can be given only once")
     with contextlib.ExitStack() as stack:
@@ -177,8 +182,8 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
     reduction = Reduction(ignore_nan=ignore_nan, order=moments)
     if not allow_duplicates:
         seen: dict = {}
-        for spec in ([inputs] if isinstance(inputs, (str, bytes, os.PathLike)) else inputs):
-            parsed = InputSpec.parse(os.fspath(spec))
+        for spec in _paths(inputs):
+            parsed = InputSpec.parse(spec)
             if parsed.path != "-":
                 _refuse_duplicate(parsed.display, (_file_identity(parsed.path), parsed.dataset),
                                   seen, "is given twice")
@@ -284,12 +289,10 @@ def merge(paths: Sequence[Path], *, allow_duplicates: bool = False) -> Statistic
         Merge a file given twice, or two files of the same statistics of the same inputs
         (a copy), whose values would then count twice (refused by default).
     """
-    if isinstance(paths, (str, bytes, os.PathLike)):
-        paths = [paths]
     merged = None
     seen_files: dict = {}
     seen_inputs: dict = {}
-    for path in map(os.fspath, paths):
+    for path in _paths(paths):
         if not allow_duplicates:
             _refuse_duplicate(path, _file_identity(path), seen_files, "is given twice")
         part = statsfile.load(path)
@@ -686,9 +689,7 @@ def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
         One per input; an HDF5 file given without a dataset lists all its datasets.
     """
     described = []
-    if isinstance(inputs, (str, bytes, os.PathLike)):
-        inputs = [inputs]
-    for text in map(os.fspath, inputs):
+    for text in _paths(inputs):
         spec = InputSpec.parse(text)
         entry = {"input": spec.display}
         if (spec.path != "-" and spec.dataset is None and not is_stream(spec.path)
