@@ -196,8 +196,8 @@ class Moments(Partial):
             shift=np.where(a_empty, other.shift, self.shift),
             shifted_mean=pick(self.shifted_mean, other.shifted_mean, shifted_mean),
             m2=pick(self.m2, other.m2, m2),
-            min=_merge_extremes(extreme_min, self.min, other.min, a_empty, b_empty),
-            max=_merge_extremes(extreme_max, self.max, other.max, a_empty, b_empty),
+            min=_merge_extremes(extreme_min, True, self.min, other.min, a_empty, b_empty),
+            max=_merge_extremes(extreme_max, False, self.max, other.max, a_empty, b_empty),
             nan_count=self.nan_count + other.nan_count,
             inf_count=self.inf_count + other.inf_count,
             ignore_nan=self.ignore_nan,
@@ -351,16 +351,15 @@ def _extreme_identities(dtype: np.dtype) -> tuple:
     return np.inf, -np.inf
 
 
-def _merge_extremes(function, mine: np.ndarray, theirs: np.ndarray, mine_empty: np.ndarray,
-                    theirs_empty: np.ndarray) -> np.ndarray:
-    """Min or max of two sides' extremes, in their dtype when they share it (each side's
-    empty channels hold the identity); in float64 when they do not."""
+def _merge_extremes(function, minimum: bool, mine: np.ndarray, theirs: np.ndarray,
+                    mine_empty: np.ndarray, theirs_empty: np.ndarray) -> np.ndarray:
+    """Min (`minimum`) or max of two sides' extremes by `function`, in their dtype when they
+    share it (each side's empty channels hold the identity); in float64 when they do not."""
     if mine.dtype != theirs.dtype and mine.dtype.kind in "iu" and theirs.dtype.kind in "iu":
         # int64 and uint64 (a JSON file's non-negative integers read as int64): one type
         # holds both when no value falls outside it
         for dtype in (np.dtype(np.int64), np.dtype(np.uint64)):
-            moved = [_integers_as(array, empty, dtype, function is np.minimum
-                                  or function is np.fmin)
+            moved = [_integers_as(array, empty, dtype, minimum)
                      for array, empty in ((mine, mine_empty), (theirs, theirs_empty))]
             if moved[0] is not None and moved[1] is not None:
                 mine, theirs = moved
