@@ -44,7 +44,6 @@ from .layout import (
     channel_shape,
     format_shape,
     keepdims_shape,
-    layout_channel_axis,
     resolve_axes,
 )
 from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
@@ -191,22 +190,13 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
                       chunk_bytes=chunk_bytes) as sources, \
             _cluster(scheduler, allow_external) as partials_of:
         total = sum(source.nbytes for source in sources)
-        if layout is not None:
-            _check_one_axes_option(axes, channel_axis, layout)
-            channel_axis = [layout_channel_axis(layout, source.shape, source.name)
-                            for source in sources][0]
         with _progress_bar(progress, "stats", total) as advance:
             statistics = compute_statistics(
-                sources, axes=_axes(axes), channel_axis=channel_axis, ddof=ddof,
+                sources, axes=_axes(axes), channel_axis=channel_axis, layout=layout, ddof=ddof,
                 reduction=reduction, keepdims=keepdims, chunk_bytes=chunk_bytes,
                 threads=threads, progress=advance, partials_of=partials_of)
     statistics.outlier_threshold = outlier_threshold
     return statistics
-
-
-def _check_one_axes_option(axes, channel_axis, layout) -> None:
-    if sum(option is not None for option in (axes, channel_axis, layout)) > 1:
-        raise UsageError("give one of axes, a channel axis and a layout")
 
 
 def _axes(axes: Sequence[int] | int | None) -> tuple | None:
@@ -417,12 +407,12 @@ class NormalizeResult:
     shape: tuple
 
 
-def _saved_statistics(source: Source, saved: Statistics, name: str, axes, channel_axis
-                      ) -> Statistics:
+def _saved_statistics(source: Source, saved: Statistics, name: str, axes, channel_axis,
+                      layout) -> Statistics:
     """Check that saved statistics fit a source; they are used as they are."""
-    if axes is None and channel_axis is None:
+    if axes is None and channel_axis is None and layout is None:
         axes = saved.axes
-    reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name)
+    reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name, layout)
     channels = channel_shape(source.shape, reduce_axes)
     if tuple(saved.channel_shape) != channels:
         raise StatsFileError(
@@ -547,18 +537,16 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                 # the output written to a copy of it that replaces it at the end
                 others = [path for path in input_paths if not _same_file(path, target.path)]
             check_hdf5_target(target.path, written, force=force, inputs=others)
-        if layout is not None:
-            _check_one_axes_option(axes, channel_axis, layout)
-            channel_axis = layout_channel_axis(layout, source.shape, source.name)
         if chunks is not None:
             chunks = _chunk_shape(chunks, source.shape)
         if saved is None:
-            reduce_axes = resolve_axes(source.shape, _axes(axes), channel_axis, source.name)
+            reduce_axes = resolve_axes(source.shape, _axes(axes), channel_axis, source.name,
+                                       layout)
             check_ddof(ddof, math.prod(source.shape) // math.prod(
                 channel_shape(source.shape, reduce_axes)), ignore_nan, source.name)
         else:
             reduce_axes = _saved_statistics(source, saved, saved_name, _axes(axes),
-                                            channel_axis).axes
+                                            channel_axis, layout).axes
         channels = channel_shape(source.shape, reduce_axes)
         scale_values = affine_values(scale, channels, "scale")
         offset_values = affine_values(offset, channels, "offset")

@@ -165,7 +165,8 @@ def source_partials(source: Source, reduce_axes: Sequence[int], reduction: Reduc
     return result
 
 
-def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=None, ddof: int = 0,
+def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=None,
+                       layout: str | None = None, ddof: int = 0,
                        reduction: Reduction | None = None, keepdims: bool = False,
                        chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
                        progress: ProgressCallback = None,
@@ -178,7 +179,7 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
     ----------
     sources : sequence of Source
         Same rank and channel shape.
-    axes, channel_axis :
+    axes, channel_axis, layout :
         As :func:`bncli.layout.resolve_axes`.
     ddof : int
     reduction : Reduction, optional
@@ -198,7 +199,7 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
     reduction = reduction or Reduction()
     plans = []
     for source in sources:
-        reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name)
+        reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name, layout)
         check_reducible(source)
         channels = channel_shape(source.shape, reduce_axes)
         if plans and (channels, reduce_axes) != plans[0][1:]:
