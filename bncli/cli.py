@@ -250,7 +250,8 @@ class ChannelsType(click.ParamType):
 
 
 def table_options(func):
-    """``--sort``, ``--only-flagged``, ``--channels``: which rows the table shows."""
+    """``--format``; ``--all``, ``--sort``, ``--only-flagged``, ``--channels``: which rows
+    the table shows. Shared by stats and merge."""
     from .report import SORT_KEYS
 
     func = click.option("--channels", "pick", type=ChannelsType(), default=None,
@@ -259,6 +260,11 @@ def table_options(func):
                         help="Table: only the channels with findings.")(func)
     func = click.option("--sort", type=click.Choice(list(SORT_KEYS)), default=None,
                         help="Table: channels ordered by this statistic, largest first.")(func)
+    func = click.option("--all", "show_all", is_flag=True,
+                        help="Show every channel in the table.")(func)
+    func = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]),
+                        default=None,
+                        help="Output format (default: table on a terminal, else json).")(func)
     return func
 
 
@@ -365,9 +371,6 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
 @click.option("--moments", "order", type=click.Choice(["2", "4"]), default="2",
               show_default=True,
               help="Highest central moment: 4 adds skewness and excess kurtosis.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default=None,
-              help="Output format (default: table on a terminal, else json).")
-@click.option("--all", "show_all", is_flag=True, help="Show every channel in the table.")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print no statistics (with -o: only write the statistics file); "
                    "--fail-on still says on stderr what failed.")
@@ -619,14 +622,11 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, scale, offset,
               help="Also write the merged statistics file (.json or .npz; - for JSON on "
                    "stdout).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default=None,
-              help="Output format (default: table on a terminal, else json).")
-@click.option("--all", "show_all", is_flag=True, help="Show every channel in the table.")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print nothing (with -o: only write the merged file).")
 @click.option("--allow-duplicates", is_flag=True,
-              help="Merge a file given twice, or files of the same input (their values "
-                   "count twice).")
+              help="Merge a file given twice, or a copy of a statistics file (their "
+                   "values count twice).")
 @table_options
 @json_options
 @color_option
