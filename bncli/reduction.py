@@ -21,12 +21,13 @@ and workers all combine through :meth:`Moments.merge`. ``E[x**2] - E[x]**2`` is 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .buffers import LazyBlock
+from .buffers import BufferRing, LazyBlock
 from .errors import StatsFileError
 from .layout import FOLD_WIDTH, channel_region, collapse_axes, fold_factor, plan_blocks
 from .partials import Partial, Reduction, register, tree_merge
@@ -68,6 +69,9 @@ class Moments(Partial):
         Whether NaNs were left out of `count`, the means, `m2`, `min` and `max`.
     m3, m4 : ndarray of float64, optional
         Sums of cubed and fourth-power deviations (order 4 only; None for order 2).
+    zero_count, min_count, max_count : ndarray of int64, optional
+        Values equal to 0, to `min` and to `max` (none equal a NaN extreme). None in the
+        partials of pieces inside one block, and in files written without them.
     """
 
     count: np.ndarray
@@ -81,13 +85,18 @@ class Moments(Partial):
     ignore_nan: bool = False
     m3: np.ndarray | None = None
     m4: np.ndarray | None = None
+    zero_count: np.ndarray | None = None
+    min_count: np.ndarray | None = None
+    max_count: np.ndarray | None = None
 
     name = "moments"
     ARRAYS = ("count", "shift", "shifted_mean", "m2", "min", "max", "nan_count", "inf_count")
     HIGHER = ("m3", "m4")
+    COUNTS = ("zero_count", "min_count", "max_count")
 
     def array_names(self) -> tuple:
-        return self.ARRAYS + (self.HIGHER if self.m3 is not None else ())
+        return (self.ARRAYS + (self.HIGHER if self.m3 is not None else ())
+                + (self.COUNTS if self.zero_count is not None else ()))
 
     @property
     def order(self) -> int:
@@ -97,9 +106,9 @@ class Moments(Partial):
     @classmethod
     def empty(cls, shape: Sequence[int], reduction: Reduction | None = None,
               ignore_nan: bool = False, order: int = 2,
-              extremes: np.dtype | type = np.float64) -> Moments:
+              extremes: np.dtype | type = np.float64, counts: bool = True) -> Moments:
         """Return the moments of no data (the identity of :meth:`merge`), its extremes of
-        dtype `extremes`."""
+        dtype `extremes`, with the value counts unless not `counts`."""
         if reduction is not None:
             ignore_nan, order = reduction.ignore_nan, reduction.order
         shape = tuple(shape)
@@ -116,11 +125,13 @@ class Moments(Partial):
             ignore_nan=ignore_nan,
             m3=np.zeros(shape, np.float64) if order == 4 else None,
             m4=np.zeros(shape, np.float64) if order == 4 else None,
+            **{key: np.zeros(shape, np.int64) if counts else None for key in cls.COUNTS},
         )
 
     def empty_like(self, shape: Sequence[int], reduction: Reduction) -> Moments:
         """The moments of no data over channel `shape`, extremes of this one's dtype."""
-        return self.empty(shape, reduction, extremes=self.min.dtype)
+        return self.empty(shape, reduction, extremes=self.min.dtype,
+                          counts=self.zero_count is not None)
 
     @classmethod
     def from_block(cls, block, reduce_axes: tuple, reduction: Reduction) -> Moments:
@@ -191,18 +202,30 @@ class Moments(Partial):
         extreme_min, extreme_max = (
             (np.fmin, np.fmax) if self.ignore_nan else (np.minimum, np.maximum)
         )
+        minimum = _merge_extremes(extreme_min, True, self.min, other.min, a_empty, b_empty)
+        maximum = _merge_extremes(extreme_max, False, self.max, other.max, a_empty, b_empty)
+        counts = {}
+        if self.zero_count is not None and other.zero_count is not None:
+            counts["zero_count"] = self.zero_count + other.zero_count
+            for key, merged, mine, theirs in (("min_count", minimum, self.min, other.min),
+                                              ("max_count", maximum, self.max, other.max)):
+                # the ties of each side that are ties of the whole: an empty side's
+                # identity, or a NaN, equals no merged extreme of values
+                counts[key] = (np.where(mine == merged, getattr(self, key), 0)
+                               + np.where(theirs == merged, getattr(other, key), 0))
         return Moments(
             count=total,
             shift=np.where(a_empty, other.shift, self.shift),
             shifted_mean=pick(self.shifted_mean, other.shifted_mean, shifted_mean),
             m2=pick(self.m2, other.m2, m2),
-            min=_merge_extremes(extreme_min, True, self.min, other.min, a_empty, b_empty),
-            max=_merge_extremes(extreme_max, False, self.max, other.max, a_empty, b_empty),
+            min=minimum,
+            max=maximum,
             nan_count=self.nan_count + other.nan_count,
             inf_count=self.inf_count + other.inf_count,
             ignore_nan=self.ignore_nan,
             **{key: pick(getattr(self, key), getattr(other, key), value)
                for key, value in higher.items()},
+            **counts,
         )
 
     def mean(self) -> np.ndarray:
@@ -255,6 +278,7 @@ class Moments(Partial):
             "std": np.sqrt(variance),
             **{key: stored[key] for key in ("min", "max", "m2", "nan_count", "inf_count",
                                             "shift", "shifted_mean")},
+            **{key: stored[key] for key in self.COUNTS if key in stored},
         }
         if self.m3 is not None:
             with np.errstate(all="ignore"):
@@ -280,15 +304,16 @@ class Moments(Partial):
         keys = ("count", "mean", "m2", "min", "max", "nan_count", "inf_count")
         shifted = "shift" in arrays and "shifted_mean" in arrays
         higher = "m3" in arrays and "m4" in arrays
+        counted = all(key in arrays for key in cls.COUNTS)
         for key in keys + (("shift", "shifted_mean") if shifted else ()) + (
-                cls.HIGHER if higher else ()):
+                cls.HIGHER if higher else ()) + (cls.COUNTS if counted else ()):
             if key not in arrays:
                 raise StatsFileError(f"{name}: missing field {key!r}")
             array = arrays[key]
             if array.shape != tuple(shape):
                 raise StatsFileError(f"{name}: {key} has shape {list(array.shape)}, expected "
                                      f"channel_shape {list(shape)}")
-            if key in ("count", "nan_count", "inf_count"):
+            if key in ("count", "nan_count", "inf_count") + cls.COUNTS:
                 if not np.all(np.isfinite(array)) or np.any(array != np.round(array)) or np.any(
                         array < 0) or np.any(array > MAX_COUNT):
                     raise StatsFileError(f"{name}: {key} is not a list of counts (whole "
@@ -430,6 +455,63 @@ def _first_along(piece: np.ndarray, reduce_axes: tuple) -> np.ndarray:
                        for axis in range(piece.ndim))]
 
 
+def tie_counts(piece: np.ndarray, minimum: np.ndarray, maximum: np.ndarray,
+               axis: int | tuple) -> tuple:
+    """Values equal to 0, to `minimum` and to `maximum` along `axis`, per channel (int64).
+
+    `minimum` and `maximum` are the piece's own extremes, broadcastable against it (kept
+    dims); the counts have their shape. Usually each channel's min and max occur once and
+    no zero occurs but as one of them: one pass of three comparisons finds that, and the
+    counts follow from the extremes. Otherwise each count is a reduction of its own (a
+    channel whose min is 0, as after a ReLU, counts its zeros once).
+    """
+    native = piece.dtype.newbyteorder("=")
+    low, high = (extreme.astype(native) if extreme.dtype.kind == native.kind else extreme
+                 for extreme in (minimum, maximum))
+    shape = np.shape(minimum)
+    # masks in reused buffers: a fresh array of this size is a fresh mapping to fault in
+    buffers = _mask_buffers()
+    at_min, other = (buffers.array(piece.shape, np.bool_) for _ in range(2))
+    with np.errstate(invalid="ignore"):
+        np.equal(piece, low, out=at_min)
+        if np.all(low < high):
+            ties = np.equal(piece, high, out=other)
+            ties |= at_min
+            if np.any((low <= 0) & (high >= 0)):
+                ties |= np.equal(piece, 0, out=buffers.array(piece.shape, np.bool_))
+            if np.count_nonzero(ties) == 2 * math.prod(shape):
+                ones = np.ones(shape, np.int64)
+                return (low == 0).astype(np.int64) + (high == 0), ones, ones
+        min_count = _count_along(at_min, axis, shape)
+        max_count = _count_along(np.equal(piece, high, out=other), axis, shape)
+        zero_count = np.where(low == 0, min_count, np.where(high == 0, max_count, 0))
+        inside = (low < 0) & (high > 0)
+        if inside.any():
+            zero_count = zero_count + _count_along(np.equal(piece, 0, out=other), axis,
+                                                   shape) * inside
+    return zero_count, min_count, max_count
+
+
+def _count_along(mask: np.ndarray, axis: int | tuple, shape: tuple) -> np.ndarray:
+    """The True values of `mask` along `axis`, as int64 of `shape`: summed as bytes into
+    the narrowest integer that holds the count (several times faster than int64)."""
+    length = mask.size // max(math.prod(shape), 1)
+    dtype = np.uint16 if length < 2**16 else np.uint32 if length < 2**32 else np.int64
+    counts = np.add.reduce(mask.view(np.uint8), axis=axis, dtype=dtype, keepdims=True)
+    return counts.reshape(shape).astype(np.int64)
+
+
+_THREAD = threading.local()
+
+
+def _mask_buffers() -> BufferRing:
+    """This thread's ring of three mask buffers for :func:`tie_counts`."""
+    ring = getattr(_THREAD, "masks", None)
+    if ring is None:
+        ring = _THREAD.masks = BufferRing(3)
+    return ring
+
+
 def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool,
                    order: int = 2) -> Moments:
     """Moments of one cache-sized piece, kept dims, centred on a shift from its data."""
@@ -487,8 +569,9 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool,
             mean = np.where(count == 0, 0.0, mean)
             m2 = np.where(count == 0, 0.0, m2)
             higher = {key: np.where(count == 0, 0.0, value) for key, value in higher.items()}
+    zero_count, min_count, max_count = tie_counts(piece, minimum, maximum, reduce_axes)
     return Moments(count, shift, mean, m2, minimum, maximum, nan_count, inf_count, ignore_nan,
-                   **higher)
+                   **higher, zero_count=zero_count, min_count=min_count, max_count=max_count)
 
 
 def _rows_partials(block: LazyBlock, total_rows: int, channels: int, piece_items: int,
@@ -516,7 +599,8 @@ def _column_partials(x2: np.ndarray, piece_items: int, shift: np.ndarray, order:
     rows, channels = x2.shape
     width = max(1, piece_items // rows)
     sums = [np.empty((1, channels), extreme_dtype(x2.dtype)) for _ in range(2)] + [
-        np.empty((1, channels)) for _ in range(3 + (order == 4) * 2)]
+        np.empty((1, channels)) for _ in range(3 + (order == 4) * 2)] + [
+        np.empty((1, channels), np.int64) for _ in range(3)]
     buffer = np.empty((rows, min(width, channels)))
     squares = np.empty_like(buffer) if order == 4 else None
     for start in range(0, channels, width):
@@ -527,9 +611,9 @@ def _column_partials(x2: np.ndarray, piece_items: int, shift: np.ndarray, order:
                            None if squares is None else squares[:, :used])
         for target, result in zip(sums, results):
             target[0, columns] = result
-    minimum, maximum, total, mean, m2, *higher = sums
+    minimum, maximum, total, mean, m2, *rest = sums
     return [(np.full((1, channels), rows, np.int64), total, mean, m2, minimum, maximum,
-             *higher)]
+             *rest)]
 
 
 def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fold: int,
@@ -556,6 +640,7 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
     total, group_mean, m2, *higher = sums
     extremes = block.dtype.newbyteorder("=")
     minimum, maximum = np.empty((pieces, width), extremes), np.empty((pieces, width), extremes)
+    ties = [np.empty((pieces, width), np.int64) for _ in range(3)]
     buffer = np.empty((min(per_piece, rows), width))
     squares = np.empty_like(buffer) if order == 4 else None
     for index, start in enumerate(starts):
@@ -563,9 +648,15 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
         piece = block.piece(base + start * width, base + stop * width).reshape(-1, width)
         _centred(piece, buffer[:piece.shape[0]], 0, shift,
                  (minimum[index], maximum[index], total[index], group_mean[index], m2[index],
-                  *(array[index] for array in higher)),
+                  *(array[index] for array in higher + ties)),
                  None if squares is None else squares[:piece.shape[0]])
     shape = (pieces, fold, channels)
+    minimum, maximum = minimum.reshape(shape), maximum.reshape(shape)
+    zero_count, min_count, max_count = (array.reshape(shape) for array in ties)
+    low, high = np.minimum.reduce(minimum, axis=1), np.maximum.reduce(maximum, axis=1)
+    # a group's ties count where its extreme is the extreme of all the groups
+    min_count = np.add.reduce(np.where(minimum == low[:, None], min_count, 0), axis=1)
+    max_count = np.add.reduce(np.where(maximum == high[:, None], max_count, 0), axis=1)
     group_mean, m2 = group_mean.reshape(shape), m2.reshape(shape)
     higher = [array.reshape(shape) for array in higher]
     mean = np.add.reduce(group_mean, axis=1) / fold
@@ -588,29 +679,33 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
         higher = [array[:, 0] for array in higher]
     return (np.repeat(n * fold, channels, axis=1),
             np.add.reduce(total.reshape(shape), axis=1), mean, m2,
-            np.minimum.reduce(minimum.reshape(shape), axis=1).astype(extreme_dtype(extremes)),
-            np.maximum.reduce(maximum.reshape(shape), axis=1).astype(extreme_dtype(extremes)),
-            *higher)
+            low.astype(extreme_dtype(extremes)), high.astype(extreme_dtype(extremes)),
+            *higher, np.add.reduce(zero_count, axis=1), min_count, max_count)
 
 
 def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shift: np.ndarray,
              out: tuple | None = None, squares: np.ndarray | None = None) -> tuple:
-    """Min, max, float64 sum, mean and centred sums of powers of ``piece - shift``.
+    """Min, max, float64 sum, mean and centred sums of powers of ``piece - shift``, and the
+    counts of values equal to 0, to the min and to the max (see :func:`tie_counts`).
 
     `axis` is 0 or the piece's last; `shift` broadcasts to the piece. `values` is a float64
     buffer of the piece's shape; with `squares`, another, the third and fourth central sums
     are computed too. The extremes (of the piece itself) are taken in the input's own dtype:
-    exact, and fewer bytes to go through. With `out` (five arrays of the reduced shape, seven
-    with `squares`) the results are written there; they are returned either way.
+    exact, and fewer bytes to go through. With `out` (eight arrays of the reduced shape, ten
+    with `squares`, in the order returned) the results are written there; they are returned
+    either way: ``(min, max, total, mean, m2, [m3, m4,] zero_count, min_count, max_count)``.
     """
-    minimum, maximum, total, mean, m2, *higher = out or (None,) * (5 + 2 * (squares is not None))
     if axis == piece.ndim - 1 and piece.shape[axis] <= SHORT_AXIS:
-        return _centred_short(piece, values, shift, minimum, maximum, total, mean, m2, higher,
-                              squares)
+        return _centred_short(piece, values, shift, out, squares)
+    minimum, maximum, total, mean, m2, *rest = out or (None,) * (8 + 2 * (squares is not None))
+    higher, counts = rest[:-3], rest[-3:]
     minimum = np.minimum.reduce(piece, axis=axis, out=minimum)
     maximum = np.maximum.reduce(piece, axis=axis, out=maximum)
-    subtract_shift(piece, shift, values, np.expand_dims(minimum, axis),
-                   np.expand_dims(maximum, axis))
+    low, high = np.expand_dims(minimum, axis), np.expand_dims(maximum, axis)
+    tied = tie_counts(piece, low, high, axis)
+    tied = tuple(np.copyto(target, count.reshape(target.shape)) or target if target is not None
+                 else count.reshape(minimum.shape) for target, count in zip(counts, tied))
+    subtract_shift(piece, shift, values, low, high)
     total = np.add.reduce(values, axis=axis, out=total)
     mean = np.divide(total, piece.shape[axis], out=mean)
     values -= np.expand_dims(mean, axis)
@@ -618,27 +713,25 @@ def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shift: np.ndarray
     kept = [dim for dim in every if dim != axis]
     if squares is None:
         m2 = np.einsum(values, every, values, every, kept, out=m2)
-        return minimum, maximum, total, mean, m2
+        return minimum, maximum, total, mean, m2, *tied
     np.multiply(values, values, out=squares)
     m2 = np.add.reduce(squares, axis=axis, out=m2)
     m3 = np.einsum(squares, every, values, every, kept, out=higher[0] if higher else None)
     m4 = np.einsum(squares, every, squares, every, kept, out=higher[1] if higher else None)
-    return minimum, maximum, total, mean, m2, m3, m4
+    return minimum, maximum, total, mean, m2, m3, m4, *tied
 
 
-def _centred_short(piece, values, shift, minimum, maximum, total, mean, m2, higher, squares):
+def _centred_short(piece, values, shift, out, squares):
     """:func:`_centred` along a short last axis. NumPy's reductions over a few values at a
     time spend their time in per-row overhead, so the piece is first transposed (one copy
     in its own dtype) and then reduced along its first axis, over long contiguous rows."""
     rows = math.prod(piece.shape[:-1])
     short = piece.shape[-1]
     transposed = np.ascontiguousarray(piece.reshape(rows, short).T)
-    out = tuple(None if array is None else array.reshape(rows) for array in (
-        minimum, maximum, total, mean, m2, *higher))
+    flat_out = None if out is None else tuple(array.reshape(rows) for array in out)
     results = _centred(transposed, values.reshape(short, rows), 0,
                        np.broadcast_to(shift, piece.shape[:-1] + (1,)).reshape(rows),
-                       out if all(array is not None for array in out) else None,
-                       None if squares is None else squares.reshape(short, rows))
+                       flat_out, None if squares is None else squares.reshape(short, rows))
     return tuple(result.reshape(piece.shape[:-1]) for result in results)
 
 
@@ -655,7 +748,8 @@ def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray, order: i
     rows = outer * inner_chunks
     count = np.empty((rows, channels), np.int64)
     sums = [np.empty((rows, channels), extreme_dtype(x3.dtype)) for _ in range(2)] + [
-        np.empty((rows, channels)) for _ in range(3 + (order == 4) * 2)]
+        np.empty((rows, channels)) for _ in range(3 + (order == 4) * 2)] + [
+        np.empty((rows, channels), np.int64) for _ in range(3)]
     buffer = np.empty(per_outer * per_channel * per_inner)
     squares = np.empty_like(buffer) if order == 4 else None
     shift3 = shift.reshape(1, channels, 1)
@@ -673,8 +767,8 @@ def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray, order: i
                                    squares[:piece.size].reshape(piece.shape))
                 for target, result in zip(sums, results):
                     target[rows_here, columns] = result
-    minimum, maximum, total, mean, m2, *higher = sums
-    return [(count, total, mean, m2, minimum, maximum, *higher)]
+    minimum, maximum, total, mean, m2, *rest = sums
+    return [(count, total, mean, m2, minimum, maximum, *rest)]
 
 
 def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order: int):
@@ -698,15 +792,16 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order:
             x3 = block.array().reshape(collapsed)
             shift = data_shift(x3[0, :, 0])
             parts = _slab_partials(x3, piece_items, shift, order)
-    count, total, mean, m2, minimum, maximum, *higher = (
+    count, total, mean, m2, minimum, maximum, *rest = (
         parts[0] if len(parts) == 1 else
         [np.concatenate([part[index] for part in parts]) for index in range(len(parts[0]))])
     if not np.isfinite(total).all():
         return None
+    higher, (zero_count, min_count, max_count) = rest[:-3], rest[-3:]
     zeros = np.zeros(count.shape, np.int64)
     shifts = np.broadcast_to(shift, count.shape)
     stack = Moments(count, shifts, mean, m2, minimum, maximum, zeros, zeros, False,
-                    *higher)
+                    *higher, zero_count=zero_count, min_count=min_count, max_count=max_count)
     return tree_merge(stack)
 
 

@@ -92,7 +92,8 @@ def test_ddof_and_ignore_nan(invoke, tmp_path):
 def test_csv_format(invoke, nhwc):
     path, values = nhwc
     lines = invoke("stats", path, "--format", "csv").stdout.splitlines()
-    assert lines[0] == "channel,count,mean,variance,std,min,max,nan_count,inf_count,flags"
+    assert lines[0] == ("channel,count,mean,variance,std,min,max,nan_count,inf_count,"
+                        "zero_count,min_count,max_count,flags")
     assert len(lines) == 6
     mean, variance = reference_moments(values, (0, 1, 2))
     fields = lines[3].split(",")
