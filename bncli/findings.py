@@ -26,9 +26,16 @@ LOG_STD_FLOOR = 0.1
 LOG_STD_MIN_DEPARTURE = 1.3
 # Outliers "among channels" need a few channels to compare.
 MIN_CHANNELS_FOR_OUTLIERS = 3
+# A channel is sparse when at least this fraction of its values are exactly 0.
+DEFAULT_SPARSE_THRESHOLD = 0.99
+# A channel is saturated when at least this fraction of its values equal its min or max.
+SATURATED_FRACTION = 0.01
+# A channel's range is wide when max - min passes this many times its p0.01-p99.99 spread.
+WIDE_RANGE_FACTOR = 10.0
+WIDE_RANGE_LEVELS = (0.0001, 0.9999)
 
 KINDS = ("dead", "nan", "inf", "overflow", "outlier_mean", "outlier_std", "precision",
-         "few_values")
+         "few_values", "sparse", "saturated", "wide_range")
 # Names accepted by --fail-on, each a set of kinds.
 GROUPS = {
     "dead": {"dead"},
@@ -41,6 +48,9 @@ GROUPS = {
     "outlier_std": {"outlier_std"},
     "precision": {"precision"},
     "few_values": {"few_values"},
+    "sparse": {"sparse"},
+    "saturated": {"saturated"},
+    "wide_range": {"wide_range"},
     "any": set(KINDS),
 }
 
@@ -100,15 +110,24 @@ def robust_outliers(values: np.ndarray, usable: np.ndarray, threshold: float,
     return flagged
 
 
-def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD) -> dict:
+def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
+          sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
+          tails: np.ndarray | None = None) -> dict:
     """Return a boolean array per kind, of the flattened channel count.
 
     Parameters
     ----------
     values : dict of str to ndarray
-        Finalized statistics (:meth:`bncli.reduction.Moments.finalize`).
+        Finalized statistics (:meth:`bncli.reduction.Moments.finalize`); ``sparse`` and
+        ``saturated`` need ``zero_count``, ``min_count`` and ``max_count`` (files written
+        without them flag neither).
     outlier_threshold : float
         Modified z-score above which a channel's mean or std is an outlier.
+    sparse_threshold : float
+        Fraction of exact zeros at or above which a channel that is not constant is sparse.
+    tails : ndarray, optional
+        The p0.01 and p99.99 quantiles, shape ``(2,) + channel shape``, for ``wide_range``
+        (not flagged without them).
 
     Returns
     -------
@@ -129,6 +148,25 @@ def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD)
     with np.errstate(all="ignore"):
         log_std = np.log10(np.where(lively, std, 1.0))
         ratio = np.abs(mean) / std
+    none = np.zeros(count.shape, bool)
+    sparse = saturated = wide = none
+    if "zero_count" in values:
+        zeros, at_min, at_max = (values[key].reshape(-1) for key in (
+            "zero_count", "min_count", "max_count"))
+        low, high = values["min"].reshape(-1), values["max"].reshape(-1)
+        with np.errstate(all="ignore"):
+            sparse = (count > 0) & ~dead & (zeros >= sparse_threshold * count)
+            # A bound of exactly 0 is a ReLU's floor: its zeros are what `sparse` counts.
+            # An extreme met once is no bound (in 100 values it alone would be 1%).
+            pinned = (np.where((low == 0) | (at_min < 2), 0, at_min)
+                      + np.where((high == 0) | (at_max < 2), 0, at_max))
+            saturated = (count > 0) & (low < high) & (pinned >= SATURATED_FRACTION * count)
+    if tails is not None:
+        low, high = (np.asarray(tail, np.float64).reshape(-1) for tail in tails)
+        with np.errstate(all="ignore"):
+            extent = (values["max"].reshape(-1).astype(np.float64)
+                      - values["min"].reshape(-1).astype(np.float64))
+            wide = finite & ~dead & (extent > WIDE_RANGE_FACTOR * (high - low))
     return {
         "dead": dead,
         "nan": nan,
@@ -149,6 +187,9 @@ def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD)
         # with NaNs left out, a channel can keep no more values than ddof
         "few_values": (count > 0) & np.isfinite(mean) & np.isnan(values["variance"].reshape(-1))
         & ~overflow,
+        "sparse": sparse,
+        "saturated": saturated,
+        "wide_range": wide,
     }
 
 
@@ -167,18 +208,41 @@ _MESSAGES = {
     "few_values": "no more values than ddof: the variance is undefined (NaN)",
     "precision": f"|mean| / std above {PRECISION_RATIO:g}: float32 statistics would lose "
                  "precision here (bn accumulates in float64)",
+    "sparse": "at least {sparse:.4g} of the values are exactly 0 (a mostly dead unit)",
+    "saturated": f"at least {SATURATED_FRACTION:.0%} of the values equal the channel's min "
+                 "or max (met more than once, other than 0): pinned at a bound (clipping, a "
+                 "saturated ReLU6 or tanh)",
+    "wide_range": f"max - min is over {WIDE_RANGE_FACTOR:g}x the p0.01-p99.99 spread: a few "
+                  "values would ruin a min/max quantization range; clip to the percentile "
+                  "range instead ({ranges})",
 }
 
 
-def find(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD) -> list:
-    """Return the findings: one :class:`Finding` per kind that any channel has."""
+def find(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
+         sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
+         tails: np.ndarray | None = None) -> list:
+    """Return the findings: one :class:`Finding` per kind that any channel has (see
+    :func:`flags` for the arguments)."""
     found = []
-    for kind, mask in flags(values, outlier_threshold=outlier_threshold).items():
+    masks = flags(values, outlier_threshold=outlier_threshold,
+                  sparse_threshold=sparse_threshold, tails=tails)
+    for kind, mask in masks.items():
         channels = np.flatnonzero(mask).tolist()
         if channels:
-            found.append(Finding(kind, channels,
-                                 _MESSAGES[kind].format(threshold=outlier_threshold)))
+            found.append(Finding(kind, channels, _MESSAGES[kind].format(
+                threshold=outlier_threshold, sparse=sparse_threshold,
+                ranges=_tail_ranges(tails, channels))))
     return found
+
+
+def _tail_ranges(tails, channels: list, shown: int = 3) -> str:
+    """``channel 4: [-2.1, 3.7]; ...``: the p0.01-p99.99 range of the first few channels."""
+    if tails is None:
+        return ""
+    low, high = (np.asarray(tail, np.float64).reshape(-1) for tail in tails)
+    text = "; ".join(f"channel {index}: [{low[index]:.6g}, {high[index]:.6g}]"
+                     for index in channels[:shown])
+    return text + ("; ..." if len(channels) > shown else "")
 
 
 def parse_fail_on(text: str) -> set:

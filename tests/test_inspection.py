@@ -71,7 +71,8 @@ def test_dead_uses_scikit_learns_near_constant_bound():
 def test_csv_names_each_channels_findings_in_one_flags_column(invoke, flagged):
     lines = invoke("stats", flagged, "--format", "csv").stdout.splitlines()
     header = lines[0].split(",")
-    assert header[-3:] == ["nan_count", "inf_count", "flags"]  # one NaN column, one flags
+    assert header[-6:] == ["nan_count", "inf_count", "zero_count", "min_count", "max_count",
+                           "flags"]  # one NaN column, one flags
     rows = {int(line.split(",")[0]): dict(zip(header, line.split(","))) for line in lines[1:]}
     assert rows[3]["flags"] == "dead" and rows[4]["flags"] == ""
     assert rows[9]["flags"] == "nan" and rows[11]["flags"] == "inf"
