@@ -29,6 +29,8 @@ from typing import Callable, Union
 import numpy as np
 
 from . import statsfile
+from .drift import DEFAULT_MAX_PSI, DEFAULT_MAX_SHIFT
+from .drift import drift as drift_of
 from .engine import (
     DEFAULT_CHUNK_BYTES,
     check_ddof,
@@ -39,7 +41,8 @@ from .engine import (
     spool_stdin,
 )
 from .errors import OutputError, StatsFileError, UsageError
-from .findings import DEFAULT_OUTLIER_THRESHOLD
+from .findings import DEFAULT_OUTLIER_THRESHOLD, DEFAULT_SPARSE_THRESHOLD
+from .histogram import DEFAULT_ACCURACY, DEFAULT_LEVELS, bucket_accuracy, mantissa_bits
 from .layout import (
     channel_shape,
     format_shape,
@@ -133,7 +136,10 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
           threads: int | None = None, allow_external: bool = False, allow_sparse: bool = False,
           progress: Progress = None, scheduler: str | None = None,
           outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
-          allow_duplicates: bool = False) -> Statistics:
+          allow_duplicates: bool = False,
+          quantiles: Sequence[float] | bool | None = None,
+          accuracy: float = DEFAULT_ACCURACY,
+          sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD) -> Statistics:
     """Compute per-channel statistics of one dataset stored in one or more inputs.
 
     Parameters
@@ -170,6 +176,13 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
         Robust z-score above which a channel's mean or std is a finding.
     allow_duplicates : bool
         Take an input given twice twice (refused by default).
+    quantiles : sequence of float, or bool, optional
+        Also compute a mergeable histogram per channel, and from it these quantiles
+        (levels from 0 to 1; True: ``0.0001, 0.001, 0.01, 0.5, 0.99, 0.999, 0.9999``).
+    accuracy : float
+        Relative accuracy of the quantiles (see :mod:`bncli.histogram`).
+    sparse_threshold : float
+        Fraction of exact zeros at or above which a channel is reported sparse.
 
     Returns
     -------
@@ -177,8 +190,13 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
     """
     _check_moments_order(moments)
     _check_positive(chunk_bytes, "the chunk size")
+    _check_fraction(sparse_threshold, "the sparse threshold")
     threads = threads or default_threads()
     reduction = Reduction(ignore_nan=ignore_nan, order=moments)
+    if quantiles is not None and quantiles is not False:
+        reduction = Reduction(kinds=("moments", "histogram"), ignore_nan=ignore_nan,
+                              order=moments, options={"histogram": _histogram_options(
+                                  quantiles, accuracy)})
     if not allow_duplicates:
         seen: dict = {}
         for spec in _paths(inputs):
@@ -196,7 +214,31 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
                 reduction=reduction, keepdims=keepdims, chunk_bytes=chunk_bytes,
                 threads=threads, progress=advance, partials_of=partials_of)
     statistics.outlier_threshold = outlier_threshold
+    statistics.sparse_threshold = sparse_threshold
     return statistics
+
+
+def _histogram_options(quantiles: Sequence[float] | bool, accuracy: float) -> dict:
+    """The histogram's grid and levels, checked."""
+    levels = DEFAULT_LEVELS if quantiles is True else quantiles
+    try:
+        levels = tuple(float(level) for level in levels)
+    except (TypeError, ValueError):
+        raise UsageError(f"quantile levels {quantiles!r} are not a sequence of numbers") from None
+    for level in levels:
+        _check_fraction(level, "a quantile level")
+    if not levels:
+        raise UsageError("no quantile levels given")
+    try:
+        bits = mantissa_bits(float(accuracy))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return {"bits": bits, "levels": levels}
+
+
+def _check_fraction(value: float, label: str) -> None:
+    if not isinstance(value, (int, float, np.number)) or not 0 <= value <= 1:
+        raise UsageError(f"{label} must be a number from 0 to 1, not {value!r}")
 
 
 def _axes(axes: Sequence[int] | int | None) -> tuple | None:
@@ -299,6 +341,76 @@ def merge(paths: Sequence[Path], *, allow_duplicates: bool = False) -> Statistic
     if merged is None:
         raise UsageError("no statistics files given")
     return merged
+
+
+def diff(base: Path, new: Path, *, axes: Sequence[int] | int | None = None,
+         channel_axis: int | None = None, layout: str | None = None,
+         ignore_nan: bool = False, accuracy: float | None = None,
+         sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
+         max_shift: float = DEFAULT_MAX_SHIFT, max_psi: float = DEFAULT_MAX_PSI,
+         **engine) -> tuple:
+    """Per-channel drift of NEW from BASE (see :mod:`bncli.drift`).
+
+    Parameters
+    ----------
+    base, new : str or os.PathLike
+        A statistics file (``.json``, ``.npz``) or an INPUT, whose statistics are computed
+        (with histograms on the grid of the other side's, or the default one).
+    axes, channel_axis, layout, ignore_nan :
+        For the sides that are computed, as in :func:`stats`.
+    accuracy : float, optional
+        Histogram accuracy of computed sides (default: the other side's, or 0.01).
+    sparse_threshold, max_shift, max_psi : float
+        What counts as sparse, and as drift.
+    **engine :
+        ``chunk_bytes``, ``threads``, ``allow_external``, ``allow_sparse``, ``scheduler``.
+
+    Returns
+    -------
+    tuple of (Drift, Statistics, Statistics)
+        The drift, and the statistics of BASE and NEW.
+    """
+    for value, label in ((max_shift, "the largest mean shift"), (max_psi, "the largest PSI")):
+        if not isinstance(value, (int, float)) or not value >= 0:
+            raise UsageError(f"{label} must be a number at least 0, not {value!r}")
+    sides = [os.fspath(path) for path in (base, new)]
+    loaded = {path: load_statistics(path) for path in sides if _is_statistics_file(path)}
+    if accuracy is None:
+        grids = [side.histogram.bits for side in loaded.values() if side.histogram is not None]
+        accuracy = bucket_accuracy(grids[0]) if grids else DEFAULT_ACCURACY
+    with_histograms = not loaded or any(side.histogram is not None for side in loaded.values())
+    statistics = []
+    for path in sides:
+        if path in loaded:
+            statistics.append(loaded[path])
+            continue
+        statistics.append(stats(path, axes=axes, channel_axis=channel_axis, layout=layout,
+                                ignore_nan=ignore_nan, accuracy=accuracy,
+                                quantiles=True if with_histograms else None,
+                                allow_duplicates=True, **engine))
+    old, now = statistics
+    for statistics_of in (old, now):
+        statistics_of.sparse_threshold = sparse_threshold
+    if tuple(old.channel_shape) != tuple(now.channel_shape):
+        raise UsageError(f"{sides[1]}: channel shape {format_shape(now.channel_shape)} does "
+                         f"not match {sides[0]}'s {format_shape(old.channel_shape)}")
+    if tuple(old.axes) != tuple(now.axes):
+        raise UsageError(f"{sides[1]}: reduced over axes {list(now.axes)}, but {sides[0]} "
+                         f"over {list(old.axes)}")
+    if old.partials is None or now.partials is None:
+        side = sides[0] if old.partials is None else sides[1]
+        raise StatsFileError(f"{side}: holds mean and variance but no count and m2 to compare")
+    if old.histogram is not None and now.histogram is not None and (
+            old.histogram.bits != now.histogram.bits):
+        raise StatsFileError(f"{sides[1]}: its histograms are on another grid than "
+                             f"{sides[0]}'s (accuracy {bucket_accuracy(now.histogram.bits):.4g}"
+                             f" and {bucket_accuracy(old.histogram.bits):.4g})")
+    return drift_of(old, now, max_shift=max_shift, max_psi=max_psi), old, now
+
+
+def _is_statistics_file(path: str) -> bool:
+    """A ``.json`` or ``.npz`` path is a statistics file (an INPUT is ``.npy`` or HDF5)."""
+    return path.lower().endswith((".json", ".npz"))
 
 
 def _file_identity(path: str):

@@ -361,7 +361,7 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.argument("inputs", nargs=-1, metavar="INPUT...")
 @axes_options
 @click.option("--keepdims", is_flag=True,
               help="Arrays keep the input's rank, reduced axes of size 1.")
@@ -382,8 +382,17 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
               help="Robust z-score above which a channel's mean or std is an outlier.")
 @click.option("--fail-on", default=None, metavar="KINDS",
               help="Exit 3 when any of these findings exist: dead, nan, inf, overflow, "
-                   "nonfinite (nan, inf, overflow), outlier, precision, few_values, any "
-                   "(comma list).")
+                   "nonfinite (nan, inf, overflow), outlier, precision, few_values, sparse, "
+                   "saturated, wide_range, any (comma list).")
+@click.option("--quantiles", "quantile_levels", is_flag=False, flag_value="", default=None,
+              metavar="[LIST]",
+              help="Also keep a mergeable histogram per channel and give these quantiles "
+                   "(default 0.0001,0.001,0.01,0.5,0.99,0.999,0.9999).")
+@click.option("--accuracy", type=float, default=0.01, show_default=True, metavar="A",
+              help="Relative accuracy of the quantiles (histogram buckets).")
+@click.option("--sparse-threshold", type=click.FloatRange(0, 1), default=0.99,
+              show_default=True, metavar="F",
+              help="Fraction of exact zeros at which a channel is sparse.")
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Also draw the per-channel statistics, .png, .svg or .pdf (needs "
                    "bncli[plot]).")
@@ -394,18 +403,22 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
 @color_option
 @engine_options
 def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order, fmt, show_all,
-          quiet, output, force, outlier_threshold, fail_on, plot_path, allow_duplicates, sort,
-          only_flagged, pick, indent, nan_as, chunk_bytes, threads, allow_sparse,
-          allow_external, progress, scheduler):
-    """Per-channel count, mean, variance, std, min, max, NaN and Inf counts.
+          quiet, output, force, outlier_threshold, fail_on, quantile_levels, accuracy,
+          sparse_threshold, plot_path, allow_duplicates, sort, only_flagged, pick, indent,
+          nan_as, chunk_bytes, threads, allow_sparse, allow_external, progress, scheduler):
+    """Per-channel count, mean, variance, std, min, max, NaN, Inf and zero counts, and
+    with --quantiles the distribution.
 
-    Several inputs are one dataset (same channel shape). The findings (dead, NaN/Inf,
-    outlying and imprecise channels) follow the table, and are in the JSON and csv too.
+    Several inputs are one dataset (same channel shape). The findings (dead, sparse,
+    saturated, NaN/Inf, outlying and imprecise channels) follow the table, and are in the
+    JSON and csv too.
 
     \b
       bn stats acts.npy                      # channels last: reduce 0,1,2 of NHWC
       bn stats acts.h5:/layer1 --layout nchw        # or --channel-axis 1
       bn stats part*.npy --format csv
+      bn stats acts.npy --quantiles          # p1 / p50 / p99 columns, histograms in -o
+      bn stats acts.npy --quantiles 0.001,0.999 -o stats.json
       bn stats acts.npy -o stats.json --fail-on dead,nonfinite --plot stats.png
     """
     from . import api
@@ -414,6 +427,9 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
     if ddof < 0:
         raise click.BadParameter(f"{ddof} is negative", param_hint="--ddof")
     fail_kinds = _parse_fail_on(fail_on)
+    quantiles, inputs = _parse_quantiles(quantile_levels, inputs)
+    if not inputs:  # not required by click: --quantiles may have taken the first one
+        raise click.UsageError("Missing argument 'INPUT...'.")
     input_paths = [api.InputSpec.parse(text).path for text in inputs]
     if output is not None:
         from .statsfile import format_for_path
@@ -430,6 +446,8 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
                            allow_external=allow_external, allow_sparse=allow_sparse,
                            progress=_progress_factory(progress),
                            scheduler=scheduler, allow_duplicates=allow_duplicates,
+                           quantiles=quantiles, accuracy=accuracy,
+                           sparse_threshold=sparse_threshold,
                            **({} if outlier_threshold is None else
                               {"outlier_threshold": outlier_threshold}))
     elapsed = time.perf_counter() - started
@@ -453,6 +471,34 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
         for finding in failing:
             _echo_err(f"bn: --fail-on: {finding.kind} in {_channel_list(statistics, finding)}")
         raise click.exceptions.Exit(FINDINGS_EXIT_CODE)
+
+
+def _parse_quantiles(text: str | None, inputs: tuple) -> tuple:
+    """The quantile levels of ``--quantiles [LIST]`` (None without it, True for the
+    default list), and the inputs: ``--quantiles acts.npy`` takes the file as an input."""
+    if text is None:
+        return None, inputs
+    if not text.strip():
+        return True, inputs
+    try:
+        levels = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        if os.path.exists(_input_path(text)):
+            return True, (text,) + tuple(inputs)
+        raise click.BadParameter(f"{text!r} is not a comma list of levels from 0 to 1",
+                                 param_hint="--quantiles") from None
+    for level in levels:
+        if not 0 <= level <= 1:
+            raise click.BadParameter(f"level {level:g} is not from 0 to 1",
+                                     param_hint="--quantiles")
+    return levels, inputs
+
+
+def _input_path(text: str) -> str:
+    """The file an INPUT names (``acts.h5:/x`` names ``acts.h5``)."""
+    from .sources import InputSpec
+
+    return InputSpec.parse(text).path
 
 
 def _echo_err(line: str) -> None:
@@ -658,6 +704,95 @@ def merge(statsfiles, output, force, fmt, show_all, quiet, allow_duplicates, sor
     if not quiet:
         _print_statistics(merged, fmt, found, show_all=show_all, indent=indent, nan_as=nan_as,
                           rows=dict(sort=sort, only_flagged=only_flagged, channels=pick))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("base", metavar="BASE")
+@click.argument("new", metavar="NEW")
+@axes_options
+@click.option("--ignore-nan", is_flag=True, help="Leave NaNs out (for sides computed here).")
+@click.option("--accuracy", type=float, default=None, metavar="A",
+              help="Histogram accuracy of sides computed here (default: the other side's, "
+                   "or 0.01).")
+@click.option("--sparse-threshold", type=click.FloatRange(0, 1), default=0.99,
+              show_default=True, metavar="F",
+              help="Fraction of exact zeros at which a channel is sparse.")
+@click.option("--max-shift", type=click.FloatRange(min=0), default=0.25, show_default=True,
+              metavar="S", help="Drift: a mean moved by more than S of BASE's std.")
+@click.option("--max-psi", type=click.FloatRange(min=0), default=0.2, show_default=True,
+              metavar="P", help="Drift: a population stability index above P.")
+@click.option("--fail-on", default=None, metavar="KINDS",
+              help="Exit 3 when any channel has: drift, dead, sparse, nonfinite, saturated "
+                   "(newly), any (comma list).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default=None,
+              help="Output format (default: table on a terminal, else json).")
+@click.option("--all", "show_all", is_flag=True, help="Show every channel in the table.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing; --fail-on still reports.")
+@json_options
+@color_option
+@engine_options
+def diff(base, new, axes, channel_axis, layout, ignore_nan, accuracy, sparse_threshold,
+         max_shift, max_psi, fail_on, fmt, show_all, quiet, indent, nan_as, chunk_bytes,
+         threads, allow_sparse, allow_external, progress, scheduler):
+    """Per-channel drift of NEW from BASE: each a statistics file or an INPUT.
+
+    Mean shift in BASE's std, std ratio, channels that became dead, sparse, non-finite or
+    saturated; with histograms on both sides (bn stats --quantiles -o, or any INPUT) the
+    population stability index over BASE's deciles and NEW's mass outside BASE's
+    [p0.1, p99.9].
+
+    \b
+      bn diff last_month.json acts.npy
+      bn diff base.json new.json --fail-on drift --max-shift 0.5     # exit 3 on drift
+    """
+    import numpy as np
+
+    from . import api
+    from .drift import BECAME
+
+    kinds = {part.strip() for part in (fail_on or "").split(",") if part.strip()}
+    known = {"drift", "any", *BECAME}
+    if kinds - known:
+        raise click.BadParameter(f"unknown kind {sorted(kinds - known)[0]!r}; choose from "
+                                 f"{', '.join(['drift', *BECAME, 'any'])}",
+                                 param_hint="--fail-on")
+    if "any" in kinds:
+        kinds = {"drift", *BECAME}
+    result, old, now = api.diff(
+        base, new, axes=axes, channel_axis=channel_axis, layout=layout, ignore_nan=ignore_nan,
+        accuracy=accuracy, sparse_threshold=sparse_threshold, max_shift=max_shift,
+        max_psi=max_psi, chunk_bytes=chunk_bytes, threads=threads,
+        allow_external=allow_external, allow_sparse=allow_sparse,
+        progress=_progress_factory(progress), scheduler=scheduler)
+    if not quiet:
+        if fmt is None:
+            fmt = "table" if sys.stdout.isatty() else "json"
+        if fmt == "json":
+            from .drift import to_document
+
+            text = json.dumps(to_document(result, old, now), indent=indent)
+            if nan_as == "null":
+                text = text.replace('"NaN"', "null")
+            sys.stdout.write(text + "\n")
+        elif fmt == "csv":
+            from .report import iter_diff_csv
+
+            for part in iter_diff_csv(result):
+                sys.stdout.write(part)
+        else:
+            from .report import render_diff
+
+            render_diff(result, old, now, sys.stdout, show_all=show_all)
+    masks = {"drift": result.drifted, **result.became}
+    failing = [(kind, np.flatnonzero(masks[kind])) for kind in sorted(kinds)
+               if masks[kind].any()]
+    for kind, channels in failing:
+        labels = ", ".join(map(str, channels[:8].tolist()))
+        more = f", ... (+{len(channels) - 8} more)" if len(channels) > 8 else ""
+        _echo_err(f"bn: --fail-on: {kind} in {len(channels)} channel"
+                  f"{'s' if len(channels) != 1 else ''}: {labels}{more}")
+    if failing:
+        raise click.exceptions.Exit(FINDINGS_EXIT_CODE)
 
 
 class Terminated(BaseException):

@@ -40,6 +40,8 @@ class Partial:
     name: ClassVar[str] = ""
     ARRAYS: ClassVar[tuple] = ()
     EXTRA_NDIM: ClassVar[int] = 0  # trailing axes of each array beyond the channel shape
+    # File arrays that are flat lists of their own length, not of the channel shape.
+    FLAT: ClassVar[tuple] = ()
 
     def array_names(self) -> tuple:
         """Names of the array fields this partial holds."""
@@ -112,6 +114,10 @@ class Partial:
     def file_arrays(self) -> dict:
         """The arrays a statistics file stores so that it can be merged again."""
         return {name: getattr(self, name) for name in self.array_names()}
+
+    def file_meta(self) -> dict | None:
+        """Settings a statistics file records under the kind's name (None: nothing)."""
+        return None
 
     @classmethod
     def from_file(cls, arrays: dict, shape: tuple, reduction: Reduction, name: str):

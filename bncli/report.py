@@ -32,6 +32,34 @@ EDGE_ROWS = 16
 MAX_FLAGGED_ROWS = 200
 CSV_FIELDS = ("count", "mean", "variance", "std", "min", "max", "nan_count", "inf_count")
 HIGHER_FIELDS = ("skewness", "kurtosis")  # with --moments 4
+COUNT_FIELDS = ("zero_count", "min_count", "max_count")  # absent from older files
+# The quantiles a table shows when more than three were computed, those that are.
+TABLE_LEVELS = (0.01, 0.5, 0.99)
+
+
+def quantile_label(level: float) -> str:
+    """``p1``, ``p50``, ``p99.99``: a quantile level as a percentile."""
+    return f"p{level * 100:.6g}"
+
+
+def table_levels(levels: Sequence[float]) -> list:
+    """The quantile levels a table has columns for: all of up to three; else p1, p50 and
+    p99 where computed (else the first, middle and last)."""
+    levels = list(levels)
+    if len(levels) <= 3:
+        return levels
+    chosen = [level for level in TABLE_LEVELS if level in levels]
+    return chosen or [levels[0], levels[len(levels) // 2], levels[-1]]
+
+
+def _quantile_columns(statistics: Statistics, levels: Sequence[float]) -> dict:
+    """``{label: flat values}`` of the quantiles at `levels` (empty without a histogram)."""
+    histogram = statistics.histogram
+    if histogram is None:
+        return {}
+    values = statistics.values()["quantiles"]
+    return {quantile_label(level): values[..., histogram.levels.index(level)].reshape(-1)
+            for level in levels}
 
 
 # Width of text written to files and pipes, where no terminal sets one: wide enough that
@@ -166,7 +194,8 @@ def _header_lines(statistics: Statistics, elapsed: float | None) -> list:
 # The styles of the findings in the table's flags column, which shows their names.
 FLAG_STYLES = {"dead": "yellow", "nan": "red", "inf": "red", "overflow": "red",
                "outlier_mean": "magenta", "outlier_std": "magenta", "precision": "cyan",
-               "few_values": "red"}
+               "few_values": "red", "sparse": "yellow", "saturated": "cyan",
+               "wide_range": "magenta"}
 
 
 def _render_stacked(console: Console, labels: list, cells: list, rows: list,
@@ -291,16 +320,21 @@ def render_table(statistics: Statistics, stream, *, found: Sequence = (),
         for index in finding.channels:
             if index in shown_set:
                 flagged.setdefault(index, []).append(finding.kind)
-    flat = {key: array.reshape(-1) for key, array in values.items()}
-    labels = ["channel"] + [label for label, _ in TABLE_COLUMNS] + ["flags"]
+    flat = {key: array.reshape(-1) for key, array in values.items() if key != "quantiles"}
+    quantiles = _quantile_columns(statistics, table_levels(
+        statistics.histogram.levels) if statistics.histogram is not None else ())
+    flat.update(quantiles)
+    columns = TABLE_COLUMNS[:5] + tuple((label, label) for label in quantiles) + TABLE_COLUMNS[5:]
+    labels = ["channel"] + [label for label, _ in columns] + ["flags"]
     cells = [["...", *[""] * (len(labels) - 1)] if row < 0 else [
-        _index_label(indices[row]), *(number(flat[key][row]) for _, key in TABLE_COLUMNS),
+        _index_label(indices[row]), *(number(flat[key][row]) for _, key in columns),
         " ".join(flagged.get(row, []))] for row in rows]
     widths = [max([len(label)] + [len(cell[column]) for cell in cells])
               for column, label in enumerate(labels)]
     keep = list(range(len(labels)))
     dropped = []
-    for group in DROP_ORDER:  # numbers are never cut: columns go first
+    drop_order = DROP_ORDER[:1] + (tuple(quantiles),) + DROP_ORDER[1:]
+    for group in drop_order:  # numbers are never cut: columns go first
         if sum(widths[column] + 2 for column in keep) - 2 <= console.width:
             break
         for label in group:
@@ -347,8 +381,13 @@ def iter_csv(statistics: Statistics, found: Sequence = ()):
     """Yield the csv of :func:`render_csv` in parts of ``CSV_ROWS_AT_ONCE`` rows."""
     from .findings import KINDS
 
-    values = {key: array.reshape(-1) for key, array in statistics.values().items()}
-    fields = CSV_FIELDS + tuple(key for key in HIGHER_FIELDS if key in values)
+    values = {key: array.reshape(-1) for key, array in statistics.values().items()
+              if key != "quantiles"}
+    if statistics.histogram is not None:
+        values.update(_quantile_columns(statistics, statistics.histogram.levels))
+    fields = CSV_FIELDS + tuple(key for key in COUNT_FIELDS + HIGHER_FIELDS if key in values) + (
+        tuple(quantile_label(level) for level in statistics.histogram.levels)
+        if statistics.histogram is not None else ())
     yield ",".join(("channel",) + fields + ("flags",)) + "\n"
     channels = int(np.prod(statistics.channel_shape))
     # each channel's findings as bits; each combination that occurs is named once
@@ -376,6 +415,87 @@ def iter_csv(statistics: Statistics, found: Sequence = ()):
                 columns.append(list(map(repr, values[key][rows].astype(np.float64).tolist())))
         columns.append([names[mask] for mask in bits[rows].tolist()])
         yield "".join(",".join(row) + "\n" for row in zip(*columns))
+
+
+DIFF_FIELDS = ("mean_shift", "std_ratio", "psi", "outside")
+
+
+def _diff_columns(result) -> dict:
+    return {key: getattr(result, key) for key in DIFF_FIELDS if getattr(result, key) is not None}
+
+
+def _diff_flags(result) -> list:
+    """Per flat channel, what it shows: ``drift`` and what it became."""
+    names: list = [[] for _ in range(result.mean_shift.size)]
+    for name, mask in [("drift", result.drifted)] + [
+            (f"became_{kind}", mask) for kind, mask in result.became.items()]:
+        for index in np.flatnonzero(mask).tolist():
+            names[index].append(name)
+    return names
+
+
+def render_diff(result, base: Statistics, new: Statistics, stream, *,
+                show_all: bool = False) -> None:
+    """Print a drift (see :mod:`bncli.drift`): the channels that moved or became something,
+    and the first and last few."""
+    console = console_for(stream)
+    for label, side in (("base", base), ("new", new)):
+        names = ", ".join(entry["path"] + (f":{entry['dataset']}" if entry.get("dataset")
+                                           else "") for entry in side.inputs[:3])
+        console.print(f"[bold]{label}[/bold] {escape(names)}  "
+                      f"channels {format_shape(side.channel_shape)}")
+    columns = _diff_columns(result)
+    flagged = _diff_flags(result)
+    total = result.mean_shift.size
+    marked = [index for index in range(total) if flagged[index]]
+    if show_all or total <= 2 * EDGE_ROWS:
+        rows = list(range(total))
+    else:
+        rows = sorted(set(range(EDGE_ROWS)) | set(range(total - EDGE_ROWS, total))
+                      | set(marked[:MAX_FLAGGED_ROWS]))
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("channel", justify="right", no_wrap=True)
+    for key in columns:
+        table.add_column(key, justify="right", no_wrap=True)
+    table.add_column("flags", no_wrap=True)
+    previous = -1
+    for row in rows:
+        if row != previous + 1:
+            table.add_row("...", *[""] * (len(columns) + 1))
+        previous = row
+        table.add_row(channel_label(result.channel_shape, row),
+                      *(number(values[row]) for values in columns.values()),
+                      " ".join(flagged[row]), style="bold" if flagged[row] else None)
+    if rows and rows[-1] != total - 1:
+        table.add_row("...", *[""] * (len(columns) + 1))
+    console.print(table)
+    drifted = int(result.drifted.sum())
+    console.print(f"drift: {drifted} of {total} channels (|mean_shift| > {result.max_shift:g}"
+                  + (f" or psi > {result.max_psi:g})" if result.psi is not None else ")"))
+    for kind, mask in result.became.items():
+        if mask.any():
+            console.print(f"became {kind}: {int(mask.sum())} channels: "
+                          + ", ".join(channel_label(result.channel_shape, index)
+                                      for index in np.flatnonzero(mask)[:12].tolist()))
+    if result.psi is None:
+        console.print("psi, outside: need histograms on both sides (bn stats --quantiles -o)")
+
+
+def iter_diff_csv(result):
+    """Yield the csv of a drift: one row per channel, its flags in one column."""
+    columns = _diff_columns(result)
+    flagged = _diff_flags(result)
+    yield ",".join(("channel",) + tuple(columns) + ("flags",)) + "\n"
+    shape = tuple(result.channel_shape)
+    for start in range(0, result.mean_shift.size, CSV_ROWS_AT_ONCE):
+        rows = range(start, min(start + CSV_ROWS_AT_ONCE, result.mean_shift.size))
+        lines = []
+        for row in rows:
+            label = channel_label(shape, row)
+            label = f'"{label}"' if "," in label else label
+            lines.append(",".join([label] + [repr(float(values[row])) for values in
+                                             columns.values()] + [" ".join(flagged[row])]))
+        yield "".join(line + "\n" for line in lines)
 
 
 def render_info(entries: list, stream) -> None:

@@ -27,9 +27,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import histogram as _histogram  # noqa: F401 - registers the histogram partial
 from . import reduction as _moments  # noqa: F401 - registers the moments partial
 from .errors import StatsFileError
-from .findings import DEFAULT_OUTLIER_THRESHOLD, find, to_document
+from .findings import (
+    DEFAULT_OUTLIER_THRESHOLD,
+    DEFAULT_SPARSE_THRESHOLD,
+    WIDE_RANGE_LEVELS,
+    find,
+    to_document,
+)
+from .histogram import bucket_accuracy
 from .partials import KINDS, Partials, Reduction
 from .reduction import MAX_COUNT, extreme_dtype
 
@@ -37,7 +45,10 @@ SCHEMA = "bncli.stats/2"
 SCHEMAS = ("bncli.stats/1", SCHEMA)  # the versions read
 # Fields of the document that are per-channel arrays, besides those of the partials.
 VALUE_FIELDS = ("count", "mean", "variance", "std", "min", "max", "m2", "nan_count",
-                "inf_count", "shift", "shifted_mean", "m3", "m4", "skewness", "kurtosis")
+                "inf_count", "shift", "shifted_mean", "m3", "m4", "skewness", "kurtosis",
+                "zero_count", "min_count", "max_count")
+# Fields written from the histogram's quantiles, recomputed (not read) when a file is loaded.
+QUANTILE_FIELDS = ("quantiles", "quantile_levels")
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -66,6 +77,8 @@ class Statistics:
         Highest central moment computed: 2 or 4.
     outlier_threshold : float
         Robust z-score above which a channel's mean or std is a finding.
+    sparse_threshold : float
+        Fraction of exact zeros at or above which a channel is sparse.
     given : dict of str to ndarray
         ``mean`` and ``variance`` as a statistics file gave them; normalization uses these
         where present.
@@ -80,13 +93,15 @@ class Statistics:
     ignore_nan: bool = False
     order: int = 2
     outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD
+    sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD
     given: dict = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _cached(self, key: str, compute):
         # values and findings are asked for by the report, the file and the summary alike;
         # they depend on the partials, ddof and threshold, which a new object would change
-        stamp = (key, id(self.partials), self.ddof, self.outlier_threshold)
+        stamp = (key, id(self.partials), self.ddof, self.outlier_threshold,
+                 self.sparse_threshold)
         if stamp not in self._cache:
             self._cache[stamp] = compute()
         return self._cache[stamp]
@@ -95,6 +110,27 @@ class Statistics:
     def moments(self):
         """The moments partial (None for a file with only mean and variance)."""
         return None if self.partials is None else self.partials.moments
+
+    @property
+    def histogram(self):
+        """The histogram partial (None when the statistics have none)."""
+        return None if self.partials is None else self.partials.members.get("histogram")
+
+    def quantiles(self, levels) -> np.ndarray:
+        """Quantiles per channel from the histogram: the channel shape plus one axis of
+        `levels` (see :meth:`bncli.histogram.Histogram.quantiles`). The lowest and the
+        highest rank are the exact min and max, and no quantile lies outside them."""
+        histogram = self.histogram
+        raw = found = histogram.quantiles(levels)
+        moments = self.moments
+        low = moments.min.astype(np.float64)[..., None]
+        high = moments.max.astype(np.float64)[..., None]
+        total = histogram.total[..., None]
+        rank = np.clip(np.ceil(np.asarray(levels, np.float64) * total), 1, None)
+        with np.errstate(invalid="ignore"):
+            found = np.where(found < low, low, np.where(found > high, high, found))
+            found = np.where(rank == 1, low, np.where(rank >= total, high, found))
+        return np.where(np.isnan(raw), np.nan, found)
 
     @property
     def rank(self) -> int:
@@ -116,7 +152,7 @@ class Statistics:
         extremes NaN.
         """
         if self.partials is not None:
-            return self._cached("values", lambda: self.partials.finalize(self.ddof))
+            return self._cached("values", self._finalized)
         shape = tuple(self.channel_shape)
         variance = self.given["variance"]
         with np.errstate(invalid="ignore"):
@@ -125,6 +161,12 @@ class Statistics:
                 "variance": variance, "std": std, "min": np.full(shape, np.nan),
                 "max": np.full(shape, np.nan), "m2": np.full(shape, np.nan),
                 "nan_count": np.zeros(shape, np.int64), "inf_count": np.zeros(shape, np.int64)}
+
+    def _finalized(self) -> dict:
+        values = self.partials.finalize(self.ddof)
+        if self.histogram is not None:
+            values["quantiles"] = self.quantiles(self.histogram.levels)
+        return values
 
     def normalization(self) -> tuple:
         """``(mean, variance)`` to normalize with: as given by a file, else as computed."""
@@ -137,8 +179,12 @@ class Statistics:
         """What is worth a look (see :mod:`bncli.findings`), a list of Finding."""
         if self.partials is None:
             return []
+        tails = None
+        if self.histogram is not None:
+            tails = np.moveaxis(self.quantiles(WIDE_RANGE_LEVELS), -1, 0)
         return self._cached("findings", lambda: find(
-            self.values(), outlier_threshold=self.outlier_threshold))
+            self.values(), outlier_threshold=self.outlier_threshold,
+            sparse_threshold=self.sparse_threshold, tails=tails))
 
     def merge(self, other: Statistics, name: str = "statistics") -> Statistics:
         """Combine with the statistics of other data of the same channels, axes and ddof."""
@@ -158,6 +204,10 @@ class Statistics:
         if set(self.partials.members) != set(other.partials.members):
             raise StatsFileError(f"{name}: holds {sorted(other.partials.members)}, but the "
                                  f"others hold {sorted(self.partials.members)}")
+        if self.histogram is not None and self.histogram.bits != other.histogram.bits:
+            theirs, mine = (bucket_accuracy(part.histogram.bits) for part in (other, self))
+            raise StatsFileError(f"{name}: its histograms have accuracy {theirs:.4g}, the "
+                                 f"others' {mine:.4g}: only histograms of one grid merge")
         merged = self.partials.merge(other.partials)
         if np.any(merged.moments.count > MAX_COUNT):  # a file bn would refuse to read
             raise StatsFileError(f"{name}: the merged count would pass 2**53, beyond what a "
@@ -176,23 +226,45 @@ class Statistics:
             "ignore_nan": self.ignore_nan,
             "keepdims": self.keepdims,
             "partials": [] if self.partials is None else list(self.partials.members),
+            **{name: part.file_meta() for name, part in (
+                {} if self.partials is None else self.partials.members).items()
+               if part.file_meta() is not None},
             "findings": to_document(self.findings(), tuple(self.channel_shape)),
         }
 
     def arrays(self) -> dict:
-        """The per-channel arrays of the document, in the written shape."""
+        """The per-channel arrays of the document, in the written shape (and the flat
+        arrays of partials that store lists of their own length)."""
         arrays = dict(self.values())
+        arrays.pop("quantiles", None)
+        flat = {}
         if self.partials is not None:
             for part in self.partials.members.values():
-                arrays.update(part.file_arrays())
-        return {key: np.asarray(array).reshape(self.array_shape + np.shape(array)[
+                stored = part.file_arrays()
+                flat.update({key: stored.pop(key) for key in part.FLAT if key in stored})
+                arrays.update(stored)
+        shaped = {key: np.asarray(array).reshape(self.array_shape + np.shape(array)[
             len(self.channel_shape):]) for key, array in arrays.items()}
+        return {**shaped, **flat}
+
+    def quantile_arrays(self) -> dict:
+        """``quantile_levels`` and ``quantiles`` (one array of the written shape per level),
+        or nothing without a histogram."""
+        if self.histogram is None:
+            return {}
+        values = np.moveaxis(self.values()["quantiles"], -1, 0)
+        return {"quantile_levels": np.array(self.histogram.levels, np.float64),
+                "quantiles": values.reshape((len(values),) + self.array_shape)}
 
     def to_document(self) -> dict:
         """Return the JSON-ready document (non-finite floats as strings)."""
         document = self.meta()
         for key, array in self.arrays().items():
             document[key] = _json_array(array)
+        quantiles = self.quantile_arrays()
+        if quantiles:
+            document["quantiles"] = {"levels": quantiles["quantile_levels"].tolist(),
+                                     "values": _json_array(quantiles["quantiles"])}
         return document
 
 
@@ -285,6 +357,10 @@ def iter_json(statistics: Statistics, *, indent: int | None = None, nan_as: str 
         lead = separator
     for key, array in statistics.arrays().items():
         yield lead + field(key, _json_array(array, nan_as))
+    quantiles = statistics.quantile_arrays()
+    if quantiles:
+        yield lead + field("quantiles", {"levels": quantiles["quantile_levels"].tolist(),
+                                         "values": _json_array(quantiles["quantiles"], nan_as)})
     yield close
 
 
@@ -297,7 +373,7 @@ def write(statistics: Statistics, stream, *, fmt: str, indent: int | None = None
             stream.write(part.encode())
         return
     np.savez(stream, meta=np.array(json.dumps(statistics.meta(), allow_nan=False)),
-             **statistics.arrays())
+             **statistics.arrays(), **statistics.quantile_arrays())
 
 
 def format_for_path(path: str) -> str:
@@ -352,7 +428,18 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
                             partials=None, ddof=ddof, keepdims=bool(keepdims),
                             ignore_nan=ignore_nan)
     loaded = {}
+    flat_keys = {key for kind in KINDS.values() for key in kind.FLAT}
     for key, value in arrays.items():
+        if key in QUANTILE_FIELDS:  # recomputed from the histogram
+            continue
+        if key in flat_keys:
+            try:
+                loaded[key] = np.asarray(value).reshape(-1)
+            except (TypeError, ValueError):
+                raise StatsFileError(f"{name}: {key} is not a list of numbers") from None
+            if loaded[key].dtype.kind not in "biuf":
+                raise StatsFileError(f"{name}: {key} is not a list of numbers")
+            continue
         if isinstance(value, np.ndarray) and value.dtype.kind not in "biuf":
             raise StatsFileError(f"{name}: {key} holds {value.dtype.name} values, not real "
                                  "numbers")
@@ -376,7 +463,9 @@ def from_document(document, arrays: dict, name: str) -> Statistics:
         raise StatsFileError(f"{name}: holds statistics of kind {unknown[0]!r}, which this "
                              "version of bn does not know")
     order = 4 if "m3" in loaded and "m4" in loaded else 2
-    reduction = Reduction(kinds=tuple(kinds), ignore_nan=ignore_nan, order=order)
+    options = {kind: document[kind] for kind in kinds if isinstance(document.get(kind), dict)}
+    reduction = Reduction(kinds=tuple(kinds), ignore_nan=ignore_nan, order=order,
+                          options=options)
     members = {}
     for kind in reduction.classes():
         part = kind.from_file(loaded, tuple(channel_shape), reduction, name)

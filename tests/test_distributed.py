@@ -260,3 +260,16 @@ def test_cluster_keeps_the_variance_exact_at_offset_1e8(cluster, tmp_path):
     means, variances = exact_moments(values, (0, 1))
     assert max(relative_errors(document["variance"], variances)) <= 1e-13
     assert max(ulp_errors(document["mean"], means)) <= 2
+
+
+def test_histograms_and_quantiles_are_bit_identical_on_the_cluster(cluster, tmp_path, rng):
+    address, _ = cluster
+    values = rng.standard_normal((40, 6, 7)).astype(np.float32)
+    values[:, :, 3] = np.maximum(values[:, :, 3], 0)
+    np.save(tmp_path / "x.npy", values)
+    local, remote = local_and_cluster(address, tmp_path / "x.npy", "--quantiles",
+                                      "--chunk-bytes", "900")
+    assert_same_statistics(local, remote)
+    for key in ("quantiles", "zero_count", "min_count", "max_count", "histogram_special",
+                "histogram_pos_start", "histogram_pos_counts", "histogram_neg_counts"):
+        assert local[key] == remote[key], key

@@ -1,0 +1,453 @@
+"""Per-channel mergeable histograms on one fixed global grid, and quantiles from them.
+
+The grid is DDSketch's (Masson, Rim & Lee, "DDSketch: a fast and fully-mergeable quantile
+sketch with relative-error guarantees", VLDB 2019) with its *linearly interpolated* index
+mapping: the buckets of ``|x|`` are the powers of two, each cut into ``2**m`` equal parts.
+A bucket is then simply the top ``m`` mantissa bits and the exponent of the float64 value,
+``bits(|x|) >> (52 - m)``, so the grid is the same on every machine (no ``log`` whose last
+bit could differ between CPUs) and costs a few integer operations per value. A bucket
+``[L, U)`` has ``U / L <= 1 + 2**-m``; its representative ``2 L U / (L + U)`` is within
+``2**-m / (2 + 2**-m)`` of every value in it, relatively: ``m = 6`` (64 buckets per
+octave) gives 0.78%, under the default accuracy of 1%. Per sign, a histogram holds counts
+of the buckets between the smallest and the largest magnitude that occur; values below the
+smallest normal float32 (1.18e-38), exact zeros included, share one zero bucket (the
+nonzero ones among them are counted as ``tiny``), and infinities and NaN are counted apart.
+
+Counts are integers on a fixed grid, so merging is adding, exact and the same in any order:
+the histogram of a file is bit-identical whatever the chunking, threads, file split or
+cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .errors import InputError, StatsFileError
+from .partials import Partial, Reduction, register
+
+DEFAULT_ACCURACY = 0.01
+DEFAULT_LEVELS = (0.0001, 0.001, 0.01, 0.5, 0.99, 0.999, 0.9999)
+MAX_MANTISSA_BITS = 13  # 8192 buckets per octave, relative accuracy 6.1e-5
+# Values a piece holds at once (its masks and keys stay in cache).
+PIECE_ITEMS = 2**18
+# Special counts per channel, in this order.
+SPECIAL = ("zero", "tiny", "pos_inf", "neg_inf", "nan")
+# Bucket keys are of float64 values: exponent and top mantissa bits. The float32 grid is
+# the same grid, offset by the difference of the exponent biases.
+_FLOAT32_OFFSET = 1023 - 127
+# Histograms larger than this (all channels, both signs) are refused before allocating.
+MAX_HISTOGRAM_BYTES = 2**31
+
+
+def mantissa_bits(accuracy: float) -> int:
+    """The fewest mantissa bits whose buckets keep the relative `accuracy`.
+
+    Raises ValueError for an accuracy outside ``[6.1e-5, 1)``.
+    """
+    if not 0 < accuracy < 1 or math.isnan(accuracy):
+        raise ValueError(f"accuracy {accuracy!r} is not between 0 and 1")
+    for bits in range(MAX_MANTISSA_BITS + 1):
+        if bucket_accuracy(bits) <= accuracy:
+            return bits
+    finest = bucket_accuracy(MAX_MANTISSA_BITS)
+    raise ValueError(f"accuracy {accuracy!r} is finer than {finest:.2g}, the finest the "
+                     "histograms keep")
+
+
+def bucket_accuracy(bits: int) -> float:
+    """The relative accuracy of the grid with `bits` mantissa bits: ``2**-m / (2 + 2**-m)``."""
+    width = 2.0 ** -bits
+    return width / (2 + width)
+
+
+def representatives(keys: np.ndarray, bits: int) -> np.ndarray:
+    """The value that stands for each bucket key (of ``|x|``): ``2 L U / (L + U)``."""
+    keys = np.asarray(keys, np.int64)
+    exponent = (keys >> bits) - 1023
+    low = 1.0 + (keys & ((1 << bits) - 1)) / 2.0**bits
+    high = low + 2.0**-bits
+    with np.errstate(over="ignore"):
+        return np.ldexp(2.0 * low * high / (low + high), exponent.astype(np.int32))
+
+
+@register
+@dataclass
+class Histogram(Partial):
+    """Counts per channel on the global grid of :mod:`bncli.histogram`.
+
+    Attributes
+    ----------
+    pos, neg : ndarray of int64
+        Channel shape plus one axis: counts of the magnitude buckets ``pos_low + j`` of the
+        positive values (``neg_low + j`` of the negative ones).
+    special : ndarray of int64
+        Channel shape plus one axis of the counts named by ``SPECIAL``: the zero bucket
+        (``|x|`` below the smallest normal float32, 0 included), the nonzero values among
+        them, +Inf, -Inf, NaN.
+    pos_low, neg_low : int
+        Bucket key of the first column of `pos` and `neg` (shared by all channels).
+    bits : int
+        Mantissa bits of the grid (see :func:`mantissa_bits`).
+    levels : tuple of float
+        The quantiles :meth:`finalize` gives.
+    ignore_nan : bool
+        Whether a channel with NaN has quantiles (of its other values) or NaN ones.
+    """
+
+    pos: np.ndarray
+    neg: np.ndarray
+    special: np.ndarray
+    pos_low: int = 0
+    neg_low: int = 0
+    bits: int = 6
+    levels: tuple = DEFAULT_LEVELS
+    ignore_nan: bool = False
+
+    name = "histogram"
+    ARRAYS = ("pos", "neg", "special")
+    EXTRA_NDIM = 1
+
+    # ------------------------------------------------------------------ the three functions
+    @classmethod
+    def empty(cls, shape: Sequence[int], reduction: Reduction) -> Histogram:
+        shape = tuple(shape)
+        return cls(pos=np.zeros(shape + (0,), np.int64), neg=np.zeros(shape + (0,), np.int64),
+                   special=np.zeros(shape + (len(SPECIAL),), np.int64),
+                   **_settings(reduction))
+
+    @classmethod
+    def from_block(cls, block, reduce_axes: tuple, reduction: Reduction) -> Histogram:
+        """The histogram of one block (an ndarray or LazyBlock), keepdims-shaped."""
+        array = block.array() if hasattr(block, "array") else np.asarray(block)
+        settings = _settings(reduction)
+        kept = [axis for axis in range(array.ndim) if axis not in reduce_axes]
+        kept_shape = tuple(1 if axis in reduce_axes else dim
+                           for axis, dim in enumerate(array.shape))
+        channels = math.prod(array.shape[axis] for axis in kept)
+        rows = np.moveaxis(array, kept, range(array.ndim - len(kept), array.ndim)).reshape(
+            -1, channels)
+        part = _rows_histogram(rows, settings["bits"])
+        return replace(part, **settings).reshape(kept_shape)
+
+    def merge(self, other: Histogram) -> Histogram:
+        if self.bits != other.bits:
+            raise ValueError(f"cannot merge histograms of {self.bits} and {other.bits} "
+                             "mantissa bits")
+        pos_low, pos_high = bucket_union(self.pos_low, self.pos, other.pos_low, other.pos)
+        neg_low, neg_high = bucket_union(self.neg_low, self.neg, other.neg_low, other.neg)
+        pos = widen_buckets(self.pos, self.pos_low, pos_low, pos_high)
+        _add_into(pos, other.pos, other.pos_low - pos_low)
+        neg = widen_buckets(self.neg, self.neg_low, neg_low, neg_high)
+        _add_into(neg, other.neg, other.neg_low - neg_low)
+        return replace(self, pos=pos, neg=neg, special=self.special + other.special,
+                       pos_low=pos_low, neg_low=neg_low)
+
+    def finalize(self, ddof: int = 0) -> dict:
+        """``quantiles``: the channel shape plus one axis of `levels` (see :func:`quantiles`)."""
+        return {"quantiles": self.quantiles(self.levels)}
+
+    # ------------------------------------------------------------ the partial's bookkeeping
+    def __setitem__(self, index, other: Histogram) -> None:
+        # the other side may cover buckets this one does not: widen this one first
+        pos_low, pos_high = bucket_union(self.pos_low, self.pos, other.pos_low, other.pos)
+        neg_low, neg_high = bucket_union(self.neg_low, self.neg, other.neg_low, other.neg)
+        if (pos_low, pos_high) != (self.pos_low, self.pos_low + self.pos.shape[-1]):
+            self.pos = widen_buckets(self.pos, self.pos_low, pos_low, pos_high)
+            self.pos_low = pos_low
+        if (neg_low, neg_high) != (self.neg_low, self.neg_low + self.neg.shape[-1]):
+            self.neg = widen_buckets(self.neg, self.neg_low, neg_low, neg_high)
+            self.neg_low = neg_low
+        for name, low in (("pos", self.pos_low), ("neg", self.neg_low)):
+            target = getattr(self, name)
+            target[index] = 0
+            _add_into(target[index], getattr(other, name), getattr(other, f"{name}_low") - low)
+        self.special[index] = other.special
+
+    def concatenate(self, other: Histogram) -> Histogram:
+        pos_low, pos_high = bucket_union(self.pos_low, self.pos, other.pos_low, other.pos)
+        neg_low, neg_high = bucket_union(self.neg_low, self.neg, other.neg_low, other.neg)
+        return replace(
+            self, pos_low=pos_low, neg_low=neg_low,
+            pos=np.concatenate([widen_buckets(part.pos, part.pos_low, pos_low, pos_high)
+                                for part in (self, other)]),
+            neg=np.concatenate([widen_buckets(part.neg, part.neg_low, neg_low, neg_high)
+                                for part in (self, other)]),
+            special=np.concatenate([self.special, other.special]))
+
+    def empty_like(self, shape: Sequence[int], reduction: Reduction) -> Histogram:
+        return replace(self.empty(shape, reduction), bits=self.bits, levels=self.levels,
+                       ignore_nan=self.ignore_nan)
+
+    # ------------------------------------------------------------------------- quantiles
+    @property
+    def total(self) -> np.ndarray:
+        """Values counted per channel (NaN not included)."""
+        return (self.pos.sum(axis=-1) + self.neg.sum(axis=-1)
+                + self.special[..., :1].sum(axis=-1) + self.special[..., 2:4].sum(axis=-1))
+
+    def quantiles(self, levels: Sequence[float]) -> np.ndarray:
+        """Quantiles per channel: the channel shape plus one axis of `levels`.
+
+        For a level ``q`` of a channel of ``n`` values, the value of rank ``ceil(q n)``
+        (at least 1), as ``np.quantile(..., method="inverted_cdf")``, to within the
+        grid's relative accuracy: the representative of its bucket (0 for the zero
+        bucket, +-Inf for infinities). NaN for a channel without values, or with NaN
+        unless NaNs are left out.
+        """
+        shape = self.shape
+        flat_pos, flat_neg, special = self._flat("pos"), self._flat("neg"), self._flat("special")
+        # the buckets in increasing order of value: -Inf, negatives (largest magnitude
+        # first), the zero bucket, positives, +Inf
+        counts = np.concatenate([special[:, 3:4], flat_neg[:, ::-1], special[:, 0:1], flat_pos,
+                                 special[:, 2:3]], axis=1)
+        values = np.concatenate([
+            [-np.inf],
+            -representatives(self.neg_low + np.arange(flat_neg.shape[1])[::-1], self.bits),
+            [0.0],
+            representatives(self.pos_low + np.arange(flat_pos.shape[1]), self.bits),
+            [np.inf]])
+        cumulative = np.cumsum(counts, axis=1)
+        total = cumulative[:, -1] if cumulative.shape[1] else np.zeros(len(counts), np.int64)
+        result = np.empty((len(counts), len(levels)))
+        for column, level in enumerate(levels):
+            rank = np.clip(np.ceil(level * total), 1, None)
+            index = np.minimum((cumulative < rank[:, None]).sum(axis=1), len(values) - 1)
+            result[:, column] = values[index]
+        result[total == 0] = np.nan
+        if not self.ignore_nan:
+            result[special[:, 4] > 0] = np.nan
+        return result.reshape(shape + (len(levels),))
+
+    def _flat(self, name: str) -> np.ndarray:
+        array = getattr(self, name)
+        return array.reshape(math.prod(self.shape), array.shape[-1])
+
+    # ------------------------------------------------------------------ statistics file
+    def file_meta(self) -> dict:
+        """What a statistics file records of the grid and levels."""
+        return {"mantissa_bits": self.bits, "accuracy": bucket_accuracy(self.bits),
+                "levels": list(self.levels)}
+
+    def file_arrays(self) -> dict:
+        """The histogram as a file stores it: per sign, each channel's row trimmed to its
+        first and last nonzero bucket (``*_start`` key, ``*_length``), the rows one after
+        another in ``*_counts``; and the special counts."""
+        arrays = {"histogram_special": np.array(self.special)}
+        for sign, low in (("pos", self.pos_low), ("neg", self.neg_low)):
+            rows = self._flat(sign)
+            nonzero = rows != 0
+            has = nonzero.any(axis=1)
+            if rows.shape[1]:
+                first = np.where(has, nonzero.argmax(axis=1), 0)
+                last = np.where(has, rows.shape[1] - nonzero[:, ::-1].argmax(axis=1), 0)
+            else:
+                first = last = np.zeros(len(rows), np.int64)
+            length = last - first
+            columns = np.arange(rows.shape[1])
+            keep = (columns >= first[:, None]) & (columns < last[:, None])
+            arrays[f"histogram_{sign}_start"] = (low + first).reshape(self.shape)
+            arrays[f"histogram_{sign}_length"] = length.reshape(self.shape)
+            arrays[f"histogram_{sign}_counts"] = rows[keep]
+        return arrays
+
+    FLAT = ("histogram_pos_counts", "histogram_neg_counts")
+
+    @classmethod
+    def from_file(cls, arrays: dict, shape: tuple, reduction: Reduction,
+                  name: str) -> Histogram | None:
+        """Rebuild from a statistics file's arrays; None if it holds no histogram."""
+        if "histogram_special" not in arrays:
+            return None
+        settings = _settings(reduction, name)
+        special = _counts(arrays["histogram_special"], name, "histogram_special")
+        if special.shape != tuple(shape) + (len(SPECIAL),):
+            raise StatsFileError(f"{name}: histogram_special has shape {list(special.shape)}, "
+                                 f"expected {list(shape) + [len(SPECIAL)]}")
+        channels = math.prod(shape)
+        part = {}
+        for sign in ("pos", "neg"):
+            keys = [f"histogram_{sign}_{field}" for field in ("start", "length", "counts")]
+            for key in keys:
+                if key not in arrays:
+                    raise StatsFileError(f"{name}: missing field {key!r}")
+            start, length = (_counts(arrays[key], name, key).reshape(-1) for key in keys[:2])
+            counts = _counts(arrays[keys[2]], name, keys[2]).reshape(-1)
+            if start.size != channels or length.size != channels:
+                raise StatsFileError(f"{name}: {keys[0]} and {keys[1]} need one value per "
+                                     "channel")
+            if int(length.sum()) != counts.size:
+                raise StatsFileError(f"{name}: {keys[2]} holds {counts.size} counts, but "
+                                     f"{keys[1]} adds up to {int(length.sum())}")
+            used = length > 0
+            top = _key_limit(settings["bits"])
+            if np.any(used & ((start < 0) | (start + length > top))):
+                raise StatsFileError(f"{name}: {keys[0]} holds a bucket outside the grid of "
+                                     f"{settings['bits']} mantissa bits")
+            low = int(start[used].min()) if used.any() else 0
+            high = int((start + length)[used].max()) if used.any() else 0
+            _check_size(channels, high - low, name)
+            rows = np.zeros((channels, high - low), np.int64)
+            row_of = np.repeat(np.arange(channels), length)
+            offsets = np.arange(counts.size) - np.repeat(np.cumsum(length) - length, length)
+            rows[row_of, np.repeat(start - low, length) + offsets] = counts
+            part[sign] = rows.reshape(tuple(shape) + (high - low,))
+            part[f"{sign}_low"] = low
+        return cls(special=special, **part, **settings)
+
+
+# ------------------------------------------------------------------------------ helpers
+def _settings(reduction: Reduction, name: str = "statistics") -> dict:
+    """The grid, levels and NaN rule of a run, or of a file's ``histogram`` field."""
+    options = reduction.options.get("histogram", {})
+    bits = options.get("bits", options.get("mantissa_bits", mantissa_bits(DEFAULT_ACCURACY)))
+    levels = options.get("levels", DEFAULT_LEVELS)
+    if type(bits) is not int or not 0 <= bits <= MAX_MANTISSA_BITS:
+        raise StatsFileError(f"{name}: histogram mantissa_bits {bits!r:.40} is not a whole "
+                             f"number from 0 to {MAX_MANTISSA_BITS}")
+    if not isinstance(levels, (list, tuple)) or not all(
+            isinstance(level, (int, float)) and not isinstance(level, bool)
+            and 0 <= level <= 1 for level in levels):
+        raise StatsFileError(f"{name}: histogram levels {levels!r:.60} are not numbers from "
+                             "0 to 1")
+    return {"bits": bits, "levels": tuple(float(level) for level in levels),
+            "ignore_nan": reduction.ignore_nan}
+
+
+def _key_limit(bits: int) -> int:
+    """One past the largest key of a finite value."""
+    return 2047 << bits
+
+
+def _check_size(channels: int, width: int, name: str, error: type = StatsFileError) -> None:
+    if channels * width * 8 > MAX_HISTOGRAM_BYTES:
+        raise error(f"{name}: histograms of {channels:,} channels over {width:,} buckets "
+                    f"would take {channels * width * 8 / 2**30:.1f} GiB; a coarser accuracy "
+                    "takes fewer buckets")
+
+
+def _counts(array, name: str, key: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise StatsFileError(f"{name}: {key} is not a list of whole numbers")
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iub" or np.any(array < 0):
+        raise StatsFileError(f"{name}: {key} is not a list of counts")
+    return array.astype(np.int64)
+
+
+def bucket_union(low_a: int, a: np.ndarray, low_b: int, b: np.ndarray) -> tuple:
+    """The bucket range covering both sides' columns (an empty side covers nothing)."""
+    ranges = [(low, low + array.shape[-1]) for low, array in ((low_a, a), (low_b, b))
+              if array.shape[-1]]
+    if not ranges:
+        return 0, 0
+    return min(start for start, _ in ranges), max(stop for _, stop in ranges)
+
+
+def widen_buckets(array: np.ndarray, low: int, new_low: int, new_high: int) -> np.ndarray:
+    """`array` (columns from key `low`) as columns ``[new_low, new_high)``, zeros around."""
+    if low == new_low and array.shape[-1] == new_high - new_low:
+        return array.copy()
+    wide = np.zeros(array.shape[:-1] + (new_high - new_low,), np.int64)
+    _add_into(wide, array, low - new_low)
+    return wide
+
+
+def _add_into(target: np.ndarray, source: np.ndarray, offset: int) -> None:
+    """Add `source`'s columns into `target`'s from column `offset` on."""
+    if source.shape[-1]:
+        target[..., offset:offset + source.shape[-1]] += source
+
+
+def _float_view(rows: np.ndarray) -> tuple:
+    """`rows` as native float32 (exact for float16, bool, and 8/16-bit integers) or
+    float64 (the others), with the unsigned view and the float's mantissa width."""
+    dtype = rows.dtype
+    small = dtype.kind == "b" or (dtype.kind in "iuf" and dtype.itemsize <= 2) or (
+        dtype.kind == "f" and dtype.itemsize == 4)
+    target = np.dtype(np.float32 if small else np.float64)
+    values = np.ascontiguousarray(rows, dtype=target)
+    if target == np.float32:
+        return values.view(np.uint32), 23, 8
+    return values.view(np.uint64), 52, 11
+
+
+def _rows_histogram(rows: np.ndarray, bits: int) -> Histogram:
+    """The histogram of an ``(N, C)`` array, reduced over its rows, piece by piece."""
+    count, channels = rows.shape
+    per_piece = max(1, PIECE_ITEMS // max(channels, 1))
+    pieces = []
+    for start in range(0, count, per_piece):
+        pieces.append(_piece_histogram(rows[start:start + per_piece], bits))
+    if not pieces:
+        pieces.append(Histogram(np.zeros((channels, 0), np.int64),
+                                np.zeros((channels, 0), np.int64),
+                                np.zeros((channels, len(SPECIAL)), np.int64), bits=bits))
+    while len(pieces) > 1:
+        pieces = [pieces[index].merge(pieces[index + 1]) if index + 1 < len(pieces)
+                  else pieces[index] for index in range(0, len(pieces), 2)]
+    return pieces[0]
+
+
+def _piece_histogram(piece: np.ndarray, bits: int) -> Histogram:
+    """The histogram of an ``(n, C)`` piece (global keys, both signs, the specials)."""
+    words, mantissa, exponent_bits = _float_view(piece)
+    kind = words.dtype.type
+    channels = piece.shape[1]
+    width = words.dtype.itemsize * 8
+    shift = mantissa - bits
+    # magnitude key: exponent and top `bits` mantissa bits; the sign bit apart
+    magnitude = (words << kind(1)) >> kind(shift + 1)
+    negative = words >> kind(width - 1)
+    # the smallest normal float32, and infinity, in this float type's keys
+    tiny_key = (1 if width == 32 else 1 + _FLOAT32_OFFSET) << bits
+    inf_key = ((1 << exponent_bits) - 1) << bits
+    offset = (_FLOAT32_OFFSET << bits) if width == 32 else 0
+    low, high = int(magnitude.min()), int(magnitude.max())
+    special = np.zeros((channels, len(SPECIAL)), np.int64)
+    if low < tiny_key or high >= inf_key:  # zeros, tiny values, infinities or NaN
+        below, above = magnitude < tiny_key, magnitude >= inf_key
+        odd = below | above
+        special[:, 0] = _column_counts(below)
+        special[:, 1] = special[:, 0] - _column_counts((words << kind(1)) == 0)
+        infinite = magnitude == inf_key
+        special[:, 2] = _column_counts(infinite & (negative == 0))
+        special[:, 3] = _column_counts(infinite & (negative == 1))
+        special[:, 4] = _column_counts(magnitude > inf_key)
+        usual = magnitude[~odd]
+        if usual.size == 0:
+            empty = np.zeros((channels, 0), np.int64)
+            return Histogram(empty, empty.copy(), special, bits=bits)
+        low, high = int(usual.min()), int(usual.max())
+        magnitude = np.where(odd, kind(high + 1), magnitude)  # a column dropped below
+    else:
+        odd = None
+    buckets = high + 2 - low  # one more: where the odd values go
+    _check_size(channels, 2 * buckets, "data", InputError)
+    index = ((magnitude - kind(low)).astype(np.intp) << 1) | negative.astype(np.intp)
+    index *= channels
+    index += np.arange(channels, dtype=np.intp)
+    histogram = np.bincount(index.reshape(-1), minlength=2 * buckets * channels).reshape(
+        buckets, 2, channels)
+    pos, pos_low = _trimmed(histogram[:-1, 0], low + offset)
+    neg, neg_low = _trimmed(histogram[:-1, 1], low + offset)
+    return Histogram(pos, neg, special, pos_low=pos_low, neg_low=neg_low, bits=bits)
+
+
+def _trimmed(columns: np.ndarray, low: int) -> tuple:
+    """``(C, width)`` counts from ``(buckets, C)`` ones, without empty buckets at either
+    end, and the key of the first."""
+    used = np.flatnonzero(columns.any(axis=1))
+    if used.size == 0:
+        return np.zeros((columns.shape[1], 0), np.int64), 0
+    return np.ascontiguousarray(columns[used[0]:used[-1] + 1].T), low + int(used[0])
+
+
+def _column_counts(mask: np.ndarray) -> np.ndarray:
+    """True values per column of a 2-d mask, as int64."""
+    return np.add.reduce(mask.view(np.uint8), axis=0, dtype=np.int64)
