@@ -21,6 +21,7 @@ cluster.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -378,65 +379,120 @@ def _float_view(rows: np.ndarray) -> tuple:
 
 
 def _rows_histogram(rows: np.ndarray, bits: int) -> Histogram:
-    """The histogram of an ``(N, C)`` array, reduced over its rows, piece by piece."""
+    """The histogram of an ``(N, C)`` array, reduced over its rows, piece by piece into
+    one accumulator (widened as new buckets appear)."""
     count, channels = rows.shape
     per_piece = max(1, PIECE_ITEMS // max(channels, 1))
-    pieces = []
+    total = _Accumulator(channels, bits)
     for start in range(0, count, per_piece):
-        pieces.append(_piece_histogram(rows[start:start + per_piece], bits))
-    if not pieces:
-        pieces.append(Histogram(np.zeros((channels, 0), np.int64),
-                                np.zeros((channels, 0), np.int64),
-                                np.zeros((channels, len(SPECIAL)), np.int64), bits=bits))
-    while len(pieces) > 1:
-        pieces = [pieces[index].merge(pieces[index + 1]) if index + 1 < len(pieces)
-                  else pieces[index] for index in range(0, len(pieces), 2)]
-    return pieces[0]
+        _piece_histogram(rows[start:start + per_piece], bits, total)
+    return total.result()
 
 
-def _piece_histogram(piece: np.ndarray, bits: int) -> Histogram:
-    """The histogram of an ``(n, C)`` piece (global keys, both signs, the specials)."""
+class _Accumulator:
+    """Bucket counts of a block so far: ``(buckets, 2, C)`` from key `low` on (both signs
+    interleaved, as one bincount gives them), and the special counts."""
+
+    def __init__(self, channels: int, bits: int):
+        self.channels, self.bits = channels, bits
+        self.counts = np.zeros((0, 2, channels), np.int64)
+        self.low = 0
+        self.special = np.zeros((channels, len(SPECIAL)), np.int64)
+
+    def add(self, counts: np.ndarray, low: int) -> None:
+        """Add ``(buckets, 2, C)`` counts from key `low` on."""
+        if not len(self.counts):
+            self.counts, self.low = counts, low
+            return
+        new_low = min(low, self.low)
+        new_high = max(low + len(counts), self.low + len(self.counts))
+        if (new_low, new_high) != (self.low, self.low + len(self.counts)):
+            wide = np.zeros((new_high - new_low, 2, self.channels), np.int64)
+            wide[self.low - new_low:self.low - new_low + len(self.counts)] = self.counts
+            self.counts, self.low = wide, new_low
+        self.counts[low - self.low:low - self.low + len(counts)] += counts
+
+    def result(self) -> Histogram:
+        pos, pos_low = _trimmed(self.counts[:, 0], self.low)
+        neg, neg_low = _trimmed(self.counts[:, 1], self.low)
+        return Histogram(pos, neg, self.special, pos_low=pos_low, neg_low=neg_low,
+                         bits=self.bits)
+
+
+_THREAD = threading.local()
+
+
+def _workspace(items: int, channels: int) -> tuple:
+    """This thread's buffers for a piece of `items` values of `channels` channels: two
+    unsigned ones of each width, an intp one, and the channel of each value (uint32)."""
+    cached = getattr(_THREAD, "workspace", None)
+    if cached is None or cached[0] < items or cached[1] != channels:
+        size = max(items, PIECE_ITEMS)
+        size += -size % channels
+        ramp = np.tile(np.arange(channels, dtype=np.uint32), size // channels)
+        cached = _THREAD.workspace = (size, channels, {
+            32: (np.empty(size, np.uint32), np.empty(size, np.uint32)),
+            64: (np.empty(size, np.uint64), np.empty(size, np.uint64)),
+        }, np.empty(size, np.intp), ramp)
+    return cached[2], cached[3], cached[4]
+
+
+def _piece_histogram(piece: np.ndarray, bits: int, total: _Accumulator) -> None:
+    """Add the histogram of an ``(n, C)`` piece to `total` (global keys, both signs, the
+    specials). Every step writes into this thread's reused buffers: a fresh array per piece
+    costs more in page faults than the arithmetic."""
     words, mantissa, exponent_bits = _float_view(piece)
+    words = words.reshape(-1)
     kind = words.dtype.type
     channels = piece.shape[1]
     width = words.dtype.itemsize * 8
     shift = mantissa - bits
+    unsigned, index, ramp = _workspace(words.size, channels)
+    magnitude, keys = (buffer[:words.size] for buffer in unsigned[width])
+    index, ramp = index[:words.size], ramp[:words.size]
     # magnitude key: exponent and top `bits` mantissa bits; the sign bit apart
-    magnitude = (words << kind(1)) >> kind(shift + 1)
-    negative = words >> kind(width - 1)
+    np.left_shift(words, kind(1), out=magnitude)
+    np.right_shift(magnitude, kind(shift + 1), out=magnitude)
     # the smallest normal float32, and infinity, in this float type's keys
     tiny_key = (1 if width == 32 else 1 + _FLOAT32_OFFSET) << bits
     inf_key = ((1 << exponent_bits) - 1) << bits
     offset = (_FLOAT32_OFFSET << bits) if width == 32 else 0
     low, high = int(magnitude.min()), int(magnitude.max())
-    special = np.zeros((channels, len(SPECIAL)), np.int64)
     if low < tiny_key or high >= inf_key:  # zeros, tiny values, infinities or NaN
-        below, above = magnitude < tiny_key, magnitude >= inf_key
-        odd = below | above
-        special[:, 0] = _column_counts(below)
-        special[:, 1] = special[:, 0] - _column_counts((words << kind(1)) == 0)
-        infinite = magnitude == inf_key
-        special[:, 2] = _column_counts(infinite & (negative == 0))
-        special[:, 3] = _column_counts(infinite & (negative == 1))
-        special[:, 4] = _column_counts(magnitude > inf_key)
+        grid = magnitude.reshape(-1, channels)
+        negative = (words >> kind(width - 1)).reshape(-1, channels)
+        below, above = grid < tiny_key, grid >= inf_key
+        special = total.special
+        special[:, 0] += _column_counts(below)
+        special[:, 1] += _column_counts(below) - _column_counts(
+            (words << kind(1)).reshape(-1, channels) == 0)
+        infinite = grid == inf_key
+        special[:, 2] += _column_counts(infinite & (negative == 0))
+        special[:, 3] += _column_counts(infinite & (negative == 1))
+        special[:, 4] += _column_counts(grid > inf_key)
+        odd = (below | above).reshape(-1)
         usual = magnitude[~odd]
         if usual.size == 0:
-            empty = np.zeros((channels, 0), np.int64)
-            return Histogram(empty, empty.copy(), special, bits=bits)
+            return
         low, high = int(usual.min()), int(usual.max())
-        magnitude = np.where(odd, kind(high + 1), magnitude)  # a column dropped below
-    else:
-        odd = None
+        magnitude[odd] = high + 1  # a bucket dropped below
     buckets = high + 2 - low  # one more: where the odd values go
     _check_size(channels, 2 * buckets, "data", InputError)
-    index = ((magnitude - kind(low)).astype(np.intp) << 1) | negative.astype(np.intp)
-    index *= channels
-    index += np.arange(channels, dtype=np.intp)
-    histogram = np.bincount(index.reshape(-1), minlength=2 * buckets * channels).reshape(
-        buckets, 2, channels)
-    pos, pos_low = _trimmed(histogram[:-1, 0], low + offset)
-    neg, neg_low = _trimmed(histogram[:-1, 1], low + offset)
-    return Histogram(pos, neg, special, pos_low=pos_low, neg_low=neg_low, bits=bits)
+    # (bucket, sign, channel) as one flat index, in the unsigned type while it fits
+    np.subtract(magnitude, kind(low), out=keys)
+    np.left_shift(keys, kind(1), out=keys)
+    np.right_shift(words, kind(width - 1), out=magnitude)
+    np.bitwise_or(keys, magnitude, out=keys)
+    if 2 * buckets * channels < 2**32:
+        np.multiply(keys, kind(channels), out=keys)
+        np.add(keys, ramp, out=keys, casting="unsafe")
+        np.copyto(index, keys, casting="unsafe")
+    else:
+        np.copyto(index, keys, casting="unsafe")
+        np.multiply(index, channels, out=index)
+        np.add(index, ramp, out=index, casting="unsafe")
+    counts = np.bincount(index, minlength=2 * buckets * channels)
+    total.add(counts.reshape(buckets, 2, channels)[:-1], low + offset)
 
 
 def _trimmed(columns: np.ndarray, low: int) -> tuple:
