@@ -2,8 +2,8 @@
 
     python bench/run.py                 # the 1 GiB file of the figures in the README
     python bench/run.py --gib 0.25      # a quicker run on a smaller file
-    python bench/run.py --only stats    # one group: stats, moments, normalize, layouts,
-                                        # wide, hdf5, linear, startup, dask, cluster
+    python bench/run.py --only stats    # one group: stats, moments, quantiles, normalize,
+                                        # layouts, wide, hdf5, linear, startup, dask, cluster
 
 The test files are made under bench/data/ (not committed) on first use: float32 NHWC
 activations of shape (N, 32, 32, 64), and an HDF5 copy chunked (64, 32, 32, 64) with gzip.
@@ -108,6 +108,30 @@ def _make_wide(path: Path, rows: int, columns: int) -> None:
     del out
 
 
+def make_layer(path: Path, rows: int, columns: int) -> None:
+    if path.exists() and path.stat().st_size >= rows * columns * 4:
+        return
+    subprocess.run([PYTHON, __file__, "--make-layer", str(path), str(rows), str(columns)],
+                   check=True)
+
+
+def _make_layer(path: Path, rows: int, columns: int) -> None:
+    """Activation-like rows of a wide layer: ReLU outputs, channel scales spread
+    log-normally, a tenth of the channels pre-activations (both signs)."""
+    DATA.mkdir(exist_ok=True)
+    rng = np.random.default_rng(2)
+    scale = rng.lognormal(0, 1, columns).astype(np.float32)
+    bias = rng.normal(0, 1, columns).astype(np.float32)
+    linear = np.arange(columns) % 10 == 0
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, columns))
+    for start in range(0, rows, 1024):
+        block = (rng.standard_normal((min(1024, rows - start), columns), dtype=np.float32)
+                 + bias) * scale
+        out[start:start + len(block)] = np.where(linear, block, np.maximum(block, 0))
+    out.flush()
+    del out
+
+
 def make_h5(path: Path, source: Path) -> None:
     if path.exists():
         return
@@ -192,8 +216,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", action="append", default=None)
     args = parser.parse_args()
-    groups = set(args.only or ["stats", "moments", "normalize", "layouts", "wide", "hdf5",
-                               "linear", "startup", "dask", "cluster"])
+    groups = set(args.only or ["stats", "moments", "quantiles", "normalize", "layouts", "wide",
+                               "hdf5", "linear", "startup", "dask", "cluster"])
     samples = max(64, int(args.gib * 2**30 / (32 * 32 * 64 * 4)))
     main_file = DATA / f"acts_{samples}.npy"
     make_npy(main_file, samples)
@@ -241,6 +265,48 @@ def main() -> None:
             ], args.repeat)
             ratio("--moments 4 time / --moments 2 time", four_row["seconds"] / two_row["seconds"],
                   ("<= 1.1 to be the default", lambda v: v <= 1.1))
+        if "quantiles" in groups:
+            print("distributions (--quantiles: per-channel histograms)")
+            two_row, quantile_row = measure([
+                bn_stats,
+                case("bn stats --quantiles", BN + ["stats", str(main_file), "--format", "json",
+                                                   "--quantiles"], nbytes),
+            ], args.repeat)
+            ratio("--quantiles speed / bn stats speed",
+                  two_row["seconds"] / quantile_row["seconds"], (">= 0.5", lambda v: v >= 0.5))
+            ratio("bn stats --quantiles peak MB", quantile_row["peak_mb"],
+                  ("< 300", lambda v: v < 300))
+            layer_file = DATA / f"layer2048_{samples}.npy"
+            make_layer(layer_file, nbytes // 4 // 2048, 2048)
+            print(f"a layer of 2048 channels, {nbytes // 4 // 2048} rows (ReLU outputs, "
+                  "log-normal scales), statistics written to .json")
+            plain_json, quantile_json = scratch / "plain.json", scratch / "quantiles.json"
+
+            def clear_json():
+                for path in (plain_json, quantile_json):
+                    if path.exists():
+                        path.unlink()
+
+            plain_row, layer_row = measure([
+                case("bn stats -o plain.json", BN + ["stats", str(layer_file), "-o",
+                                                     str(plain_json), "-q"], nbytes,
+                     before=clear_json),
+                case("bn stats --quantiles -o quantiles.json",
+                     BN + ["stats", str(layer_file), "--quantiles", "-o", str(quantile_json),
+                           "-q"], nbytes, before=clear_json),
+            ], args.repeat)
+            ratio("2048 channels: --quantiles speed / bn stats speed",
+                  plain_row["seconds"] / layer_row["seconds"], (">= 0.5", lambda v: v >= 0.5))
+            ratio("2048 channels: bn stats --quantiles peak MB", layer_row["peak_mb"],
+                  ("< 300", lambda v: v < 300))
+            subprocess.run(BN + ["stats", str(layer_file), "-o", str(plain_json), "-q",
+                                 "--force"], check=True)
+            subprocess.run(BN + ["stats", str(layer_file), "--quantiles", "-o",
+                                 str(quantile_json), "-q", "--force"], check=True)
+            ratio("2048 channels: statistics file kB without / with histograms",
+                  plain_json.stat().st_size / 1e3)
+            ratio("2048 channels: statistics file kB with histograms",
+                  quantile_json.stat().st_size / 1e3)
         if "dask" in groups:
             try:
                 import dask  # noqa: F401
@@ -379,6 +445,8 @@ if __name__ == "__main__":
         _make_npy(Path(sys.argv[2]), int(sys.argv[3]))
     elif sys.argv[1:2] == ["--make-wide"]:
         _make_wide(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1:2] == ["--make-layer"]:
+        _make_layer(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1:2] == ["--make-h5"]:
         _make_h5(Path(sys.argv[2]), Path(sys.argv[3]))
     else:

@@ -474,7 +474,8 @@ def render_diff(result, base: Statistics, new: Statistics, stream, *,
                   + (f" or psi > {result.max_psi:g})" if result.psi is not None else ")"))
     for kind, mask in result.became.items():
         if mask.any():
-            console.print(f"became {kind}: {int(mask.sum())} channels: "
+            count = int(mask.sum())
+            console.print(f"became {kind}: {count} channel{'s' if count != 1 else ''}: "
                           + ", ".join(channel_label(result.channel_shape, index)
                                       for index in np.flatnonzero(mask)[:12].tolist()))
     if result.psi is None:
