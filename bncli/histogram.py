@@ -33,8 +33,12 @@ from .partials import Partial, Reduction, register
 DEFAULT_ACCURACY = 0.01
 DEFAULT_LEVELS = (0.0001, 0.001, 0.01, 0.5, 0.99, 0.999, 0.9999)
 MAX_MANTISSA_BITS = 13  # 8192 buckets per octave, relative accuracy 6.1e-5
-# Values a piece holds at once (its masks and keys stay in cache).
+# Values a piece holds at once (its masks and keys stay in cache), and the fewest rows of a
+# piece where the data has them (see _rows_histogram).
 PIECE_ITEMS = 2**18
+MIN_TILE_ROWS = 4096
+# Bytes of cumulative counts that quantiles are found in at once.
+QUANTILE_BYTES = 2**24
 # Special counts per channel, in this order.
 SPECIAL = ("zero", "tiny", "pos_inf", "neg_inf", "nan")
 # Bucket keys are of float64 values: exponent and top mantissa bits. The float32 grid is
@@ -97,6 +101,10 @@ class Histogram(Partial):
         The quantiles :meth:`finalize` gives.
     ignore_nan : bool
         Whether a channel with NaN has quantiles (of its other values) or NaN ones.
+    limit : int
+        At least the largest count of any bucket: `pos` and `neg` are of the narrowest
+        unsigned type that holds it (see :func:`count_dtype`), so that the histograms of
+        blocks, whose buckets hold few values each, take few bytes.
     """
 
     pos: np.ndarray
@@ -107,6 +115,7 @@ class Histogram(Partial):
     bits: int = 6
     levels: tuple = DEFAULT_LEVELS
     ignore_nan: bool = False
+    limit: int = 0
 
     name = "histogram"
     ARRAYS = ("pos", "neg", "special")
@@ -116,7 +125,7 @@ class Histogram(Partial):
     @classmethod
     def empty(cls, shape: Sequence[int], reduction: Reduction) -> Histogram:
         shape = tuple(shape)
-        return cls(pos=np.zeros(shape + (0,), np.int64), neg=np.zeros(shape + (0,), np.int64),
+        return cls(pos=np.zeros(shape + (0,), np.uint8), neg=np.zeros(shape + (0,), np.uint8),
                    special=np.zeros(shape + (len(SPECIAL),), np.int64),
                    **_settings(reduction))
 
@@ -138,14 +147,16 @@ class Histogram(Partial):
         if self.bits != other.bits:
             raise ValueError(f"cannot merge histograms of {self.bits} and {other.bits} "
                              "mantissa bits")
+        limit = self.limit + other.limit
+        dtype = count_dtype(limit)
         pos_low, pos_high = bucket_union(self.pos_low, self.pos, other.pos_low, other.pos)
         neg_low, neg_high = bucket_union(self.neg_low, self.neg, other.neg_low, other.neg)
-        pos = widen_buckets(self.pos, self.pos_low, pos_low, pos_high)
+        pos = widen_buckets(self.pos, self.pos_low, pos_low, pos_high, dtype)
         _add_into(pos, other.pos, other.pos_low - pos_low)
-        neg = widen_buckets(self.neg, self.neg_low, neg_low, neg_high)
+        neg = widen_buckets(self.neg, self.neg_low, neg_low, neg_high, dtype)
         _add_into(neg, other.neg, other.neg_low - neg_low)
         return replace(self, pos=pos, neg=neg, special=self.special + other.special,
-                       pos_low=pos_low, neg_low=neg_low)
+                       pos_low=pos_low, neg_low=neg_low, limit=limit)
 
     def finalize(self, ddof: int = 0) -> dict:
         """``quantiles``: the channel shape plus one axis of `levels` (see :func:`quantiles`)."""
@@ -154,13 +165,17 @@ class Histogram(Partial):
     # ------------------------------------------------------------ the partial's bookkeeping
     def __setitem__(self, index, other: Histogram) -> None:
         # the other side may cover buckets this one does not: widen this one first
+        self.limit = max(self.limit, other.limit)
+        dtype = count_dtype(self.limit)
         pos_low, pos_high = bucket_union(self.pos_low, self.pos, other.pos_low, other.pos)
         neg_low, neg_high = bucket_union(self.neg_low, self.neg, other.neg_low, other.neg)
-        if (pos_low, pos_high) != (self.pos_low, self.pos_low + self.pos.shape[-1]):
-            self.pos = widen_buckets(self.pos, self.pos_low, pos_low, pos_high)
+        if (pos_low, pos_high) != (self.pos_low, self.pos_low + self.pos.shape[-1]) or (
+                self.pos.dtype != dtype):
+            self.pos = widen_buckets(self.pos, self.pos_low, pos_low, pos_high, dtype)
             self.pos_low = pos_low
-        if (neg_low, neg_high) != (self.neg_low, self.neg_low + self.neg.shape[-1]):
-            self.neg = widen_buckets(self.neg, self.neg_low, neg_low, neg_high)
+        if (neg_low, neg_high) != (self.neg_low, self.neg_low + self.neg.shape[-1]) or (
+                self.neg.dtype != dtype):
+            self.neg = widen_buckets(self.neg, self.neg_low, neg_low, neg_high, dtype)
             self.neg_low = neg_low
         for name, low in (("pos", self.pos_low), ("neg", self.neg_low)):
             target = getattr(self, name)
@@ -169,13 +184,15 @@ class Histogram(Partial):
         self.special[index] = other.special
 
     def concatenate(self, other: Histogram) -> Histogram:
+        limit = max(self.limit, other.limit)
+        dtype = count_dtype(limit)
         pos_low, pos_high = bucket_union(self.pos_low, self.pos, other.pos_low, other.pos)
         neg_low, neg_high = bucket_union(self.neg_low, self.neg, other.neg_low, other.neg)
         return replace(
-            self, pos_low=pos_low, neg_low=neg_low,
-            pos=np.concatenate([widen_buckets(part.pos, part.pos_low, pos_low, pos_high)
+            self, pos_low=pos_low, neg_low=neg_low, limit=limit,
+            pos=np.concatenate([widen_buckets(part.pos, part.pos_low, pos_low, pos_high, dtype)
                                 for part in (self, other)]),
-            neg=np.concatenate([widen_buckets(part.neg, part.neg_low, neg_low, neg_high)
+            neg=np.concatenate([widen_buckets(part.neg, part.neg_low, neg_low, neg_high, dtype)
                                 for part in (self, other)]),
             special=np.concatenate([self.special, other.special]))
 
@@ -187,7 +204,7 @@ class Histogram(Partial):
     @property
     def total(self) -> np.ndarray:
         """Values counted per channel (NaN not included)."""
-        return (self.pos.sum(axis=-1) + self.neg.sum(axis=-1)
+        return (self.pos.sum(axis=-1, dtype=np.int64) + self.neg.sum(axis=-1, dtype=np.int64)
                 + self.special[..., :1].sum(axis=-1) + self.special[..., 2:4].sum(axis=-1))
 
     def quantiles(self, levels: Sequence[float]) -> np.ndarray:
@@ -201,24 +218,30 @@ class Histogram(Partial):
         """
         shape = self.shape
         flat_pos, flat_neg, special = self._flat("pos"), self._flat("neg"), self._flat("special")
-        # the buckets in increasing order of value: -Inf, negatives (largest magnitude
-        # first), the zero bucket, positives, +Inf
-        counts = np.concatenate([special[:, 3:4], flat_neg[:, ::-1], special[:, 0:1], flat_pos,
-                                 special[:, 2:3]], axis=1)
         values = np.concatenate([
             [-np.inf],
             -representatives(self.neg_low + np.arange(flat_neg.shape[1])[::-1], self.bits),
             [0.0],
             representatives(self.pos_low + np.arange(flat_pos.shape[1]), self.bits),
             [np.inf]])
-        cumulative = np.cumsum(counts, axis=1)
-        total = cumulative[:, -1] if cumulative.shape[1] else np.zeros(len(counts), np.int64)
-        result = np.empty((len(counts), len(levels)))
-        for column, level in enumerate(levels):
-            rank = np.clip(np.ceil(level * total), 1, None)
-            index = np.minimum((cumulative < rank[:, None]).sum(axis=1), len(values) - 1)
-            result[:, column] = values[index]
-        result[total == 0] = np.nan
+        result = np.empty((len(special), len(levels)))
+        # channels a few at a time: the cumulative counts of all of them at once would be
+        # several times the histograms' own size
+        step = max(1, QUANTILE_BYTES // (8 * len(values)))
+        for start in range(0, len(special), step):
+            rows = slice(start, start + step)
+            # the buckets in increasing order of value: -Inf, negatives (largest magnitude
+            # first), the zero bucket, positives, +Inf
+            counts = np.concatenate([special[rows, 3:4], flat_neg[rows, ::-1],
+                                     special[rows, 0:1], flat_pos[rows], special[rows, 2:3]],
+                                    axis=1, dtype=np.int64)
+            cumulative = np.cumsum(counts, axis=1, out=counts)
+            total = cumulative[:, -1]
+            for column, level in enumerate(levels):
+                rank = np.clip(np.ceil(level * total), 1, None)
+                index = np.minimum((cumulative < rank[:, None]).sum(axis=1), len(values) - 1)
+                result[rows, column] = values[index]
+        result[self.total.reshape(-1) == 0] = np.nan
         if not self.ignore_nan:
             result[special[:, 4] > 0] = np.nan
         return result.reshape(shape + (len(levels),))
@@ -226,6 +249,22 @@ class Histogram(Partial):
     def _flat(self, name: str) -> np.ndarray:
         array = getattr(self, name)
         return array.reshape(math.prod(self.shape), array.shape[-1])
+
+    def channel_density(self, flat: int) -> tuple:
+        """One channel's finite nonzero buckets as ``(edges, counts)`` in increasing order
+        of value (edges one longer), and its zero-bucket count: for drawing it."""
+        parts = []
+        for name, low, sign in (("neg", self.neg_low, -1.0), ("pos", self.pos_low, 1.0)):
+            counts = self._flat(name)[flat]
+            keys = low + np.arange(counts.size + 1)
+            exponent = (keys >> self.bits) - 1023
+            edge = np.ldexp(1.0 + (keys & ((1 << self.bits) - 1)) / 2.0**self.bits,
+                            exponent.astype(np.int32))
+            if sign < 0:
+                parts.append((-edge[::-1], counts[::-1]))
+            else:
+                parts.append((edge, counts))
+        return parts, int(self._flat("special")[flat, 0])
 
     # ------------------------------------------------------------------ statistics file
     def file_meta(self) -> dict:
@@ -291,13 +330,16 @@ class Histogram(Partial):
             low = int(start[used].min()) if used.any() else 0
             high = int((start + length)[used].max()) if used.any() else 0
             _check_size(channels, high - low, name)
-            rows = np.zeros((channels, high - low), np.int64)
+            rows = np.zeros((channels, high - low), np.int64)  # narrowed below
             row_of = np.repeat(np.arange(channels), length)
             offsets = np.arange(counts.size) - np.repeat(np.cumsum(length) - length, length)
             rows[row_of, np.repeat(start - low, length) + offsets] = counts
             part[sign] = rows.reshape(tuple(shape) + (high - low,))
             part[f"{sign}_low"] = low
-        return cls(special=special, **part, **settings)
+        limit = max(int(part[sign].max(initial=0)) for sign in ("pos", "neg"))
+        for sign in ("pos", "neg"):
+            part[sign] = part[sign].astype(count_dtype(limit))
+        return cls(special=special, **part, **settings, limit=limit)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -350,11 +392,23 @@ def bucket_union(low_a: int, a: np.ndarray, low_b: int, b: np.ndarray) -> tuple:
     return min(start for start, _ in ranges), max(stop for _, stop in ranges)
 
 
-def widen_buckets(array: np.ndarray, low: int, new_low: int, new_high: int) -> np.ndarray:
-    """`array` (columns from key `low`) as columns ``[new_low, new_high)``, zeros around."""
+def count_dtype(limit: int) -> np.dtype:
+    """The narrowest unsigned type that holds counts up to `limit` (int64 past 2**32)."""
+    if limit < 2**8:
+        return np.dtype(np.uint8)
+    if limit < 2**16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.uint32 if limit < 2**32 else np.int64)
+
+
+def widen_buckets(array: np.ndarray, low: int, new_low: int, new_high: int,
+                  dtype: np.dtype | None = None) -> np.ndarray:
+    """`array` (columns from key `low`) as columns ``[new_low, new_high)``, zeros around,
+    of `dtype` (default its own)."""
+    dtype = array.dtype if dtype is None else dtype
     if low == new_low and array.shape[-1] == new_high - new_low:
-        return array.copy()
-    wide = np.zeros(array.shape[:-1] + (new_high - new_low,), np.int64)
+        return array.astype(dtype)
+    wide = np.zeros(array.shape[:-1] + (new_high - new_low,), dtype)
     _add_into(wide, array, low - new_low)
     return wide
 
@@ -379,44 +433,62 @@ def _float_view(rows: np.ndarray) -> tuple:
 
 
 def _rows_histogram(rows: np.ndarray, bits: int) -> Histogram:
-    """The histogram of an ``(N, C)`` array, reduced over its rows, piece by piece into
-    one accumulator (widened as new buckets appear)."""
+    """The histogram of an ``(N, C)`` array, reduced over its rows, tile by tile into one
+    accumulator (widened as new buckets appear).
+
+    A tile's bincount has an entry per bucket, sign and channel of the tile, zeroed and
+    added up whether used or not; tiles of many rows (``MIN_TILE_ROWS``, as many as the
+    array has) keep that below the tile's own values even for thousands of channels over
+    thousands of buckets, where full-width rows would not.
+    """
     count, channels = rows.shape
-    per_piece = max(1, PIECE_ITEMS // max(channels, 1))
-    total = _Accumulator(channels, bits)
-    for start in range(0, count, per_piece):
-        _piece_histogram(rows[start:start + per_piece], bits, total)
+    tile_rows = min(count, max(PIECE_ITEMS // max(channels, 1), MIN_TILE_ROWS)) or 1
+    tile_columns = max(1, PIECE_ITEMS // tile_rows)
+    total = _Accumulator(channels, bits, count)
+    for start in range(0, count, tile_rows):
+        for first in range(0, channels, tile_columns):
+            columns = slice(first, min(first + tile_columns, channels))
+            _piece_histogram(rows[start:start + tile_rows, columns], bits, total, columns)
     return total.result()
 
 
 class _Accumulator:
-    """Bucket counts of a block so far: ``(buckets, 2, C)`` from key `low` on (both signs
-    interleaved, as one bincount gives them), and the special counts."""
+    """Bucket counts of a block of `rows` values per channel so far: ``(C, 2, buckets)``
+    from key `low` on (positive and negative side by side, as one bincount gives them), of
+    the narrowest type that holds `rows`, and the special counts."""
 
-    def __init__(self, channels: int, bits: int):
+    def __init__(self, channels: int, bits: int, rows: int):
         self.channels, self.bits = channels, bits
-        self.counts = np.zeros((0, 2, channels), np.int64)
+        self.rows = rows
+        self.counts = np.zeros((channels, 2, 0), count_dtype(rows))
         self.low = 0
         self.special = np.zeros((channels, len(SPECIAL)), np.int64)
 
-    def add(self, counts: np.ndarray, low: int) -> None:
-        """Add ``(buckets, 2, C)`` counts from key `low` on."""
-        if not len(self.counts):
-            self.counts, self.low = counts, low
-            return
-        new_low = min(low, self.low)
-        new_high = max(low + len(counts), self.low + len(self.counts))
-        if (new_low, new_high) != (self.low, self.low + len(self.counts)):
-            wide = np.zeros((new_high - new_low, 2, self.channels), np.int64)
-            wide[self.low - new_low:self.low - new_low + len(self.counts)] = self.counts
+    def add(self, counts: np.ndarray, low: int, columns: slice) -> None:
+        """Add ``(c, 2, buckets)`` counts of the channels `columns` from key `low` on."""
+        width = self.counts.shape[-1]
+        if not width:
+            self.low = low
+        new_low = min(low, self.low) if width else low
+        new_high = max(low + counts.shape[-1], self.low + width)
+        if (new_low, new_high) != (self.low, self.low + width):
+            # grow with room to spare: the pieces of a block each reach a little further
+            spare = 1 << self.bits  # an octave
+            new_low -= spare if new_low < self.low and width else 0
+            new_high += spare if new_high > self.low + width and width else 0
+            wide = np.zeros((self.channels, 2, new_high - new_low), self.counts.dtype)
+            wide[..., self.low - new_low:self.low - new_low + width] = self.counts
             self.counts, self.low = wide, new_low
-        self.counts[low - self.low:low - self.low + len(counts)] += counts
+        target = self.counts[columns, :, low - self.low:low - self.low + counts.shape[-1]]
+        np.add(target, counts, out=target, casting="unsafe")  # a block's counts fit
 
     def result(self) -> Histogram:
-        pos, pos_low = _trimmed(self.counts[:, 0], self.low)
-        neg, neg_low = _trimmed(self.counts[:, 1], self.low)
+        peak = int(self.counts.max(initial=0))
+        dtype = count_dtype(peak)
+        pos, pos_low = _trimmed(self.counts[:, 0], self.low, dtype)
+        neg, neg_low = _trimmed(self.counts[:, 1], self.low, dtype)
         return Histogram(pos, neg, self.special, pos_low=pos_low, neg_low=neg_low,
-                         bits=self.bits)
+                         bits=self.bits, limit=peak)
 
 
 _THREAD = threading.local()
@@ -424,21 +496,22 @@ _THREAD = threading.local()
 
 def _workspace(items: int, channels: int) -> tuple:
     """This thread's buffers for a piece of `items` values of `channels` channels: two
-    unsigned ones of each width, an intp one, and the channel of each value (uint32)."""
+    unsigned ones of each width, an intp one, a mask, and the channel of each value."""
     cached = getattr(_THREAD, "workspace", None)
     if cached is None or cached[0] < items or cached[1] != channels:
         size = max(items, PIECE_ITEMS)
         size += -size % channels
-        ramp = np.tile(np.arange(channels, dtype=np.uint32), size // channels)
+        ramp = np.tile(np.arange(channels, dtype=np.intp), size // channels)
         cached = _THREAD.workspace = (size, channels, {
             32: (np.empty(size, np.uint32), np.empty(size, np.uint32)),
             64: (np.empty(size, np.uint64), np.empty(size, np.uint64)),
-        }, np.empty(size, np.intp), ramp)
-    return cached[2], cached[3], cached[4]
+        }, np.empty(size, np.intp), np.empty(size, np.bool_), ramp)
+    return cached[2:]
 
 
-def _piece_histogram(piece: np.ndarray, bits: int, total: _Accumulator) -> None:
-    """Add the histogram of an ``(n, C)`` piece to `total` (global keys, both signs, the
+def _piece_histogram(piece: np.ndarray, bits: int, total: _Accumulator,
+                     columns: slice) -> None:
+    """Add the histogram of an ``(n, c)`` piece to `total` (global keys, both signs, the
     specials). Every step writes into this thread's reused buffers: a fresh array per piece
     costs more in page faults than the arithmetic."""
     words, mantissa, exponent_bits = _float_view(piece)
@@ -447,9 +520,9 @@ def _piece_histogram(piece: np.ndarray, bits: int, total: _Accumulator) -> None:
     channels = piece.shape[1]
     width = words.dtype.itemsize * 8
     shift = mantissa - bits
-    unsigned, index, ramp = _workspace(words.size, channels)
+    unsigned, index, mask, ramp = _workspace(words.size, channels)
     magnitude, keys = (buffer[:words.size] for buffer in unsigned[width])
-    index, ramp = index[:words.size], ramp[:words.size]
+    index, mask, ramp = index[:words.size], mask[:words.size], ramp[:words.size]
     # magnitude key: exponent and top `bits` mantissa bits; the sign bit apart
     np.left_shift(words, kind(1), out=magnitude)
     np.right_shift(magnitude, kind(shift + 1), out=magnitude)
@@ -458,50 +531,50 @@ def _piece_histogram(piece: np.ndarray, bits: int, total: _Accumulator) -> None:
     inf_key = ((1 << exponent_bits) - 1) << bits
     offset = (_FLOAT32_OFFSET << bits) if width == 32 else 0
     low, high = int(magnitude.min()), int(magnitude.max())
-    if low < tiny_key or high >= inf_key:  # zeros, tiny values, infinities or NaN
+    special = total.special[columns]
+    if high >= inf_key:  # infinities or NaN: counted apart, as are zeros and tiny values
         grid = magnitude.reshape(-1, channels)
         negative = (words >> kind(width - 1)).reshape(-1, channels)
-        below, above = grid < tiny_key, grid >= inf_key
-        special = total.special
-        special[:, 0] += _column_counts(below)
-        special[:, 1] += _column_counts(below) - _column_counts(
-            (words << kind(1)).reshape(-1, channels) == 0)
         infinite = grid == inf_key
         special[:, 2] += _column_counts(infinite & (negative == 0))
         special[:, 3] += _column_counts(infinite & (negative == 1))
         special[:, 4] += _column_counts(grid > inf_key)
-        odd = (below | above).reshape(-1)
-        usual = magnitude[~odd]
+        usual = magnitude[magnitude < inf_key]
         if usual.size == 0:
             return
-        low, high = int(usual.min()), int(usual.max())
-        magnitude[odd] = high + 1  # a bucket dropped below
+        high = int(usual.max())
+        np.putmask(magnitude, magnitude >= inf_key, kind(high + 1))
+    if low < tiny_key:  # zeros and values below the smallest normal float32
+        below = np.less(magnitude, kind(tiny_key), out=mask)
+        zero_bucket = _column_counts(below.reshape(-1, channels))
+        special[:, 0] += zero_bucket
+        special[:, 1] += zero_bucket - _column_counts(np.equal(piece, 0).reshape(-1, channels))
+        # to a bucket dropped below: max with (below * (high + 1)), branch-free
+        np.multiply(below.view(np.uint8), kind(high + 1), out=keys)
+        np.maximum(magnitude, keys, out=magnitude)
+        low = int(magnitude.min())
+        if low > high:
+            return
     buckets = high + 2 - low  # one more: where the odd values go
     _check_size(channels, 2 * buckets, "data", InputError)
-    # (bucket, sign, channel) as one flat index, in the unsigned type while it fits
+    # (channel, sign, bucket) as one flat index
     np.subtract(magnitude, kind(low), out=keys)
-    np.left_shift(keys, kind(1), out=keys)
     np.right_shift(words, kind(width - 1), out=magnitude)
-    np.bitwise_or(keys, magnitude, out=keys)
-    if 2 * buckets * channels < 2**32:
-        np.multiply(keys, kind(channels), out=keys)
-        np.add(keys, ramp, out=keys, casting="unsafe")
-        np.copyto(index, keys, casting="unsafe")
-    else:
-        np.copyto(index, keys, casting="unsafe")
-        np.multiply(index, channels, out=index)
-        np.add(index, ramp, out=index, casting="unsafe")
+    np.multiply(magnitude, kind(buckets), out=magnitude)
+    np.add(keys, magnitude, out=keys)
+    np.multiply(ramp, 2 * buckets, out=index)
+    np.add(index, keys, out=index, casting="unsafe")
     counts = np.bincount(index, minlength=2 * buckets * channels)
-    total.add(counts.reshape(buckets, 2, channels)[:-1], low + offset)
+    total.add(counts.reshape(channels, 2, buckets)[..., :-1], low + offset, columns)
 
 
-def _trimmed(columns: np.ndarray, low: int) -> tuple:
-    """``(C, width)`` counts from ``(buckets, C)`` ones, without empty buckets at either
-    end, and the key of the first."""
-    used = np.flatnonzero(columns.any(axis=1))
+def _trimmed(rows: np.ndarray, low: int, dtype: np.dtype) -> tuple:
+    """``(C, width)`` counts of `dtype` without empty buckets at either end, and the key of
+    the first."""
+    used = np.flatnonzero(rows.any(axis=0))
     if used.size == 0:
-        return np.zeros((columns.shape[1], 0), np.int64), 0
-    return np.ascontiguousarray(columns[used[0]:used[-1] + 1].T), low + int(used[0])
+        return np.zeros((rows.shape[0], 0), dtype), 0
+    return rows[:, used[0]:used[-1] + 1].astype(dtype), low + int(used[0])
 
 
 def _column_counts(mask: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """``bn stats --plot``: per-channel min..max and mean ± std bands, the mean, and the flagged
-channels, as PNG, SVG or PDF.
+channels, as PNG, SVG or PDF; with quantiles also the p0.01-p99.99 and p1-p99 bands around
+the median, and the histograms of the first flagged channels.
 
 Needs matplotlib (``pip install 'bncli[plot]'``); imported only when a plot is asked for.
 """
@@ -21,6 +22,11 @@ STEP_LIMIT = 128
 ROBUST_QUANTILES = (0.25, 0.75)
 ROBUST_REACH = 5.0
 FORMATS = ("png", "svg", "pdf")
+# Percentile bands drawn with quantiles: outer, inner, and the median.
+BAND_LEVELS = (0.0001, 0.01, 0.5, 0.99, 0.9999)
+# Flagged channels whose histograms are drawn under the bands, at most, and their bins.
+HISTOGRAM_PANELS = 6
+HISTOGRAM_BINS = 40
 
 
 def plot_format(path: str) -> str | None:
@@ -62,31 +68,69 @@ def plot_statistics(statistics: Statistics, found, path: str, *, force: bool = F
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    values = {key: array.reshape(-1) for key, array in statistics.values().items()}
+    values = {key: array.reshape(-1) for key, array in statistics.values().items()
+              if key != "quantiles"}
     count = values["mean"].size
     channels = np.arange(count)
     mean, std = values["mean"].astype(np.float64), values["std"].astype(np.float64)
     low, high = values["min"].astype(np.float64), values["max"].astype(np.float64)
-    figure, axes = pyplot.subplots(figsize=(11, 4.2), dpi=100, layout="constrained")
+    bands = None
+    if statistics.histogram is not None:
+        bands = statistics.quantiles(BAND_LEVELS).reshape(count, len(BAND_LEVELS)).T
+    shown = _histogram_channels(statistics, found) if bands is not None else []
+    figure = pyplot.figure(figsize=(11, 4.2 + 2.2 * bool(shown)), dpi=100, layout="constrained")
+    grid = figure.add_gridspec(2 if shown else 1, max(len(shown), 1),
+                               height_ratios=[4.2, 2.2] if shown else [1])
+    axes = figure.add_subplot(grid[0, :])
     try:
         bottom, top = _y_range(low, high)
 
         def clip(array):
             return np.clip(array, bottom, top)
 
-        if count <= STEP_LIMIT:  # one full-width step per channel, ends included
+        if count <= STEP_LIMIT:  # one step per channel, ends included
             edges = np.arange(count + 1) - 0.5
             axes.stairs(clip(high), edges, baseline=clip(low), fill=True, color="0.88",
                         label="min .. max")
-            axes.stairs(clip(mean + std), edges, baseline=clip(mean - std), fill=True,
-                        color="tab:blue", alpha=0.3, label="mean ± std")
-            axes.plot(channels, clip(mean), color="tab:blue", marker="o", markersize=3,
-                      linewidth=1, label="mean")
+            if bands is not None:  # percentiles in the left half, mean ± std in the right
+                halves = np.arange(2 * count + 1) / 2 - 0.5
+                gap = np.full(count, np.nan)
+
+                def left(values):
+                    return np.column_stack([clip(values), gap]).ravel()
+
+                def right(values):
+                    return np.column_stack([gap, clip(values)]).ravel()
+
+                axes.stairs(left(bands[4]), halves, baseline=left(bands[0]), fill=True,
+                            color="tab:orange", alpha=0.25, label="p0.01 .. p99.99")
+                axes.stairs(left(bands[3]), halves, baseline=left(bands[1]), fill=True,
+                            color="tab:orange", alpha=0.55, label="p1 .. p99")
+                axes.stairs(left(bands[2]), halves, color="tab:red", linewidth=1.5,
+                            label="median")
+                axes.stairs(right(mean + std), halves, baseline=right(mean - std), fill=True,
+                            color="tab:blue", alpha=0.3, label="mean ± std")
+                axes.plot(channels + 0.25, clip(mean), color="tab:blue", marker="o",
+                          markersize=3, linewidth=0, label="mean")
+            else:
+                axes.stairs(clip(mean + std), edges, baseline=clip(mean - std), fill=True,
+                            color="tab:blue", alpha=0.3, label="mean ± std")
+                axes.plot(channels, clip(mean), color="tab:blue", marker="o", markersize=3,
+                          linewidth=1, label="mean")
         else:
             axes.fill_between(channels, clip(low), clip(high), color="0.88",
                               label="min .. max", linewidth=0)
-            axes.fill_between(channels, clip(mean - std), clip(mean + std), color="tab:blue",
-                              alpha=0.3, label="mean ± std", linewidth=0)
+            if bands is not None:  # the percentile bands (mean ± std lines would smear)
+                axes.fill_between(channels, clip(bands[0]), clip(bands[4]), color="tab:orange",
+                                  alpha=0.25, label="p0.01 .. p99.99", linewidth=0)
+                axes.fill_between(channels, clip(bands[1]), clip(bands[3]), color="tab:orange",
+                                  alpha=0.55, label="p1 .. p99", linewidth=0)
+                axes.plot(channels, clip(bands[2]), color="tab:red", linewidth=0.5,
+                          label="median")
+            else:
+                axes.fill_between(channels, clip(mean - std), clip(mean + std),
+                                  color="tab:blue", alpha=0.3, label="mean ± std",
+                                  linewidth=0)
             axes.plot(channels, clip(mean), color="tab:blue", linewidth=0.6, label="mean")
         beyond_top = channels[np.isfinite(high) & (high > top)]
         beyond_bottom = channels[np.isfinite(low) & (low < bottom)]
@@ -100,13 +144,17 @@ def plot_statistics(statistics: Statistics, found, path: str, *, force: bool = F
                   "nan": ("o", "red", "NaN", "mean"), "inf": ("o", "red", "Inf", "mean"),
                   "overflow": ("o", "red", "overflow", "mean"),
                   "outlier_mean": ("o", "tab:purple", "mean outlier", "mean"),
-                  "outlier_std": ("s", "tab:orange", "std outlier", "band")}
+                  "outlier_std": ("s", "tab:orange", "std outlier", "band"),
+                  "sparse": ("v", "tab:brown", "sparse", "mean"),
+                  "saturated": ("D", "tab:cyan", "saturated", "max"),
+                  "wide_range": ("*", "tab:pink", "wide range", "max")}
         for finding in found:
             if finding.kind not in styles:
                 continue
             shape, color, label, at = styles[finding.kind]
             index = np.asarray(finding.channels)
-            y = mean[index] + (std[index] if at == "band" else 0.0)
+            y = high[index] if at == "max" else mean[index] + (
+                std[index] if at == "band" else 0.0)
             y = np.where(np.isfinite(y), y, (bottom + top) / 2)
             colors = {"color": color} if shape == "x" else {"facecolors": "none",
                                                              "edgecolors": color}
@@ -125,7 +173,55 @@ def plot_statistics(statistics: Statistics, found, path: str, *, force: bool = F
         axes.grid(alpha=0.3)
         axes.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8,
                     frameon=False)
+        for column, (flat, kinds) in enumerate(shown):
+            _draw_histogram(figure.add_subplot(grid[1, column]), statistics, flat, kinds)
         with AtomicFile(path, force=force) as output:
             figure.savefig(output.temp_path, format=plot_format(path) or "png")
     finally:
         pyplot.close(figure)
+
+
+def _histogram_channels(statistics: Statistics, found) -> list:
+    """``(flat channel, finding names)`` of the first flagged channels, for histograms."""
+    kinds: dict = {}
+    for finding in found:
+        for index in finding.channels:
+            kinds.setdefault(index, []).append(finding.kind)
+    return sorted(kinds.items())[:HISTOGRAM_PANELS]
+
+
+def _draw_histogram(axes, statistics: Statistics, flat: int, kinds: list) -> None:
+    """One channel's histogram in equal bins over its p0.01..p99.99 range (widened to the
+    buckets holding them, so that values pinned at a bound show), each bucket's count
+    spread evenly over its width; the zero bucket's share and the values beyond in the
+    title."""
+    from .report import channel_label
+
+    parts, zeros = statistics.histogram.channel_density(flat)
+    parts = [(edges, counts) for edges, counts in parts if counts.size]
+    low, high = statistics.quantiles((0.0001, 0.9999)).reshape(-1, 2)[flat]
+    total = sum(int(counts.sum()) for _, counts in parts) + zeros
+    inside = 0.0
+    binned = np.zeros(HISTOGRAM_BINS)
+    if parts and np.isfinite(low) and np.isfinite(high):
+        every = np.concatenate([edges for edges, _ in parts])
+        # widen to the edges of the buckets that hold the two quantiles
+        below, above = every[every <= low], every[every > high]
+        low = below.max() if low != 0 and below.size else low
+        high = above.min() if high != 0 and above.size else high
+        if high <= low:
+            low, high = low - 1, high + 1
+        bins = np.linspace(low, high, HISTOGRAM_BINS + 1)
+        for edges, counts in parts:
+            cumulative = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
+            binned += np.diff(np.interp(bins, edges, cumulative))
+        inside = binned.sum()
+        axes.stairs(binned, bins, fill=True, color="tab:orange", alpha=0.8)
+    beyond = int(round(total - zeros - inside))
+    notes = [f"{zeros / max(total, 1):.1%} zeros" if zeros else "",
+             f"{beyond} beyond p0.01..p99.99" if beyond else ""]
+    label = channel_label(statistics.channel_shape, flat)
+    axes.set_title(f"channel {label}: {' '.join(kinds)}\n"
+                   + ", ".join(note for note in notes if note), fontsize=8)
+    axes.tick_params(labelsize=7)
+    axes.set_yticks([])

@@ -49,6 +49,8 @@ VALUE_FIELDS = ("count", "mean", "variance", "std", "min", "max", "m2", "nan_cou
                 "zero_count", "min_count", "max_count")
 # Fields written from the histogram's quantiles, recomputed (not read) when a file is loaded.
 QUANTILE_FIELDS = ("quantiles", "quantile_levels")
+# Values of a long flat list of whole numbers turned into JSON text at once.
+JSON_RUN = 2**16
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -356,6 +358,14 @@ def iter_json(statistics: Statistics, *, indent: int | None = None, nan_as: str 
         yield lead + field(key, value)
         lead = separator
     for key, array in statistics.arrays().items():
+        if array.ndim == 1 and array.dtype.kind in "iu" and array.size > JSON_RUN:
+            # a long flat list of counts (a histogram's): written a run at a time
+            yield lead + f"{encode(key)}: ["
+            for start in range(0, array.size, JSON_RUN):
+                yield (", " if start else "") + ", ".join(
+                    map(str, array[start:start + JSON_RUN].tolist()))
+            yield "]"
+            continue
         yield lead + field(key, _json_array(array, nan_as))
     quantiles = statistics.quantile_arrays()
     if quantiles:

@@ -345,3 +345,47 @@ def test_diff_refuses_sides_of_different_channels(tmp_path, rng):
     result = run_bn("diff", "a.npy", "b.npy", cwd=tmp_path)
     assert result.returncode == 2
     assert b"b.npy: channel shape 5 does not match a.npy's 4" in result.stderr
+
+
+def test_plot_draws_percentile_bands_and_the_flagged_channels_histograms(tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs the bncli[plot] extra")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    from bncli.plot import plot_statistics
+
+    rng = np.random.default_rng(8)
+    values = np.maximum(rng.standard_normal((20000, 6)) + 0.3, 0)
+    values[:19950, 2] = 0  # sparse
+    values[:, 4] = np.minimum(values[:, 4], 0.5)  # saturated at 0.5
+    np.save(tmp_path / "x.npy", values)
+    statistics = api.stats(tmp_path / "x.npy", quantiles=True)
+    stairs, titles = {}, []
+    original_stairs, original_title = pyplot.Axes.stairs, pyplot.Axes.set_title
+
+    def record_stairs(self, values, edges=None, *args, **kwargs):
+        stairs.setdefault(kwargs.get("label"), []).append(np.asarray(values))
+        return original_stairs(self, values, edges, *args, **kwargs)
+
+    def record_title(self, text, *args, **kwargs):
+        titles.append(text)
+        return original_title(self, text, *args, **kwargs)
+
+    pyplot.Axes.stairs, pyplot.Axes.set_title = record_stairs, record_title
+    try:
+        plot_statistics(statistics, statistics.findings(), str(tmp_path / "p.png"))
+    finally:
+        pyplot.Axes.stairs, pyplot.Axes.set_title = original_stairs, original_title
+    # the p1..p99 band's tops, in the left half of each channel, are the channels' p99
+    tops = stairs["p1 .. p99"][0][::2]
+    np.testing.assert_allclose(tops, statistics.quantiles([0.99])[:, 0])
+    assert np.all(tops >= stairs["median"][0][::2])
+    # one histogram panel per flagged channel, the saturated one peaking in its last bin
+    panels = [title for title in titles if title.startswith("channel ")]
+    assert [title.split(":")[0] for title in panels] == ["channel 2", "channel 4"]
+    assert "sparse" in panels[0] and f"{np.mean(values[:, 2] == 0):.1%} zeros" in panels[0]
+    assert "saturated" in panels[1]
+    saturated = stairs[None][-1]
+    assert saturated.argmax() == len(saturated) - 1
