@@ -47,7 +47,8 @@ def main(directory: Path = HERE) -> None:
         if shifted:
             bias[1] += 0.6
             bias[4] = -50.0  # no value passes the ReLU any more: a dead unit
-        pre = rng.standard_normal((samples, 10, 10, 8)) * np.array([1, 1, 1, 2, 1, 4, 1, 0.5]) + bias
+        scale = np.array([1, 1, 1, 2, 1, 4, 1, 0.5])
+        pre = rng.standard_normal((samples, 10, 10, 8)) * scale + bias
         relu = np.maximum(pre, 0)
         relu[..., 5] = np.minimum(relu[..., 5], 6.0)  # ReLU6
         relu[3, 4, 4, 6] = 100.0  # one spike, 100x the channel's spread
