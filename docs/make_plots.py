@@ -5,8 +5,9 @@
 Three layers as users bring them: 3 RGB image channels, a 64-channel ReLU layer with a dead
 channel and one of 30x the scale, and a 2048-channel GELU-like layer with one channel whose
 mean is far off. Each is written as a ``.npy`` in a temporary directory and drawn by
-``bn stats --plot``, the real command; ``docs/stats.png`` is the tour's plot of
-``sample_data/acts_nhwc.npy``.
+``bn stats --plot``, the real command; ``docs/stats.png`` and ``docs/quantiles.png`` are the
+tour's plots of ``sample_data/acts_nhwc.npy`` and (with ``--quantiles``)
+``sample_data/relu_nhwc.npy``.
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "bncli", "stats", f"{name}.npy", "-q",
                             "--plot", str(DOCS / f"{name}.png"), "--force"], check=True,
                            cwd=directory)
-    # the tour's plot, of the sample data
+    # the tour's plots, of the sample data
     subprocess.run([sys.executable, "-m", "bncli", "stats", "sample_data/acts_nhwc.npy", "-q",
                     "--plot", str(DOCS / "stats.png"), "--force"], check=True, cwd=DOCS.parent)
+    subprocess.run([sys.executable, "-m", "bncli", "stats", "sample_data/relu_nhwc.npy", "-q",
+                    "--quantiles", "--plot", str(DOCS / "quantiles.png"), "--force"],
+                   check=True, cwd=DOCS.parent)
 
 
 if __name__ == "__main__":

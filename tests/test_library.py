@@ -196,6 +196,8 @@ def test_readme_python_section_runs(tmp_path):
     assert lines[2] == "float64 (0, 2, 3)"
     assert lines[3] == "(64, 8, 8, 16) float32"
     assert lines[4].startswith("scale has 2 values")
+    assert lines[5] == "(8, 2)"
+    assert lines[6] == "[1 4] [4]"
     assert (tmp_path / "normed.npy").exists() and (tmp_path / "nchw.json").exists()
     assert not (tmp_path / "other.npy").exists()
 

@@ -54,10 +54,12 @@ def test_skewness_and_kurtosis_match_scipy(case, piece_bytes, ignore_nan):
     result = block_moments(values, axes, order=4, ignore_nan=ignore_nan,
                            piece_bytes=piece_bytes).finalize()
     skew, kurtosis = scipy_shape(values, axes)
-    spread = reference_moments(values, axes)[1].ravel() > 1e-6
+    variance = reference_moments(values, axes)[1].ravel()
+    spread = variance > 1e-6  # below, the shape statistics are rounding noise
     assert_close(result["skewness"].ravel()[spread], skew[spread], rtol=1e-10, atol=1e-10)
     assert_close(result["kurtosis"].ravel()[spread], kurtosis[spread], rtol=1e-10, atol=1e-10)
-    assert np.all(np.isnan(result["skewness"].ravel()[~spread]))
+    # a constant channel has no shape (a tiny but real spread has one, however noisy)
+    assert np.all(np.isnan(result["skewness"].ravel()[variance == 0]))
 
 
 def test_pebay_merge_on_hand_computed_values():
