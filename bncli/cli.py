@@ -312,8 +312,18 @@ def _progress_factory(progress):
     return ProgressBars(sys.stderr)
 
 
+def _print_version(ctx, param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from .kernel import DESCRIPTION
+
+    click.echo(f"bn {__version__} (kernel: {DESCRIPTION})")
+    ctx.exit()
+
+
 @click.group(cls=BnGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, "--version", prog_name="bn")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version and the active kernel, and exit.")
 def cli():
     """Per-channel moments and batch normalization of .npy and HDF5 files.
 

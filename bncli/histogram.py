@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import InputError, StatsFileError
+from .kernel import COMPILED, type_code
 from .partials import Partial, Reduction, register
 
 DEFAULT_ACCURACY = 0.01
@@ -442,6 +443,9 @@ def _rows_histogram(rows: np.ndarray, bits: int) -> Histogram:
     thousands of buckets, where full-width rows would not.
     """
     count, channels = rows.shape
+    code = type_code(rows.dtype)
+    if code is not None and rows.flags.c_contiguous and channels:
+        return _compiled_histogram(rows, code, bits)
     tile_rows = min(count, max(PIECE_ITEMS // max(channels, 1), MIN_TILE_ROWS)) or 1
     tile_columns = max(1, PIECE_ITEMS // tile_rows)
     total = _Accumulator(channels, bits, count)
@@ -450,6 +454,26 @@ def _rows_histogram(rows: np.ndarray, bits: int) -> Histogram:
             columns = slice(first, min(first + tile_columns, channels))
             _piece_histogram(rows[start:start + tile_rows, columns], bits, total, columns)
     return total.result()
+
+
+def _compiled_histogram(rows: np.ndarray, code: str, bits: int) -> Histogram:
+    """:func:`_rows_histogram` by the compiled kernel: one pass finds the block's window of
+    buckets (and counts the special values), a second counts into it."""
+    count, channels = rows.shape
+    special = np.zeros((channels, len(SPECIAL)), np.int64)
+    low, high = COMPILED.histogram_window(rows, code, rows.size, channels, bits, special)
+    if low > high:
+        empty = np.zeros((channels, 0), np.uint8)
+        return Histogram(empty, empty.copy(), special, bits=bits)
+    width = high + 1 - low
+    _check_size(channels, 2 * width, "data", InputError)
+    counts = np.zeros((channels, 2, width), np.uint32)
+    COMPILED.histogram_count(rows, code, rows.size, channels, bits, low, width, counts)
+    peak = int(counts.max(initial=0))
+    pos, pos_low = _trimmed(counts[:, 0], low, count_dtype(peak))
+    neg, neg_low = _trimmed(counts[:, 1], low, count_dtype(peak))
+    return Histogram(pos, neg, special, pos_low=pos_low, neg_low=neg_low, bits=bits,
+                     limit=peak)
 
 
 class _Accumulator:
@@ -532,29 +556,31 @@ def _piece_histogram(piece: np.ndarray, bits: int, total: _Accumulator,
     offset = (_FLOAT32_OFFSET << bits) if width == 32 else 0
     low, high = int(magnitude.min()), int(magnitude.max())
     special = total.special[columns]
-    if high >= inf_key:  # infinities or NaN: counted apart, as are zeros and tiny values
+    if high >= inf_key:  # infinities or NaN: counted apart, and out of the buckets
         grid = magnitude.reshape(-1, channels)
         negative = (words >> kind(width - 1)).reshape(-1, channels)
-        infinite = grid == inf_key
+        nan = np.isnan(words.view(piece_float(width))).reshape(-1, channels)
+        infinite = (grid >= inf_key) & ~nan
         special[:, 2] += _column_counts(infinite & (negative == 0))
         special[:, 3] += _column_counts(infinite & (negative == 1))
-        special[:, 4] += _column_counts(grid > inf_key)
-        usual = magnitude[magnitude < inf_key]
-        if usual.size == 0:
+        special[:, 4] += _column_counts(nan)
+        finite = magnitude[magnitude < inf_key]
+        if finite.size == 0:
             return
-        high = int(usual.max())
-        np.putmask(magnitude, magnitude >= inf_key, kind(high + 1))
+        high = int(finite.max())
+        if high >= tiny_key:  # to a bucket dropped below
+            np.putmask(magnitude, magnitude >= inf_key, kind(high + 1))
     if low < tiny_key:  # zeros and values below the smallest normal float32
         below = np.less(magnitude, kind(tiny_key), out=mask)
         zero_bucket = _column_counts(below.reshape(-1, channels))
         special[:, 0] += zero_bucket
         special[:, 1] += zero_bucket - _column_counts(np.equal(piece, 0).reshape(-1, channels))
+        if high < tiny_key:  # no value in a bucket
+            return
         # to a bucket dropped below: max with (below * (high + 1)), branch-free
         np.multiply(below.view(np.uint8), kind(high + 1), out=keys)
         np.maximum(magnitude, keys, out=magnitude)
         low = int(magnitude.min())
-        if low > high:
-            return
     buckets = high + 2 - low  # one more: where the odd values go
     _check_size(channels, 2 * buckets, "data", InputError)
     # (channel, sign, bucket) as one flat index
@@ -575,6 +601,11 @@ def _trimmed(rows: np.ndarray, low: int, dtype: np.dtype) -> tuple:
     if used.size == 0:
         return np.zeros((rows.shape[0], 0), dtype), 0
     return rows[:, used[0]:used[-1] + 1].astype(dtype), low + int(used[0])
+
+
+def piece_float(width: int) -> type:
+    """The float type of `width` bits."""
+    return np.float32 if width == 32 else np.float64
 
 
 def _column_counts(mask: np.ndarray) -> np.ndarray:

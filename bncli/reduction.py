@@ -29,6 +29,7 @@ import numpy as np
 
 from .buffers import BufferRing, LazyBlock
 from .errors import StatsFileError
+from .kernel import COMPILED, type_code
 from .layout import FOLD_WIDTH, channel_region, collapse_axes, fold_factor, plan_blocks
 from .partials import Partial, Reduction, register, tree_merge
 
@@ -42,6 +43,8 @@ MIN_PIECE_ROWS = 64
 # A reduced last axis at most this long is folded column by column (a few long vector
 # operations) instead of by NumPy's reductions, which pay a per-row cost on short rows.
 SHORT_AXIS = 32
+# Channels the compiled kernel takes at most (it keeps a dozen float64 per channel).
+MAX_COMPILED_CHANNELS = 2**16
 
 
 @register
@@ -771,6 +774,29 @@ def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray, order: i
     return [(count, total, mean, m2, minimum, maximum, *rest)]
 
 
+def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_items: int,
+                   shift: np.ndarray, order: int) -> list:
+    """:func:`_rows_partials` by the compiled kernel: one row of partials per piece of at
+    least ``MIN_PIECE_ROWS`` rows, read from the file as it goes (see :mod:`bncli.kernel`)."""
+    per_piece = max(MIN_PIECE_ROWS, piece_items // channels)
+    pieces = -(-rows // per_piece)
+    sums = [np.empty((pieces, channels)) for _ in range(5 + 2 * (order == 4))]
+    total, mean, m2, minimum, maximum, *higher = sums
+    ties = [np.empty((pieces, channels), np.int64) for _ in range(3)]
+    count = np.empty((pieces, channels), np.int64)
+    for index, start in enumerate(range(0, rows, per_piece)):
+        stop = min(start + per_piece, rows)
+        piece = block.piece(start * channels, stop * channels)
+        count[index] = stop - start
+        COMPILED.rows_moments(piece, code, stop - start, channels, stop - start, shift,
+                              total[index], mean[index], m2[index],
+                              *(array[index] for array in higher) if higher else (None, None),
+                              minimum[index], maximum[index], *(tie[index] for tie in ties))
+    extremes = extreme_dtype(block.dtype)
+    return [(count, total, mean, m2, minimum.astype(extremes), maximum.astype(extremes),
+             *higher, *ties)]
+
+
 def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order: int):
     """Moments of a C-contiguous block whose layout collapses to (A, K, B), or None.
 
@@ -787,7 +813,11 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order:
     with np.errstate(all="ignore"):
         if inner == 1:
             shift = data_shift(block.piece(0, channels))
-            parts = _rows_partials(block, outer, channels, piece_items, shift, order)
+            code = type_code(block.dtype)
+            if code is not None and channels <= MAX_COMPILED_CHANNELS:
+                parts = _compiled_rows(block, code, outer, channels, piece_items, shift, order)
+            else:
+                parts = _rows_partials(block, outer, channels, piece_items, shift, order)
         else:
             x3 = block.array().reshape(collapsed)
             shift = data_shift(x3[0, :, 0])

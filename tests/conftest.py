@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -109,3 +110,23 @@ def stats_json(result_stdout) -> dict:
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+# The block kernels a test can run on: the compiled one (where built) and NumPy's.
+KERNELS = ["compiled", "numpy"]
+
+
+@contextlib.contextmanager
+def using_kernel(name):
+    """Run the block reductions on kernel `name` (``compiled`` is skipped where not built)."""
+    from bncli import histogram, kernel, reduction
+
+    if name == "compiled" and kernel.COMPILED is None:
+        pytest.skip("the compiled kernel is not built")
+    saved = reduction.type_code, histogram.type_code
+    if name == "numpy":
+        reduction.type_code = histogram.type_code = lambda dtype: None
+    try:
+        yield
+    finally:
+        reduction.type_code, histogram.type_code = saved

@@ -7,7 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import run_bn, stats_json
+from conftest import KERNELS, run_bn, stats_json, using_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,20 +83,23 @@ def test_a_finer_accuracy_is_kept(tmp_path, rng, accuracy):
                            accuracy)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 300), channels=st.integers(1, 5),
-       dtype=st.sampled_from(["float32", "float64", "int16", "uint8", "float16"]),
+       dtype=st.sampled_from(["float32", "float64", "int16", "uint8", "float16", "int32",
+                              "bool"]),
        chunk=st.integers(64, 5000), zeros=st.floats(0, 1))
-def test_quantiles_and_counts_hold_for_any_shape_dtype_and_chunking(tmp_path_factory, seed, rows,
-                                                                    channels, dtype, chunk,
-                                                                    zeros):
+def test_quantiles_and_counts_hold_for_any_shape_dtype_and_chunking(tmp_path_factory, kernel,
+                                                                    seed, rows, channels,
+                                                                    dtype, chunk, zeros):
     rng = np.random.default_rng(seed)
     values = rng.standard_normal((rows, channels)) * 40
     values[rng.random(values.shape) < zeros] = 0
     values = values.astype(dtype)
     path = tmp_path_factory.mktemp("q") / "x.npy"
     np.save(path, values)
-    statistics = api.stats(path, quantiles=LEVELS, chunk_bytes=chunk)
+    with using_kernel(kernel):
+        statistics = api.stats(path, quantiles=LEVELS, chunk_bytes=chunk)
     result = statistics.values()
     assert_within_accuracy(result["quantiles"], reference_quantiles(values, LEVELS), 0.01)
     wide = values.astype(np.float64)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_close, reference_moments
+from conftest import KERNELS, assert_close, reference_moments, using_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -35,12 +35,14 @@ def arrays_and_axes(draw, dtypes=DTYPES):
     return values, sorted(axes)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @settings(max_examples=300, deadline=None)
 @given(case=arrays_and_axes(), piece_bytes=st.sampled_from([8, 24, 64, 1000, 2**20]),
        ddof=st.sampled_from([0, 1]))
-def test_block_moments_match_numpy_two_pass(case, piece_bytes, ddof):
+def test_block_moments_match_numpy_two_pass(kernel, case, piece_bytes, ddof):
     values, axes = case
-    result = block_moments(values, axes, piece_bytes=piece_bytes).finalize(ddof)
+    with using_kernel(kernel):
+        result = block_moments(values, axes, piece_bytes=piece_bytes).finalize(ddof)
     expected_mean, expected_var = reference_moments(values, axes, ddof)
     as64 = values.astype(np.float64)
     keep = tuple(1 if axis in axes else dim for axis, dim in enumerate(values.shape))
@@ -57,6 +59,12 @@ def test_block_moments_match_numpy_two_pass(case, piece_bytes, ddof):
     assert_close(result["max"], as64.max(axis=tuple(axes), keepdims=True))
     assert np.all(result["count"] == count)
     assert np.all(result["nan_count"] == 0) and np.all(result["inf_count"] == 0)
+    reduced = tuple(axes)
+    assert np.all(result["zero_count"] == (as64 == 0).sum(axis=reduced, keepdims=True))
+    assert np.all(result["min_count"] == (as64 == as64.min(axis=reduced, keepdims=True)).sum(
+        axis=reduced, keepdims=True))
+    assert np.all(result["max_count"] == (as64 == as64.max(axis=reduced, keepdims=True)).sum(
+        axis=reduced, keepdims=True))
 
 
 @settings(max_examples=100, deadline=None)

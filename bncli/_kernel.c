@@ -1,0 +1,402 @@
+/*
+ * The compiled kernel of bncli: the hot loops of the block reductions, in plain C.
+ *
+ * It takes contiguous channels-last data (rows of C channels) through the buffer protocol
+ * and writes into preallocated output buffers, so it needs no NumPy headers to build.
+ * Every loop runs with the GIL released. The NumPy kernel in reduction.py and
+ * histogram.py is the reference; this one computes the same partials (the moments to
+ * rounding, the counts and histograms exactly).
+ *
+ * Types: float32 'f', float64 'd', int8 'b', uint8 'B', int16 'h', uint16 'H', int32 'i',
+ * uint32 'I', bool '?': each value is exact as a double.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ buffer helpers */
+
+static int get_buffer(PyObject *object, Py_buffer *view, int writable, Py_ssize_t bytes,
+                      const char *name)
+{
+    if (PyObject_GetBuffer(object, view,
+                           PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    if (view->len < bytes) {
+        PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, %zd needed", name, view->len,
+                     bytes);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int item_size(char code)
+{
+    switch (code) {
+    case 'd': return 8;
+    case 'f': case 'i': case 'I': return 4;
+    case 'h': case 'H': return 2;
+    case 'b': case 'B': case '?': return 1;
+    default: return 0;
+    }
+}
+
+/* ------------------------------------------------------------------------ moments */
+
+/*
+ * One piece of `rows` rows: per channel the sum of (x - shift), min and max (first pass),
+ * then, with the piece in cache, the centred sums of powers about the piece's own mean and
+ * the counts of values equal to 0, to the min and to the max (second pass). Both passes
+ * are branch-free float64 arithmetic over a row of channels, which the compiler vectorizes;
+ * counts are kept as float64 (exact below 2**53) and written as int64.
+ */
+#define PIECE_MOMENTS(TYPE)                                                                \
+    static void piece_##TYPE(const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, \
+                             const double *restrict shift, double *restrict total,         \
+                             double *restrict mean, double *restrict m2,                   \
+                             double *restrict m3, double *restrict m4,                     \
+                             double *restrict minimum, double *restrict maximum,           \
+                             double *restrict zeros, double *restrict at_min,              \
+                             double *restrict at_max)                                      \
+    {                                                                                      \
+        Py_ssize_t r, c;                                                                   \
+        for (c = 0; c < channels; c++) {                                                   \
+            total[c] = 0.0;                                                                \
+            minimum[c] = (double)x[c];                                                     \
+            maximum[c] = (double)x[c];                                                     \
+        }                                                                                  \
+        for (r = 0; r < rows; r++) {                                                       \
+            const TYPE *restrict row = x + r * channels;                                   \
+            for (c = 0; c < channels; c++) {                                               \
+                double v = (double)row[c];                                                 \
+                total[c] += v - shift[c];                                                  \
+                minimum[c] = v < minimum[c] ? v : minimum[c];                              \
+                maximum[c] = v > maximum[c] ? v : maximum[c];                              \
+            }                                                                              \
+        }                                                                                  \
+        for (c = 0; c < channels; c++) {                                                   \
+            mean[c] = total[c] / (double)rows;                                             \
+            m2[c] = zeros[c] = at_min[c] = at_max[c] = 0.0;                                \
+            if (m3)                                                                        \
+                m3[c] = m4[c] = 0.0;                                                       \
+        }                                                                                  \
+        for (r = 0; r < rows; r++) {                                                       \
+            const TYPE *restrict row = x + r * channels;                                   \
+            for (c = 0; c < channels; c++) {                                               \
+                double v = (double)row[c];                                                 \
+                double e = (v - shift[c]) - mean[c];                                       \
+                m2[c] += e * e;                                                            \
+                zeros[c] += (double)(v == 0.0);                                            \
+                at_min[c] += (double)(v == minimum[c]);                                    \
+                at_max[c] += (double)(v == maximum[c]);                                    \
+            }                                                                              \
+            if (m3) {                                                                      \
+                for (c = 0; c < channels; c++) {                                           \
+                    double e = ((double)row[c] - shift[c]) - mean[c];                      \
+                    double e3 = e * e * e;                                                 \
+                    m3[c] += e3;                                                           \
+                    m4[c] += e3 * e;                                                       \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+    }
+
+typedef unsigned char npy_bool_t;
+PIECE_MOMENTS(float)
+PIECE_MOMENTS(double)
+PIECE_MOMENTS(int8_t)
+PIECE_MOMENTS(uint8_t)
+PIECE_MOMENTS(int16_t)
+PIECE_MOMENTS(uint16_t)
+PIECE_MOMENTS(int32_t)
+PIECE_MOMENTS(uint32_t)
+
+#define CALL_PIECE(TYPE)                                                                   \
+    piece_##TYPE((const TYPE *)data + start * channels, stop - start, channels, shift,     \
+                 total + p * channels, mean + p * channels, m2 + p * channels,             \
+                 m3 ? m3 + p * channels : NULL, m4 ? m4 + p * channels : NULL,             \
+                 minimum + p * channels, maximum + p * channels, scratch,                  \
+                 scratch + channels, scratch + 2 * channels)
+
+static const char rows_moments_doc[] =
+    "rows_moments(data, code, rows, channels, piece_rows, shift, total, mean, m2, m3, m4,\n"
+    "             minimum, maximum, zero_count, min_count, max_count)\n\n"
+    "Moments of each piece of piece_rows rows of channels-last data, one output row per\n"
+    "piece: float64 total (of x - shift), mean, m2 (m3 and m4 unless None), minimum and\n"
+    "maximum, int64 counts of zeros and of values at the piece's min and max.";
+
+static PyObject *rows_moments(PyObject *self, PyObject *args)
+{
+    PyObject *objects[15];
+    const char *code_text;
+    Py_ssize_t code_length, rows, channels, piece_rows;
+    if (!PyArg_ParseTuple(args, "Os#nnnOOOOOOOOOOO", &objects[0], &code_text, &code_length,
+                          &rows, &channels, &piece_rows, &objects[1], &objects[2],
+                          &objects[3], &objects[4], &objects[5], &objects[6], &objects[7],
+                          &objects[8], &objects[9], &objects[10], &objects[11]))
+        return NULL;
+    char code = code_length == 1 ? code_text[0] : 0;
+    int size = item_size(code);
+    if (!size || code == '?') {
+        if (code == '?')
+            code = 'B'; /* bool is a byte of 0 or 1 */
+        else {
+            PyErr_Format(PyExc_TypeError, "no kernel for type code %s", code_text);
+            return NULL;
+        }
+        size = 1;
+    }
+    if (rows < 0 || channels <= 0 || piece_rows <= 0) {
+        PyErr_SetString(PyExc_ValueError, "rows, channels and piece_rows must be positive");
+        return NULL;
+    }
+    Py_ssize_t pieces = (rows + piece_rows - 1) / piece_rows;
+    Py_ssize_t row_bytes = pieces * channels * 8;
+    Py_buffer views[12];
+    int used = 0, failed = 0;
+    const char *names[12] = {"data", "shift", "total", "mean", "m2", "m3", "m4", "minimum",
+                             "maximum", "zero_count", "min_count", "max_count"};
+    Py_ssize_t needs[12] = {rows * channels * size, channels * 8, row_bytes, row_bytes,
+                            row_bytes, row_bytes, row_bytes, row_bytes, row_bytes, row_bytes,
+                            row_bytes, row_bytes};
+    void *pointers[12] = {0};
+    for (int i = 0; i < 12 && !failed; i++) {
+        if ((i == 5 || i == 6) && objects[i] == Py_None) {
+            pointers[i] = NULL;
+            continue;
+        }
+        if (get_buffer(objects[i], &views[i], i >= 2, needs[i], names[i]) < 0) {
+            failed = 1;
+            break;
+        }
+        pointers[i] = views[i].buf;
+        used |= 1 << i;
+    }
+    if (!failed) {
+        const void *data = pointers[0];
+        const double *shift = pointers[1];
+        double *total = pointers[2], *mean = pointers[3], *m2 = pointers[4];
+        double *m3 = pointers[5], *m4 = pointers[6];
+        double *minimum = pointers[7], *maximum = pointers[8];
+        int64_t *zeros = pointers[9], *at_min = pointers[10], *at_max = pointers[11];
+        double *scratch = PyMem_RawMalloc(3 * channels * sizeof(double));
+        if (!scratch) {
+            failed = 1;
+            PyErr_NoMemory();
+        }
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t p = 0; p < pieces && scratch; p++) {
+            Py_ssize_t start = p * piece_rows;
+            Py_ssize_t stop = start + piece_rows < rows ? start + piece_rows : rows;
+            switch (code) {
+            case 'f': CALL_PIECE(float); break;
+            case 'd': CALL_PIECE(double); break;
+            case 'b': CALL_PIECE(int8_t); break;
+            case 'B': CALL_PIECE(uint8_t); break;
+            case 'h': CALL_PIECE(int16_t); break;
+            case 'H': CALL_PIECE(uint16_t); break;
+            case 'i': CALL_PIECE(int32_t); break;
+            case 'I': CALL_PIECE(uint32_t); break;
+            }
+            for (Py_ssize_t c = 0; c < channels; c++) {
+                zeros[p * channels + c] = (int64_t)scratch[c];
+                at_min[p * channels + c] = (int64_t)scratch[channels + c];
+                at_max[p * channels + c] = (int64_t)scratch[2 * channels + c];
+            }
+        }
+        Py_END_ALLOW_THREADS
+        PyMem_RawFree(scratch);
+    }
+    for (int i = 0; i < 12; i++)
+        if (used & (1 << i))
+            PyBuffer_Release(&views[i]);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------- histogram */
+
+/* The grid: the float64 exponent and top `bits` mantissa bits of |x|. */
+static inline uint64_t magnitude_key(double value, int bits)
+{
+    uint64_t word;
+    memcpy(&word, &value, 8);
+    return (word << 1) >> (53 - bits);
+}
+
+static inline int negative(double value)
+{
+    uint64_t word;
+    memcpy(&word, &value, 8);
+    return (int)(word >> 63);
+}
+
+#define HISTOGRAM_PASSES(TYPE)                                                             \
+    static void window_##TYPE(const TYPE *x, Py_ssize_t count, Py_ssize_t channels,        \
+                              int bits, uint64_t tiny, uint64_t infinite, uint64_t *low,   \
+                              uint64_t *high, int64_t *special)                            \
+    {                                                                                      \
+        uint64_t lowest = UINT64_MAX, highest = 0;                                         \
+        Py_ssize_t c = 0;                                                                  \
+        for (Py_ssize_t i = 0; i < count; i++, c = (c + 1 == channels) ? 0 : c + 1) {      \
+            double v = (double)x[i];                                                       \
+            uint64_t key = magnitude_key(v, bits);                                         \
+            if (key >= tiny && key < infinite) {                                           \
+                lowest = key < lowest ? key : lowest;                                      \
+                highest = key > highest ? key : highest;                                   \
+                continue;                                                                  \
+            }                                                                              \
+            int64_t *row = special + c * 5;                                                \
+            if (key < tiny) {                                                              \
+                row[0] += 1;                                                               \
+                row[1] += (v != 0.0);                                                      \
+            } else if (isnan(v)) {                                                         \
+                row[4] += 1;                                                               \
+            } else {                                                                       \
+                row[negative(v) ? 3 : 2] += 1;                                             \
+            }                                                                              \
+        }                                                                                  \
+        *low = lowest;                                                                     \
+        *high = highest;                                                                   \
+    }                                                                                      \
+    static void count_##TYPE(const TYPE *x, Py_ssize_t count, Py_ssize_t channels,         \
+                             int bits, uint64_t tiny, uint64_t infinite, uint64_t low,     \
+                             Py_ssize_t width, uint32_t *counts)                           \
+    {                                                                                      \
+        Py_ssize_t c = 0;                                                                  \
+        for (Py_ssize_t i = 0; i < count; i++) {                                           \
+            double v = (double)x[i];                                                       \
+            uint64_t key = magnitude_key(v, bits);                                         \
+            if (key >= tiny && key < infinite)                                             \
+                counts[(c * 2 + negative(v)) * width + (Py_ssize_t)(key - low)] += 1;      \
+            if (++c == channels)                                                           \
+                c = 0;                                                                     \
+        }                                                                                  \
+    }
+
+HISTOGRAM_PASSES(float)
+HISTOGRAM_PASSES(double)
+HISTOGRAM_PASSES(int8_t)
+HISTOGRAM_PASSES(uint8_t)
+HISTOGRAM_PASSES(int16_t)
+HISTOGRAM_PASSES(uint16_t)
+HISTOGRAM_PASSES(int32_t)
+HISTOGRAM_PASSES(uint32_t)
+
+#define DISPATCH(CODE, CALL)                                                               \
+    switch (CODE) {                                                                        \
+    case 'f': CALL(float); break;                                                          \
+    case 'd': CALL(double); break;                                                         \
+    case 'b': CALL(int8_t); break;                                                         \
+    case 'B': case '?': CALL(uint8_t); break;                                              \
+    case 'h': CALL(int16_t); break;                                                        \
+    case 'H': CALL(uint16_t); break;                                                       \
+    case 'i': CALL(int32_t); break;                                                        \
+    case 'I': CALL(uint32_t); break;                                                       \
+    }
+
+static const char histogram_window_doc[] =
+    "histogram_window(data, code, count, channels, bits, special) -> (low, high)\n\n"
+    "The smallest and largest bucket key of the normal finite values of channels-last\n"
+    "data (low > high when there are none); adds the zero-bucket, tiny, +Inf, -Inf and\n"
+    "NaN counts of each channel into special (int64, channels x 5).";
+
+static PyObject *histogram_window(PyObject *self, PyObject *args)
+{
+    PyObject *data_object, *special_object;
+    const char *code_text;
+    Py_ssize_t code_length, count, channels;
+    int bits;
+    if (!PyArg_ParseTuple(args, "Os#nniO", &data_object, &code_text, &code_length, &count,
+                          &channels, &bits, &special_object))
+        return NULL;
+    char code = code_length == 1 ? code_text[0] : 0;
+    int size = item_size(code);
+    if (!size || channels <= 0 || count < 0 || bits < 0 || bits > 20) {
+        PyErr_SetString(PyExc_ValueError, "bad type code, channels, count or bits");
+        return NULL;
+    }
+    Py_buffer data, special;
+    if (get_buffer(data_object, &data, 0, count * size, "data") < 0)
+        return NULL;
+    if (get_buffer(special_object, &special, 1, channels * 5 * 8, "special") < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    uint64_t tiny = (uint64_t)(1023 - 126) << bits, infinite = (uint64_t)2047 << bits;
+    uint64_t low = 0, high = 0;
+    int64_t *counts = special.buf;
+    Py_BEGIN_ALLOW_THREADS
+#define WINDOW(TYPE)                                                                       \
+    window_##TYPE((const TYPE *)data.buf, count, channels, bits, tiny, infinite, &low,     \
+                  &high, counts)
+    DISPATCH(code, WINDOW)
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&special);
+    return Py_BuildValue("KK", (unsigned long long)low, (unsigned long long)high);
+}
+
+static const char histogram_count_doc[] =
+    "histogram_count(data, code, count, channels, bits, low, width, counts)\n\n"
+    "Adds one to counts[channel, sign, key - low] (uint32, channels x 2 x width) for each\n"
+    "normal finite value of channels-last data; every such key lies in [low, low + width).";
+
+static PyObject *histogram_count(PyObject *self, PyObject *args)
+{
+    PyObject *data_object, *counts_object;
+    const char *code_text;
+    Py_ssize_t code_length, count, channels, width;
+    int bits;
+    unsigned long long low;
+    if (!PyArg_ParseTuple(args, "Os#nniKnO", &data_object, &code_text, &code_length, &count,
+                          &channels, &bits, &low, &width, &counts_object))
+        return NULL;
+    char code = code_length == 1 ? code_text[0] : 0;
+    int size = item_size(code);
+    if (!size || channels <= 0 || count < 0 || bits < 0 || bits > 20 || width < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad type code, channels, count, bits or width");
+        return NULL;
+    }
+    Py_buffer data, counts;
+    if (get_buffer(data_object, &data, 0, count * size, "data") < 0)
+        return NULL;
+    if (get_buffer(counts_object, &counts, 1, channels * 2 * width * 4, "counts") < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    uint64_t tiny = (uint64_t)(1023 - 126) << bits, infinite = (uint64_t)2047 << bits;
+    uint32_t *cells = counts.buf;
+    Py_BEGIN_ALLOW_THREADS
+#define COUNT(TYPE)                                                                        \
+    count_##TYPE((const TYPE *)data.buf, count, channels, bits, tiny, infinite, low, width, \
+                 cells)
+    DISPATCH(code, COUNT)
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&counts);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------- module */
+
+static PyMethodDef methods[] = {
+    {"rows_moments", rows_moments, METH_VARARGS, rows_moments_doc},
+    {"histogram_window", histogram_window, METH_VARARGS, histogram_window_doc},
+    {"histogram_count", histogram_count, METH_VARARGS, histogram_count_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "bncli._kernel",
+    "The compiled block kernels of bncli (see bncli.kernel).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__kernel(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,108 @@
+"""The compiled kernel against the NumPy kernel, and the choice between them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_bn, stats_json, using_kernel
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from bncli import kernel
+from bncli.histogram import _rows_histogram
+from bncli.reduction import block_moments
+
+COMPILED_TYPES = ["float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+                  "bool"]
+
+
+def test_version_names_the_active_kernel():
+    default = run_bn("--version")
+    assert default.returncode == 0
+    expected = "kernel: c" if kernel.COMPILED is not None else "the compiled kernel is not built"
+    assert expected in default.stdout.decode()
+    forced = run_bn("--version", env={"BN_KERNEL": "numpy"})
+    assert forced.stdout.decode().strip().endswith("(kernel: numpy (BN_KERNEL=numpy))")
+
+
+@st.composite
+def channel_rows(draw):
+    dtype = np.dtype(draw(st.sampled_from(COMPILED_TYPES)))
+    shape = (draw(st.integers(1, 300)), draw(st.integers(1, 40)))
+    if dtype.kind == "f":
+        elements = st.one_of(st.floats(-1e6, 1e6, width=dtype.itemsize * 8),
+                             st.sampled_from([0.0, -0.0, 1.0, 2.5]))
+    elif dtype.kind == "b":
+        elements = st.booleans()
+    else:
+        info = np.iinfo(dtype)
+        elements = st.integers(int(info.min), int(info.max))
+    return draw(hnp.arrays(dtype, shape, elements=elements))
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=channel_rows(), order=st.sampled_from([2, 4]),
+       piece_bytes=st.sampled_from([64, 4096, 2**20]))
+def test_both_kernels_agree_within_the_numeric_contract(values, order, piece_bytes):
+    results = {}
+    for name in ("compiled", "numpy"):
+        with using_kernel(name):
+            results[name] = block_moments(values, (0,), order=order,
+                                          piece_bytes=piece_bytes).finalize()
+    compiled, numpy = results["compiled"], results["numpy"]
+    for key in ("count", "min", "max", "zero_count", "min_count", "max_count"):
+        np.testing.assert_array_equal(compiled[key], numpy[key], err_msg=key)
+        assert compiled[key].dtype == numpy[key].dtype, key
+    wide = values.astype(np.float64)
+    scale = np.abs(wide).max(initial=1.0)
+    np.testing.assert_allclose(compiled["mean"], numpy["mean"], rtol=1e-12, atol=1e-15 * scale)
+    np.testing.assert_allclose(compiled["variance"], numpy["variance"], rtol=1e-10,
+                               atol=1e-13 * scale**2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=channel_rows(), bits=st.sampled_from([0, 3, 6, 9]),
+       specials=st.lists(st.sampled_from([np.nan, np.inf, -np.inf, 1e-300, -1e-40, 0.0]),
+                         max_size=4))
+def test_both_kernels_give_the_same_histogram_bits(values, bits, specials):
+    if values.dtype.kind == "f" and specials:
+        values = values.copy()
+        flat = values.reshape(-1)
+        for index, special in enumerate(specials):
+            with np.errstate(over="ignore", under="ignore"):
+                flat[index % flat.size] = special
+    histograms = {}
+    for name in ("compiled", "numpy"):
+        with using_kernel(name):
+            histograms[name] = _rows_histogram(values, bits)
+    compiled, numpy = histograms["compiled"], histograms["numpy"]
+    for key in ("pos", "neg", "special"):
+        np.testing.assert_array_equal(getattr(compiled, key), getattr(numpy, key), err_msg=key)
+        assert getattr(compiled, key).dtype == getattr(numpy, key).dtype
+    assert (compiled.pos_low, compiled.neg_low, compiled.limit) == (
+        numpy.pos_low, numpy.neg_low, numpy.limit)
+
+
+def test_the_command_gives_the_same_answers_on_either_kernel(tmp_path, rng):
+    if kernel.COMPILED is None:
+        pytest.skip("the compiled kernel is not built")
+    values = (rng.standard_normal((3000, 8, 16)) * 5 + 3).astype(np.float32)
+    values[values < 0] = 0
+    np.save(tmp_path / "x.npy", values)
+    documents = {}
+    for name, env in (("compiled", {}), ("numpy", {"BN_KERNEL": "numpy"})):
+        result = run_bn("stats", "x.npy", "--quantiles", "--chunk-bytes", "100K",
+                        "--format", "json", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        documents[name] = stats_json(result.stdout)
+    compiled, numpy = documents["compiled"], documents["numpy"]
+    for key in compiled:
+        if key.startswith("histogram") or key in ("count", "min", "max", "zero_count",
+                                                   "min_count", "max_count", "quantiles"):
+            assert compiled[key] == numpy[key], key
+    np.testing.assert_allclose(compiled["mean"], numpy["mean"], rtol=1e-13)
+    np.testing.assert_allclose(compiled["variance"], numpy["variance"], rtol=1e-12)
+    assert json.dumps(compiled["findings"]) == json.dumps(numpy["findings"])
