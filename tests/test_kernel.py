@@ -106,3 +106,34 @@ def test_the_command_gives_the_same_answers_on_either_kernel(tmp_path, rng):
     np.testing.assert_allclose(compiled["mean"], numpy["mean"], rtol=1e-13)
     np.testing.assert_allclose(compiled["variance"], numpy["variance"], rtol=1e-12)
     assert json.dumps(compiled["findings"]) == json.dumps(numpy["findings"])
+
+
+def test_without_a_compiler_the_build_succeeds_and_bn_runs_on_numpy(tmp_path):
+    """A build whose C compiler fails still succeeds, and leaves bn on its NumPy kernel."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    pytest.importorskip("setuptools", reason="the build needs setuptools")
+    tree = tmp_path / "src"
+    shutil.copytree(ROOT / "bncli", tree / "bncli",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
+    env = {**os.environ, "CC": "/bin/false"}
+    build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tree,
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert build.returncode == 0, build.stderr
+    assert not list((tree / "bncli").glob("_kernel*.so"))
+    import sysconfig
+
+    # -S: no site hooks, so no editable install of the checkout is found before this tree
+    path = os.pathsep.join([str(tree), sysconfig.get_paths()["purelib"],
+                            sysconfig.get_paths()["platlib"]])
+    version = subprocess.run([sys.executable, "-S", "-m", "bncli", "--version"], cwd=tree,
+                             capture_output=True, text=True, timeout=60,
+                             env={**env, "PYTHONPATH": path})
+    assert "kernel: numpy (the compiled kernel is not built)" in version.stdout
