@@ -2,8 +2,9 @@
 
     python bench/run.py                 # the 1 GiB file of the figures in the README
     python bench/run.py --gib 0.25      # a quicker run on a smaller file
-    python bench/run.py --only stats    # one group: stats, moments, quantiles, normalize,
-                                        # layouts, wide, hdf5, linear, startup, dask, cluster
+    python bench/run.py --only stats    # one group: stats, kernel, moments, quantiles,
+                                        # normalize, layouts, wide, hdf5, linear, startup,
+                                        # dask, cluster
 
 The test files are made under bench/data/ (not committed) on first use: float32 NHWC
 activations of shape (N, 32, 32, 64), and an HDF5 copy chunked (64, 32, 32, 64) with gzip.
@@ -216,8 +217,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", action="append", default=None)
     args = parser.parse_args()
-    groups = set(args.only or ["stats", "moments", "quantiles", "normalize", "layouts", "wide",
-                               "hdf5", "linear", "startup", "dask", "cluster"])
+    groups = set(args.only or ["stats", "kernel", "moments", "quantiles", "normalize",
+                               "layouts", "wide", "hdf5", "linear", "startup", "dask",
+                               "cluster"])
     samples = max(64, int(args.gib * 2**30 / (32 * 32 * 64 * 4)))
     main_file = DATA / f"acts_{samples}.npy"
     make_npy(main_file, samples)
@@ -265,6 +267,22 @@ def main() -> None:
             ], args.repeat)
             ratio("--moments 4 time / --moments 2 time", four_row["seconds"] / two_row["seconds"],
                   ("<= 1.1 to be the default", lambda v: v <= 1.1))
+        if "kernel" in groups:
+            print("kernels (the compiled one where built, and NumPy's)")
+            numpy_kernel = ["env", "BN_KERNEL=numpy"] + BN
+            rows = measure([
+                bn_stats,
+                case("BN_KERNEL=numpy bn stats", numpy_kernel + [
+                    "stats", str(main_file), "--format", "json"], nbytes),
+                case("bn stats --quantiles", BN + ["stats", str(main_file), "--format", "json",
+                                                   "--quantiles"], nbytes),
+                case("BN_KERNEL=numpy bn stats --quantiles", numpy_kernel + [
+                    "stats", str(main_file), "--format", "json", "--quantiles"], nbytes),
+            ], args.repeat)
+            ratio("numpy kernel time / compiled kernel time, stats",
+                  rows[1]["seconds"] / rows[0]["seconds"])
+            ratio("numpy kernel time / compiled kernel time, --quantiles",
+                  rows[3]["seconds"] / rows[2]["seconds"])
         if "quantiles" in groups:
             print("distributions (--quantiles: per-channel histograms)")
             two_row, quantile_row = measure([

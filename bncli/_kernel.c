@@ -382,12 +382,99 @@ static PyObject *histogram_count(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------------- normalize */
+
+/* y = (x - mean) * factor (+ offset), in float64, rounded once to float32 or float64: the
+ * operations of normalize.py in the same order (no contraction), so the bits are equal. */
+#define NORMALIZE_ROWS(TYPE, OUT)                                                          \
+    static void normalize_##TYPE##_##OUT(const TYPE *restrict x, Py_ssize_t rows,          \
+                                         Py_ssize_t channels, const double *restrict mean, \
+                                         const double *restrict factor,                    \
+                                         const double *restrict offset, int has_offset,    \
+                                         OUT *restrict y)                                  \
+    {                                                                                      \
+        for (Py_ssize_t r = 0; r < rows; r++) {                                            \
+            const TYPE *restrict row = x + r * channels;                                   \
+            OUT *restrict out = y + r * channels;                                          \
+            if (has_offset)                                                                \
+                for (Py_ssize_t c = 0; c < channels; c++)                                  \
+                    out[c] = (OUT)((((double)row[c] - mean[c]) * factor[c]) + offset[c]);  \
+            else                                                                           \
+                for (Py_ssize_t c = 0; c < channels; c++)                                  \
+                    out[c] = (OUT)(((double)row[c] - mean[c]) * factor[c]);                \
+        }                                                                                  \
+    }
+
+#define NORMALIZE_BOTH(TYPE) NORMALIZE_ROWS(TYPE, float) NORMALIZE_ROWS(TYPE, double)
+NORMALIZE_BOTH(float)
+NORMALIZE_BOTH(double)
+NORMALIZE_BOTH(int8_t)
+NORMALIZE_BOTH(uint8_t)
+NORMALIZE_BOTH(int16_t)
+NORMALIZE_BOTH(uint16_t)
+NORMALIZE_BOTH(int32_t)
+NORMALIZE_BOTH(uint32_t)
+
+static const char normalize_rows_doc[] =
+    "normalize_rows(data, code, rows, channels, mean, factor, offset, has_offset, out,\n"
+    "               out_code)\n\n"
+    "out = (x - mean) * factor (+ offset) per channel of channels-last rows, in float64,\n"
+    "rounded once to out_code ('f' float32 or 'd' float64).";
+
+static PyObject *normalize_rows(PyObject *self, PyObject *args)
+{
+    PyObject *objects[5];
+    const char *code_text, *out_text;
+    Py_ssize_t code_length, out_length, rows, channels;
+    int has_offset;
+    if (!PyArg_ParseTuple(args, "Os#nnOOOpOs#", &objects[0], &code_text, &code_length, &rows,
+                          &channels, &objects[1], &objects[2], &objects[3], &has_offset,
+                          &objects[4], &out_text, &out_length))
+        return NULL;
+    char code = code_length == 1 ? code_text[0] : 0;
+    char out_code = out_length == 1 ? out_text[0] : 0;
+    int size = item_size(code);
+    if (!size || rows < 0 || channels <= 0 || (out_code != 'f' && out_code != 'd')) {
+        PyErr_SetString(PyExc_ValueError, "bad type codes, rows or channels");
+        return NULL;
+    }
+    Py_buffer views[5];
+    Py_ssize_t needs[5] = {rows * channels * size, channels * 8, channels * 8, channels * 8,
+                           rows * channels * (out_code == 'f' ? 4 : 8)};
+    const char *names[5] = {"data", "mean", "factor", "offset", "out"};
+    int got = 0;
+    for (; got < 5; got++)
+        if (get_buffer(objects[got], &views[got], got == 4, needs[got], names[got]) < 0)
+            break;
+    if (got == 5) {
+        const void *x = views[0].buf;
+        const double *mean = views[1].buf, *factor = views[2].buf, *offset = views[3].buf;
+        void *y = views[4].buf;
+        Py_BEGIN_ALLOW_THREADS
+#define NORMALIZE(TYPE)                                                                    \
+    if (out_code == 'f')                                                                   \
+        normalize_##TYPE##_float((const TYPE *)x, rows, channels, mean, factor, offset,     \
+                                 has_offset, (float *)y);                                  \
+    else                                                                                   \
+        normalize_##TYPE##_double((const TYPE *)x, rows, channels, mean, factor, offset,    \
+                                  has_offset, (double *)y);
+        DISPATCH(code, NORMALIZE)
+        Py_END_ALLOW_THREADS
+    }
+    for (int i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    if (got < 5)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------------- module */
 
 static PyMethodDef methods[] = {
     {"rows_moments", rows_moments, METH_VARARGS, rows_moments_doc},
     {"histogram_window", histogram_window, METH_VARARGS, histogram_window_doc},
     {"histogram_count", histogram_count, METH_VARARGS, histogram_count_doc},
+    {"normalize_rows", normalize_rows, METH_VARARGS, normalize_rows_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .buffers import LazyBlock
+from .kernel import COMPILED, type_code
 from .layout import collapse_axes, fold_factor, plan_blocks
 
 # Float64 bytes of one piece of work: the float64 copy stays in L2 cache, and each NumPy
@@ -145,6 +146,18 @@ def _normalize_rows(block: LazyBlock, coefficients: Coefficients, out: np.ndarra
         return False
     mean, factor, offset = (np.ascontiguousarray(array).reshape(channels) for array in (
         coefficients.mean, coefficients.factor, coefficients.offset))
+    code = type_code(block.dtype)
+    if inner == 1 and code is not None and out.dtype.isnative and out.dtype.char in "fd":
+        # the compiled kernel: read, normalize and round in one pass per piece
+        rows_out = out.reshape(outer, channels)
+        has_offset = bool(np.any(offset))
+        per_piece = max(1, piece_items // channels)
+        for start in range(0, outer, per_piece):
+            stop = min(start + per_piece, outer)
+            COMPILED.normalize_rows(block.piece(start * channels, stop * channels), code,
+                                    stop - start, channels, mean, factor, offset, has_offset,
+                                    rows_out[start:stop], out.dtype.char)
+        return True
     spans = []  # (first flat element, rows, row width, output rows, coefficients)
     if inner == 1:
         fold = fold_factor(channels)

@@ -119,14 +119,17 @@ KERNELS = ["compiled", "numpy"]
 @contextlib.contextmanager
 def using_kernel(name):
     """Run the block reductions on kernel `name` (``compiled`` is skipped where not built)."""
-    from bncli import histogram, kernel, reduction
+    from bncli import histogram, kernel, normalize, reduction
 
     if name == "compiled" and kernel.COMPILED is None:
         pytest.skip("the compiled kernel is not built")
-    saved = reduction.type_code, histogram.type_code
+    modules = (reduction, histogram, normalize)
+    saved = [module.type_code for module in modules]
     if name == "numpy":
-        reduction.type_code = histogram.type_code = lambda dtype: None
+        for module in modules:
+            module.type_code = lambda dtype: None
     try:
         yield
     finally:
-        reduction.type_code, histogram.type_code = saved
+        for module, original in zip(modules, saved):
+            module.type_code = original

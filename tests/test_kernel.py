@@ -137,3 +137,22 @@ def test_without_a_compiler_the_build_succeeds_and_bn_runs_on_numpy(tmp_path):
                              capture_output=True, text=True, timeout=60,
                              env={**env, "PYTHONPATH": path})
     assert "kernel: numpy (the compiled kernel is not built)" in version.stdout
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=channel_rows(), out=st.sampled_from(["float32", "float64", "float16"]),
+       offset=st.booleans(), seed=st.integers(0, 2**31))
+def test_both_kernels_normalize_to_the_same_bits(values, out, offset, seed):
+    from bncli.normalize import Coefficients, normalize_block
+
+    rng = np.random.default_rng(seed)
+    channels = values.shape[1]
+    coefficients = Coefficients.from_statistics(
+        rng.normal(0, 100, (1, channels)), rng.lognormal(0, 3, (1, channels)),
+        scale=rng.normal(1, 1, (1, channels)),
+        offset=rng.normal(0, 1, (1, channels)) if offset else None)
+    results = []
+    for name in ("compiled", "numpy"):
+        with using_kernel(name):
+            results.append(normalize_block(values, coefficients, np.empty(values.shape, out)))
+    np.testing.assert_array_equal(results[0].view(np.uint8), results[1].view(np.uint8))
