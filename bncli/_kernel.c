@@ -16,6 +16,14 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Wider vectors where the CPU has them, chosen when the module loads (GCC's function
+ * multiversioning); the default clone runs on any x86-64. Elsewhere: one plain version. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
 /* ------------------------------------------------------------------ buffer helpers */
 
 static int get_buffer(PyObject *object, Py_buffer *view, int writable, Py_ssize_t bytes,
@@ -54,7 +62,7 @@ static int item_size(char code)
  * counts are kept as float64 (exact below 2**53) and written as int64.
  */
 #define PIECE_MOMENTS(TYPE)                                                                \
-    static void piece_##TYPE(const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, \
+    VECTOR_CLONES static void piece_##TYPE(const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, \
                              const double *restrict shift, double *restrict total,         \
                              double *restrict mean, double *restrict m2,                   \
                              double *restrict m3, double *restrict m4,                     \
@@ -387,7 +395,7 @@ static PyObject *histogram_count(PyObject *self, PyObject *args)
 /* y = (x - mean) * factor (+ offset), in float64, rounded once to float32 or float64: the
  * operations of normalize.py in the same order (no contraction), so the bits are equal. */
 #define NORMALIZE_ROWS(TYPE, OUT)                                                          \
-    static void normalize_##TYPE##_##OUT(const TYPE *restrict x, Py_ssize_t rows,          \
+    VECTOR_CLONES static void normalize_##TYPE##_##OUT(const TYPE *restrict x, Py_ssize_t rows,          \
                                          Py_ssize_t channels, const double *restrict mean, \
                                          const double *restrict factor,                    \
                                          const double *restrict offset, int has_offset,    \
