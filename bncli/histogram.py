@@ -30,6 +30,7 @@ import numpy as np
 from .errors import InputError, StatsFileError
 from .kernel import COMPILED, type_code
 from .partials import Partial, Reduction, register
+from .reduction import count_along
 
 DEFAULT_ACCURACY = 0.01
 DEFAULT_LEVELS = (0.0001, 0.001, 0.01, 0.5, 0.99, 0.999, 0.9999)
@@ -559,7 +560,7 @@ def _piece_histogram(piece: np.ndarray, bits: int, total: _Accumulator,
     if high >= inf_key:  # infinities or NaN: counted apart, and out of the buckets
         grid = magnitude.reshape(-1, channels)
         negative = (words >> kind(width - 1)).reshape(-1, channels)
-        nan = np.isnan(words.view(piece_float(width))).reshape(-1, channels)
+        nan = np.isnan(words.view(_float_type(width))).reshape(-1, channels)
         infinite = (grid >= inf_key) & ~nan
         special[:, 2] += _column_counts(infinite & (negative == 0))
         special[:, 3] += _column_counts(infinite & (negative == 1))
@@ -603,11 +604,11 @@ def _trimmed(rows: np.ndarray, low: int, dtype: np.dtype) -> tuple:
     return rows[:, used[0]:used[-1] + 1].astype(dtype), low + int(used[0])
 
 
-def piece_float(width: int) -> type:
+def _float_type(width: int) -> type:
     """The float type of `width` bits."""
     return np.float32 if width == 32 else np.float64
 
 
 def _column_counts(mask: np.ndarray) -> np.ndarray:
     """True values per column of a 2-d mask, as int64."""
-    return np.add.reduce(mask.view(np.uint8), axis=0, dtype=np.int64)
+    return count_along(mask, 0, mask.shape[1:])

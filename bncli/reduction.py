@@ -485,17 +485,17 @@ def tie_counts(piece: np.ndarray, minimum: np.ndarray, maximum: np.ndarray,
             if np.count_nonzero(ties) == 2 * math.prod(shape):
                 ones = np.ones(shape, np.int64)
                 return (low == 0).astype(np.int64) + (high == 0), ones, ones
-        min_count = _count_along(at_min, axis, shape)
-        max_count = _count_along(np.equal(piece, high, out=other), axis, shape)
+        min_count = count_along(at_min, axis, shape)
+        max_count = count_along(np.equal(piece, high, out=other), axis, shape)
         zero_count = np.where(low == 0, min_count, np.where(high == 0, max_count, 0))
         inside = (low < 0) & (high > 0)
         if inside.any():
-            zero_count = zero_count + _count_along(np.equal(piece, 0, out=other), axis,
+            zero_count = zero_count + count_along(np.equal(piece, 0, out=other), axis,
                                                    shape) * inside
     return zero_count, min_count, max_count
 
 
-def _count_along(mask: np.ndarray, axis: int | tuple, shape: tuple) -> np.ndarray:
+def count_along(mask: np.ndarray, axis: int | tuple, shape: tuple) -> np.ndarray:
     """The True values of `mask` along `axis`, as int64 of `shape`: summed as bytes into
     the narrowest integer that holds the count (several times faster than int64)."""
     length = mask.size // max(math.prod(shape), 1)
