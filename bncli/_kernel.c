@@ -273,14 +273,21 @@ static inline int negative(double value)
     }                                                                                      \
     static void count_##TYPE(const TYPE *x, Py_ssize_t count, Py_ssize_t channels,         \
                              int bits, uint64_t tiny, uint64_t infinite, uint64_t low,     \
-                             Py_ssize_t width, uint32_t *counts)                           \
+                             Py_ssize_t width, void *counts, int cell_bytes)               \
     {                                                                                      \
         Py_ssize_t c = 0;                                                                  \
+        uint16_t *narrow = counts;                                                         \
+        uint32_t *wide = counts;                                                           \
         for (Py_ssize_t i = 0; i < count; i++) {                                           \
             double v = (double)x[i];                                                       \
             uint64_t key = magnitude_key(v, bits);                                         \
-            if (key >= tiny && key < infinite)                                             \
-                counts[(c * 2 + negative(v)) * width + (Py_ssize_t)(key - low)] += 1;      \
+            if (key >= tiny && key < infinite) {                                           \
+                Py_ssize_t cell = (c * 2 + negative(v)) * width + (Py_ssize_t)(key - low); \
+                if (cell_bytes == 2)                                                       \
+                    narrow[cell] += 1;                                                     \
+                else                                                                       \
+                    wide[cell] += 1;                                                       \
+            }                                                                              \
             if (++c == channels)                                                           \
                 c = 0;                                                                     \
         }                                                                                  \
@@ -350,39 +357,42 @@ static PyObject *histogram_window(PyObject *self, PyObject *args)
 }
 
 static const char histogram_count_doc[] =
-    "histogram_count(data, code, count, channels, bits, low, width, counts)\n\n"
-    "Adds one to counts[channel, sign, key - low] (uint32, channels x 2 x width) for each\n"
-    "normal finite value of channels-last data; every such key lies in [low, low + width).";
+    "histogram_count(data, code, count, channels, bits, low, width, counts, cell_bytes)\n\n"
+    "Adds one to counts[channel, sign, key - low] (uint16 or uint32 as cell_bytes is 2 or\n"
+    "4, channels x 2 x width) for each normal finite value of channels-last data; every\n"
+    "such key lies in [low, low + width), and no cell passes the type's range.";
 
 static PyObject *histogram_count(PyObject *self, PyObject *args)
 {
     PyObject *data_object, *counts_object;
     const char *code_text;
     Py_ssize_t code_length, count, channels, width;
-    int bits;
+    int bits, cell_bytes;
     unsigned long long low;
-    if (!PyArg_ParseTuple(args, "Os#nniKnO", &data_object, &code_text, &code_length, &count,
-                          &channels, &bits, &low, &width, &counts_object))
+    if (!PyArg_ParseTuple(args, "Os#nniKnOi", &data_object, &code_text, &code_length, &count,
+                          &channels, &bits, &low, &width, &counts_object, &cell_bytes))
         return NULL;
     char code = code_length == 1 ? code_text[0] : 0;
     int size = item_size(code);
-    if (!size || channels <= 0 || count < 0 || bits < 0 || bits > 20 || width < 0) {
-        PyErr_SetString(PyExc_ValueError, "bad type code, channels, count, bits or width");
+    if (!size || channels <= 0 || count < 0 || bits < 0 || bits > 20 || width < 0 ||
+        (cell_bytes != 2 && cell_bytes != 4)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "bad type code, channels, count, bits, width or cell size");
         return NULL;
     }
     Py_buffer data, counts;
     if (get_buffer(data_object, &data, 0, count * size, "data") < 0)
         return NULL;
-    if (get_buffer(counts_object, &counts, 1, channels * 2 * width * 4, "counts") < 0) {
+    if (get_buffer(counts_object, &counts, 1, channels * 2 * width * cell_bytes, "counts") < 0) {
         PyBuffer_Release(&data);
         return NULL;
     }
     uint64_t tiny = (uint64_t)(1023 - 126) << bits, infinite = (uint64_t)2047 << bits;
-    uint32_t *cells = counts.buf;
+    void *cells = counts.buf;
     Py_BEGIN_ALLOW_THREADS
 #define COUNT(TYPE)                                                                        \
     count_##TYPE((const TYPE *)data.buf, count, channels, bits, tiny, infinite, low, width, \
-                 cells)
+                 cells, cell_bytes)
     DISPATCH(code, COUNT)
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);

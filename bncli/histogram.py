@@ -468,8 +468,10 @@ def _compiled_histogram(rows: np.ndarray, code: str, bits: int) -> Histogram:
         return Histogram(empty, empty.copy(), special, bits=bits)
     width = high + 1 - low
     _check_size(channels, 2 * width, "data", InputError)
-    counts = np.zeros((channels, 2, width), np.uint32)
-    COMPILED.histogram_count(rows, code, rows.size, channels, bits, low, width, counts)
+    # a bucket holds at most the rows: 16 bits where they fit, half the bytes to clear
+    counts = np.zeros((channels, 2, width), np.uint16 if count < 2**16 else np.uint32)
+    COMPILED.histogram_count(rows, code, rows.size, channels, bits, low, width, counts,
+                             counts.itemsize)
     peak = int(counts.max(initial=0))
     pos, pos_low = _trimmed(counts[:, 0], low, count_dtype(peak))
     neg, neg_low = _trimmed(counts[:, 1], low, count_dtype(peak))
