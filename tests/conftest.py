@@ -133,3 +133,25 @@ def using_kernel(name):
     finally:
         for module, original in zip(modules, saved):
             module.type_code = original
+
+
+def every_path(directory, values, split, h5_chunks):
+    """Write `values` as each kind of input bn reads the same data from, and return
+    ``{name: bn stats arguments}``: one block, small chunks, one thread, Fortran order, a
+    chunked gzip HDF5 dataset, and two files split at row `split`."""
+    import h5py
+
+    np.save(directory / "c.npy", values)
+    np.save(directory / "f.npy", np.asfortranarray(values))
+    np.save(directory / "a.npy", values[:split])
+    np.save(directory / "b.npy", values[split:])
+    with h5py.File(directory / "h.h5", "w") as h5file:
+        h5file.create_dataset("x", data=values, chunks=h5_chunks, compression="gzip")
+    return {
+        "one block": ["c.npy"],
+        "small chunks": ["c.npy", "--chunk-bytes", "1K"],
+        "one thread": ["c.npy", "--chunk-bytes", "3K", "--threads", "1"],
+        "fortran": ["f.npy", "--chunk-bytes", "2K"],
+        "hdf5 chunks": ["h.h5:/x", "--chunk-bytes", "2K"],
+        "two files": ["a.npy", "b.npy", "--chunk-bytes", "5K"],
+    }

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import numpy as np
 import pytest
-from conftest import KERNELS, run_bn, stats_json, using_kernel
+from conftest import KERNELS, every_path, run_bn, stats_json, using_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -118,20 +117,7 @@ def test_histograms_are_bit_identical_across_chunks_threads_orders_files_and_mer
                                                                                     rng):
     values = (rng.standard_normal((64, 6, 5, 3)) * np.array([1, 10, 100])).astype(np.float32)
     values[:, :, :, 1] = np.maximum(values[:, :, :, 1], 0)
-    np.save(tmp_path / "c.npy", values)
-    np.save(tmp_path / "f.npy", np.asfortranarray(values))
-    np.save(tmp_path / "a.npy", values[:20])
-    np.save(tmp_path / "b.npy", values[20:])
-    with h5py.File(tmp_path / "x.h5", "w") as h5file:
-        h5file.create_dataset("x", data=values, chunks=(7, 2, 5, 3), compression="gzip")
-    runs = {
-        "one chunk": ["c.npy"],
-        "small chunks": ["c.npy", "--chunk-bytes", "700"],
-        "one thread": ["c.npy", "--chunk-bytes", "3K", "--threads", "1"],
-        "fortran": ["f.npy", "--chunk-bytes", "2K"],
-        "hdf5": ["x.h5:/x", "--chunk-bytes", "1K"],
-        "two files": ["a.npy", "b.npy", "--chunk-bytes", "5K"],
-    }
+    runs = every_path(tmp_path, values, 20, (7, 2, 5, 3))
     documents = {}
     for name, args in runs.items():
         result = run_bn("stats", *args, "--quantiles", "--format", "json", cwd=tmp_path)
@@ -143,7 +129,7 @@ def test_histograms_are_bit_identical_across_chunks_threads_orders_files_and_mer
     merged = run_bn("merge", "a.json", "b.json", "--format", "json", cwd=tmp_path)
     assert merged.returncode == 0, merged.stderr
     documents["merge"] = histogram_fields(stats_json(merged.stdout))
-    first = documents.pop("one chunk")
+    first = documents.pop("one block")
     assert first["quantiles"]["levels"] == list(DEFAULT_LEVELS)
     for name, document in documents.items():
         assert document == first, name

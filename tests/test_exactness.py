@@ -11,10 +11,9 @@ import sys
 from decimal import Decimal, getcontext
 from fractions import Fraction
 
-import h5py
 import numpy as np
 import pytest
-from conftest import run_bn, stats_json
+from conftest import every_path, run_bn, stats_json
 
 import bncli
 from bncli.reduction import block_moments
@@ -118,27 +117,10 @@ def test_constant_channels_at_large_offsets_have_variance_exactly_0():
         assert np.array_equal(result["mean"].ravel(), values[0])
 
 
-def write_h5(path, values, chunks):
-    with h5py.File(path, "w") as h5file:
-        h5file.create_dataset("x", data=values, chunks=chunks)
-
-
 def test_every_path_agrees_with_the_exact_variance_at_offset_1e8(tmp_path):
     values = offset_data(1e8, shape=(96, 5, 4, 3), seed=9)
     means, variances = exact_moments(values, (0, 1, 2))
-    np.save(tmp_path / "c.npy", values)
-    np.save(tmp_path / "f.npy", np.asfortranarray(values))
-    np.save(tmp_path / "a.npy", values[:37])
-    np.save(tmp_path / "b.npy", values[37:])
-    write_h5(tmp_path / "h.h5", values, (7, 3, 4, 2))
-    runs = {
-        "one block": ["c.npy"],
-        "small chunks": ["c.npy", "--chunk-bytes", "1K"],
-        "one thread": ["c.npy", "--chunk-bytes", "3K", "--threads", "1"],
-        "fortran": ["f.npy", "--chunk-bytes", "2K"],
-        "hdf5 chunks": ["h.h5:/x", "--chunk-bytes", "2K"],
-        "two files": ["a.npy", "b.npy", "--chunk-bytes", "5K"],
-    }
+    runs = every_path(tmp_path, values, 37, (7, 3, 4, 2))
     for name, args in runs.items():
         result = run_bn("stats", *args, "--format", "json", cwd=tmp_path)
         assert result.returncode == 0, (name, result.stderr)
