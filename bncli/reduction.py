@@ -797,6 +797,19 @@ def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_
              *higher, *ties)]
 
 
+def _compiled_slabs(x3: np.ndarray, code: str, shift: np.ndarray, order: int) -> list:
+    """:func:`_slab_partials` by the compiled kernel: one row of partials per outer index,
+    each channel's run of inner values reduced at once."""
+    outer, channels, inner = x3.shape
+    out = np.empty((outer, channels, 10))
+    COMPILED.slab_moments(x3, code, outer, channels, inner, shift, order == 4, out)
+    extremes = extreme_dtype(x3.dtype)
+    higher = [out[..., 5], out[..., 6]] if order == 4 else []
+    return [(np.full((outer, channels), inner, np.int64), out[..., 0], out[..., 1],
+             out[..., 2], out[..., 3].astype(extremes), out[..., 4].astype(extremes), *higher,
+             *(out[..., index].astype(np.int64) for index in (7, 8, 9)))]
+
+
 def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order: int):
     """Moments of a C-contiguous block whose layout collapses to (A, K, B), or None.
 
@@ -821,7 +834,11 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order:
         else:
             x3 = block.array().reshape(collapsed)
             shift = data_shift(x3[0, :, 0])
-            parts = _slab_partials(x3, piece_items, shift, order)
+            code = type_code(block.dtype)
+            if code is not None:
+                parts = _compiled_slabs(x3, code, shift, order)
+            else:
+                parts = _slab_partials(x3, piece_items, shift, order)
     count, total, mean, m2, minimum, maximum, *rest = (
         parts[0] if len(parts) == 1 else
         [np.concatenate([part[index] for part in parts]) for index in range(len(parts[0]))])
