@@ -95,8 +95,9 @@ def block_loader(source: Source, budget_bytes: int, threads: int,
             if not hasattr(local, "buffers"):
                 local.buffers, local.pieces = BufferRing(1), BufferRing(1)
             block = local.buffers.array(region_shape(region), source.dtype)
-            if not is_contiguous(region, source.storage_shape):
-                return source.read(region, block)  # a tile: several runs
+            if not is_contiguous(region, source.storage_shape) or not hasattr(
+                    source, "read_part"):
+                return source.read(region, block)  # a tile, or a source read whole
             return LazyBlock(block, functools.partial(source.read_part, region), local.pieces)
 
         for region in source.regions(budget_bytes, reduce_axes):

@@ -309,6 +309,14 @@ class Hdf5Source(Source):
 
         return written_chunks(self._dataset)
 
+    @property
+    def random_access(self) -> bool:
+        """A deflate-compressed dataset is read by the worker threads, which inflate its
+        chunks in parallel (see :func:`bncli.hdf5.read_block`); others in order."""
+        from .hdf5 import deflate_pipeline
+
+        return deflate_pipeline(self._dataset) is not None
+
     def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
                reduce_axes: tuple | None = None) -> Iterator[tuple]:
         ring = ring or BufferRing(0)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import assert_close, reference_moments, run_bn, stats_json
 
+from bncli import api
 from bncli.sources import open_source
 
 
@@ -217,3 +218,72 @@ def test_hdf5_files_of_any_name_take_file_colon_dataset(tmp_path, name):
     assert out.returncode == 0, out.stderr
     with h5py.File(tmp_path / name, "r") as h5file:
         assert sorted(h5file) == ["acts", "labels", "normed"]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("dtype", ["<f4", ">f8", "<i2", "|u1"])
+def test_deflated_chunks_inflated_by_the_workers_read_what_h5py_reads(tmp_path, rng, shuffle,
+                                                                      dtype):
+    from bncli.hdf5 import _read_deflated, deflate_pipeline
+
+    values = (rng.standard_normal((37, 10, 6)) * 50).astype(dtype)
+    with h5py.File(tmp_path / "x.h5", "w") as h5file:
+        dataset = h5file.create_dataset("x", data=values, chunks=(8, 4, 6), compression="gzip",
+                                        shuffle=shuffle)
+        assert deflate_pipeline(dataset) == (shuffle,)
+        for region in [(slice(0, 37), slice(0, 10), slice(0, 6)),  # edge chunks cropped
+                       (slice(8, 24), slice(4, 10), slice(0, 6))]:
+            block = np.empty(tuple(part.stop - part.start for part in region), values.dtype)
+            assert _read_deflated(dataset, region, "x.h5", block)
+            np.testing.assert_array_equal(block, values[region])
+        # not whole chunks: left to h5py
+        assert not _read_deflated(dataset, (slice(1, 9), slice(0, 10), slice(0, 6)), "x.h5",
+                                  np.empty((8, 10, 6), values.dtype))
+
+
+def test_a_chunk_stored_unfiltered_and_one_never_written_read_right(tmp_path, rng):
+    from bncli.hdf5 import _read_deflated
+
+    values = rng.standard_normal((16, 4)).astype(np.float32)
+    with h5py.File(tmp_path / "x.h5", "w") as h5file:
+        dataset = h5file.create_dataset("x", shape=(16, 4), dtype=np.float32, chunks=(8, 4),
+                                        compression="gzip", fillvalue=7.0)
+        # stored as is, its filter mask saying deflate was skipped
+        dataset.id.write_direct_chunk((0, 0), values[:8].tobytes(), filter_mask=1)
+        block = np.empty((8, 4), np.float32)
+        assert _read_deflated(dataset, (slice(0, 8), slice(0, 4)), "x.h5", block)
+        np.testing.assert_array_equal(block, values[:8])
+        # the second chunk was never written: h5py's read gives its fill value
+        assert not _read_deflated(dataset, (slice(0, 16), slice(0, 4)), "x.h5",
+                                  np.empty((16, 4), np.float32))
+    # a block of the first chunk alone is read by bn, where h5py's own read fails on it
+    result = api.stats(f"{tmp_path / 'x.h5'}:/x", axes=(0,), chunk_bytes=128)
+    expected = np.concatenate([values[:8], np.full((8, 4), 7.0, np.float32)])
+    np.testing.assert_allclose(result.values()["mean"], expected.mean(axis=0, dtype=np.float64),
+                               rtol=1e-12)
+
+
+def test_a_damaged_deflated_chunk_is_one_clear_error(tmp_path, rng):
+    with h5py.File(tmp_path / "x.h5", "w") as h5file:
+        dataset = h5file.create_dataset("x", shape=(16, 4), dtype=np.float32, chunks=(8, 4),
+                                        compression="gzip")
+        dataset[:] = rng.standard_normal((16, 4))
+        dataset.id.write_direct_chunk((8, 0), b"not deflate data", filter_mask=0)
+    result = run_bn("stats", f"{tmp_path / 'x.h5'}:/x")
+    assert result.returncode == 1
+    assert b"x.h5:/x: damaged compressed chunk at [8, 0]" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_a_deflated_chunk_that_inflates_past_its_size_is_refused_unread(tmp_path):
+    import zlib
+
+    with h5py.File(tmp_path / "x.h5", "w") as h5file:
+        dataset = h5file.create_dataset("x", shape=(16, 4), dtype=np.float32, chunks=(8, 4),
+                                        compression="gzip")
+        dataset[:] = 1.0
+        bomb = zlib.compress(bytes(2**26))  # 64 MiB of zeros for a 128-byte chunk
+        dataset.id.write_direct_chunk((0, 0), bomb, filter_mask=0)
+    result = run_bn("stats", f"{tmp_path / 'x.h5'}:/x")
+    assert result.returncode == 1
+    assert b"inflates to more than the 128 bytes of a chunk" in result.stderr
