@@ -41,6 +41,26 @@ static int get_buffer(PyObject *object, Py_buffer *view, int writable, Py_ssize_
     return 0;
 }
 
+/* Get `count` buffers: views[i] of objects[i], writable where bit i of `writable` is set,
+ * of at least needs[i] bytes. On a failure the ones got are released and -1 returned. */
+static int get_buffers(int count, PyObject *const *objects, Py_buffer *views,
+                       unsigned writable, const Py_ssize_t *needs, const char *const *names)
+{
+    for (int i = 0; i < count; i++)
+        if (get_buffer(objects[i], &views[i], (writable >> i) & 1u, needs[i], names[i]) < 0) {
+            while (i-- > 0)
+                PyBuffer_Release(&views[i]);
+            return -1;
+        }
+    return 0;
+}
+
+static void release_buffers(int count, Py_buffer *views)
+{
+    for (int i = 0; i < count; i++)
+        PyBuffer_Release(&views[i]);
+}
+
 static int item_size(char code)
 {
     switch (code) {
@@ -341,32 +361,26 @@ static PyObject *slab_moments(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "bad type code, outer, channels or inner");
         return NULL;
     }
-    Py_buffer data, shift, out;
-    if (get_buffer(data_object, &data, 0, outer * channels * inner * size, "data") < 0)
+    Py_buffer views[3];
+    PyObject *objects[3] = {data_object, shift_object, out_object};
+    Py_ssize_t needs[3] = {outer * channels * inner * size, channels * 8,
+                           outer * channels * 10 * 8};
+    const char *names[3] = {"data", "shift", "out"};
+    if (get_buffers(3, objects, views, 4u, needs, names) < 0)
         return NULL;
-    if (get_buffer(shift_object, &shift, 0, channels * 8, "shift") < 0) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    if (get_buffer(out_object, &out, 1, outer * channels * 10 * 8, "out") < 0) {
-        PyBuffer_Release(&data);
-        PyBuffer_Release(&shift);
-        return NULL;
-    }
-    const double *shifts = shift.buf;
-    double *results = out.buf;
+    const void *values = views[0].buf;
+    const double *shifts = views[1].buf;
+    double *results = views[2].buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t run = 0; run < outer * channels; run++) {
         double *row = results + run * 10;
         row[5] = higher ? 1.0 : 0.0;
 #define RUN(TYPE)                                                                          \
-    run_##TYPE((const TYPE *)data.buf + run * inner, inner, shifts[run % channels], row)
+    run_##TYPE((const TYPE *)values + run * inner, inner, shifts[run % channels], row)
         DISPATCH(code, RUN)
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&shift);
-    PyBuffer_Release(&out);
+    release_buffers(3, views);
     Py_RETURN_NONE;
 }
 
@@ -468,24 +482,23 @@ static PyObject *histogram_window(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "bad type code, channels, count or bits");
         return NULL;
     }
-    Py_buffer data, special;
-    if (get_buffer(data_object, &data, 0, count * size, "data") < 0)
+    Py_buffer views[2];
+    PyObject *objects[2] = {data_object, special_object};
+    Py_ssize_t needs[2] = {count * size, channels * 5 * 8};
+    const char *names[2] = {"data", "special"};
+    if (get_buffers(2, objects, views, 2u, needs, names) < 0)
         return NULL;
-    if (get_buffer(special_object, &special, 1, channels * 5 * 8, "special") < 0) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
     uint64_t tiny = (uint64_t)(1023 - 126) << bits, infinite = (uint64_t)2047 << bits;
     uint64_t low = 0, high = 0;
-    int64_t *counts = special.buf;
+    const void *values = views[0].buf;
+    int64_t *counts = views[1].buf;
     Py_BEGIN_ALLOW_THREADS
 #define WINDOW(TYPE)                                                                       \
-    window_##TYPE((const TYPE *)data.buf, count, channels, bits, tiny, infinite, &low,     \
-                  &high, counts)
+    window_##TYPE((const TYPE *)values, count, channels, bits, tiny, infinite, &low, &high, \
+                  counts)
     DISPATCH(code, WINDOW)
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&special);
+    release_buffers(2, views);
     return Py_BuildValue("KK", (unsigned long long)low, (unsigned long long)high);
 }
 
@@ -513,23 +526,22 @@ static PyObject *histogram_count(PyObject *self, PyObject *args)
                         "bad type code, channels, count, bits, width or cell size");
         return NULL;
     }
-    Py_buffer data, counts;
-    if (get_buffer(data_object, &data, 0, count * size, "data") < 0)
+    Py_buffer views[2];
+    PyObject *objects[2] = {data_object, counts_object};
+    Py_ssize_t needs[2] = {count * size, channels * 2 * width * cell_bytes};
+    const char *names[2] = {"data", "counts"};
+    if (get_buffers(2, objects, views, 2u, needs, names) < 0)
         return NULL;
-    if (get_buffer(counts_object, &counts, 1, channels * 2 * width * cell_bytes, "counts") < 0) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
     uint64_t tiny = (uint64_t)(1023 - 126) << bits, infinite = (uint64_t)2047 << bits;
-    void *cells = counts.buf;
+    const void *values = views[0].buf;
+    void *cells = views[1].buf;
     Py_BEGIN_ALLOW_THREADS
 #define COUNT(TYPE)                                                                        \
-    count_##TYPE((const TYPE *)data.buf, count, channels, bits, tiny, infinite, low, width, \
+    count_##TYPE((const TYPE *)values, count, channels, bits, tiny, infinite, low, width,  \
                  cells, cell_bytes)
     DISPATCH(code, COUNT)
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&counts);
+    release_buffers(2, views);
     Py_RETURN_NONE;
 }
 
@@ -593,11 +605,9 @@ static PyObject *normalize_rows(PyObject *self, PyObject *args)
     Py_ssize_t needs[5] = {rows * channels * size, channels * 8, channels * 8, channels * 8,
                            rows * channels * (out_code == 'f' ? 4 : 8)};
     const char *names[5] = {"data", "mean", "factor", "offset", "out"};
-    int got = 0;
-    for (; got < 5; got++)
-        if (get_buffer(objects[got], &views[got], got == 4, needs[got], names[got]) < 0)
-            break;
-    if (got == 5) {
+    if (get_buffers(5, objects, views, 16u, needs, names) < 0)
+        return NULL;
+    {
         const void *x = views[0].buf;
         const double *mean = views[1].buf, *factor = views[2].buf, *offset = views[3].buf;
         void *y = views[4].buf;
@@ -612,10 +622,7 @@ static PyObject *normalize_rows(PyObject *self, PyObject *args)
         DISPATCH(code, NORMALIZE)
         Py_END_ALLOW_THREADS
     }
-    for (int i = 0; i < got; i++)
-        PyBuffer_Release(&views[i]);
-    if (got < 5)
-        return NULL;
+    release_buffers(5, views);
     Py_RETURN_NONE;
 }
 
