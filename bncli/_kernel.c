@@ -7,8 +7,8 @@
  * histogram.py is the reference; this one computes the same partials (the moments to
  * rounding, the counts and histograms exactly).
  *
- * Types: float32 'f', float64 'd', int8 'b', uint8 'B', int16 'h', uint16 'H', int32 'i',
- * uint32 'I', bool '?': each value is exact as a double.
+ * Types: float16 'e', float32 'f', float64 'd', int8 'b', uint8 'B', int16 'h', uint16 'H',
+ * int32 'i', uint32 'I', bool '?': each value is exact as a double.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -66,17 +66,51 @@ static int item_size(char code)
     switch (code) {
     case 'd': return 8;
     case 'f': case 'i': case 'I': return 4;
-    case 'h': case 'H': return 2;
+    case 'h': case 'H': case 'e': return 2;
     case 'b': case 'B': case '?': return 1;
     default: return 0;
     }
 }
+
+/* float16 is stored as 16 bits and read through a table of its 65536 values as doubles
+ * (exact), filled when the module loads. */
+typedef uint16_t half_t;
+static double half_values[65536];
+
+static void fill_half_values(void)
+{
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint32_t exponent = (h >> 10) & 0x1f, fraction = h & 0x3ff;
+        double value;
+        if (exponent == 0)
+            value = ldexp((double)fraction, -24);
+        else if (exponent == 31)
+            value = fraction ? NAN : INFINITY;
+        else
+            value = ldexp((double)(fraction | 0x400), (int)exponent - 25);
+        half_values[h] = (h >> 15) ? -value : value;
+    }
+}
+
+#define AS_DOUBLE(TYPE, VALUE) as_double_##TYPE(VALUE)
+#define AS_DOUBLE_PLAIN(TYPE)                                                              \
+    static inline double as_double_##TYPE(TYPE value) { return (double)value; }
+AS_DOUBLE_PLAIN(float)
+AS_DOUBLE_PLAIN(double)
+AS_DOUBLE_PLAIN(int8_t)
+AS_DOUBLE_PLAIN(uint8_t)
+AS_DOUBLE_PLAIN(int16_t)
+AS_DOUBLE_PLAIN(uint16_t)
+AS_DOUBLE_PLAIN(int32_t)
+AS_DOUBLE_PLAIN(uint32_t)
+static inline double as_double_half_t(half_t value) { return half_values[value]; }
 
 /* The loops of each type code (bool is a byte of 0 or 1). */
 #define DISPATCH(CODE, CALL)                                                               \
     switch (CODE) {                                                                        \
     case 'f': CALL(float); break;                                                          \
     case 'd': CALL(double); break;                                                         \
+    case 'e': CALL(half_t); break;                                                         \
     case 'b': CALL(int8_t); break;                                                         \
     case 'B': case '?': CALL(uint8_t); break;                                              \
     case 'h': CALL(int16_t); break;                                                        \
@@ -106,13 +140,13 @@ static int item_size(char code)
         Py_ssize_t r, c;                                                                   \
         for (c = 0; c < channels; c++) {                                                   \
             total[c] = 0.0;                                                                \
-            minimum[c] = (double)x[c];                                                     \
-            maximum[c] = (double)x[c];                                                     \
+            minimum[c] = AS_DOUBLE(TYPE, x[c]);                                                     \
+            maximum[c] = AS_DOUBLE(TYPE, x[c]);                                                     \
         }                                                                                  \
         for (r = 0; r < rows; r++) {                                                       \
             const TYPE *restrict row = x + r * channels;                                   \
             for (c = 0; c < channels; c++) {                                               \
-                double v = (double)row[c];                                                 \
+                double v = AS_DOUBLE(TYPE, row[c]);                                                 \
                 total[c] += v - shift[c];                                                  \
                 minimum[c] = v < minimum[c] ? v : minimum[c];                              \
                 maximum[c] = v > maximum[c] ? v : maximum[c];                              \
@@ -127,7 +161,7 @@ static int item_size(char code)
         for (r = 0; r < rows; r++) {                                                       \
             const TYPE *restrict row = x + r * channels;                                   \
             for (c = 0; c < channels; c++) {                                               \
-                double v = (double)row[c];                                                 \
+                double v = AS_DOUBLE(TYPE, row[c]);                                                 \
                 double e = (v - shift[c]) - mean[c];                                       \
                 m2[c] += e * e;                                                            \
                 zeros[c] += (double)(v == 0.0);                                            \
@@ -136,7 +170,7 @@ static int item_size(char code)
             }                                                                              \
             if (m3) {                                                                      \
                 for (c = 0; c < channels; c++) {                                           \
-                    double e = ((double)row[c] - shift[c]) - mean[c];                      \
+                    double e = (AS_DOUBLE(TYPE, row[c]) - shift[c]) - mean[c];                      \
                     double e3 = e * e * e;                                                 \
                     m3[c] += e3;                                                           \
                     m4[c] += e3 * e;                                                       \
@@ -148,6 +182,7 @@ static int item_size(char code)
 typedef unsigned char npy_bool_t;
 PIECE_MOMENTS(float)
 PIECE_MOMENTS(double)
+PIECE_MOMENTS(half_t)
 PIECE_MOMENTS(int8_t)
 PIECE_MOMENTS(uint8_t)
 PIECE_MOMENTS(int16_t)
@@ -235,6 +270,7 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
             switch (code) {
             case 'f': CALL_PIECE(float); break;
             case 'd': CALL_PIECE(double); break;
+            case 'e': CALL_PIECE(half_t); break;
             case 'b': CALL_PIECE(int8_t); break;
             case 'B': CALL_PIECE(uint8_t); break;
             case 'h': CALL_PIECE(int16_t); break;
@@ -272,16 +308,16 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         double total[LANES] = {0}, low[LANES], high[LANES];                                \
         Py_ssize_t i, j;                                                                   \
         for (j = 0; j < LANES; j++)                                                        \
-            low[j] = high[j] = (double)x[0];                                               \
+            low[j] = high[j] = AS_DOUBLE(TYPE, x[0]);                                               \
         for (i = 0; i + LANES <= n; i += LANES)                                            \
             for (j = 0; j < LANES; j++) {                                                  \
-                double v = (double)x[i + j];                                               \
+                double v = AS_DOUBLE(TYPE, x[i + j]);                                               \
                 total[j] += v - s;                                                         \
                 low[j] = v < low[j] ? v : low[j];                                          \
                 high[j] = v > high[j] ? v : high[j];                                       \
             }                                                                              \
         for (; i < n; i++) {                                                               \
-            double v = (double)x[i];                                                       \
+            double v = AS_DOUBLE(TYPE, x[i]);                                                       \
             total[0] += v - s;                                                             \
             low[0] = v < low[0] ? v : low[0];                                              \
             high[0] = v > high[0] ? v : high[0];                                           \
@@ -298,7 +334,7 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         int higher = out[5] != 0.0;                                                        \
         for (i = 0; i + LANES <= n; i += LANES)                                            \
             for (j = 0; j < LANES; j++) {                                                  \
-                double v = (double)x[i + j];                                               \
+                double v = AS_DOUBLE(TYPE, x[i + j]);                                               \
                 double e = (v - s) - mean, e2 = e * e;                                     \
                 m2[j] += e2;                                                               \
                 m3[j] += e2 * e;                                                           \
@@ -308,7 +344,7 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
                 at_max[j] += (double)(v == maximum);                                       \
             }                                                                              \
         for (; i < n; i++) {                                                               \
-            double v = (double)x[i];                                                       \
+            double v = AS_DOUBLE(TYPE, x[i]);                                                       \
             double e = (v - s) - mean, e2 = e * e;                                         \
             m2[0] += e2;                                                                   \
             m3[0] += e2 * e;                                                               \
@@ -333,6 +369,7 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
 
 RUN_MOMENTS(float)
 RUN_MOMENTS(double)
+RUN_MOMENTS(half_t)
 RUN_MOMENTS(int8_t)
 RUN_MOMENTS(uint8_t)
 RUN_MOMENTS(int16_t)
@@ -409,7 +446,7 @@ static inline int negative(double value)
         uint64_t lowest = UINT64_MAX, highest = 0;                                         \
         Py_ssize_t c = 0;                                                                  \
         for (Py_ssize_t i = 0; i < count; i++, c = (c + 1 == channels) ? 0 : c + 1) {      \
-            double v = (double)x[i];                                                       \
+            double v = AS_DOUBLE(TYPE, x[i]);                                                       \
             uint64_t key = magnitude_key(v, bits);                                         \
             if (key >= tiny && key < infinite) {                                           \
                 lowest = key < lowest ? key : lowest;                                      \
@@ -437,7 +474,7 @@ static inline int negative(double value)
         uint16_t *narrow = counts;                                                         \
         uint32_t *wide = counts;                                                           \
         for (Py_ssize_t i = 0; i < count; i++) {                                           \
-            double v = (double)x[i];                                                       \
+            double v = AS_DOUBLE(TYPE, x[i]);                                                       \
             uint64_t key = magnitude_key(v, bits);                                         \
             if (key >= tiny && key < infinite) {                                           \
                 Py_ssize_t cell = (c * 2 + negative(v)) * width + (Py_ssize_t)(key - low); \
@@ -453,6 +490,7 @@ static inline int negative(double value)
 
 HISTOGRAM_PASSES(float)
 HISTOGRAM_PASSES(double)
+HISTOGRAM_PASSES(half_t)
 HISTOGRAM_PASSES(int8_t)
 HISTOGRAM_PASSES(uint8_t)
 HISTOGRAM_PASSES(int16_t)
@@ -561,16 +599,17 @@ static PyObject *histogram_count(PyObject *self, PyObject *args)
             OUT *restrict out = y + r * channels;                                          \
             if (has_offset)                                                                \
                 for (Py_ssize_t c = 0; c < channels; c++)                                  \
-                    out[c] = (OUT)((((double)row[c] - mean[c]) * factor[c]) + offset[c]);  \
+                    out[c] = (OUT)(((AS_DOUBLE(TYPE, row[c]) - mean[c]) * factor[c]) + offset[c]);  \
             else                                                                           \
                 for (Py_ssize_t c = 0; c < channels; c++)                                  \
-                    out[c] = (OUT)(((double)row[c] - mean[c]) * factor[c]);                \
+                    out[c] = (OUT)((AS_DOUBLE(TYPE, row[c]) - mean[c]) * factor[c]);                \
         }                                                                                  \
     }
 
 #define NORMALIZE_BOTH(TYPE) NORMALIZE_ROWS(TYPE, float) NORMALIZE_ROWS(TYPE, double)
 NORMALIZE_BOTH(float)
 NORMALIZE_BOTH(double)
+NORMALIZE_BOTH(half_t)
 NORMALIZE_BOTH(int8_t)
 NORMALIZE_BOTH(uint8_t)
 NORMALIZE_BOTH(int16_t)
@@ -644,5 +683,6 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__kernel(void)
 {
+    fill_half_values();
     return PyModule_Create(&module);
 }

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 # NumPy type characters the compiled loops take (each value exact as a double).
-TYPE_CODES = frozenset("fdbBhHiI?")
+TYPE_CODES = frozenset("efdbBhHiI?")
 
 
 def _load() -> tuple:
