@@ -2,8 +2,8 @@
 
 The NumPy kernels in :mod:`bncli.reduction` and :mod:`bncli.histogram` are the reference
 and the fallback. ``BN_KERNEL=numpy`` forces them; ``bn --version`` says which is active.
-The compiled kernel takes channels-last rows of the types in :data:`TYPE_CODES` in native
-byte order; every other case goes to NumPy.
+The compiled kernel takes channels-last rows and (outer, channels, inner) slabs of the types
+in :data:`TYPE_CODES` in native byte order; every other case goes to NumPy.
 """
 
 from __future__ import annotations
