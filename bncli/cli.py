@@ -216,9 +216,9 @@ def axes_options(func):
 
 
 def _set_color(ctx, param, value):
-    from .report import set_color
-
     if value is not None:
+        from .report import set_color
+
         set_color(value)
     return value
 
@@ -252,7 +252,7 @@ class ChannelsType(click.ParamType):
 def table_options(func):
     """``--format``; ``--all``, ``--sort``, ``--only-flagged``, ``--channels``: which rows
     the table shows. Shared by stats and merge."""
-    from .report import SORT_KEYS
+    from .columns import SORT_KEYS
 
     func = click.option("--channels", "pick", type=ChannelsType(), default=None,
                         help="Table: only these (flat) channels, e.g. 0,5,10-20.")(func)

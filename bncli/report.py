@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .columns import SORT_KEYS, TABLE_COLUMNS
 from .layout import format_shape
 from .statsfile import Statistics
 
@@ -230,12 +231,9 @@ def _render_findings(console: Console, found: list, indices: list,
         console.print(f"  {'':<12} {escape(finding.message)}")
 
 
-# Table columns: (label, statistic), and the order they are dropped in when a terminal is
+# The order the table's columns (columns.TABLE_COLUMNS) are dropped in when a terminal is
 # too narrow for all of them (numbers are never cut; with too few left, rows are stacked).
-TABLE_COLUMNS = (("count", "count"), ("mean", "mean"), ("std", "std"), ("min", "min"),
-                 ("max", "max"), ("nan", "nan_count"), ("inf", "inf_count"))
 DROP_ORDER = (("inf", "nan"), ("count",), ("min", "max"))
-SORT_KEYS = {label: key for label, key in TABLE_COLUMNS}
 
 
 def select_rows(statistics: Statistics, found: Sequence, *, show_all: bool = False,
