@@ -243,7 +243,7 @@ class Histogram(Partial):
                 rank = np.clip(np.ceil(level * total), 1, None)
                 index = np.minimum((cumulative < rank[:, None]).sum(axis=1), len(values) - 1)
                 result[rows, column] = values[index]
-        result[self.total.reshape(-1) == 0] = np.nan
+            result[rows][total == 0] = np.nan  # a view of those channels' rows
         if not self.ignore_nan:
             result[special[:, 4] > 0] = np.nan
         return result.reshape(shape + (len(levels),))

@@ -174,7 +174,8 @@ def plot_statistics(statistics: Statistics, found, path: str, *, force: bool = F
         axes.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8,
                     frameon=False)
         for column, (flat, kinds) in enumerate(shown):
-            _draw_histogram(figure.add_subplot(grid[1, column]), statistics, flat, kinds)
+            _draw_histogram(figure.add_subplot(grid[1, column]), statistics, flat, kinds,
+                            bands[0][flat], bands[4][flat])
         with AtomicFile(path, force=force) as output:
             figure.savefig(output.temp_path, format=plot_format(path) or "png")
     finally:
@@ -190,16 +191,16 @@ def _histogram_channels(statistics: Statistics, found) -> list:
     return sorted(kinds.items())[:HISTOGRAM_PANELS]
 
 
-def _draw_histogram(axes, statistics: Statistics, flat: int, kinds: list) -> None:
-    """One channel's histogram in equal bins over its p0.01..p99.99 range (widened to the
-    buckets holding them, so that values pinned at a bound show), each bucket's count
-    spread evenly over its width; the zero bucket's share and the values beyond in the
-    title."""
+def _draw_histogram(axes, statistics: Statistics, flat: int, kinds: list, low: float,
+                    high: float) -> None:
+    """One channel's histogram in equal bins over its p0.01..p99.99 range, `low` to `high`
+    (widened to the buckets holding them, so that values pinned at a bound show), each
+    bucket's count spread evenly over its width; the zero bucket's share and the values
+    beyond in the title."""
     from .report import channel_label
 
     parts, zeros = statistics.histogram.channel_density(flat)
     parts = [(edges, counts) for edges, counts in parts if counts.size]
-    low, high = statistics.quantiles((0.0001, 0.9999)).reshape(-1, 2)[flat]
     total = sum(int(counts.sum()) for _, counts in parts) + zeros
     inside = 0.0
     binned = np.zeros(HISTOGRAM_BINS)

@@ -181,12 +181,11 @@ class Statistics:
         """What is worth a look (see :mod:`bncli.findings`), a list of Finding."""
         if self.partials is None:
             return []
-        tails = None
-        if self.histogram is not None:
-            tails = np.moveaxis(self.quantiles(WIDE_RANGE_LEVELS), -1, 0)
         return self._cached("findings", lambda: find(
             self.values(), outlier_threshold=self.outlier_threshold,
-            sparse_threshold=self.sparse_threshold, tails=tails))
+            sparse_threshold=self.sparse_threshold,
+            tails=None if self.histogram is None else np.moveaxis(
+                self.quantiles(WIDE_RANGE_LEVELS), -1, 0)))
 
     def merge(self, other: Statistics, name: str = "statistics") -> Statistics:
         """Combine with the statistics of other data of the same channels, axes and ddof."""
@@ -228,9 +227,9 @@ class Statistics:
             "ignore_nan": self.ignore_nan,
             "keepdims": self.keepdims,
             "partials": [] if self.partials is None else list(self.partials.members),
-            **{name: part.file_meta() for name, part in (
+            **{name: meta for name, part in (
                 {} if self.partials is None else self.partials.members).items()
-               if part.file_meta() is not None},
+               if (meta := part.file_meta()) is not None},
             "findings": to_document(self.findings(), tuple(self.channel_shape)),
         }
 
