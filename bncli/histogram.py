@@ -71,14 +71,20 @@ def bucket_accuracy(bits: int) -> float:
     return width / (2 + width)
 
 
+def _decoded(keys, bits: int) -> tuple:
+    """Bucket keys as ``(significand, exponent)``: the bucket starts at
+    ``ldexp(significand, exponent)`` and is ``2**-bits`` of the significand wide."""
+    keys = np.asarray(keys, np.int64)
+    return (1.0 + (keys & ((1 << bits) - 1)) / 2.0**bits,
+            ((keys >> bits) - 1023).astype(np.int32))
+
+
 def representatives(keys: np.ndarray, bits: int) -> np.ndarray:
     """The value that stands for each bucket key (of ``|x|``): ``2 L U / (L + U)``."""
-    keys = np.asarray(keys, np.int64)
-    exponent = (keys >> bits) - 1023
-    low = 1.0 + (keys & ((1 << bits) - 1)) / 2.0**bits
+    low, exponent = _decoded(keys, bits)
     high = low + 2.0**-bits
     with np.errstate(over="ignore"):
-        return np.ldexp(2.0 * low * high / (low + high), exponent.astype(np.int32))
+        return np.ldexp(2.0 * low * high / (low + high), exponent)
 
 
 @register
@@ -169,20 +175,16 @@ class Histogram(Partial):
         # the other side may cover buckets this one does not: widen this one first
         self.limit = max(self.limit, other.limit)
         dtype = count_dtype(self.limit)
-        pos_low, pos_high = bucket_union(self.pos_low, self.pos, other.pos_low, other.pos)
-        neg_low, neg_high = bucket_union(self.neg_low, self.neg, other.neg_low, other.neg)
-        if (pos_low, pos_high) != (self.pos_low, self.pos_low + self.pos.shape[-1]) or (
-                self.pos.dtype != dtype):
-            self.pos = widen_buckets(self.pos, self.pos_low, pos_low, pos_high, dtype)
-            self.pos_low = pos_low
-        if (neg_low, neg_high) != (self.neg_low, self.neg_low + self.neg.shape[-1]) or (
-                self.neg.dtype != dtype):
-            self.neg = widen_buckets(self.neg, self.neg_low, neg_low, neg_high, dtype)
-            self.neg_low = neg_low
-        for name, low in (("pos", self.pos_low), ("neg", self.neg_low)):
-            target = getattr(self, name)
-            target[index] = 0
-            _add_into(target[index], getattr(other, name), getattr(other, f"{name}_low") - low)
+        for name in ("pos", "neg"):
+            mine, low = getattr(self, name), getattr(self, f"{name}_low")
+            theirs, their_low = getattr(other, name), getattr(other, f"{name}_low")
+            new_low, new_high = bucket_union(low, mine, their_low, theirs)
+            if (new_low, new_high) != (low, low + mine.shape[-1]) or mine.dtype != dtype:
+                mine, low = widen_buckets(mine, low, new_low, new_high, dtype), new_low
+                setattr(self, name, mine)
+                setattr(self, f"{name}_low", low)
+            mine[index] = 0
+            _add_into(mine[index], theirs, their_low - low)
         self.special[index] = other.special
 
     def concatenate(self, other: Histogram) -> Histogram:
@@ -258,10 +260,7 @@ class Histogram(Partial):
         parts = []
         for name, low, sign in (("neg", self.neg_low, -1.0), ("pos", self.pos_low, 1.0)):
             counts = self._flat(name)[flat]
-            keys = low + np.arange(counts.size + 1)
-            exponent = (keys >> self.bits) - 1023
-            edge = np.ldexp(1.0 + (keys & ((1 << self.bits) - 1)) / 2.0**self.bits,
-                            exponent.astype(np.int32))
+            edge = np.ldexp(*_decoded(low + np.arange(counts.size + 1), self.bits))
             if sign < 0:
                 parts.append((-edge[::-1], counts[::-1]))
             else:

@@ -248,6 +248,15 @@ class Statistics:
             len(self.channel_shape):]) for key, array in arrays.items()}
         return {**shaped, **flat}
 
+    def quantile_document(self, nan_as: str = "string") -> dict | None:
+        """The document's ``quantiles`` field, ``{"levels": [...], "values": [...]}``, or
+        None without a histogram."""
+        quantiles = self.quantile_arrays()
+        if not quantiles:
+            return None
+        return {"levels": quantiles["quantile_levels"].tolist(),
+                "values": _json_array(quantiles["quantiles"], nan_as)}
+
     def quantile_arrays(self) -> dict:
         """``quantile_levels`` and ``quantiles`` (one array of the written shape per level),
         or nothing without a histogram."""
@@ -262,10 +271,9 @@ class Statistics:
         document = self.meta()
         for key, array in self.arrays().items():
             document[key] = _json_array(array)
-        quantiles = self.quantile_arrays()
-        if quantiles:
-            document["quantiles"] = {"levels": quantiles["quantile_levels"].tolist(),
-                                     "values": _json_array(quantiles["quantiles"])}
+        quantiles = self.quantile_document()
+        if quantiles is not None:
+            document["quantiles"] = quantiles
         return document
 
 
@@ -366,10 +374,9 @@ def iter_json(statistics: Statistics, *, indent: int | None = None, nan_as: str 
             yield "]"
             continue
         yield lead + field(key, _json_array(array, nan_as))
-    quantiles = statistics.quantile_arrays()
-    if quantiles:
-        yield lead + field("quantiles", {"levels": quantiles["quantile_levels"].tolist(),
-                                         "values": _json_array(quantiles["quantiles"], nan_as)})
+    quantiles = statistics.quantile_document(nan_as)
+    if quantiles is not None:
+        yield lead + field("quantiles", quantiles)
     yield close
 
 
