@@ -780,10 +780,8 @@ def diff(base, new, axes, channel_axis, layout, ignore_nan, accuracy, sparse_thr
         if fmt == "json":
             from .drift import to_document
 
-            text = json.dumps(to_document(result, old, now), indent=indent)
-            if nan_as == "null":
-                text = text.replace('"NaN"', "null")
-            sys.stdout.write(text + "\n")
+            sys.stdout.write(json.dumps(to_document(result, old, now, nan_as), indent=indent)
+                             + "\n")
         elif fmt == "csv":
             from .report import iter_diff_csv
 

@@ -127,14 +127,15 @@ def _histogram_drift(base: Histogram, new: Histogram) -> tuple:
     return np.where(empty, np.nan, psi), np.where(empty, np.nan, outside)
 
 
-def to_document(result: Drift, base, new) -> dict:
-    """The JSON-ready document of a drift (channel lists as flat indices)."""
+def to_document(result: Drift, base, new, nan_as: str = "string") -> dict:
+    """The JSON-ready document of a drift (channel lists as flat indices); NaN written as
+    `nan_as` says (see :func:`bncli.statsfile.json_array`)."""
+    from .statsfile import json_array
+
     shape = tuple(result.channel_shape)
 
     def arrays(values):
-        values = np.asarray(values, np.float64).reshape(shape)
-        listed = values.tolist()
-        return _finite_or_string(listed)
+        return json_array(np.asarray(values, np.float64).reshape(shape), nan_as)
 
     document = {
         "schema": "bncli.diff/1",
@@ -151,12 +152,3 @@ def to_document(result: Drift, base, new) -> dict:
                           for name, mask in result.became.items()}
     return document
 
-
-def _finite_or_string(value):
-    if isinstance(value, list):
-        return [_finite_or_string(item) for item in value]
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value

@@ -255,7 +255,7 @@ class Statistics:
         if not quantiles:
             return None
         return {"levels": quantiles["quantile_levels"].tolist(),
-                "values": _json_array(quantiles["quantiles"], nan_as)}
+                "values": json_array(quantiles["quantiles"], nan_as)}
 
     def quantile_arrays(self) -> dict:
         """``quantile_levels`` and ``quantiles`` (one array of the written shape per level),
@@ -270,7 +270,7 @@ class Statistics:
         """Return the JSON-ready document (non-finite floats as strings)."""
         document = self.meta()
         for key, array in self.arrays().items():
-            document[key] = _json_array(array)
+            document[key] = json_array(array)
         quantiles = self.quantile_document()
         if quantiles is not None:
             document["quantiles"] = quantiles
@@ -283,7 +283,9 @@ def _version() -> str:
     return __version__
 
 
-def _json_array(array: np.ndarray, nan_as: str = "string"):
+def json_array(array: np.ndarray, nan_as: str = "string"):
+    """Nested lists of `array` for strict JSON: non-finite floats as ``"NaN"`` (or null with
+    `nan_as` ``null``), ``"Infinity"`` and ``"-Infinity"``."""
     values = array.tolist()
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         values = _to_json_values(values, nan_as)
@@ -373,7 +375,7 @@ def iter_json(statistics: Statistics, *, indent: int | None = None, nan_as: str 
                     map(str, array[start:start + JSON_RUN].tolist()))
             yield "]"
             continue
-        yield lead + field(key, _json_array(array, nan_as))
+        yield lead + field(key, json_array(array, nan_as))
     quantiles = statistics.quantile_document(nan_as)
     if quantiles is not None:
         yield lead + field("quantiles", quantiles)
