@@ -69,6 +69,7 @@ from .sources import (
     has_hdf5_signature,
     is_hdf5_file,
     is_stream,
+    list_entries,
     open_source,
     split_hdf5_file,
 )
@@ -792,23 +793,41 @@ def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
     for text in _paths(inputs):
         spec = InputSpec.parse(text)
         entry = {"input": spec.display}
-        if (spec.path != "-" and spec.dataset is None and not is_stream(spec.path)
-                and is_hdf5_file(spec.path, spec.display)):
-            from .hdf5 import list_datasets
-
-            entry["datasets"] = [
-                {"dataset": path, "shape": None if shape is None else list(shape),
-                 "dtype": str(dtype), "usable": problem is None, "problem": problem,
-                 "chunks": list(chunks) if chunks else None, "compression": compression}
-                for path, shape, dtype, problem, chunks, compression in list_datasets(
-                    spec.path, spec.display)]
-            if sum(row["usable"] for row in entry["datasets"]) != 1:
-                described.append(entry)  # the listing says it all; there is no one dataset
+        listing = _listing(spec)
+        if listing is not None:
+            entry["datasets"] = listing
+            if sum(row["usable"] for row in listing) != 1:
+                described.append(entry)  # the listing says it all; there is no one array
                 continue
         with open_source(text, allow_external=allow_external, require_data=False) as source:
             entry.update(_describe(source))
         described.append(entry)
     return described
+
+
+def _listing(spec: InputSpec) -> list | None:
+    """Every array of an HDF5, ``.npz`` or safetensors file given without a name."""
+    if spec.path == "-" or spec.dataset is not None or is_stream(spec.path):
+        return None
+    if is_hdf5_file(spec.path, spec.display):
+        from .hdf5 import list_datasets
+
+        return [
+            {"kind": "dataset", "dataset": path,
+             "shape": None if shape is None else list(shape), "dtype": str(dtype),
+             "usable": problem is None, "problem": problem,
+             "chunks": list(chunks) if chunks else None, "compression": compression}
+            for path, shape, dtype, problem, chunks, compression in list_datasets(
+                spec.path, spec.display)]
+    entries = list_entries(spec.path, spec.display)
+    if entries is None:
+        return None
+    return [{"kind": kind, "dataset": name, "shape": None if shape is None else list(shape),
+             "dtype": dtype, "usable": "problem" not in details,
+             "problem": details.get("problem"), "chunks": None,
+             "compression": details.get("compression"),
+             "stored_bytes": details.get("stored_bytes")}
+            for kind, name, shape, dtype, details in entries]
 
 
 def _describe(source: Source) -> dict:
@@ -819,7 +838,7 @@ def _describe(source: Source) -> dict:
         "path": source.path,
         "dataset": source.dataset,
         "shape": list(source.shape),
-        "dtype": source.dtype.name,
+        "dtype": source.dtype_name,
         "byte_order": byteorder,
         "order": "F" if source.fortran_order else "C",
         "nbytes": source.nbytes,

@@ -171,13 +171,23 @@ def human_bytes(count: float) -> str:
     return f"{count} B"  # pragma: no cover
 
 
+def _itemsize(name: str) -> int:
+    """Bytes per value of a stored type, NumPy's or one that is widened as read."""
+    from .safetensors import ITEMSIZES
+
+    try:
+        return np.dtype(name).itemsize
+    except TypeError:
+        return ITEMSIZES.get(name, 0)
+
+
 def _header_lines(statistics: Statistics, elapsed: float | None) -> list:
     inputs = statistics.inputs
     names = ", ".join(
         entry["path"] + (f":{entry['dataset']}" if entry.get("dataset") else "")
         for entry in inputs[:3]) + (f" (+{len(inputs) - 3} more)" if len(inputs) > 3 else "")
     dtypes = sorted({entry["dtype"] for entry in inputs})
-    total_bytes = sum(int(np.prod(entry["shape"])) * np.dtype(entry["dtype"]).itemsize
+    total_bytes = sum(int(np.prod(entry["shape"])) * _itemsize(entry["dtype"])
                       for entry in inputs)
     elements = sum(int(np.prod(entry["shape"])) for entry in inputs)
     lines = [
@@ -505,16 +515,22 @@ def render_info(entries: list, stream) -> None:
         for row in entry.get("datasets", []):
             status = "" if row["usable"] else f"  (not usable: {row['problem']})"
             shape = "empty" if row["shape"] is None else format_shape(row["shape"])
-            storage = (f"  chunks {format_shape(row['chunks'])}" if row.get("chunks")
-                       else "  contiguous") + (f" {row['compression']}"
-                                               if row.get("compression") else "")
-            console.print(f"  dataset  {row['dataset']}  {shape} {row['dtype']}{storage}"
-                          f"{status}")
+            kind = row.get("kind", "dataset")
+            if kind == "dataset":
+                storage = (f"  chunks {format_shape(row['chunks'])}" if row.get("chunks")
+                           else "  contiguous") + (f" {row['compression']}"
+                                                   if row.get("compression") else "")
+            else:
+                storage = (f"  {row['compression']}," if row.get("compression") else " ") + (
+                    f" {row['stored_bytes']:,} bytes stored"
+                    if row.get("stored_bytes") is not None else "")
+            console.print(f"  {kind:<8} {escape(row['dataset'])}  {shape} {row['dtype']}"
+                          f"{storage}{status}", soft_wrap=True)
         if "shape" not in entry:
             continue
         lines = [
             ("format", entry.get("format")),
-            ("dataset", entry.get("dataset")),
+            ("dataset" if entry.get("format") == "hdf5" else "name", entry.get("dataset")),
             ("shape", format_shape(entry["shape"])),
             ("dtype", entry["dtype"]),
             ("byte order", entry["byte_order"]),
@@ -535,6 +551,12 @@ def render_info(entries: list, stream) -> None:
             if entry.get("chunks_written"):
                 written, total = entry["chunks_written"]
                 lines.append(("written", f"{written:,} of {total:,} chunks"))
+        elif "stored_bytes" in entry:  # an array in an .npz or safetensors file
+            lines += [
+                ("member", entry.get("archive_member")),
+                ("compression", entry.get("compression") or "none"),
+                ("stored", f"{entry['stored_bytes']:,} bytes"),
+            ]
         for label, value in lines:
             if value is not None:
                 console.print(f"  {label:<12} {value}")

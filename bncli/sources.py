@@ -7,6 +7,7 @@ block's storage-order shape. Memory in use is one block, whatever the file size.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -25,8 +26,13 @@ from .npyformat import check_data_size, read_header
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NPY_SIGNATURE = b"\x93NUMPY"
+ZIP_SIGNATURE = b"PK\x03\x04"
+EMPTY_ZIP_SIGNATURE = b"PK\x05\x06"
 # Names HDF5 files commonly have (netCDF4 and HDF-EOS5 files are HDF5 too); any other file
 # is recognized by its signature.
+# Archives of named arrays: FILE.npz[:member], FILE.safetensors[:tensor].
+CONTAINER_SUFFIX = re.compile(r"^(?P<path>.*?\.(?:npz|safetensors))(?::(?P<dataset>.*))?$",
+                              re.IGNORECASE)
 HDF5_SUFFIX = re.compile(r"^(?P<path>.*?\.(?:h5|hdf5|hdf|he5|nc|nc4|h5ad))(?::(?P<dataset>.*))?$",
                          re.IGNORECASE)
 # HDF5 reads go through a chunk cache; it must hold every chunk one block touches, or a chunk
@@ -43,7 +49,8 @@ class InputSpec:
     path : str
         File path, or ``-`` for stdin.
     dataset : str or None
-        HDF5 dataset path when given after ``:``.
+        What follows ``:``: an HDF5 dataset path, an ``.npz`` member or a safetensors
+        tensor name.
     """
 
     path: str
@@ -54,9 +61,10 @@ class InputSpec:
         """Split ``file.h5:/group/dataset``; other text is a path (``-`` is stdin)."""
         if text == "-" or os.path.lexists(text):
             return cls(text)
-        match = HDF5_SUFFIX.match(text)
-        if match and match.group("dataset") is not None:
-            return cls(match.group("path"), match.group("dataset") or None)
+        for suffix in (HDF5_SUFFIX, CONTAINER_SUFFIX):
+            match = suffix.match(text)
+            if match and match.group("dataset") is not None:
+                return cls(match.group("path"), match.group("dataset") or None)
         return cls(*(split_hdf5_file(text) or (text,)))
 
     @property
@@ -87,6 +95,8 @@ class Source:
         HDF5 chunk shape.
     details : dict
         Format facts for ``bn info``.
+    stored_as : str or None
+        The stored type's name where values are widened as read (``bfloat16``).
     """
 
     name: str
@@ -97,6 +107,12 @@ class Source:
     fortran_order: bool = False
     chunks: tuple | None = None
     details: dict = field(default_factory=dict)
+    stored_as: str | None = None
+
+    @property
+    def dtype_name(self) -> str:
+        """The type of the values as stored, for reports."""
+        return self.stored_as or self.dtype.name
 
     @property
     def storage_shape(self) -> tuple:
@@ -119,7 +135,7 @@ class Source:
             "path": self.path,
             "dataset": self.dataset,
             "shape": list(self.shape),
-            "dtype": self.dtype.name,
+            "dtype": self.dtype_name,
         }
 
     def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
@@ -184,13 +200,21 @@ def _read_into(stream, buffer: np.ndarray) -> int:
 
 
 class NpySource(Source):
-    """A ``.npy`` file or stream, read sequentially with ``readinto``."""
+    """A ``.npy`` file or stream, read sequentially with ``readinto``.
 
-    def __init__(self, stream, name: str, path: str, *, seekable: bool):
+    `base` is where the ``.npy`` file starts in `stream` (a member stored in an ``.npz``
+    archive) and `size` how many bytes it has there (the rest of the file by default).
+    """
+
+    _widen = None  # (stored dtype, function) where stored values are widened as read
+
+    def __init__(self, stream, name: str, path: str, *, seekable: bool, base: int = 0,
+                 size: int | None = None, details: dict | None = None):
         self._stream = stream
         header = read_header(stream, name)
-        if seekable:
-            size = os.fstat(stream.fileno()).st_size
+        if size is None and seekable:
+            size = os.fstat(stream.fileno()).st_size - base
+        if size is not None:
             check_data_size(header, size - header.data_offset, name)
         super().__init__(
             name=name,
@@ -201,21 +225,24 @@ class NpySource(Source):
             fortran_order=header.fortran_order,
             details={
                 "format": f"npy {header.version[0]}.{header.version[1]}",
-                "data_offset": header.data_offset,
+                "data_offset": base + header.data_offset,
+                **(details or {}),
             },
         )
         self._seekable = seekable
-        self._data_offset = header.data_offset
+        self._data_offset = base + header.data_offset
 
     def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
                reduce_axes: tuple | None = None) -> Iterator[tuple]:
         ring = ring or BufferRing(0)
-        if self._seekable:
-            self._stream.seek(self._data_offset)
         done = 0
         for region in self.regions(budget_bytes):  # in file order, read sequentially
             block = ring.array(region_shape(region), self.dtype)
-            got = _read_into(self._stream, block)
+            if self._seekable:
+                self._pread(done // self.dtype.itemsize, block.reshape(-1))
+                got = block.nbytes
+            else:
+                got = _read_into(self._stream, block)
             done += got
             if got < block.nbytes:
                 raise InputError(
@@ -266,7 +293,16 @@ class NpySource(Source):
 
     def _pread(self, first: int, out: np.ndarray) -> None:
         """Read elements from flat index `first` into the contiguous array `out`."""
-        offset = self._data_offset + first * self.dtype.itemsize
+        if self._widen is not None:
+            stored, widen = self._widen
+            raw = np.empty(out.shape, stored)
+            self._pread_bytes(first * stored.itemsize, raw)
+            widen(raw, out)
+        else:
+            self._pread_bytes(first * self.dtype.itemsize, out)
+
+    def _pread_bytes(self, start: int, out: np.ndarray) -> None:
+        offset = self._data_offset + start
         view = memoryview(out.reshape(-1).view(np.uint8))
         done = 0
         while done < len(view):  # positional reads: no shared file position between threads
@@ -331,6 +367,144 @@ class Hdf5Source(Source):
 
     def close(self) -> None:
         self._file.close()
+
+
+def _choose(entries: dict, wanted: str | None, name: str, kind: str):
+    """The entry a ``FILE[:name]`` argument names: the only one when none is named."""
+    listing = ", ".join(list(entries)[:20]) + (", ..." if len(entries) > 20 else "")
+    if wanted is None:
+        if len(entries) != 1:
+            raise InputError(f"{name}: holds {len(entries)} arrays; name one as "
+                             f"{name}:{kind.upper()} ({kind}s: {listing or 'none'})")
+        return next(iter(entries.values()))
+    if wanted not in entries:
+        raise InputError(f"{name}: no {kind} {wanted!r} ({kind}s: {listing or 'none'})")
+    return entries[wanted]
+
+
+class SafetensorsSource(NpySource):
+    """One tensor of a safetensors file: raw little-endian C-order data at an offset, read at
+    any offset like a ``.npy`` file (bfloat16 and float8 widened to float32 as read)."""
+
+    def __init__(self, stream, tensor, name: str, path: str):
+        from .safetensors import widen
+
+        self._stream = stream
+        Source.__init__(self, name=name, path=path, dataset=tensor.name, shape=tensor.shape,
+                        dtype=tensor.dtype, stored_as=tensor.dtype_name, details={
+                            "format": "safetensors", "data_offset": tensor.offset,
+                            "stored_bytes": tensor.nbytes})
+        if tensor.stored_dtype != tensor.dtype:
+            self._widen = (tensor.stored_dtype, functools.partial(widen, tensor.code))
+        self._seekable = True
+        self._data_offset = tensor.offset
+
+
+def list_entries(path: str, name: str) -> list | None:
+    """Describe every array of an ``.npz`` or safetensors file (None for other files):
+    ``(kind, name, shape, dtype, details)`` each."""
+    kind = _container_kind(path, _sniff(path, name))
+    if kind is None:
+        return None
+    with _open_file(path, name) as stream:
+        if kind == "npz":
+            from .npz import read_members
+
+            archive, members = read_members(stream, os.fstat(stream.fileno()).st_size, name)
+            archive.close()
+            listing = []
+            for member in members.values():
+                try:
+                    with _open_member(path, member, f"{name}:{member.name}") as source:
+                        listing.append(("member", member.name, source.shape,
+                                        source.dtype_name, source.details))
+                except InputError as exc:
+                    listing.append(("member", member.name, None, None,
+                                    {"problem": str(exc).split(": ", 1)[-1]}))
+            return listing
+        from .safetensors import read_header
+
+        tensors, _ = read_header(stream, os.fstat(stream.fileno()).st_size, name)
+        return [("tensor", tensor.name, tensor.shape, tensor.dtype_name,
+                 {"stored_bytes": tensor.nbytes})
+                for tensor in tensors.values()]
+
+
+def _container_kind(path: str, signature: bytes) -> str | None:
+    if signature.startswith((ZIP_SIGNATURE, EMPTY_ZIP_SIGNATURE)):
+        return "npz"
+    if path.lower().endswith(".safetensors") or (
+            len(signature) == 8 and int.from_bytes(signature, "little") < 2**27
+            and _ninth_byte(path) == b"{"):
+        return "safetensors"
+    return None
+
+
+def _ninth_byte(path: str) -> bytes:
+    with open(path, "rb") as probe:
+        probe.seek(8)
+        return probe.read(1)
+
+
+def _open_container(spec: InputSpec, kind: str) -> Source:
+    name = spec.display
+    stream = _open_file(spec.path, name)
+    try:
+        size = os.fstat(stream.fileno()).st_size
+        if kind == "safetensors":
+            from .safetensors import read_header
+
+            tensors, _ = read_header(stream, size, name)
+            tensor = _choose(tensors, spec.dataset, name, "tensor")
+            return SafetensorsSource(stream, tensor, f"{spec.path}:{tensor.name}", spec.path)
+        from .npz import member_name, read_members
+
+        archive, members = read_members(stream, size, name)
+        archive.close()
+        stream.close()
+    except BaseException:
+        stream.close()
+        raise
+    member = _choose(members, None if spec.dataset is None else member_name(spec.dataset),
+                     name, "member")
+    return _open_member(spec.path, member, f"{spec.path}:{member.name}")
+
+
+def _open_member(path: str, member, name: str) -> NpySource:
+    """An ``.npz`` member: a stored one read at any offset, a deflated one as a stream."""
+    import zipfile
+
+    from .npz import MemberStream
+
+    details = {"archive_member": member.filename,
+               "compression": "deflate" if member.compressed else None,
+               "stored_bytes": member.stored_size}
+    if member.compressed:
+        stream = MemberStream(zipfile.ZipFile(_open_file(path, name)), member, name)
+        seekable = False
+    else:
+        stream = _open_file(path, name)
+        stream.seek(member.offset)
+        seekable = True
+    try:
+        if _peek_nested(stream, seekable, member):
+            raise InputError(f"{name}: is a zip archive inside the archive, not a .npy "
+                             "array; nested archives are refused")
+        source = NpySource(stream, name, path, seekable=seekable, base=member.offset
+                           if seekable else 0, size=member.size, details=details)
+    except BaseException:
+        stream.close()
+        raise
+    source.dataset = member.name
+    return source
+
+
+def _peek_nested(stream, seekable: bool, member) -> bool:
+    if not seekable:
+        return False  # the .npy reader refuses its magic all the same
+    head = stream.read(4)
+    stream.seek(member.offset)
+    return head in (ZIP_SIGNATURE, EMPTY_ZIP_SIGNATURE)
 
 
 def _sniff(path: str, name: str) -> bytes:
@@ -417,6 +591,10 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
         # first bytes would consume them
         return _open_npy(spec.path, name, seekable=False)
     signature = _sniff(spec.path, name)
+    kind = None if signature.startswith(HDF5_SIGNATURE) else _container_kind(spec.path,
+                                                                            signature)
+    if kind is not None:
+        return _open_container(spec, kind)
     is_hdf5_name = bool(HDF5_SUFFIX.match(spec.path))
     if signature.startswith(HDF5_SIGNATURE) or spec.dataset is not None or (
         is_hdf5_name and not signature.startswith(NPY_SIGNATURE)
@@ -438,11 +616,15 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
     return _open_npy(spec.path, name, seekable=True)
 
 
-def _open_npy(path: str, name: str, *, seekable: bool) -> NpySource:
+def _open_file(path: str, name: str):
     try:
-        stream = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by NpySource.close
+        return open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the source
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+
+
+def _open_npy(path: str, name: str, *, seekable: bool) -> NpySource:
+    stream = _open_file(path, name)
     try:
         return NpySource(stream, name, path, seekable=seekable)
     except BaseException:
