@@ -78,12 +78,14 @@ def read_members(stream, size: int, name: str) -> tuple[zipfile.ZipFile, dict]:
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
-            struct.error, UnicodeDecodeError) as exc:
+            struct.error, UnicodeDecodeError, NotImplementedError) as exc:
         raise InputError(f"{name}: not a readable .npz (zip) archive: {exc}") from None
     members, spans = {}, []
     for info in archive.infolist():
         where = f"{name}: member {info.filename!r}"
-        if info.is_dir():
+        if not info.filename:
+            raise InputError(f"{name}: a member has an empty name")
+        if info.filename.endswith("/"):  # a directory
             continue
         if info.flag_bits & 0x1:
             raise InputError(f"{where}: is encrypted")
@@ -118,7 +120,7 @@ def read_members(stream, size: int, name: str) -> tuple[zipfile.ZipFile, dict]:
 def _data_offset(stream, info: zipfile.ZipInfo, size: int, where: str) -> int:
     """Where a member's data starts: after its local header, whose name and extra field
     lengths may differ from the directory's."""
-    if info.header_offset + _LOCAL_HEADER.size > size:
+    if not 0 <= info.header_offset <= size - _LOCAL_HEADER.size:
         raise InputError(f"{where}: local header lies outside the archive")
     stream.seek(info.header_offset)
     fields = _LOCAL_HEADER.unpack(stream.read(_LOCAL_HEADER.size))
@@ -145,7 +147,7 @@ class MemberStream:
         """Up to `count` inflated bytes (fewer only at the end)."""
         try:
             return self._stream.read(count)
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
             raise InputError(f"{self._name}: member data is corrupt: {exc}") from None
 
     def readinto(self, buffer) -> int:
