@@ -64,6 +64,7 @@ from .sinks import (
 )
 from .sources import (
     HDF5_SUFFIX,
+    ArraySource,
     InputSpec,
     Source,
     has_hdf5_signature,
@@ -193,11 +194,7 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
     _check_positive(chunk_bytes, "the chunk size")
     _check_fraction(sparse_threshold, "the sparse threshold")
     threads = threads or default_threads()
-    reduction = Reduction(ignore_nan=ignore_nan, order=moments)
-    if quantiles is not None and quantiles is not False:
-        reduction = Reduction(kinds=("moments", "histogram"), ignore_nan=ignore_nan,
-                              order=moments, options={"histogram": _histogram_options(
-                                  quantiles, accuracy)})
+    reduction = _reduction(ignore_nan, moments, quantiles, accuracy)
     if not allow_duplicates:
         seen: dict = {}
         for spec in _paths(inputs):
@@ -214,6 +211,116 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
                 sources, axes=_axes(axes), channel_axis=channel_axis, layout=layout, ddof=ddof,
                 reduction=reduction, keepdims=keepdims, chunk_bytes=chunk_bytes,
                 threads=threads, progress=advance, partials_of=partials_of)
+    statistics.outlier_threshold = outlier_threshold
+    statistics.sparse_threshold = sparse_threshold
+    return statistics
+
+
+@dataclass
+class TensorStatistics:
+    """The statistics of one array of a file, from :func:`stats_each`.
+
+    Attributes
+    ----------
+    name : str
+        The array's name in its file (dataset path, member or tensor name).
+    input : str
+        ``FILE:name``, as it is given to :func:`stats`.
+    shape : tuple of int or None
+    dtype : str or None
+    statistics : Statistics or None
+        None where the array was skipped.
+    skipped : str or None
+        Why it was skipped (not numeric, a scalar, no elements).
+    """
+
+    name: str
+    input: str
+    shape: tuple | None
+    dtype: str | None
+    statistics: Statistics | None = None
+    skipped: str | None = None
+
+
+def stats_each(input: Path, *, axes: Sequence[int] | int | None = None,
+               channel_axis: int | None = None, **options) -> list:
+    """Compute the statistics of every array of an HDF5, ``.npz`` or safetensors file.
+
+    Each array is reduced over all of its elements (one channel; a 0-d array is one value),
+    or over `axes` (or every axis but `channel_axis`) where it has those axes. Arrays that
+    cannot be reduced (not numeric, empty) are listed with the reason.
+
+    Parameters
+    ----------
+    input : str or os.PathLike
+        The file.
+    axes, channel_axis
+        As for :func:`stats`, applied to each array that has them.
+    **options
+        Passed to :func:`stats` (``quantiles``, ``ddof``, ``ignore_nan``, ...).
+
+    Returns
+    -------
+    list of TensorStatistics
+        In the file's order.
+    """
+    text = os.fspath(input)
+    spec = InputSpec.parse(text)
+    if spec.path == "-" or spec.dataset is not None:
+        raise UsageError(f"{spec.display}: each array of a file is read from a file named "
+                         "alone (not stdin, not FILE:NAME)")
+    listing = _listing(spec)
+    if listing is None:
+        raise UsageError(f"{spec.display}: is a single array, not an HDF5, .npz or "
+                         "safetensors file of several; give it without the option for "
+                         "each array")
+    axes = _axes(axes)
+    results = []
+    for row in listing:
+        name, shape = row["dataset"], row["shape"]
+        entry = TensorStatistics(name, f"{spec.path}:{name}", None if shape is None
+                                 else tuple(shape), row["dtype"])
+        results.append(entry)
+        if not row["usable"]:
+            entry.skipped = row["problem"]
+        elif shape is None:
+            entry.skipped = "an empty dataset (no shape)"
+        elif 0 in shape:
+            entry.skipped = "no elements"
+        elif not shape:  # a 0-d array: its one value
+            entry.statistics = _scalar_statistics(entry.input, **options)
+        if entry.skipped or entry.statistics is not None:
+            continue
+        ndim = len(shape)
+        if axes is not None and all(-ndim <= axis < ndim for axis in axes):
+            chosen = {"axes": axes}
+        elif channel_axis is not None and -ndim <= channel_axis < ndim and ndim > 1:
+            chosen = {"channel_axis": channel_axis}
+        else:
+            chosen = {"axes": tuple(range(ndim))}
+        entry.statistics = stats([entry.input], **chosen, **options)
+    return results
+
+
+def _reduction(ignore_nan: bool, moments: int, quantiles, accuracy: float) -> Reduction:
+    """What a statistics run computes: the moments, and the histograms with `quantiles`."""
+    if quantiles is None or quantiles is False:
+        return Reduction(ignore_nan=ignore_nan, order=moments)
+    return Reduction(kinds=("moments", "histogram"), ignore_nan=ignore_nan, order=moments,
+                     options={"histogram": _histogram_options(quantiles, accuracy)})
+
+
+def _scalar_statistics(text: str, *, ddof: int = 0, ignore_nan: bool = False,
+                       moments: int = 2, quantiles=None, accuracy: float = DEFAULT_ACCURACY,
+                       outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
+                       sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
+                       allow_external: bool = False, **_engine) -> Statistics:
+    """The statistics of a 0-d array's one value, as of an array of one element."""
+    with open_source(text, allow_external=allow_external) as source:
+        value = ArraySource(source.read_scalar().reshape(1), source)
+    statistics = compute_statistics([value], axes=(0,), ddof=ddof,
+                                    reduction=_reduction(ignore_nan, moments, quantiles,
+                                                         accuracy))
     statistics.outlier_threshold = outlier_threshold
     statistics.sparse_threshold = sparse_threshold
     return statistics

@@ -406,6 +406,9 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Also draw the per-channel statistics, .png, .svg or .pdf (needs "
                    "bncli[plot]).")
+@click.option("--each", is_flag=True,
+              help="Every array of an HDF5, .npz or safetensors file, one row each: over all "
+                   "its elements, or over --axes / but --channel-axis where it has them.")
 @click.option("--allow-duplicates", is_flag=True,
               help="Take an input given twice twice (refused: its values would count twice).")
 @table_options
@@ -414,7 +417,7 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
 @engine_options
 def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order, fmt, show_all,
           quiet, output, force, outlier_threshold, fail_on, quantile_levels, accuracy,
-          sparse_threshold, plot_path, allow_duplicates, sort, only_flagged, pick, indent,
+          sparse_threshold, plot_path, each, allow_duplicates, sort, only_flagged, pick, indent,
           nan_as, chunk_bytes, threads, allow_sparse, allow_external, progress, scheduler):
     """Per-channel count, mean, variance, std, min, max, NaN, Inf and zero counts, and
     with --quantiles the distribution.
@@ -430,6 +433,7 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
       bn stats acts.npy --quantiles          # p1 / p50 / p99 columns, histograms in -o
       bn stats acts.npy --quantiles 0.001,0.999 -o stats.json
       bn stats acts.npy -o stats.json --fail-on dead,nonfinite --plot stats.png
+      bn stats model.safetensors --each --fail-on nonfinite   # every tensor
     """
     from . import api
     from .sinks import check_target
@@ -440,6 +444,20 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
     quantiles, inputs = _parse_quantiles(quantile_levels, inputs)
     if not inputs:  # not required by click: --quantiles may have taken the first one
         raise click.UsageError("Missing argument 'INPUT...'.")
+    if each:
+        if output is not None or plot_path is not None or layout is not None:
+            raise click.UsageError("--each reports every array of a file; it takes no -o, "
+                                   "--plot or --layout (use --format json for the documents)")
+        options = dict(ddof=ddof, ignore_nan=ignore_nan, moments=int(order),
+                       chunk_bytes=chunk_bytes, threads=threads, allow_external=allow_external,
+                       allow_sparse=allow_sparse, scheduler=scheduler, quantiles=quantiles,
+                       accuracy=accuracy, sparse_threshold=sparse_threshold,
+                       **({} if outlier_threshold is None else
+                          {"outlier_threshold": outlier_threshold}))
+        results = [result for text in inputs for result in api.stats_each(
+            text, axes=axes, channel_axis=channel_axis, **options)]
+        _report_each(results, fmt, quiet, indent, nan_as, fail_kinds)
+        return
     input_paths = [api.InputSpec.parse(text).path for text in inputs]
     if output is not None:
         from .statsfile import format_for_path
@@ -480,6 +498,49 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
     if failing:
         for finding in failing:
             _echo_err(f"bn: --fail-on: {finding.kind} in {_channel_list(statistics, finding)}")
+        raise click.exceptions.Exit(FINDINGS_EXIT_CODE)
+
+
+def _report_each(results, fmt, quiet, indent, nan_as, fail_kinds) -> None:
+    """Print what ``bn stats --each`` found; exit 3 on a finding of `fail_kinds`."""
+    found = {result.name: result.statistics.findings() for result in results
+             if result.statistics is not None}
+    if not quiet:
+        if fmt is None:
+            fmt = "table" if sys.stdout.isatty() else "json"
+        if fmt == "json":
+            from .statsfile import iter_json
+
+            encode = json.JSONEncoder(allow_nan=False).encode
+            sys.stdout.write("[")
+            for index, result in enumerate(results):
+                sys.stdout.write(("," if index else "") + "\n" + encode({
+                    "tensor": result.name, "input": result.input,
+                    "shape": None if result.shape is None else list(result.shape),
+                    "dtype": result.dtype, "skipped": result.skipped})[:-1] + ', "statistics": ')
+                if result.statistics is None:
+                    sys.stdout.write("null}")
+                else:
+                    for part in iter_json(result.statistics, indent=indent, nan_as=nan_as):
+                        sys.stdout.write(part)
+                    sys.stdout.write("}")
+            sys.stdout.write("\n]\n")
+        elif fmt == "csv":
+            from .report import iter_each_csv
+
+            for part in iter_each_csv(results, found):
+                sys.stdout.write(part)
+        else:
+            from .report import render_each
+
+            render_each(results, sys.stdout, found=found)
+    failing = [(result, finding) for result in results for finding in found.get(result.name, ())
+               if finding.kind in fail_kinds]
+    for result, finding in failing:
+        _echo_err(f"bn: --fail-on: {finding.kind} in {result.input}"
+                  + ("" if not result.statistics.channel_shape else
+                     f" ({_channel_list(result.statistics, finding)})"))
+    if failing:
         raise click.exceptions.Exit(FINDINGS_EXIT_CODE)
 
 

@@ -7,6 +7,7 @@ nothing here computes statistics.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Sequence
 
@@ -371,6 +372,78 @@ def render_table(statistics: Statistics, stream, *, found: Sequence = (),
         console.print(f"{len(indices) - shown_rows} of {len(indices)} channels not shown "
                       "(--all shows every one)")
     _render_findings(console, list(found), indices, show_all)
+
+
+def _span(values: np.ndarray) -> str:
+    """One number, or the range of a channel's numbers."""
+    values = values.reshape(-1)
+    if values.size == 1:
+        return number(values[0])
+    low, high = np.nanmin(values), np.nanmax(values)
+    return number(low) if low == high else f"{number(low)} .. {number(high)}"
+
+
+def render_each(results: Sequence, stream, *, found: dict) -> None:
+    """Print one row per array of a file (:func:`bncli.api.stats_each`).
+
+    Parameters
+    ----------
+    results : sequence of TensorStatistics
+    stream : text stream
+    found : dict
+        Array name to its findings.
+    """
+    import warnings
+
+    console = console_for(stream)
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for label in ("tensor", "shape", "dtype", "channels", "count", "mean", "std", "min",
+                  "max", "nan", "inf", "flags"):
+        table.add_column(label, justify="left" if label in ("tensor", "dtype", "flags")
+                         else "right", overflow="fold")
+    for result in results:
+        shape = "?" if result.shape is None else format_shape(result.shape) or "scalar"
+        if result.statistics is None:
+            table.add_row(escape(result.name), shape, result.dtype or "", "", "", "", "", "",
+                          "", "", "", f"[dim]skipped: {escape(result.skipped)}[/]")
+            continue
+        values = result.statistics.values()
+        kinds = sorted({finding.kind for finding in found.get(result.name, ())})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels
+            table.add_row(
+                escape(result.name), shape, result.dtype,
+                f"{math.prod(result.statistics.channel_shape):,}",
+                f"{int(values['count'].sum()):,}", _span(values["mean"]), _span(values["std"]),
+                number(np.nanmin(values["min"])) if values["min"].size else "",
+                number(np.nanmax(values["max"])) if values["max"].size else "",
+                f"{int(values['nan_count'].sum()):,}", f"{int(values['inf_count'].sum()):,}",
+                " ".join(f"[{FLAG_STYLES[kind]}]{kind}[/]" for kind in kinds),
+                style="bold" if kinds else None)
+    console.print(table)
+    skipped = sum(result.statistics is None for result in results)
+    flagged = sum(bool(found.get(result.name)) for result in results)
+    console.print(f"{len(results)} arrays: {len(results) - skipped} reduced, {skipped} "
+                  f"skipped, {flagged} with findings")
+
+
+def iter_each_csv(results: Sequence, found: dict):
+    """Yield the csv of every array of a file: its name, then :func:`iter_csv`'s columns
+    (one row per channel; a skipped array has one row with the reason in ``flags``)."""
+    reduced = [result for result in results if result.statistics is not None]
+    if not reduced:  # the names and reasons alone
+        yield "tensor,flags\n"
+    header = "tensor," + next(iter_csv(reduced[0].statistics)) if reduced else "tensor,flags\n"
+    if reduced:
+        yield header
+    for result in results:
+        name = '"' + result.name.replace('"', '""') + '"'
+        if result.statistics is None:
+            yield f"{name}{',' * header.count(',')}skipped: {result.skipped}\n"
+            continue
+        parts = iter_csv(result.statistics, found.get(result.name, ()))
+        next(parts)  # the header
+        yield "".join(f"{name},{line}\n" for part in parts for line in part.splitlines())
 
 
 def render_csv(statistics: Statistics, found: Sequence = ()) -> str:

@@ -178,6 +178,12 @@ class Source:
         """
         raise InputError(f"{self.name}: a stream can only be read in order")
 
+    def read_scalar(self) -> np.ndarray:
+        """The value of a 0-d input, as a 0-d array."""
+        for _region, block in self.blocks(max(self.dtype.itemsize, 1)):
+            return block.reshape(()).copy()
+        raise InputError(f"{self.name}: holds no value")  # pragma: no cover - 0-d has one
+
     def close(self) -> None:
         """Release the file."""
 
@@ -186,6 +192,38 @@ class Source:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+class ArraySource(Source):
+    """An array in memory, read as a file is (a 0-d input's value, taken as one element).
+
+    Parameters
+    ----------
+    array : ndarray
+    like : Source
+        The input it stands for: its name, path, dataset and stored type.
+    """
+
+    def __init__(self, array: np.ndarray, like: Source):
+        self._array = np.ascontiguousarray(array)
+        super().__init__(name=like.name, path=like.path, dataset=like.dataset,
+                         shape=self._array.shape, dtype=self._array.dtype,
+                         stored_as=like.stored_as, details=dict(like.details))
+
+    @property
+    def random_access(self) -> bool:
+        return True
+
+    def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            return self._array[region].copy()
+        out[...] = self._array[region]
+        return out
+
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
+               reduce_axes: tuple | None = None) -> Iterator[tuple]:
+        for region in self.regions(budget_bytes, reduce_axes):
+            yield region, self.read(region)
 
 
 def _read_into(stream, buffer: np.ndarray) -> int:

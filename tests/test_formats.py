@@ -334,3 +334,84 @@ def test_netcdf4_variable_gives_the_statistics_of_the_same_npy(tmp_path, rng):
     assert_same_statistics(f"{tmp_path}/air.nc:/air", tmp_path / "t.npy", axes=(0, 2))
     listed = {row["dataset"] for row in api.info([str(tmp_path / "air.nc")])[0]["datasets"]}
     assert "/air" in listed
+
+
+# ---------------------------------------------------------------- every array at once
+
+
+def _checkpoint(path, rng):
+    weight = rng.normal(size=(16, 8, 3, 3)).astype(np.float32)
+    running_var = np.abs(rng.normal(size=16)).astype(np.float32)
+    running_var[3] = np.nan
+    tensors = {"conv.weight": weight, "conv.bias": np.zeros(16, np.float32),
+               "bn.running_var": running_var, "bn.steps": np.array(7, np.int64),
+               "emb": rng.normal(size=(100, 32)).astype(np.float16)}
+    safetensors_numpy.save_file(tensors, str(path))
+    return tensors
+
+
+def test_each_reduces_every_tensor_of_a_checkpoint(tmp_path, rng):
+    tensors = _checkpoint(tmp_path / "model.safetensors", rng)
+    results = {result.name: result for result in api.stats_each(tmp_path / "model.safetensors")}
+    assert set(results) == set(tensors)
+    for name, values in tensors.items():
+        got = results[name].statistics.values()
+        mean, variance = reference_moments(values.reshape(-1), (0,))
+        assert_close(got["mean"], np.reshape(mean, (-1,)), rtol=1e-12, atol=1e-15)
+        assert_close(got["variance"], np.reshape(variance, (-1,)), rtol=1e-10, atol=1e-15)
+        assert int(got["count"].sum()) == values.size
+        assert int(got["nan_count"].sum()) == int(np.isnan(values).sum())
+    # with a channel axis, each tensor that has it is reduced per channel
+    per_channel = {result.name: result for result in api.stats_each(
+        tmp_path / "model.safetensors", channel_axis=0)}
+    weight = tensors["conv.weight"]
+    mean, variance = reference_moments(weight, (1, 2, 3))
+    assert_close(per_channel["conv.weight"].statistics.values()["mean"], mean, rtol=1e-12)
+    assert per_channel["bn.steps"].statistics.values()["mean"].reshape(-1).tolist() == [7.0]
+    assert per_channel["conv.bias"].statistics.channel_shape == ()  # 1-d: all of it
+
+
+def test_each_from_the_command_line(tmp_path, rng):
+    _checkpoint(tmp_path / "model.safetensors", rng)
+    result = run_bn("stats", tmp_path / "model.safetensors", "--each", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    documents = json.loads(result.stdout)
+    assert [doc["tensor"] for doc in documents] == [
+        "bn.steps", "bn.running_var", "conv.bias", "conv.weight", "emb"]
+    by_name = {doc["tensor"]: doc for doc in documents}
+    assert by_name["bn.running_var"]["statistics"]["nan_count"] == 1
+    assert by_name["emb"]["dtype"] == "float16" and by_name["emb"]["shape"] == [100, 32]
+    # a NaN anywhere fails the gate, and the message names the tensor
+    gate = run_bn("stats", tmp_path / "model.safetensors", "--each", "--fail-on", "nonfinite",
+                  "--format", "csv")
+    assert gate.returncode == 3
+    assert "nan in " in gate.stderr.decode() and "bn.running_var" in gate.stderr.decode()
+    rows = gate.stdout.decode().splitlines()
+    assert rows[0].startswith("tensor,channel,count,mean")
+    assert len(rows) == 6 and rows[2].startswith('"bn.running_var",,16,nan')
+    table = run_bn("stats", tmp_path / "model.safetensors", "--each", "--format", "table")
+    text = table.stdout.decode()
+    assert "5 arrays: 5 reduced, 0 skipped, 3 with findings" in text
+    refused = run_bn("stats", tmp_path / "model.safetensors", "--each", "-o", tmp_path / "s.json")
+    assert refused.returncode == 2 and "--each" in refused.stderr.decode()
+
+
+def test_each_over_hdf5_and_npz_lists_what_it_skips(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "m.h5", "w") as h5file:
+        h5file["a"] = np.arange(10.0)
+        h5file["text"] = "hello"
+        h5file["none"] = np.zeros((0, 3))
+        h5file["g/b"] = np.ones((4, 2), np.int8)
+    results = {result.name: result for result in api.stats_each(tmp_path / "m.h5")}
+    assert results["/a"].statistics.values()["mean"].reshape(-1).tolist() == [4.5]
+    assert results["/g/b"].statistics.values()["count"].reshape(-1).tolist() == [8]
+    assert "strings" in results["/text"].skipped and results["/none"].skipped == "no elements"
+    np.savez_compressed(tmp_path / "x.npz", a=np.array(3.5), b=np.arange(4))
+    got = {result.name: result.statistics.values()["mean"].reshape(-1).tolist()
+           for result in api.stats_each(tmp_path / "x.npz")}
+    assert got == {"a": [3.5], "b": [1.5]}
+    np.save(tmp_path / "one.npy", np.arange(3))
+    with pytest.raises(api.UsageError, match="single array"):
+        api.stats_each(tmp_path / "one.npy")
