@@ -56,6 +56,7 @@ from .sinks import (
     Hdf5Writer,
     NpyFileWriter,
     NpyWriter,
+    ZarrWriter,
     check_hdf5_target,
     check_target,
     output_chunks,
@@ -70,6 +71,7 @@ from .sources import (
     has_hdf5_signature,
     is_hdf5_file,
     is_stream,
+    is_zarr,
     list_entries,
     open_source,
     split_hdf5_file,
@@ -576,15 +578,19 @@ def affine_values(values: Affine, channels: tuple, label: str) -> np.ndarray | N
 
 @dataclass
 class OutputSpec:
-    """Where ``normalize`` writes: a ``.npy`` path, an HDF5 dataset, or stdout (``-``)."""
+    """Where ``normalize`` writes: a ``.npy`` path, an HDF5 dataset, a zarr store, or
+    stdout (``-``)."""
 
     path: str
     dataset: str | None = None
     hdf5: bool = False
+    zarr: bool = False
 
     @classmethod
     def parse(cls, text: str) -> OutputSpec:
-        """Parse ``-``, ``out.npy``, ``out.h5`` or ``out.h5:/dataset``."""
+        """Parse ``-``, ``out.npy``, ``out.h5``, ``out.h5:/dataset`` or ``out.zarr``."""
+        if text.rstrip("/").lower().endswith(".zarr"):
+            return cls(text.rstrip("/"), zarr=True)
         match = HDF5_SUFFIX.match(text)
         if text != "-" and match:
             return cls(match.group("path"), match.group("dataset") or None, hdf5=True)
@@ -595,7 +601,8 @@ class OutputSpec:
             return cls(*named, hdf5=True)
         if text != "-" and not text.lower().endswith(".npy"):
             raise UsageError(f"{text}: the output must be a .npy file, an HDF5 file "
-                             "(out.h5 or out.h5:/dataset), or - for stdout")
+                             "(out.h5 or out.h5:/dataset), a zarr store (out.zarr), or - "
+                             "for stdout")
         return cls(text)
 
     def __post_init__(self):
@@ -726,11 +733,16 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
     elif into_existing:  # one dataset added or replaced; the rest of the file kept
         pass  # checked once the input is open (its dataset names the output's)
     else:
-        check_target(target.path, force=force, inputs=input_paths)
+        check_target(target.path, force=force, inputs=input_paths,
+                     directory_output=target.zarr)
     if compression not in (None, "none", "gzip", "lzf"):
         raise UsageError(f"compression {compression!r} is not gzip, lzf or none")
-    if (compression not in (None, "none") or chunks is not None) and not target.hdf5:
-        raise UsageError("compression and chunks apply to HDF5 outputs only")
+    if (compression not in (None, "none") or chunks is not None) and not (
+            target.hdf5 or target.zarr):
+        raise UsageError("compression and chunks apply to HDF5 and zarr outputs only")
+    if compression == "lzf" and target.zarr:
+        raise UsageError("a zarr output takes gzip or none (or zarr's zstd by default), "
+                         "not lzf")
     if save_stats is not None:
         statsfile.format_for_path(save_stats)
         check_target(save_stats, force=force, inputs=input_paths)
@@ -813,9 +825,9 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                     # its target
                     with AtomicFile(os.path.realpath(target.path) if into_existing
                                     else target.path, force=force,
-                                    copy=into_existing) as atomic:
+                                    copy=into_existing, directory=target.zarr) as atomic:
                         if (partials_of is not None and not target.hdf5
-                                and source.is_file):
+                                and not target.zarr and source.is_file):
                             _cluster_normalize(partials_of.client, source, atomic.temp_path,
                                                target.path, out_dtype, coefficients,
                                                chunk_bytes=chunk_bytes,
@@ -824,7 +836,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                         else:
                             writer = _open_writer(target, atomic.temp_path, source, out_dtype,
                                                   statistics, epsilon, into_existing,
-                                                  compression, chunks)
+                                                  compression, chunks, chunk_bytes)
                             try:
                                 normalize_source(source, writer, coefficients, out_dtype,
                                                  chunk_bytes=chunk_bytes, threads=threads,
@@ -870,7 +882,20 @@ def _chunk_shape(chunks: Sequence[int], shape: tuple) -> tuple:
 
 def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: np.dtype,
                  statistics: Statistics, epsilon: float, existing: bool = False,
-                 compression: str | None = None, chunks: Sequence[int] | None = None):
+                 compression: str | None = None, chunks: Sequence[int] | None = None,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    if target.zarr:
+        if chunks is None:  # like the input's, or the engine's first block
+            chunks = source.chunks if source.chunks and not source.fortran_order else \
+                output_chunks(source.shape, out_dtype.itemsize, source.fortran_order,
+                              chunk_bytes)
+        mean, variance = statistics.normalization()
+        return ZarrWriter(temp_path, target.path, source.shape, out_dtype,
+                          source.fortran_order, chunks, attrs={
+                              "mean": statsfile.json_array(mean),
+                              "variance": statsfile.json_array(variance),
+                              "epsilon": epsilon, "axes": list(statistics.axes)},
+                          compression=compression)
     if not target.hdf5:
         return NpyFileWriter(temp_path, target.path, source.shape, out_dtype,
                               source.fortran_order)
@@ -916,7 +941,8 @@ def _listing(spec: InputSpec) -> list | None:
     """Every array of an HDF5, ``.npz`` or safetensors file given without a name."""
     if spec.path == "-" or spec.dataset is not None or is_stream(spec.path):
         return None
-    if is_hdf5_file(spec.path, spec.display):
+    entries = list_entries(spec.path, spec.display)
+    if entries is None and not is_zarr(spec.path) and is_hdf5_file(spec.path, spec.display):
         from .hdf5 import list_datasets
 
         return [
@@ -926,12 +952,11 @@ def _listing(spec: InputSpec) -> list | None:
              "chunks": list(chunks) if chunks else None, "compression": compression}
             for path, shape, dtype, problem, chunks, compression in list_datasets(
                 spec.path, spec.display)]
-    entries = list_entries(spec.path, spec.display)
     if entries is None:
         return None
     return [{"kind": kind, "dataset": name, "shape": None if shape is None else list(shape),
              "dtype": dtype, "usable": "problem" not in details,
-             "problem": details.get("problem"), "chunks": None,
+             "problem": details.get("problem"), "chunks": details.get("chunks"),
              "compression": details.get("compression"),
              "stored_bytes": details.get("stored_bytes")}
             for kind, name, shape, dtype, details in entries]

@@ -594,9 +594,11 @@ def render_info(entries: list, stream) -> None:
                            else "  contiguous") + (f" {row['compression']}"
                                                    if row.get("compression") else "")
             else:
-                storage = (f"  {row['compression']}," if row.get("compression") else " ") + (
-                    f" {row['stored_bytes']:,} bytes stored"
-                    if row.get("stored_bytes") is not None else "")
+                parts = [f"chunks {format_shape(row['chunks'])}" if row.get("chunks") else None,
+                         row.get("compression"),
+                         f"{row['stored_bytes']:,} bytes stored"
+                         if row.get("stored_bytes") is not None else None]
+                storage = "  " + ", ".join(part for part in parts if part)
             console.print(f"  {kind:<8} {escape(row['dataset'])}  {shape} {row['dtype']}"
                           f"{storage}{status}", soft_wrap=True)
         if "shape" not in entry:
@@ -624,8 +626,9 @@ def render_info(entries: list, stream) -> None:
             if entry.get("chunks_written"):
                 written, total = entry["chunks_written"]
                 lines.append(("written", f"{written:,} of {total:,} chunks"))
-        elif "stored_bytes" in entry:  # an array in an .npz or safetensors file
+        elif "stored_bytes" in entry:  # an array in an .npz, safetensors or zarr file
             lines += [
+                ("chunks", format_shape(entry["chunks"]) if entry.get("chunks") else None),
                 ("member", entry.get("archive_member")),
                 ("compression", entry.get("compression") or "none"),
                 ("stored", f"{entry['stored_bytes']:,} bytes"),

@@ -34,7 +34,8 @@ def output_error(name: str, exc: OSError) -> OutputError:
     return OutputError(f"{name}: cannot write: {exc.strerror or exc}")
 
 
-def check_target(path: str, *, force: bool, inputs: Iterable[str] = ()) -> None:
+def check_target(path: str, *, force: bool, inputs: Iterable[str] = (),
+                 directory_output: bool = False) -> None:
     """Refuse an output that exists (without `force`), is a directory, or is an input.
 
     Parameters
@@ -45,6 +46,9 @@ def check_target(path: str, *, force: bool, inputs: Iterable[str] = ()) -> None:
         Allow replacing an existing file.
     inputs : iterable of str
         Input file paths; the output may never be one of them (links included).
+    directory_output : bool
+        The output is a directory (a zarr store): an existing zarr store may be replaced
+        with `force`, any other directory never.
     """
     try:
         target = os.stat(path)
@@ -56,14 +60,20 @@ def check_target(path: str, *, force: bool, inputs: Iterable[str] = ()) -> None:
     except OSError as exc:
         raise output_error(path, exc) from None
     if target is not None:
-        if stat.S_ISDIR(target.st_mode):
-            raise OutputError(f"{path}: is a directory")
+        if stat.S_ISDIR(target.st_mode) and not (directory_output and _is_zarr_store(path)):
+            raise OutputError(f"{path}: is a directory" + (
+                " that is not a zarr store; refused" if directory_output else ""))
         _refuse_inputs(path, target, inputs)
         if not force:
             raise OutputError(f"{path}: already exists", hint="use --force to replace it")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise OutputError(f"{path}: directory {directory} does not exist")
+
+
+def _is_zarr_store(path: str) -> bool:
+    return any(os.path.exists(os.path.join(path, meta))
+               for meta in (".zarray", ".zgroup", "zarr.json"))
 
 
 def _refuse_inputs(name: str, target: os.stat_result, inputs: Iterable[str]) -> None:
@@ -91,19 +101,27 @@ class AtomicFile:
     copy : bool
         Start from a copy of the existing file (to change it: an HDF5 file that gains or
         replaces one dataset). The commit then refuses if the file changed meanwhile.
+    directory : bool
+        The output is a directory (a zarr store), built in a temporary directory beside
+        `path` and renamed into place; one it replaces is renamed away first, then removed.
     """
 
-    def __init__(self, path: str, *, force: bool, copy: bool = False):
+    def __init__(self, path: str, *, force: bool, copy: bool = False, directory: bool = False):
         self.path = path
         self.force = force or copy
         self._original = None
-        directory, base = os.path.split(os.path.abspath(path))
+        self._directory = directory
+        parent, base = os.path.split(os.path.abspath(path))
         try:
-            handle, self.temp_path = tempfile.mkstemp(
-                dir=directory, prefix=f".{base}.", suffix=TEMP_SUFFIX)
+            if directory:
+                self.temp_path = tempfile.mkdtemp(dir=parent, prefix=f".{base}.",
+                                                  suffix=TEMP_SUFFIX)
+            else:
+                handle, self.temp_path = tempfile.mkstemp(
+                    dir=parent, prefix=f".{base}.", suffix=TEMP_SUFFIX)
+                os.close(handle)
         except OSError as exc:
             raise output_error(path, exc) from None
-        os.close(handle)
         self._done = False
         if copy:
             try:
@@ -126,6 +144,9 @@ class AtomicFile:
             raise
 
     def _commit(self) -> None:
+        if self._directory:
+            self._commit_directory()
+            return
         if self._original is not None:
             if _identity(self.path) != self._original:
                 raise OutputError(f"{self.path}: changed while bn was writing a copy of it; "
@@ -161,10 +182,37 @@ class AtomicFile:
             raise OutputError(f"{self.path}: cannot put the output in place: "
                               f"{exc.strerror or exc}") from None
 
+    def _commit_directory(self) -> None:
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(self.temp_path, 0o777 & ~umask)
+            if os.path.lexists(self.path):
+                if not self.force:
+                    raise OutputError(f"{self.path}: already exists",
+                                      hint="use --force to replace it")
+                old = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(self.path)),
+                                       prefix=f".{os.path.basename(self.path)}.old.")
+                os.rename(self.path, os.path.join(old, "store"))
+                os.rename(self.temp_path, self.path)
+                self._done = True
+                shutil.rmtree(old, ignore_errors=True)
+                return
+            os.rename(self.temp_path, self.path)
+            self._done = True
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot put the output in place: "
+                              f"{exc.strerror or exc}") from None
+
     def abort(self) -> None:
-        """Remove the temporary file, if it is still there."""
+        """Remove the temporary file (or directory), if it is still there."""
         if not self._done:
             self._done = True
+            if self._directory:
+                shutil.rmtree(self.temp_path, ignore_errors=True)
+                return
             try:
                 os.unlink(self.temp_path)
             except FileNotFoundError:
@@ -363,8 +411,10 @@ class NpyFileWriter(NpyWriter):
 OUTPUT_CHUNK_BYTES = 2**20
 
 
-def output_chunks(shape: tuple, itemsize: int, fortran_order: bool) -> tuple:
-    """The chunk shape of an HDF5 output: the engine's first block of ~1 MiB.
+def output_chunks(shape: tuple, itemsize: int, fortran_order: bool,
+                  budget_bytes: int | None = None) -> tuple:
+    """The chunk shape of an HDF5 output: the engine's first block of ~1 MiB (or of
+    `budget_bytes`).
 
     Blocks are runs of storage order (rows of the leading axes), so they are made of whole
     chunks of this shape wherever their extents are multiples of it.
@@ -372,7 +422,8 @@ def output_chunks(shape: tuple, itemsize: int, fortran_order: bool) -> tuple:
     storage = tuple(reversed(shape)) if fortran_order else tuple(shape)
     if not storage or 0 in storage:
         return None
-    chunk = region_shape(next(plan_blocks(storage, itemsize, OUTPUT_CHUNK_BYTES)))
+    chunk = region_shape(next(plan_blocks(storage, itemsize,
+                                          budget_bytes or OUTPUT_CHUNK_BYTES)))
     return tuple(reversed(chunk)) if fortran_order else chunk
 
 
@@ -478,6 +529,64 @@ class Hdf5Writer:
 
 
 _HDF5_LEFT_BROKEN = False
+
+
+class ZarrWriter:
+    """Writes one zarr array (format 3) into a new store directory, block by block.
+
+    Parameters
+    ----------
+    path : str
+        The store's directory (a temporary one, renamed into place by the caller).
+    name : str
+        For messages.
+    shape : tuple of int
+    dtype : numpy.dtype
+    fortran_order : bool
+        Whether blocks arrive in Fortran storage order (they are transposed back).
+    chunks : tuple of int
+    attrs : dict
+        JSON attributes of the array.
+    compression : str or None
+        ``gzip``, ``none``, or None for zarr's default (zstd).
+    """
+
+    random_access = False
+
+    def __init__(self, path: str, name: str, shape: tuple, dtype: np.dtype,
+                 fortran_order: bool, chunks: tuple, attrs: dict,
+                 compression: str | None = None):
+        import zarr
+
+        self.name = name
+        self.fortran_order = fortran_order
+        options = {}
+        if compression == "gzip":
+            options["compressors"] = zarr.codecs.GzipCodec()
+        elif compression == "none":
+            options["compressors"] = None
+        try:
+            self.array = zarr.create_array(
+                store=zarr.storage.LocalStore(path), shape=shape, chunks=chunks,
+                dtype=dtype.newbyteorder("="), attributes=attrs, zarr_format=3,
+                overwrite=True, **options)
+        except OSError as exc:
+            raise output_error(name, exc) from None
+
+    def write(self, region: tuple, block: np.ndarray) -> None:
+        """Write one block given in storage order."""
+        if self.fortran_order:
+            region, block = tuple(reversed(region)), block.T
+        try:
+            self.array[region] = block
+        except OSError as exc:
+            raise output_error(self.name, exc) from None
+
+    def finish(self) -> None:
+        """Nothing is buffered: each write is in the store when it returns."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def hdf5_left_broken() -> bool:

@@ -31,8 +31,11 @@ EMPTY_ZIP_SIGNATURE = b"PK\x05\x06"
 # Names HDF5 files commonly have (netCDF4 and HDF-EOS5 files are HDF5 too); any other file
 # is recognized by its signature.
 # Archives of named arrays: FILE.npz[:member], FILE.safetensors[:tensor].
-CONTAINER_SUFFIX = re.compile(r"^(?P<path>.*?\.(?:npz|safetensors))(?::(?P<dataset>.*))?$",
-                              re.IGNORECASE)
+CONTAINER_SUFFIX = re.compile(
+    r"^(?P<path>.*?\.(?:npz|safetensors|zarr|zarr\.zip))/*(?::(?P<dataset>.*))?$",
+    re.IGNORECASE)
+# The metadata files that make a directory (or a zip archive) a zarr store, v2 and v3.
+ZARR_METADATA = (".zarray", ".zgroup", "zarr.json")
 HDF5_SUFFIX = re.compile(r"^(?P<path>.*?\.(?:h5|hdf5|hdf|he5|nc|nc4|h5ad))(?::(?P<dataset>.*))?$",
                          re.IGNORECASE)
 # HDF5 reads go through a chunk cache; it must hold every chunk one block touches, or a chunk
@@ -420,6 +423,118 @@ def _choose(entries: dict, wanted: str | None, name: str, kind: str):
     return entries[wanted]
 
 
+class ZarrSource(Source):
+    """A zarr array (format 2 or 3; a directory or a zip store), read by the ``zarr``
+    package region by region from the worker threads, in blocks aligned to its chunks."""
+
+    def __init__(self, array, store, name: str, path: str, dataset: str | None):
+        from .npyformat import check_dtype
+
+        self._array = array
+        self._store = store
+        # read in native byte order: how the bytes are stored is a codec's business
+        dtype = check_dtype(np.dtype(array.dtype), name).newbyteorder("=")
+        codecs = [type(codec).__name__ for codec in (*array.filters, *array.compressors)]
+        super().__init__(name=name, path=path, dataset=dataset, shape=tuple(array.shape),
+                         dtype=dtype, chunks=tuple(array.chunks), details={
+                             "format": f"zarr {array.metadata.zarr_format}",
+                             "chunks": list(array.chunks),
+                             "compression": ", ".join(codecs) or None,
+                             "stored_bytes": _zarr_call(array.nbytes_stored, name)})
+
+    @property
+    def is_file(self) -> bool:
+        return True
+
+    @property
+    def random_access(self) -> bool:
+        return True
+
+    def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        block = np.empty(region_shape(region), self.dtype) if out is None else out
+        block[...] = _zarr_call(lambda: self._array[region], self.name)
+        return block
+
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
+               reduce_axes: tuple | None = None) -> Iterator[tuple]:
+        ring = ring or BufferRing(0)
+        for region in self.regions(budget_bytes, reduce_axes):
+            yield region, self.read(region, ring.array(region_shape(region), self.dtype))
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def _zarr_call(call, name: str):
+    """Run a call of the ``zarr`` package; its errors (of many kinds, and not a stable
+    hierarchy) become :class:`InputError`."""
+    try:
+        return call()
+    except (KeyboardInterrupt, MemoryError, InputError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to read the store is the input's
+        raise InputError(f"{name}: cannot read the zarr store: {type(exc).__name__}: "
+                         f"{exc}".rstrip(": ")) from None
+
+
+def is_zarr(path: str) -> bool:
+    """Whether `path` is a zarr store: a directory or a zip archive holding its metadata."""
+    if os.path.isdir(path):
+        return any(os.path.exists(os.path.join(path, meta)) for meta in ZARR_METADATA)
+    if not path.lower().endswith(".zip"):
+        return False
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.rsplit("/", 1)[-1] in ZARR_METADATA
+                       for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
+        return False
+
+
+def _zarr_open(path: str, name: str):
+    """``(zarr node, store)`` of a zarr store opened for reading."""
+    try:
+        import zarr
+    except ImportError:
+        raise InputError(f"{name}: is a zarr store; reading it needs the zarr package: "
+                         "pip install 'bncli[zarr]'") from None
+    store = _zarr_call(lambda: zarr.storage.ZipStore(path, mode="r") if os.path.isfile(path)
+                       else zarr.storage.LocalStore(path, read_only=True), name)
+    try:
+        return _zarr_call(lambda: zarr.open(store=store, mode="r"), name), store
+    except BaseException:
+        store.close()
+        raise
+
+
+def _zarr_arrays(node, name: str) -> dict:
+    """Every array of a zarr group (or the array itself, named ``/``), by its path."""
+    if hasattr(node, "shape"):
+        return {"/": node}
+    return _zarr_call(lambda: {"/" + key: member for key, member in node.members(max_depth=None)
+                               if hasattr(member, "shape")}, name)
+
+
+def _open_zarr(spec: InputSpec) -> Source:
+    name = spec.display
+    node, store = _zarr_open(spec.path, name)
+    try:
+        arrays = _zarr_arrays(node, name)
+        wanted = None if spec.dataset is None else "/" + spec.dataset.strip("/")
+        array = _choose(arrays, None if wanted == "/" and "/" not in arrays else wanted,
+                        name, "array")
+        dataset = next(key for key, value in arrays.items() if value is array)
+        return ZarrSource(array, store, spec.path if dataset == "/" else
+                          f"{spec.path}:{dataset}", spec.path,
+                          None if dataset == "/" else dataset)
+    except BaseException:
+        store.close()
+        raise
+
+
 class SafetensorsSource(NpySource):
     """One tensor of a safetensors file: raw little-endian C-order data at an offset, read at
     any offset like a ``.npy`` file (bfloat16 and float8 widened to float32 as read)."""
@@ -439,8 +554,26 @@ class SafetensorsSource(NpySource):
 
 
 def list_entries(path: str, name: str) -> list | None:
-    """Describe every array of an ``.npz`` or safetensors file (None for other files):
+    """Describe every array of an ``.npz``, safetensors or zarr file (None for other files):
     ``(kind, name, shape, dtype, details)`` each."""
+    if is_zarr(path):
+        node, store = _zarr_open(path, name)
+        try:
+            arrays = _zarr_arrays(node, name)
+            if "/" in arrays:
+                return None  # one array, not a group
+            listing = []
+            for key, array in arrays.items():
+                try:
+                    source = ZarrSource(array, None, f"{name}:{key}", path, key)
+                    listing.append(("array", key, source.shape, source.dtype_name,
+                                    source.details))
+                except InputError as exc:
+                    listing.append(("array", key, None, str(array.dtype),
+                                    {"problem": str(exc).split(": ", 1)[-1]}))
+            return listing
+        finally:
+            store.close()
     kind = _container_kind(path, _sniff(path, name))
     if kind is None:
         return None
@@ -628,6 +761,8 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
         # a FIFO or <(process substitution): read once, in order, as stdin is; sniffing its
         # first bytes would consume them
         return _open_npy(spec.path, name, seekable=False)
+    if is_zarr(spec.path):
+        return _open_zarr(spec)
     signature = _sniff(spec.path, name)
     kind = None if signature.startswith(HDF5_SIGNATURE) else _container_kind(spec.path,
                                                                             signature)

@@ -273,3 +273,20 @@ def test_histograms_and_quantiles_are_bit_identical_on_the_cluster(cluster, tmp_
     for key in ("quantiles", "zero_count", "min_count", "max_count", "histogram_special",
                 "histogram_pos_start", "histogram_pos_counts", "histogram_neg_counts"):
         assert local[key] == remote[key], key
+
+
+def test_safetensors_npz_and_zarr_inputs_are_read_by_the_workers(cluster, tmp_path, rng):
+    address, _ = cluster
+    values = (rng.standard_normal((256, 4, 4, 6)) * 3 + 10).astype(np.float32)
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    zarr = pytest.importorskip("zarr")
+    safetensors_numpy.save_file({"acts": values, "other": values[:2]},
+                                str(tmp_path / "m.safetensors"))
+    np.savez(tmp_path / "a.npz", acts=values)
+    zarr.create_array(str(tmp_path / "a.zarr"), shape=values.shape, chunks=(32, 4, 4, 6),
+                      dtype=values.dtype)[...] = values
+    for spec in (f"{tmp_path}/m.safetensors:acts", f"{tmp_path}/a.npz:acts",
+                 tmp_path / "a.zarr"):
+        local, remote = local_and_cluster(address, spec, "--chunk-bytes", "24K")
+        assert_same_statistics(local, remote)
+        assert remote["inputs"][0]["shape"] == [256, 4, 4, 6]

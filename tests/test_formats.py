@@ -415,3 +415,108 @@ def test_each_over_hdf5_and_npz_lists_what_it_skips(tmp_path):
     np.save(tmp_path / "one.npy", np.arange(3))
     with pytest.raises(api.UsageError, match="single array"):
         api.stats_each(tmp_path / "one.npy")
+
+
+# ---------------------------------------------------------------- zarr
+
+
+def _zarr_stores(directory, values):
+    """The same array as a format-3 directory, a format-2 group member and a zip store."""
+    zarr = pytest.importorskip("zarr")
+    chunks = (values.shape[0] // 4,) + values.shape[1:]
+    array = zarr.create_array(str(directory / "v3.zarr"), shape=values.shape, chunks=chunks,
+                              dtype=values.dtype)
+    array[...] = values
+    group = zarr.open_group(str(directory / "g2.zarr"), mode="w", zarr_format=2)
+    group.create_array("layer/acts", shape=values.shape, chunks=chunks,
+                       dtype=values.dtype)[...] = values
+    group.create_array("step", shape=(), dtype="i8")[...] = 3
+    store = zarr.storage.ZipStore(str(directory / "z.zarr.zip"), mode="w")
+    zarr.create_array(store, shape=values.shape, chunks=chunks, dtype=values.dtype)[...] = values
+    store.close()
+    return [directory / "v3.zarr", f"{directory}/g2.zarr:/layer/acts",
+            directory / "z.zarr.zip"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", ">f8", "int16", "uint8"])
+def test_zarr_arrays_give_the_statistics_of_the_same_npy(tmp_path, rng, dtype):
+    values = (rng.normal(3, 2, size=(2048, 6, 5)) * 20).astype(dtype)
+    np.save(tmp_path / "x.npy", values.astype(values.dtype.newbyteorder("=")))
+    # blocks of two chunks: the blocks a .npy file of this budget is cut into too
+    budget = 1024 * 6 * 5 * values.dtype.itemsize
+    for store in _zarr_stores(tmp_path, values):
+        assert_same_statistics(store, tmp_path / "x.npy", quantiles=True, chunk_bytes=budget)
+        assert_same_statistics(store, tmp_path / "x.npy", axes=(1, 2))
+
+
+def test_zarr_blocks_follow_its_chunks(tmp_path, rng):
+    """Where the budget cuts a .npy file across the chunks of the store, the store's blocks
+    follow its chunks (each chunk decompressed once): the counts, extremes and histograms
+    are the same to the bit, the moments the same to rounding."""
+    values = rng.normal(3, 2, size=(64, 6, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", values)
+    [store, *_] = _zarr_stores(tmp_path, values)
+    got, expected = (api.stats([str(path)], axes=(0, 1), quantiles=True,
+                               chunk_bytes=4096).to_document()
+                     for path in (store, tmp_path / "x.npy"))
+    for key in ("count", "min", "max", "nan_count", "zero_count", "min_count", "max_count",
+                "histogram_pos_counts", "histogram_neg_counts"):
+        assert got[key] == expected[key], key
+    assert_close(got["mean"], expected["mean"], rtol=1e-14)
+    assert_close(got["variance"], expected["variance"], rtol=1e-13)
+
+
+def test_zarr_group_each_info_and_errors(tmp_path, rng):
+    values = rng.normal(size=(32, 4)).astype(np.float32)
+    _zarr_stores(tmp_path, values)
+    results = {result.name: result for result in api.stats_each(tmp_path / "g2.zarr")}
+    assert set(results) == {"/layer/acts", "/step"}
+    assert results["/step"].statistics.values()["mean"].reshape(-1).tolist() == [3.0]
+    [entry] = api.info([str(tmp_path / "g2.zarr")])
+    rows = {row["dataset"]: row for row in entry["datasets"]}
+    assert rows["/layer/acts"]["chunks"] == [8, 4] and rows["/layer/acts"]["shape"] == [32, 4]
+    [single] = api.info([str(tmp_path / "v3.zarr")])
+    assert single["format"] == "zarr 3" and single["chunks"] == [8, 4]
+    assert single["stored_bytes"] > 0
+    assert_one_line_error(run_bn("stats", tmp_path / "g2.zarr"), "holds 2 arrays",
+                          "/layer/acts")
+    assert_one_line_error(run_bn("stats", f"{tmp_path}/g2.zarr:/nope"), "no array '/nope'")
+    # a store whose metadata is not JSON
+    (tmp_path / "v3.zarr" / "zarr.json").write_text("{not json")
+    assert_one_line_error(run_bn("stats", tmp_path / "v3.zarr"), "v3.zarr",
+                          "cannot read the zarr store")
+
+
+def test_normalize_writes_a_zarr_store_atomically(tmp_path, rng):
+    zarr = pytest.importorskip("zarr")
+    values = rng.normal(7, 3, size=(48, 5, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", values)
+    _zarr_stores(tmp_path, values)
+    assert run_bn("normalize", tmp_path / "x.npy", "-o", tmp_path / "ref.npy",
+                  "-q").returncode == 0
+    expected = np.load(tmp_path / "ref.npy")
+    for source, options in ((tmp_path / "x.npy", []), (tmp_path / "v3.zarr", []),
+                            (tmp_path / "x.npy", ["--compression", "gzip", "--chunks",
+                                                  "8,5,4"])):
+        result = run_bn("normalize", source, "-o", tmp_path / "out.zarr", "-q", "--force",
+                        *options)
+        assert result.returncode == 0, result.stderr
+        written = zarr.open(str(tmp_path / "out.zarr"), mode="r")
+        np.testing.assert_array_equal(written[...], expected)
+        assert written.attrs["epsilon"] == 0.001
+    assert tuple(written.chunks) == (8, 5, 4)
+    # without --force an existing store is kept; a directory that is not a store is refused
+    kept = run_bn("normalize", tmp_path / "x.npy", "-o", tmp_path / "out.zarr")
+    assert kept.returncode == 1 and "already exists" in kept.stderr.decode()
+    (tmp_path / "plain.zarr").mkdir()
+    refused = run_bn("normalize", tmp_path / "x.npy", "-o", tmp_path / "plain.zarr", "--force")
+    assert refused.returncode == 1 and "not a zarr store" in refused.stderr.decode()
+    # a run that fails midway leaves neither the store nor its temporary directory
+    truncated = tmp_path / "short.npy"
+    truncated.write_bytes((tmp_path / "x.npy").read_bytes()[:-100])
+    stats_file = tmp_path / "s.json"
+    assert run_bn("stats", tmp_path / "x.npy", "-o", stats_file).returncode == 0
+    failed = run_bn("normalize", truncated, "-o", tmp_path / "new.zarr", "--stats", stats_file)
+    assert failed.returncode == 1
+    assert sorted(path.name for path in tmp_path.iterdir()
+                  if path.name.startswith((".new.zarr", "new.zarr"))) == []
