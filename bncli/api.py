@@ -37,6 +37,7 @@ from .engine import (
     check_reducible,
     compute_statistics,
     default_threads,
+    normalize_budget,
     normalize_source,
     spool_stdin,
 )
@@ -826,17 +827,23 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                     with AtomicFile(os.path.realpath(target.path) if into_existing
                                     else target.path, force=force,
                                     copy=into_existing, directory=target.zarr) as atomic:
-                        if (partials_of is not None and not target.hdf5
-                                and not target.zarr and source.is_file):
+                        writer = None
+                        if partials_of is not None and target.zarr and source.is_file:
+                            writer = _open_writer(target, atomic.temp_path, source, out_dtype,
+                                                  statistics, epsilon, into_existing,
+                                                  compression, chunks, chunk_bytes)
+                        if partials_of is not None and source.is_file and (
+                                (not target.hdf5 and not target.zarr)
+                                or _chunk_aligned(writer, source, out_dtype, chunk_bytes)):
                             _cluster_normalize(partials_of.client, source, atomic.temp_path,
-                                               target.path, out_dtype, coefficients,
+                                               target, out_dtype, coefficients,
                                                chunk_bytes=chunk_bytes,
                                                allow_external=allow_external,
                                                progress=advance)
                         else:
-                            writer = _open_writer(target, atomic.temp_path, source, out_dtype,
-                                                  statistics, epsilon, into_existing,
-                                                  compression, chunks, chunk_bytes)
+                            writer = writer or _open_writer(
+                                target, atomic.temp_path, source, out_dtype, statistics,
+                                epsilon, into_existing, compression, chunks, chunk_bytes)
                             try:
                                 normalize_source(source, writer, coefficients, out_dtype,
                                                  chunk_bytes=chunk_bytes, threads=threads,
@@ -849,15 +856,31 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                            shape=source.shape)
 
 
-def _cluster_normalize(client, source: Source, temp_path: str, name: str, out_dtype: np.dtype,
-                       coefficients: Coefficients, **options) -> None:
+def _cluster_normalize(client, source: Source, temp_path: str, target: OutputSpec,
+                       out_dtype: np.dtype, coefficients: Coefficients, **options) -> None:
     from .distributed import cluster_normalize
 
-    # the header written and the file preallocated here; the workers write the blocks
-    writer = NpyFileWriter(temp_path, name, source.shape, out_dtype, source.fortran_order)
-    writer.close()
-    cluster_normalize(client, source, temp_path, writer.data_offset, coefficients, out_dtype,
-                      **options)
+    if target.zarr:  # the array made here; the workers write its chunks
+        place = ("zarr", temp_path, source.fortran_order)
+    else:  # the header written and the file preallocated here; the workers write the blocks
+        writer = NpyFileWriter(temp_path, target.path, source.shape, out_dtype,
+                               source.fortran_order)
+        writer.close()
+        place = ("npy", temp_path, writer.data_offset)
+    cluster_normalize(client, source, place, coefficients, out_dtype, **options)
+
+
+def _chunk_aligned(writer, source: Source, out_dtype: np.dtype, chunk_bytes: int) -> bool:
+    """Whether the blocks of a normalization are whole chunks of a zarr writer's array."""
+    from .distributed import whole_chunks
+
+    if writer is None:
+        return False
+    chunks = tuple(writer.array.chunks)
+    if source.fortran_order:
+        chunks = tuple(reversed(chunks))
+    return whole_chunks(source.regions(normalize_budget(source, out_dtype, chunk_bytes)),
+                        source.storage_shape, chunks)
 
 
 def _same_file(first: str, second: str) -> bool:

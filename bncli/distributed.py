@@ -186,11 +186,23 @@ def _gather(future, name):
                       f"({type(exc).__name__}: {exc})") from None
 
 
-def _normalize_task(spec, allow_external, region, coefficients, out_dtype, path, offset):
-    """Normalize one block and write it at its offset in the shared output file."""
+def _normalize_task(spec, allow_external, region, coefficients, out_dtype, target):
+    """Normalize one block and write it into the shared output: at its offset in a ``.npy``
+    file (``("npy", path, offset)``), or as whole chunks of a zarr array
+    (``("zarr", path, fortran_order)``)."""
     source = _worker_source(spec, allow_external)
     block = source.read(region)
     out = normalize_block(block, coefficients, np.empty(block.shape, out_dtype))
+    if target[0] == "zarr":
+        import zarr
+
+        _, path, fortran_order = target
+        array = zarr.open_array(zarr.storage.LocalStore(path), mode="r+")
+        if fortran_order:
+            region, out = tuple(reversed(region)), out.T
+        array[region] = out
+        return out.nbytes
+    _, path, offset = target
     descriptor = os.open(path, os.O_WRONLY)
     try:
         pwrite_all(descriptor, as_bytes(out), offset)
@@ -199,20 +211,28 @@ def _normalize_task(spec, allow_external, region, coefficients, out_dtype, path,
     return out.nbytes
 
 
-def cluster_normalize(client, source: Source, temp_path: str, data_offset: int,
-                      coefficients: Coefficients, out_dtype: np.dtype, *, chunk_bytes: int,
-                      allow_external: bool = False, progress=None) -> None:
-    """Normalize a file source on the cluster into ``temp_path`` (header already written).
+def whole_chunks(regions, shape: tuple, chunks: tuple) -> bool:
+    """Whether every region is made of whole chunks (or reaches the array's end), so that
+    workers writing regions at once never write the same chunk."""
+    return all(part.start % size == 0 and (part.stop % size == 0 or part.stop == dim)
+               for region in regions for part, size, dim in zip(region, chunks, shape))
+
+
+def cluster_normalize(client, source: Source, target: tuple, coefficients: Coefficients,
+                      out_dtype: np.dtype, *, chunk_bytes: int, allow_external: bool = False,
+                      progress=None) -> None:
+    """Normalize a file source on the cluster into a shared output the workers write.
 
     Parameters
     ----------
     client : distributed.Client
     source : Source
-        A ``.npy`` or HDF5 file on a shared filesystem.
-    temp_path : str
-        The output being written, sized to hold every block, on a shared filesystem.
-    data_offset : int
-        Where the output's data starts (after its header).
+        A file on a shared filesystem.
+    target : tuple
+        ``("npy", path, data_offset)``: a ``.npy`` file sized to hold every block, its header
+        written; or ``("zarr", path, fortran_order)``: a zarr store whose array exists and
+        whose chunks the blocks are made of (see :func:`whole_chunks`). On a shared
+        filesystem either way.
     coefficients : Coefficients
         Keepdims-shaped in logical axis order.
     out_dtype : numpy.dtype
@@ -223,14 +243,15 @@ def cluster_normalize(client, source: Source, temp_path: str, data_offset: int,
 
     coefficients = storage_coefficients(source, coefficients)
     spec = shared_spec(source)
-    path = os.path.abspath(temp_path)
+    kind, path, detail = target
+    path = os.path.abspath(path)
     futures = []
     for region in source.regions(normalize_budget(source, out_dtype, chunk_bytes)):
-        first = region_start(region, source.storage_shape)
+        place = (kind, path, detail + region_start(region, source.storage_shape)
+                 * out_dtype.itemsize) if kind == "npy" else (kind, path, detail)
         futures.append(client.submit(
             _normalize_task, spec, allow_external, region, coefficients_for(coefficients, region),
-            out_dtype, path, data_offset + first * out_dtype.itemsize, pure=False,
-            retries=2))
+            out_dtype, place, pure=False, retries=2))
     for done in as_completed(futures):
         written = _gather(done, source.name)
         if progress is not None:

@@ -290,3 +290,22 @@ def test_safetensors_npz_and_zarr_inputs_are_read_by_the_workers(cluster, tmp_pa
         local, remote = local_and_cluster(address, spec, "--chunk-bytes", "24K")
         assert_same_statistics(local, remote)
         assert remote["inputs"][0]["shape"] == [256, 4, 4, 6]
+
+
+def test_normalize_into_a_zarr_store_on_the_cluster(cluster, tmp_path, rng):
+    address, _ = cluster
+    zarr = pytest.importorskip("zarr")
+    values = (rng.standard_normal((128, 4, 4, 6)) * 3 + 10).astype(np.float32)
+    np.save(tmp_path / "x.npy", values)
+    fortran = np.asfortranarray(values)
+    np.save(tmp_path / "f.npy", fortran)
+    assert run_bn("normalize", tmp_path / "x.npy", "-o", tmp_path / "ref.npy",
+                  "-q").returncode == 0
+    expected = np.load(tmp_path / "ref.npy")
+    for name, extra in (("x.npy", []), ("f.npy", ["--axes", "0,1,2"]), ("x.npy", ["--chunks",
+                                                                                  "5,4,4,6"])):
+        result = run_bn("normalize", tmp_path / name, "-o", tmp_path / "out.zarr", "-q",
+                        "--force", "--chunk-bytes", "12K", "--scheduler", address, *extra)
+        assert result.returncode == 0, result.stderr
+        np.testing.assert_array_equal(zarr.open(str(tmp_path / "out.zarr"), mode="r")[...],
+                                      expected)
