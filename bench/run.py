@@ -3,8 +3,8 @@
     python bench/run.py                 # the 1 GiB file of the figures in the README
     python bench/run.py --gib 0.25      # a quicker run on a smaller file
     python bench/run.py --only stats    # one group: stats, kernel, moments, quantiles,
-                                        # normalize, layouts, wide, hdf5, linear, startup,
-                                        # dask, cluster
+                                        # normalize, layouts, wide, hdf5, formats, linear,
+                                        # startup, dask, cluster
 
 The test files are made under bench/data/ (not committed) on first use: float32 NHWC
 activations of shape (N, 32, 32, 64), and an HDF5 copy chunked (64, 32, 32, 64) with gzip.
@@ -151,6 +151,42 @@ def _make_h5(path: Path, source: Path) -> None:
             dataset[start:start + 64] = x[start:start + 64]
 
 
+def make_formats(safetensors_path: Path, zarr_path: Path, source: Path) -> None:
+    if safetensors_path.exists() and zarr_path.exists():
+        return
+    subprocess.run([PYTHON, __file__, "--make-formats", str(safetensors_path),
+                    str(zarr_path), str(source)], check=True)
+
+
+def _make_formats(safetensors_path: Path, zarr_path: Path, source: Path) -> None:
+    """The main file's array as one safetensors tensor and as a zarr array (format 3,
+    zarr's default zstd, 4 MiB chunks)."""
+    import json
+    import struct
+
+    import zarr
+
+    x = np.load(source, mmap_mode="r")
+    header = json.dumps({"acts": {"dtype": "F32", "shape": list(x.shape),
+                                  "data_offsets": [0, x.nbytes]}}).encode()
+    header += b" " * (-len(header) % 8)
+    with open(safetensors_path, "wb") as out:
+        out.write(struct.pack("<Q", len(header)) + header)
+        for start in range(0, x.shape[0], 256):
+            out.write(np.ascontiguousarray(x[start:start + 256]).tobytes())
+    array = zarr.create_array(str(zarr_path), shape=x.shape, dtype=x.dtype,
+                              chunks=(16,) + x.shape[1:], overwrite=True)
+    for start in range(0, x.shape[0], 256):
+        array[start:start + 256] = x[start:start + 256]
+
+
+ZARR_READ = """
+import sys, zarr
+x = zarr.open(sys.argv[1], mode="r")[...]
+print(float(x[0, 0, 0, 0]))
+"""
+
+
 def run_once(command, shell=False) -> tuple:
     """Run a command; return its wall time and peak RSS in MB as GNU time reports it.
 
@@ -218,8 +254,8 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=None)
     args = parser.parse_args()
     groups = set(args.only or ["stats", "kernel", "moments", "quantiles", "normalize",
-                               "layouts", "wide", "hdf5", "linear", "startup", "dask",
-                               "cluster"])
+                               "layouts", "wide", "hdf5", "formats", "linear", "startup",
+                               "dask", "cluster"])
     samples = max(64, int(args.gib * 2**30 / (32 * 32 * 64 * 4)))
     main_file = DATA / f"acts_{samples}.npy"
     make_npy(main_file, samples)
@@ -407,6 +443,27 @@ def main() -> None:
             ], args.repeat)
             ratio("bn stats time / h5py read time", bn_row["seconds"] / read_row["seconds"],
                   ("<= 1.1", lambda v: v <= 1.1))
+        if "formats" in groups:
+            safetensors_file = DATA / f"acts_{samples}.safetensors"
+            zarr_store = DATA / f"acts_{samples}.zarr"
+            make_formats(safetensors_file, zarr_store, main_file)
+            stored = sum(path.stat().st_size for path in zarr_store.rglob("*")
+                         if path.is_file())
+            print(f"other formats: the same array as a safetensors tensor, and as a zarr "
+                  f"array (zstd, chunks 16x32x32x64, {stored / 2**20:.0f} MiB stored)")
+            npy_row, st_row, zarr_read, zarr_bn = measure([
+                bn_stats,
+                case("bn stats on the safetensors tensor",
+                     BN + ["stats", f"{safetensors_file}:acts", "--format", "json"], nbytes),
+                case("zarr read of the whole array into NumPy",
+                     [PYTHON, "-c", ZARR_READ, str(zarr_store)], nbytes),
+                case("bn stats on the zarr array",
+                     BN + ["stats", str(zarr_store), "--format", "json"], nbytes),
+            ], args.repeat)
+            ratio("safetensors time / .npy time", st_row["seconds"] / npy_row["seconds"],
+                  ("<= 1.1", lambda v: v <= 1.1))
+            ratio("bn stats on zarr time / zarr read time",
+                  zarr_bn["seconds"] / zarr_read["seconds"], ("< 1", lambda v: v < 1))
         if "linear" in groups:
             big_file = DATA / f"acts_{samples * 4}.npy"
             make_npy(big_file, samples * 4)
@@ -467,5 +524,7 @@ if __name__ == "__main__":
         _make_layer(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1:2] == ["--make-h5"]:
         _make_h5(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif sys.argv[1:2] == ["--make-formats"]:
+        _make_formats(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
     else:
         main()

@@ -135,8 +135,13 @@ def read_header(stream, size: int, name: str) -> tuple[dict, dict]:
     if len(raw) < length:
         raise InputError(f"{name}: file ends inside the safetensors header")
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}: safetensors header is not UTF-8 text (byte {exc.start})"
+                         ) from None
+    try:
+        header = json.loads(text, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as exc:
         raise InputError(f"{name}: safetensors header is not JSON: {exc}") from None
     if not isinstance(header, dict):
         raise InputError(f"{name}: safetensors header is not a JSON object")

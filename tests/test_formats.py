@@ -481,7 +481,12 @@ def test_zarr_group_each_info_and_errors(tmp_path, rng):
     assert_one_line_error(run_bn("stats", tmp_path / "g2.zarr"), "holds 2 arrays",
                           "/layer/acts")
     assert_one_line_error(run_bn("stats", f"{tmp_path}/g2.zarr:/nope"), "no array '/nope'")
-    # a store whose metadata is not JSON
+    # a chunk cut short, then metadata that is not JSON
+    chunk = next(path for path in (tmp_path / "v3.zarr").rglob("*")
+                 if path.is_file() and path.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    assert_one_line_error(run_bn("stats", tmp_path / "v3.zarr"), "v3.zarr",
+                          "cannot read the zarr store")
     (tmp_path / "v3.zarr" / "zarr.json").write_text("{not json")
     assert_one_line_error(run_bn("stats", tmp_path / "v3.zarr"), "v3.zarr",
                           "cannot read the zarr store")

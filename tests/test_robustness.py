@@ -210,3 +210,50 @@ def test_truncated_streams_on_stdin_end_in_the_documented_error(cut):
     result = CliRunner().invoke(cli, ["stats", "-"], input=VALID[:cut])
     assert result.exit_code == 1, repr(result.exception)
     assert result.stderr.startswith("bn: error: <stdin>: ")
+
+
+def _valid_containers() -> dict:
+    import io
+    import json
+    import struct
+
+    header = json.dumps({"a": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]},
+                         "b": {"dtype": "BF16", "shape": [4], "data_offsets": [48, 56]},
+                         "__metadata__": {"k": "v"}}).encode()
+    safetensors = struct.pack("<Q", len(header)) + header + np.arange(14, dtype="<f4").tobytes()
+    archives = {}
+    for save in (np.savez, np.savez_compressed):
+        buffer = io.BytesIO()
+        save(buffer, a=np.arange(12.0).reshape(3, 4), b=np.ones(4, np.uint8))
+        archives[save.__name__] = buffer.getvalue()
+    return {"fuzz.safetensors": safetensors, "fuzz.npz": archives["savez"],
+            "fuzz_deflated.npz": archives["savez_compressed"]}
+
+
+VALID_CONTAINERS = _valid_containers()
+
+
+@settings(max_examples=200, deadline=10000, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(sorted(VALID_CONTAINERS)),
+       edits=st.lists(st.tuples(st.integers(0, 400), st.binary(min_size=0, max_size=8),
+                                st.integers(0, 8)), min_size=1, max_size=4),
+       command=st.sampled_from([["info", "{path}"], ["stats", "{path}:a"],
+                                ["stats", "{path}", "--each"]]))
+def test_mutated_safetensors_and_npz_files_end_in_success_or_the_documented_error(
+        tmp_path, name, edits, command):
+    data = bytearray(VALID_CONTAINERS[name])
+    for position, insert, delete in edits:
+        position %= len(data) + 1
+        del data[position:position + delete]
+        data[position:position] = insert
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, [part.format(path=path) for part in command])
+    if result.exit_code == 0:
+        assert result.exception is None
+        return
+    assert result.exit_code in (1, 2), (result.exit_code, repr(result.exception))
+    assert result.stderr.startswith("bn: error: ")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
