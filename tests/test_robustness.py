@@ -137,6 +137,17 @@ def _valid_npy() -> bytes:
 VALID = _valid_npy()
 
 
+def assert_success_or_documented_error(result) -> None:
+    """A run on a mutated file succeeds, or fails with one clear line and status 1 or 2."""
+    if result.exit_code == 0:
+        assert result.exception is None
+        return
+    assert result.exit_code in (1, 2), (result.exit_code, repr(result.exception))
+    assert result.stderr.startswith("bn: error: "), repr(result.exception)
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
+
+
 @settings(max_examples=250, deadline=5000, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.integers(0, len(VALID) + 8), st.binary(min_size=0, max_size=6),
@@ -154,13 +165,7 @@ def test_mutated_npy_files_end_in_success_or_the_documented_error(tmp_path, edit
     path.write_bytes(bytes(data))
     # catch_exceptions=True: an unexpected exception shows up as result.exception
     result = CliRunner().invoke(cli, [command, str(path)])
-    if result.exit_code == 0:
-        assert result.exception is None
-        return
-    assert result.exit_code in (1, 2), (result.exit_code, repr(result.exception))
-    assert result.stderr.startswith("bn: error: ")
-    assert result.stderr.count("\n") == 1
-    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
+    assert_success_or_documented_error(result)
 
 
 def _valid_hdf5() -> bytes:
@@ -195,13 +200,7 @@ def test_mutated_hdf5_files_end_in_success_or_the_documented_error(tmp_path, edi
     path = tmp_path / "fuzz.h5"
     path.write_bytes(bytes(data))
     result = CliRunner().invoke(cli, [part.format(path=path) for part in command])
-    if result.exit_code == 0:
-        assert result.exception is None
-        return
-    assert result.exit_code in (1, 2), (result.exit_code, repr(result.exception))
-    assert result.stderr.startswith("bn: error: "), repr(result.exception)
-    assert result.stderr.count("\n") == 1
-    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
+    assert_success_or_documented_error(result)
 
 
 @settings(max_examples=60, deadline=10000, derandomize=True)
@@ -250,10 +249,4 @@ def test_mutated_safetensors_and_npz_files_end_in_success_or_the_documented_erro
     path = tmp_path / name
     path.write_bytes(bytes(data))
     result = CliRunner().invoke(cli, [part.format(path=path) for part in command])
-    if result.exit_code == 0:
-        assert result.exception is None
-        return
-    assert result.exit_code in (1, 2), (result.exit_code, repr(result.exception))
-    assert result.stderr.startswith("bn: error: ")
-    assert result.stderr.count("\n") == 1
-    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
+    assert_success_or_documented_error(result)
