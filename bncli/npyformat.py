@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import math
 import struct
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,7 +140,9 @@ def read_header(stream, name: str) -> NpyHeader:
     encoding = "utf8" if major == 3 else "latin1"
     try:
         text = raw.decode(encoding)
-        header = ast.literal_eval(text)
+        with warnings.catch_warnings():  # an odd escape in a hostile header: no stderr line
+            warnings.simplefilter("ignore")
+            header = ast.literal_eval(text)
     except (UnicodeDecodeError, ValueError, SyntaxError, MemoryError, RecursionError) as exc:
         raise InputError(f"{name}: .npy header is not a Python literal: {raw[:80]!r}") from exc
     if not isinstance(header, dict):
