@@ -50,7 +50,7 @@ from .layout import (
     keepdims_shape,
     resolve_axes,
 )
-from .normalize import DEFAULT_EPSILON, Coefficients, output_dtype
+from .normalize import CONVENTIONS, Coefficients, output_dtype
 from .partials import Reduction
 from .sinks import (
     AtomicFile,
@@ -417,6 +417,189 @@ def _write_statistics(statistics: Statistics, output: AtomicFile, fmt: str | Non
         raise output_error(output.path, exc) from None
 
 
+def export(statistics: Path | Statistics, to: str, output: Path | None = None, *,
+           rescale: bool = True, prefix: str = "", force: bool = False) -> dict | None:
+    """Put statistics into the form a framework takes (see :mod:`bncli.exports`).
+
+    Parameters
+    ----------
+    statistics : str, os.PathLike or Statistics
+        A statistics file, or computed statistics.
+    to : str
+        ``torchvision``, ``torch-bn``, ``keras``, ``json`` or ``npz``.
+    output : str or os.PathLike, optional
+        Write it here, atomically: ``.json`` (or ``.py``, the snippet) for torchvision and
+        keras, ``.safetensors`` for torch-bn (required), a statistics file for json/npz.
+    rescale : bool
+        torchvision: divide statistics of integer images by the type's maximum.
+    prefix : str
+        torch-bn: put before every key (``layer1.bn.``).
+    force : bool
+        Replace an existing output.
+
+    Returns
+    -------
+    dict or None
+        What torchvision and keras take (mean, std, ...); the state dict of torch-bn; None
+        for json and npz.
+    """
+    from . import exports
+
+    if to not in exports.FORMATS:
+        raise UsageError(f"export format {to!r} is not one of {', '.join(exports.FORMATS)}")
+    name = "statistics"
+    if not isinstance(statistics, Statistics):
+        name = os.fspath(statistics)
+        statistics = statsfile.load(name)
+    inputs = [] if name == "statistics" else [name]
+    output = None if output is None else os.fspath(output)
+    if to in ("json", "npz"):
+        if output is not None:
+            if statsfile.format_for_path(output) != to:
+                raise UsageError(f"{output}: an {to} export is written to a .{to} file")
+            save_statistics(statistics, output, force=force, inputs=inputs)
+        return None
+    exported = {"torchvision": lambda: exports.torchvision(statistics, rescale=rescale,
+                                                           name=name),
+                "torch-bn": lambda: exports.torch_batchnorm(statistics, prefix=prefix,
+                                                            name=name),
+                "keras": lambda: exports.keras(statistics, name=name)}[to]()
+    if to == "torch-bn":
+        if output is None or not output.lower().endswith(".safetensors"):
+            raise UsageError("a torch-bn export is written to a .safetensors file (-o "
+                             "bn.safetensors)")
+    elif output is not None and not output.lower().endswith((".json", ".py")):
+        raise UsageError(f"{output}: a {to} export is written to a .json or .py file")
+    if output is not None:
+        check_target(output, force=force, inputs=inputs)
+        with AtomicFile(output, force=force) as atomic:
+            _write_export(to, exported, output, atomic.temp_path)
+    return exported
+
+
+def _write_export(to: str, exported: dict, output: str, temp_path: str) -> None:
+    from . import exports
+    from .safetensors import write
+
+    try:
+        if to == "torch-bn":
+            write(temp_path, exported, {"format": "pt", "producer": "bncli"})
+        elif output.lower().endswith(".py"):
+            snippet = (exports.torchvision_snippet if to == "torchvision"
+                       else exports.keras_snippet)(exported)
+            with open(temp_path, "w") as stream:
+                stream.write(snippet)
+        else:
+            with open(temp_path, "w") as stream:
+                json.dump(export_document(exported), stream, indent=2)
+                stream.write("\n")
+    except OSError as exc:
+        raise output_error(output, exc) from None
+
+
+def export_document(exported: dict) -> dict:
+    """An export as strict JSON values (NaN as ``"NaN"``)."""
+    return {key: statsfile.json_array(np.asarray(value)) if isinstance(value, list) else value
+            for key, value in exported.items()}
+
+
+@dataclass
+class CalibrationResult:
+    """What :func:`calibrate` found.
+
+    Attributes
+    ----------
+    name : str
+        The tensor's name (for a TensorRT cache).
+    method : str
+    target : str
+        ``int8`` or ``fp8-e4m3``.
+    channels : list or None
+        Channel labels of per-channel ranges (None for one range of the whole tensor).
+    amax : ndarray of float64
+        The clipping range ``[-amax, amax]``: one, or one per channel.
+    scale : ndarray of float64
+        ``amax`` over the target's largest code (127, 448).
+    statistics : Statistics
+        The statistics (with histograms) it came from.
+    """
+
+    name: str
+    method: str
+    target: str
+    channels: list | None
+    amax: np.ndarray
+    scale: np.ndarray
+    statistics: Statistics
+
+
+def calibrate(inputs: Path | Sequence[Path], *, method: str = "entropy",
+              per_channel: bool = False, percentile: float = 99.99, target: str = "int8",
+              name: str | None = None, accuracy: float = DEFAULT_ACCURACY,
+              **options) -> CalibrationResult:
+    """Clipping ranges for quantization from the histograms (see :mod:`bncli.calibrate`).
+
+    Parameters
+    ----------
+    inputs : str, os.PathLike, or a sequence of them
+        Statistics files with histograms (``bn stats --quantiles -o``), merged exactly; or
+        INPUTs, whose histograms are computed here (at `accuracy`).
+    method : str
+        ``minmax``, ``percentile``, ``entropy`` or ``mse``.
+    per_channel : bool
+        One range per channel (else one for all channels).
+    percentile : float
+        For ``percentile``: between 0 and 100.
+    target : str
+        ``int8`` (scale = amax / 127) or ``fp8-e4m3`` (amax / 448).
+    name : str, optional
+        The tensor's name (default: the first input's dataset or file name).
+    accuracy : float
+        Of histograms computed here.
+    **options
+        Passed to :func:`stats` for INPUTs (``axes``, ``channel_axis``, ``scheduler``...).
+
+    Returns
+    -------
+    CalibrationResult
+    """
+    from . import calibrate as calibration
+
+    if method not in calibration.METHODS:
+        raise UsageError(f"method {method!r} is not one of {', '.join(calibration.METHODS)}")
+    if target not in calibration.TARGETS:
+        raise UsageError(f"target {target!r} is not one of {', '.join(calibration.TARGETS)}")
+    if not 0 < percentile <= 100:
+        raise UsageError(f"percentile {percentile!r} is not in (0, 100]")
+    paths = _paths(inputs)
+    if paths and all(_is_statistics_file(path) for path in paths):
+        statistics = merge(paths)
+        source = paths[0]
+    else:
+        statistics = stats(paths, quantiles=True, accuracy=accuracy, **options)
+        source = statistics.inputs[0]["dataset"] or os.path.basename(paths[0])
+    if statistics.histogram is None:
+        raise StatsFileError(f"{paths[0]}: has no histograms; compute them with bn stats "
+                             "--quantiles -o FILE")
+    if name is None:
+        entry = statistics.inputs[0] if statistics.inputs else {}
+        name = (entry.get("dataset") or os.path.splitext(os.path.basename(
+            entry.get("path") or source))[0]).strip("/").replace("/", ".")
+    moments = statistics.moments
+    channels = math.prod(statistics.channel_shape)
+    groups = [[index] for index in range(channels)] if per_channel else [None]
+    largest_code = calibration.TARGETS[target]
+    amax = np.array([calibration.amax(
+        calibration.magnitudes(statistics.histogram, moments.min, moments.max, group),
+        method, percentile=percentile, largest_code=largest_code) for group in groups])
+    labels = None
+    if per_channel:
+        labels = [list(index) if len(index) != 1 else index[0] for index in np.ndindex(
+            *statistics.channel_shape)] if statistics.channel_shape else [0]
+    return CalibrationResult(name, method, target, labels, amax, amax / largest_code,
+                             statistics)
+
+
 def load_statistics(path: Path) -> Statistics:
     """Read a ``.json`` or ``.npz`` statistics file."""
     return statsfile.load(os.fspath(path))
@@ -656,7 +839,7 @@ def _saved_statistics(source: Source, saved: Statistics, name: str, axes, channe
 
 def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
               channel_axis: int | None = None, layout: str | None = None,
-              epsilon: float = DEFAULT_EPSILON,
+              epsilon: float | None = None, convention: str = "tf",
               scale: Affine = None, offset: Affine = None,
               stats: Path | Statistics | None = None, save_stats: Path | None = None,
               dtype: str | np.dtype | None = None, force: bool = False, ddof: int = 0,
@@ -681,8 +864,14 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
     axes, channel_axis, layout :
         Axes of the statistics, as for :func:`stats`; with `stats` they default to the
         saved statistics' axes.
-    epsilon : float
-        Added to the variance; finite and >= 0.
+    epsilon : float, optional
+        Finite and >= 0; default the convention's (1e-3 for ``tf``).
+    convention : str
+        Where epsilon goes (see :data:`bncli.normalize.CONVENTIONS`): ``tf`` and ``torch``
+        divide by ``sqrt(variance + epsilon)`` (torch's default epsilon is 1e-5, and it
+        normalizes with the population variance), ``keras-backend`` by
+        ``sqrt(variance) + epsilon``, ``keras-normalization`` by
+        ``max(sqrt(variance), epsilon)`` (default 1e-7).
     scale, offset : float, sequence of float or ndarray, optional
         One number, or one value per channel (flat or of the channel shape); default 1 and 0.
     stats : str, os.PathLike or Statistics, optional
@@ -715,6 +904,13 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
     save_stats = None if save_stats is None else os.fspath(save_stats)
     _check_positive(chunk_bytes, "the chunk size")
     threads = threads or default_threads()
+    if convention not in CONVENTIONS:
+        raise UsageError(f"convention {convention!r} is not one of {', '.join(CONVENTIONS)}")
+    if convention == "torch" and ddof != 0:
+        raise UsageError("the torch convention normalizes with the population variance "
+                         "(ddof 0), as BatchNorm does")
+    if epsilon is None:
+        epsilon = CONVENTIONS[convention]
     try:
         epsilon = float(epsilon)
     except (TypeError, ValueError):
@@ -798,13 +994,16 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
             statistics = saved
         keep_shape = keepdims_shape(source.shape, statistics.axes)
         mean, variance = statistics.normalization()
+        if convention == "torch" and statistics.ddof != 0 and statistics.moments is not None:
+            variance = statistics.values()["m2"] / statistics.values()["count"]
 
         def keepdims(values):  # one number broadcasts as it is
             return values if values is None or values.ndim == 0 else values.reshape(keep_shape)
 
         coefficients = Coefficients.from_statistics(
             mean.reshape(keep_shape), variance.reshape(keep_shape),
-            scale=keepdims(scale_values), offset=keepdims(offset_values), epsilon=epsilon)
+            scale=keepdims(scale_values), offset=keepdims(offset_values), epsilon=epsilon,
+            convention=convention)
         coefficients = Coefficients(*(np.broadcast_to(array, keep_shape) for array in (
             coefficients.mean, coefficients.factor, coefficients.offset)))
         out_dtype = output_dtype(source.dtype, dtype)
@@ -831,7 +1030,8 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                         if partials_of is not None and target.zarr and source.is_file:
                             writer = _open_writer(target, atomic.temp_path, source, out_dtype,
                                                   statistics, epsilon, into_existing,
-                                                  compression, chunks, chunk_bytes)
+                                                  compression, chunks, chunk_bytes,
+                                                  convention)
                         if partials_of is not None and source.is_file and (
                                 (not target.hdf5 and not target.zarr)
                                 or _chunk_aligned(writer, source, out_dtype, chunk_bytes)):
@@ -843,7 +1043,8 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
                         else:
                             writer = writer or _open_writer(
                                 target, atomic.temp_path, source, out_dtype, statistics,
-                                epsilon, into_existing, compression, chunks, chunk_bytes)
+                                epsilon, into_existing, compression, chunks, chunk_bytes,
+                                convention)
                             try:
                                 normalize_source(source, writer, coefficients, out_dtype,
                                                  chunk_bytes=chunk_bytes, threads=threads,
@@ -906,7 +1107,7 @@ def _chunk_shape(chunks: Sequence[int], shape: tuple) -> tuple:
 def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: np.dtype,
                  statistics: Statistics, epsilon: float, existing: bool = False,
                  compression: str | None = None, chunks: Sequence[int] | None = None,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, convention: str = "tf"):
     if target.zarr:
         if chunks is None:  # like the input's, or the engine's first block
             chunks = source.chunks if source.chunks and not source.fortran_order else \
@@ -917,7 +1118,8 @@ def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: 
                           source.fortran_order, chunks, attrs={
                               "mean": statsfile.json_array(mean),
                               "variance": statsfile.json_array(variance),
-                              "epsilon": epsilon, "axes": list(statistics.axes)},
+                              "epsilon": epsilon, "convention": convention,
+                              "axes": list(statistics.axes)},
                           compression=compression)
     if not target.hdf5:
         return NpyFileWriter(temp_path, target.path, source.shape, out_dtype,
@@ -931,6 +1133,7 @@ def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: 
         temp_path, f"{target.path}:{dataset}", dataset, source.shape, out_dtype,
         source.fortran_order, chunks,
         attrs={"mean": mean, "variance": variance, "epsilon": epsilon,
+               "convention": convention,
                "axes": np.asarray(statistics.axes, np.int64)},
         compression=None if compression in (None, "none") else compression,
         existing=existing)

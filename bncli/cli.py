@@ -657,11 +657,16 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False, i
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("input", metavar="INPUT")
 @click.option("-o", "--output", default=None, metavar="PATH",
-              help="out.npy, out.h5:/dataset, or - for stdout "
+              help="out.npy, out.h5:/dataset, out.zarr, or - for stdout "
                    "(default: stdout when it is not a terminal).")
 @axes_options
-@click.option("--epsilon", type=float, default=1e-3, show_default=True,
-              help="Added to the variance.")
+@click.option("--epsilon", type=float, default=None,
+              help="Epsilon [default: the convention's, 1e-3 for tf].")
+@click.option("--convention",
+              type=click.Choice(["tf", "torch", "keras-backend", "keras-normalization"]),
+              default="tf", show_default=True,
+              help="Where epsilon goes: sqrt(var + eps) (tf; torch, eps 1e-5), sqrt(var) + "
+                   "eps (keras-backend), max(sqrt(var), eps) (keras-normalization, 1e-7).")
 @click.option("--scale", type=AffineType(), default=None, metavar="S",
               help="A number, a comma list per channel, or a .npy file.")
 @click.option("--offset", type=AffineType(), default=None, metavar="B",
@@ -679,15 +684,16 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False, i
 @click.option("--force", is_flag=True,
               help="Replace existing output files (in an HDF5 file, only the named dataset).")
 @click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default=None,
-              help="HDF5 output compression [default: none].")
+              help="HDF5 or zarr output compression [default: none for HDF5, zstd for "
+                   "zarr].")
 @click.option("--chunks", "hdf5_chunks", type=AxesType(), default=None, metavar="SHAPE",
-              help="HDF5 output chunk shape, a comma list (default: the input's chunks, "
-                   "else about 1 MiB).")
+              help="HDF5 or zarr output chunk shape, a comma list (default: the input's "
+                   "chunks, else one block).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @color_option
 @engine_options
-def normalize(input, output, axes, channel_axis, layout, epsilon, scale, offset, stats_path,
-              save_stats,
+def normalize(input, output, axes, channel_axis, layout, epsilon, convention, scale, offset,
+              stats_path, save_stats,
               dtype, ddof, ignore_nan, force, compression, hdf5_chunks, quiet, chunk_bytes,
               threads, allow_sparse, allow_external, progress, scheduler):
     """Write scale * (x - mean) / sqrt(variance + epsilon) + offset, chunk by chunk.
@@ -698,6 +704,7 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, scale, offset,
       bn normalize data.h5:/x --channel-axis 1 -o out.h5:/x --dtype float16
       bn normalize run.h5:/acts -o run.h5:/normed --compression gzip   # adds one dataset
       cat acts.npy | bn normalize - | python consume.py
+      bn normalize acts.npy -o normed.npy --convention torch    # eps 1e-5, as BatchNorm
     """
     from . import api
 
@@ -720,7 +727,7 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, scale, offset,
                      for item in (scale, offset))
     result = api.normalize(
         input, output, axes=axes, channel_axis=channel_axis, layout=layout, epsilon=epsilon,
-        scale=scale,
+        convention=convention, scale=scale,
         offset=offset, stats=stats_path, save_stats=save_stats, dtype=dtype, force=force,
         ddof=ddof, ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
         allow_external=allow_external, allow_sparse=allow_sparse, compression=compression,
@@ -775,6 +782,122 @@ def merge(statsfiles, output, force, fmt, show_all, quiet, allow_duplicates, sor
     if not quiet:
         _print_statistics(merged, fmt, found, show_all=show_all, indent=indent, nan_as=nan_as,
                           rows=dict(sort=sort, only_flagged=only_flagged, channels=pick))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("statsfile", metavar="STATSFILE")
+@click.option("--to", "to", required=True,
+              type=click.Choice(["torchvision", "torch-bn", "keras", "json", "npz"]),
+              help="The framework's form.")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help=".json or .py (torchvision, keras), .safetensors (torch-bn), a "
+                   "statistics file (json, npz).")
+@click.option("--no-rescale", is_flag=True,
+              help="torchvision: keep statistics of integer images as they are (not / 255).")
+@click.option("--prefix", default="", metavar="P",
+              help="torch-bn: put P before every key (layer1.bn.).")
+@click.option("--format", "fmt", type=click.Choice(["python", "json"]), default="python",
+              show_default=True, help="What is printed without -o.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def export(statsfile, to, output, no_rescale, prefix, fmt, force):
+    """Statistics as a framework takes them: torchvision's Normalize (integer images
+    divided by 255), a torch BatchNorm state (unbiased running_var) as safetensors, a
+    Keras Normalization layer (population variance).
+
+    \b
+      bn export stats.json --to torchvision
+      bn export stats.json --to torch-bn -o bn.safetensors
+      bn export stats.json --to keras --format json
+    """
+    from . import api, exports
+
+    exported = api.export(statsfile, to, output, rescale=not no_rescale, prefix=prefix,
+                          force=force)
+    if output is not None:
+        return
+    if to == "torch-bn":  # not reached: api.export requires the file
+        return
+    if to in ("json", "npz"):
+        if to == "npz":
+            raise click.UsageError("an npz export is written to a file: give -o FILE.npz")
+        from .statsfile import iter_json, load
+
+        for part in iter_json(load(statsfile)):
+            sys.stdout.write(part)
+    elif fmt == "json":
+        sys.stdout.write(json.dumps(api.export_document(exported)) + "\n")
+    else:
+        sys.stdout.write((exports.torchvision_snippet if to == "torchvision"
+                          else exports.keras_snippet)(exported))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT|STATSFILE...")
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
+              default="entropy", show_default=True, help="How the range is chosen.")
+@click.option("--per-channel", is_flag=True, help="One range per channel.")
+@click.option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=99.99,
+              show_default=True, help="For --method percentile.")
+@click.option("--target", type=click.Choice(["int8", "fp8-e4m3"]), default="int8",
+              show_default=True, help="scale = range / 127 (int8) or / 448 (fp8-e4m3).")
+@click.option("--to", "fmt", type=click.Choice(["table", "json", "csv", "tensorrt"]),
+              default=None, help="Output (default: table on a terminal, else json); "
+                                 "tensorrt: a calibration cache.")
+@click.option("--name", default=None, help="The tensor's name (default: the input's).")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write the output to FILE (atomically) instead of stdout.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--accuracy", type=float, default=0.01, show_default=True, metavar="A",
+              help="Histogram accuracy where the histograms are computed here.")
+@axes_options
+@engine_options
+def calibrate(inputs, method, per_channel, percentile, target, fmt, name, output, force,
+              accuracy, axes, channel_axis, layout, chunk_bytes, threads, allow_sparse,
+              allow_external, progress, scheduler):
+    """Clipping ranges and scales for int8 (or fp8) quantization, from the histograms of
+    INPUTs or of statistics files written with --quantiles (merged exactly).
+
+    \b
+      bn calibrate acts.npy --method entropy                  # TensorRT's KL method
+      bn calibrate part*.json --method percentile --percentile 99.99
+      bn calibrate acts.npy --per-channel --method mse --to json
+      bn calibrate acts.npy --name conv1 --to tensorrt -o calib.cache
+    """
+    from . import api
+
+    options = {}
+    if not all(text.lower().endswith((".json", ".npz")) for text in inputs):
+        options = dict(axes=axes, channel_axis=channel_axis, layout=layout,
+                       chunk_bytes=chunk_bytes, threads=threads, allow_sparse=allow_sparse,
+                       allow_external=allow_external, scheduler=scheduler,
+                       progress=_progress_factory(progress))
+    if fmt == "tensorrt" and per_channel:
+        raise click.UsageError("a TensorRT cache holds one scale per tensor; drop "
+                               "--per-channel")
+    if output is not None:
+        from .sinks import check_target
+
+        check_target(output, force=force, inputs=[api.InputSpec.parse(text).path
+                                                  for text in inputs])
+    result = api.calibrate(inputs, method=method, per_channel=per_channel,
+                           percentile=percentile, target=target, name=name,
+                           accuracy=accuracy, **options)
+    if fmt is None:
+        fmt = "table" if output is None and sys.stdout.isatty() else "json"
+    from .report import calibration_text
+
+    text = calibration_text(result, fmt)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from .sinks import AtomicFile, output_error
+
+    with AtomicFile(output, force=force) as atomic:
+        try:
+            with open(atomic.temp_path, "w") as stream:
+                stream.write(text)
+        except OSError as exc:
+            raise output_error(output, exc) from None
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

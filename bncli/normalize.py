@@ -24,6 +24,24 @@ from .layout import collapse_axes, fold_factor, plan_blocks
 # call is long enough that threads rarely wait for the GIL.
 PIECE_BYTES = 2 * 2**20
 DEFAULT_EPSILON = 1e-3  # as tf.keras.layers.BatchNormalization
+# How each framework puts epsilon into the denominator, and its default epsilon:
+#   tf, torch             sqrt(variance + epsilon)   (tf.nn.batch_normalization, torch BatchNorm)
+#   keras-backend         sqrt(variance) + epsilon   (the Keras backend's batch_normalization)
+#   keras-normalization   max(sqrt(variance), epsilon)   (keras.layers.Normalization)
+CONVENTIONS = {"tf": 1e-3, "torch": 1e-5, "keras-backend": 1e-3, "keras-normalization": 1e-7}
+
+
+def denominator(variance, epsilon: float, convention: str = "tf") -> np.ndarray:
+    """The per-channel divisor of `convention` (see :data:`CONVENTIONS`), in float64."""
+    variance = np.asarray(variance, np.float64)
+    with np.errstate(invalid="ignore"):
+        if convention in ("tf", "torch"):
+            return np.sqrt(variance + epsilon)
+        if convention == "keras-backend":
+            return np.sqrt(variance) + epsilon
+        if convention == "keras-normalization":
+            return np.maximum(np.sqrt(variance), epsilon)
+    raise ValueError(f"convention {convention!r} is not one of {', '.join(CONVENTIONS)}")
 
 
 def output_dtype(input_dtype: np.dtype, requested=None) -> np.dtype:
@@ -51,8 +69,10 @@ class Coefficients:
 
     @classmethod
     def from_statistics(cls, mean, variance, *, offset=0.0, scale=1.0,
-                        epsilon: float = DEFAULT_EPSILON) -> Coefficients:
-        """Build the coefficients of ``tf.nn.batch_normalization``.
+                        epsilon: float = DEFAULT_EPSILON,
+                        convention: str = "tf") -> Coefficients:
+        """Build the coefficients of ``tf.nn.batch_normalization`` (or of another
+        framework's `convention`, see :func:`denominator`).
 
         Parameters
         ----------
@@ -61,6 +81,8 @@ class Coefficients:
         offset, scale : array_like
             Broadcastable to `mean`; ``None`` means 0 and 1.
         epsilon : float
+        convention : str
+            ``tf`` (the default), ``torch``, ``keras-backend`` or ``keras-normalization``.
 
         Returns
         -------
@@ -70,11 +92,11 @@ class Coefficients:
         variance = np.asarray(variance, np.float64)
         scale = np.asarray(1.0 if scale is None else scale, np.float64)
         offset = np.asarray(0.0 if offset is None else offset, np.float64)
+        divisor = denominator(variance, epsilon, convention)
         with np.errstate(all="ignore"):
-            denominator = np.sqrt(variance + epsilon)
             # A channel without spread (with epsilon 0 too) is all at its mean: x - mean is
             # exactly 0 there, and a factor of 0 keeps 0 * inf from making it NaN.
-            factor = np.where(denominator == 0, 0.0, scale / denominator)
+            factor = np.where(divisor == 0, 0.0, scale / divisor)
         shape = np.broadcast_shapes(mean.shape, variance.shape, scale.shape, offset.shape)
         return cls(
             mean=np.ascontiguousarray(np.broadcast_to(mean, shape)),

@@ -681,3 +681,41 @@ class ProgressBars:
                 progress.stop()
 
         return _Bar()
+
+
+def calibration_text(result, fmt: str) -> str:
+    """The ranges of :func:`bncli.api.calibrate` as ``table``, ``json``, ``csv`` or a
+    ``tensorrt`` calibration cache."""
+    from .calibrate import tensorrt_cache
+    from .statsfile import json_array
+
+    if fmt == "tensorrt":
+        return tensorrt_cache({result.name: float(np.float32(result.scale[0]))})
+    labels = result.channels if result.channels is not None else [result.name]
+    if fmt == "json":
+        import json
+
+        return json.dumps({"name": result.name, "method": result.method,
+                           "target": result.target, "per_channel": result.channels is not None,
+                           "channels": result.channels, "amax": json_array(result.amax),
+                           "scale": json_array(result.scale)}) + "\n"
+    if fmt == "csv":
+        head = "channel" if result.channels is not None else "tensor"
+        return f"{head},amax,scale\n" + "".join(
+            f"{_csv_label(label)},{amax!r},{scale!r}\n" for label, amax, scale in zip(
+                labels, result.amax.tolist(), result.scale.tolist()))
+    buffer = io.StringIO()
+    console = console_for(buffer)
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for label in ("channel" if result.channels is not None else "tensor", "amax", "scale"):
+        table.add_column(label, justify="right")
+    for label, amax, scale in zip(labels, result.amax, result.scale):
+        table.add_row(escape(str(label)), number(amax), number(scale))
+    console.print(f"{escape(result.name)}: {result.method} ranges for {result.target}")
+    console.print(table)
+    return buffer.getvalue()
+
+
+def _csv_label(label) -> str:
+    text = str(label).replace(" ", "")
+    return f'"{text}"' if "," in text else text

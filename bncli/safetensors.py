@@ -233,7 +233,7 @@ def write(path: str, tensors: dict, metadata: dict | None = None) -> None:
     header: dict = {METADATA: dict(metadata)} if metadata else {}
     arrays, offset = [], 0
     for key, array in tensors.items():
-        array = np.ascontiguousarray(array, np.asarray(array).dtype.newbyteorder("<"))
+        array = np.array(array, np.asarray(array).dtype.newbyteorder("<"), order="C")
         code = _CODES.get(array.dtype.str)
         if code is None:
             raise OutputError(f"{path}: tensor {key!r} of dtype {array.dtype.name} has no "
