@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -309,3 +310,16 @@ def test_normalize_into_a_zarr_store_on_the_cluster(cluster, tmp_path, rng):
         assert result.returncode == 0, result.stderr
         np.testing.assert_array_equal(zarr.open(str(tmp_path / "out.zarr"), mode="r")[...],
                                       expected)
+
+
+def test_calibration_on_the_cluster_equals_the_local_one(cluster, tmp_path, rng):
+    address, _ = cluster
+    values = np.maximum(rng.standard_normal((512, 4, 4, 6)) * np.arange(1, 7), 0)
+    np.save(tmp_path / "acts.npy", values.astype(np.float32))
+    results = []
+    for extra in ([], ["--scheduler", address]):
+        result = run_bn("calibrate", tmp_path / "acts.npy", "--method", "entropy",
+                        "--per-channel", "--to", "json", "--chunk-bytes", "16K", *extra)
+        assert result.returncode == 0, result.stderr
+        results.append(json.loads(result.stdout))
+    assert results[0] == results[1]
