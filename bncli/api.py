@@ -563,14 +563,7 @@ def calibrate(inputs: Path | Sequence[Path], *, method: str = "entropy",
     -------
     CalibrationResult
     """
-    from . import calibrate as calibration
-
-    if method not in calibration.METHODS:
-        raise UsageError(f"method {method!r} is not one of {', '.join(calibration.METHODS)}")
-    if target not in calibration.TARGETS:
-        raise UsageError(f"target {target!r} is not one of {', '.join(calibration.TARGETS)}")
-    if not 0 < percentile <= 100:
-        raise UsageError(f"percentile {percentile!r} is not in (0, 100]")
+    _check_calibration(method, target, percentile)
     paths = _paths(inputs)
     if paths and all(_is_statistics_file(path) for path in paths):
         statistics = merge(paths)
@@ -585,7 +578,47 @@ def calibrate(inputs: Path | Sequence[Path], *, method: str = "entropy",
         entry = statistics.inputs[0] if statistics.inputs else {}
         name = (entry.get("dataset") or os.path.splitext(os.path.basename(
             entry.get("path") or source))[0]).strip("/").replace("/", ".")
+    return _calibrated(statistics, name, method, per_channel, percentile, target)
+
+
+def calibrate_each(input: Path, *, method: str = "entropy", per_channel: bool = False,
+                   percentile: float = 99.99, target: str = "int8",
+                   accuracy: float = DEFAULT_ACCURACY, **options) -> list:
+    """:func:`calibrate` every array of an HDF5, ``.npz``, safetensors or zarr file (as
+    :func:`stats_each` reduces them), for one TensorRT cache of all its tensors.
+
+    Returns
+    -------
+    list of CalibrationResult
+        One per array that could be reduced, named as in the file.
+    """
+    _check_calibration(method, target, percentile)
+    return [_calibrated(tensor.statistics, tensor.name.strip("/"), method, per_channel,
+                        percentile, target)
+            for tensor in stats_each(input, quantiles=True, accuracy=accuracy, **options)
+            if tensor.statistics is not None]
+
+
+def _check_calibration(method: str, target: str, percentile: float) -> None:
+    from . import calibrate as calibration
+
+    if method not in calibration.METHODS:
+        raise UsageError(f"method {method!r} is not one of {', '.join(calibration.METHODS)}")
+    if target not in calibration.TARGETS:
+        raise UsageError(f"target {target!r} is not one of {', '.join(calibration.TARGETS)}")
+    if not 0 < percentile <= 100:
+        raise UsageError(f"percentile {percentile!r} is not in (0, 100]")
+
+
+def _calibrated(statistics: Statistics, name: str, method: str, per_channel: bool,
+                percentile: float, target: str) -> CalibrationResult:
+    from . import calibrate as calibration
+
     moments = statistics.moments
+    nan = int(statistics.histogram.special[..., 4].sum())
+    if nan and not statistics.ignore_nan:
+        raise StatsFileError(f"{name}: holds {nan} NaN value{'s' * (nan != 1)}, which no "
+                             "range covers", hint="leave them out with --ignore-nan")
     channels = math.prod(statistics.channel_shape)
     groups = [[index] for index in range(channels)] if per_channel else [None]
     largest_code = calibration.TARGETS[target]

@@ -844,16 +844,21 @@ def export(statsfile, to, output, no_rescale, prefix, fmt, force):
               default=None, help="Output (default: table on a terminal, else json); "
                                  "tensorrt: a calibration cache.")
 @click.option("--name", default=None, help="The tensor's name (default: the input's).")
+@click.option("--each", is_flag=True,
+              help="Every array of an HDF5, .npz, safetensors or zarr file, each a tensor "
+                   "(one TensorRT cache of all of them).")
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Write the output to FILE (atomically) instead of stdout.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--accuracy", type=float, default=0.01, show_default=True, metavar="A",
               help="Histogram accuracy where the histograms are computed here.")
+@click.option("--ignore-nan", is_flag=True,
+              help="Leave NaNs out of histograms computed here (else a NaN is an error).")
 @axes_options
 @engine_options
-def calibrate(inputs, method, per_channel, percentile, target, fmt, name, output, force,
-              accuracy, axes, channel_axis, layout, chunk_bytes, threads, allow_sparse,
-              allow_external, progress, scheduler):
+def calibrate(inputs, method, per_channel, percentile, target, fmt, name, each, output,
+              force, accuracy, ignore_nan, axes, channel_axis, layout, chunk_bytes, threads,
+              allow_sparse, allow_external, progress, scheduler):
     """Clipping ranges and scales for int8 (or fp8) quantization, from the histograms of
     INPUTs or of statistics files written with --quantiles (merged exactly).
 
@@ -862,14 +867,16 @@ def calibrate(inputs, method, per_channel, percentile, target, fmt, name, output
       bn calibrate part*.json --method percentile --percentile 99.99
       bn calibrate acts.npy --per-channel --method mse --to json
       bn calibrate acts.npy --name conv1 --to tensorrt -o calib.cache
+      bn calibrate activations.h5 --each --to tensorrt -o calib.cache
     """
     from . import api
 
     options = {}
     if not all(text.lower().endswith((".json", ".npz")) for text in inputs):
         options = dict(axes=axes, channel_axis=channel_axis, layout=layout,
-                       chunk_bytes=chunk_bytes, threads=threads, allow_sparse=allow_sparse,
-                       allow_external=allow_external, scheduler=scheduler,
+                       ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
+                       allow_sparse=allow_sparse, allow_external=allow_external,
+                       scheduler=scheduler,
                        progress=_progress_factory(progress))
     if fmt == "tensorrt" and per_channel:
         raise click.UsageError("a TensorRT cache holds one scale per tensor; drop "
@@ -879,14 +886,23 @@ def calibrate(inputs, method, per_channel, percentile, target, fmt, name, output
 
         check_target(output, force=force, inputs=[api.InputSpec.parse(text).path
                                                   for text in inputs])
-    result = api.calibrate(inputs, method=method, per_channel=per_channel,
-                           percentile=percentile, target=target, name=name,
-                           accuracy=accuracy, **options)
+    if each:
+        if name is not None or len(inputs) != 1 or layout is not None:
+            raise click.UsageError("--each takes one file, whose arrays name themselves "
+                                   "(no --name, no --layout)")
+        options.pop("layout", None)
+        results = api.calibrate_each(inputs[0], method=method, per_channel=per_channel,
+                                     percentile=percentile, target=target, accuracy=accuracy,
+                                     **options)
+    else:
+        results = [api.calibrate(inputs, method=method, per_channel=per_channel,
+                                 percentile=percentile, target=target, name=name,
+                                 accuracy=accuracy, **options)]
     if fmt is None:
         fmt = "table" if output is None and sys.stdout.isatty() else "json"
     from .report import calibration_text
 
-    text = calibration_text(result, fmt)
+    text = calibration_text(results, fmt)
     if output is None:
         sys.stdout.write(text)
         return

@@ -683,35 +683,43 @@ class ProgressBars:
         return _Bar()
 
 
-def calibration_text(result, fmt: str) -> str:
-    """The ranges of :func:`bncli.api.calibrate` as ``table``, ``json``, ``csv`` or a
-    ``tensorrt`` calibration cache."""
+def calibration_text(results: Sequence, fmt: str) -> str:
+    """The ranges of :func:`bncli.api.calibrate` (one result per tensor) as ``table``,
+    ``json`` (an object per tensor, a list for several), ``csv`` or a ``tensorrt``
+    calibration cache."""
     from .calibrate import tensorrt_cache
     from .statsfile import json_array
 
     if fmt == "tensorrt":
-        return tensorrt_cache({result.name: float(np.float32(result.scale[0]))})
-    labels = result.channels if result.channels is not None else [result.name]
+        return tensorrt_cache({result.name: float(np.float32(result.scale[0]))
+                               for result in results})
     if fmt == "json":
         import json
 
-        return json.dumps({"name": result.name, "method": result.method,
-                           "target": result.target, "per_channel": result.channels is not None,
-                           "channels": result.channels, "amax": json_array(result.amax),
-                           "scale": json_array(result.scale)}) + "\n"
+        documents = [{"name": result.name, "method": result.method, "target": result.target,
+                      "per_channel": result.channels is not None, "channels": result.channels,
+                      "amax": json_array(result.amax), "scale": json_array(result.scale)}
+                     for result in results]
+        return json.dumps(documents[0] if len(documents) == 1 else documents) + "\n"
+    per_channel = results[0].channels is not None
+    rows = [(result.name, label, amax, scale) for result in results
+            for label, amax, scale in zip(
+                result.channels if per_channel else [None], result.amax.tolist(),
+                result.scale.tolist())]
     if fmt == "csv":
-        head = "channel" if result.channels is not None else "tensor"
-        return f"{head},amax,scale\n" + "".join(
-            f"{_csv_label(label)},{amax!r},{scale!r}\n" for label, amax, scale in zip(
-                labels, result.amax.tolist(), result.scale.tolist()))
+        head = "tensor,channel,amax,scale" if per_channel else "tensor,amax,scale"
+        return head + "\n" + "".join(
+            ",".join([_csv_label(name)] + ([_csv_label(label)] if per_channel else [])
+                     + [repr(amax), repr(scale)]) + "\n" for name, label, amax, scale in rows)
     buffer = io.StringIO()
     console = console_for(buffer)
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for label in ("channel" if result.channels is not None else "tensor", "amax", "scale"):
-        table.add_column(label, justify="right")
-    for label, amax, scale in zip(labels, result.amax, result.scale):
-        table.add_row(escape(str(label)), number(amax), number(scale))
-    console.print(f"{escape(result.name)}: {result.method} ranges for {result.target}")
+    for label in ("tensor",) + (("channel",) if per_channel else ()) + ("amax", "scale"):
+        table.add_column(label, justify="left" if label == "tensor" else "right")
+    for name, label, amax, scale in rows:
+        table.add_row(escape(name), *([escape(str(label))] if per_channel else []),
+                      number(amax), number(scale))
+    console.print(f"{results[0].method} ranges for {results[0].target}")
     console.print(table)
     return buffer.getvalue()
 

@@ -178,3 +178,39 @@ def test_calibrate_outputs_and_errors(relu, tmp_path):
     api.save_statistics(api.stats(path), tmp_path / "plain.json")
     with pytest.raises(StatsFileError, match="no histograms"):
         api.calibrate(tmp_path / "plain.json")
+
+
+def test_each_tensor_of_a_file_in_one_tensorrt_cache(tmp_path, rng):
+    import h5py
+
+    first = np.maximum(rng.normal(size=(2000, 8)), 0).astype(np.float32)
+    second = (rng.normal(size=(500, 3, 3)) * 5).astype(np.float32)
+    with h5py.File(tmp_path / "acts.h5", "w") as h5file:
+        h5file["block1/relu"] = first
+        h5file["block2/conv"] = second
+    np.save(tmp_path / "first.npy", first)
+    result = run_bn("calibrate", tmp_path / "acts.h5", "--each", "--method", "minmax",
+                    "--to", "tensorrt")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].startswith("TRT-") and len(lines) == 3
+    scales = dict(line.split(": ") for line in lines[1:])
+    for name, values in (("block1/relu", first), ("block2/conv", second)):
+        expected = np.float32(np.abs(values).max() / 127)
+        assert struct.unpack(">f", bytes.fromhex(scales[name]))[0] == expected
+    # the same range as the array alone
+    alone = api.calibrate(tmp_path / "first.npy", method="entropy")
+    [each] = [found for found in api.calibrate_each(tmp_path / "acts.h5", method="entropy")
+              if found.name == "block1/relu"]
+    np.testing.assert_array_equal(each.amax, alone.amax)
+
+
+def test_nan_is_refused_unless_left_out(tmp_path, rng):
+    values = rng.normal(size=(1000, 2))
+    values[5, 1] = np.nan
+    np.save(tmp_path / "x.npy", values)
+    refused = run_bn("calibrate", tmp_path / "x.npy")
+    assert refused.returncode == 1 and "1 NaN value" in refused.stderr.decode()
+    assert "--ignore-nan" in refused.stderr.decode()
+    result = api.calibrate(tmp_path / "x.npy", method="minmax", ignore_nan=True)
+    assert result.amax[0] == np.nanmax(np.abs(values))
