@@ -466,8 +466,7 @@ def export(statistics: Path | Statistics, to: str, output: Path | None = None, *
                 "keras": lambda: exports.keras(statistics, name=name)}[to]()
     if to == "torch-bn":
         if output is None or not output.lower().endswith(".safetensors"):
-            raise UsageError("a torch-bn export is written to a .safetensors file (-o "
-                             "bn.safetensors)")
+            raise UsageError("a torch-bn export is written to a .safetensors file; name one")
     elif output is not None and not output.lower().endswith((".json", ".py")):
         raise UsageError(f"{output}: a {to} export is written to a .json or .py file")
     if output is not None:

@@ -406,6 +406,12 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Also draw the per-channel statistics, .png, .svg or .pdf (needs "
                    "bncli[plot]).")
+@click.option("--export", "export_to", default=None,
+              type=click.Choice(["torchvision", "torch-bn", "keras"]),
+              help="Print the statistics in this framework's form (as bn export) instead of "
+                   "the table; with --export-output, write it there.")
+@click.option("--export-output", default=None, metavar="FILE",
+              help="Where --export writes (.json or .py; .safetensors for torch-bn).")
 @click.option("--each", is_flag=True,
               help="Every array of an HDF5, .npz or safetensors file, one row each: over all "
                    "its elements, or over --axes / but --channel-axis where it has them.")
@@ -417,7 +423,8 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
 @engine_options
 def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order, fmt, show_all,
           quiet, output, force, outlier_threshold, fail_on, quantile_levels, accuracy,
-          sparse_threshold, plot_path, each, allow_duplicates, sort, only_flagged, pick, indent,
+          sparse_threshold, plot_path, export_to, export_output, each, allow_duplicates, sort,
+          only_flagged, pick, indent,
           nan_as, chunk_bytes, threads, allow_sparse, allow_external, progress, scheduler):
     """Per-channel count, mean, variance, std, min, max, NaN, Inf and zero counts, and
     with --quantiles the distribution.
@@ -487,7 +494,9 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
         from .plot import plot_statistics
 
         plot_statistics(statistics, found, plot_path, force=force)
-    if not quiet:
+    if export_to is not None:
+        _export(statistics, export_to, export_output, quiet, force)
+    elif not quiet:
         _print_statistics(statistics, fmt, found, elapsed=elapsed, show_all=show_all,
                           indent=indent, nan_as=nan_as,
                           rows=dict(sort=sort, only_flagged=only_flagged, channels=pick))
@@ -499,6 +508,22 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
         for finding in failing:
             _echo_err(f"bn: --fail-on: {finding.kind} in {_channel_list(statistics, finding)}")
         raise click.exceptions.Exit(FINDINGS_EXIT_CODE)
+
+
+def _export(statistics, to: str, output: str | None, quiet: bool, force: bool,
+            fmt: str = "python", **options) -> None:
+    """Export statistics (a file, or computed; ``bn export``, ``bn stats --export``): to
+    `output`, or print."""
+    from . import api, exports
+
+    exported = api.export(statistics, to, output, force=force, **options)
+    if output is not None or quiet or exported is None:
+        return
+    if fmt == "json":
+        sys.stdout.write(json.dumps(api.export_document(exported)) + "\n")
+    else:
+        sys.stdout.write((exports.torchvision_snippet if to == "torchvision"
+                          else exports.keras_snippet)(exported))
 
 
 def _report_each(results, fmt, quiet, indent, nan_as, fail_kinds) -> None:
@@ -809,26 +834,16 @@ def export(statsfile, to, output, no_rescale, prefix, fmt, force):
       bn export stats.json --to torch-bn -o bn.safetensors
       bn export stats.json --to keras --format json
     """
-    from . import api, exports
 
-    exported = api.export(statsfile, to, output, rescale=not no_rescale, prefix=prefix,
-                          force=force)
-    if output is not None:
-        return
-    if to == "torch-bn":  # not reached: api.export requires the file
-        return
-    if to in ("json", "npz"):
-        if to == "npz":
-            raise click.UsageError("an npz export is written to a file: give -o FILE.npz")
+    if to == "npz" and output is None:
+        raise click.UsageError("an npz export is written to a file: give -o FILE.npz")
+    if to == "json" and output is None:
         from .statsfile import iter_json, load
 
         for part in iter_json(load(statsfile)):
             sys.stdout.write(part)
-    elif fmt == "json":
-        sys.stdout.write(json.dumps(api.export_document(exported)) + "\n")
-    else:
-        sys.stdout.write((exports.torchvision_snippet if to == "torchvision"
-                          else exports.keras_snippet)(exported))
+        return
+    _export(statsfile, to, output, False, force, fmt, rescale=not no_rescale, prefix=prefix)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

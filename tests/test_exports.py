@@ -221,3 +221,17 @@ def test_export_errors(tmp_path, rng, images):
         api.export(tmp_path / "mv.json", "torch-bn", tmp_path / "bn.safetensors")
     exported = api.export(tmp_path / "mv.json", "keras")
     assert exported["variance"] == [1.0, 2.0]
+
+
+def test_stats_exports_what_it_computed(images, tmp_path):
+    values, stats = images
+    result = run_bn("stats", tmp_path / "images.npy", "--export", "torch-bn",
+                    "--export-output", tmp_path / "bn.safetensors")
+    assert result.returncode == 0, result.stderr
+    state = safetensors_numpy.load_file(str(tmp_path / "bn.safetensors"))
+    flat = values.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_array_equal(state["running_var"],
+                                  flat.var(axis=0, ddof=1).astype(np.float32))
+    snippet = run_bn("stats", tmp_path / "images.npy", "--export", "keras")
+    assert snippet.returncode == 0 and "keras.layers.Normalization(" in snippet.stdout.decode()
+    assert run_bn("stats", tmp_path / "images.npy", "--export", "torch-bn").returncode == 2
