@@ -235,3 +235,17 @@ def test_stats_exports_what_it_computed(images, tmp_path):
     snippet = run_bn("stats", tmp_path / "images.npy", "--export", "keras")
     assert snippet.returncode == 0 and "keras.layers.Normalization(" in snippet.stdout.decode()
     assert run_bn("stats", tmp_path / "images.npy", "--export", "torch-bn").returncode == 2
+
+
+def test_tf_convention_matches_keras_ops_batch_normalization(tmp_path, rng):
+    keras = _keras()
+    values = rng.normal([4.0, -1.0, 0.0], [3.0, 0.01, 1e-4], size=(32, 6, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", values)
+    assert run_bn("normalize", tmp_path / "x.npy", "-o", tmp_path / "y.npy", "-q",
+                  "--scale", "2,1,0.5", "--offset", "0,1,-1").returncode == 0
+    data = values.astype(np.float64)
+    expected = keras.ops.batch_normalization(
+        data, data.mean(axis=(0, 1)), data.var(axis=(0, 1)), axis=-1,
+        offset=np.array([0.0, 1.0, -1.0]), scale=np.array([2.0, 1.0, 0.5]), epsilon=1e-3)
+    # Keras computes in float32 on most backends: agreement to its rounding
+    assert_close(np.load(tmp_path / "y.npy"), np.asarray(expected), rtol=1e-5, atol=1e-5)
