@@ -57,7 +57,7 @@ def member_name(filename: str) -> str:
     return filename[:-4] if filename.endswith(".npy") else filename
 
 
-def read_members(stream, size: int, name: str) -> tuple[zipfile.ZipFile, dict]:
+def read_members(stream, size: int, name: str) -> dict:
     """Read and check the directory of an ``.npz`` archive.
 
     Parameters
@@ -71,17 +71,17 @@ def read_members(stream, size: int, name: str) -> tuple[zipfile.ZipFile, dict]:
 
     Returns
     -------
-    archive : zipfile.ZipFile
-    members : dict
+    dict
         Member name to :class:`Member`, in archive order.
     """
     try:
-        archive = zipfile.ZipFile(stream)
+        with zipfile.ZipFile(stream) as archive:  # the directory only; `stream` stays open
+            infos = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
             struct.error, UnicodeDecodeError, NotImplementedError) as exc:
         raise InputError(f"{name}: not a readable .npz (zip) archive: {exc}") from None
     members, spans = {}, []
-    for info in archive.infolist():
+    for info in infos:
         where = f"{name}: member {info.filename!r}"
         if not info.filename:
             raise InputError(f"{name}: a member has an empty name")
@@ -114,7 +114,7 @@ def read_members(stream, size: int, name: str) -> tuple[zipfile.ZipFile, dict]:
         if after[0] < before[1]:
             raise InputError(f"{name}: members {before[2]!r} and {after[2]!r} share bytes "
                              "(a zip bomb?)")
-    return archive, members
+    return members
 
 
 def _data_offset(stream, info: zipfile.ZipInfo, size: int, where: str) -> int:

@@ -581,8 +581,7 @@ def list_entries(path: str, name: str) -> list | None:
         if kind == "npz":
             from .npz import read_members
 
-            archive, members = read_members(stream, os.fstat(stream.fileno()).st_size, name)
-            archive.close()
+            members = read_members(stream, os.fstat(stream.fileno()).st_size, name)
             listing = []
             for member in members.values():
                 try:
@@ -630,8 +629,7 @@ def _open_container(spec: InputSpec, kind: str) -> Source:
             return SafetensorsSource(stream, tensor, f"{spec.path}:{tensor.name}", spec.path)
         from .npz import member_name, read_members
 
-        archive, members = read_members(stream, size, name)
-        archive.close()
+        members = read_members(stream, size, name)
         stream.close()
     except BaseException:
         stream.close()
