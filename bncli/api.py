@@ -564,7 +564,7 @@ def calibrate(inputs: Path | Sequence[Path], *, method: str = "entropy",
     """
     _check_calibration(method, target, percentile)
     paths = _paths(inputs)
-    if paths and all(_is_statistics_file(path) for path in paths):
+    if paths and all(is_statistics_file(path) for path in paths):
         statistics = merge(paths)
         source = paths[0]
     else:
@@ -700,7 +700,7 @@ def diff(base: Path, new: Path, *, axes: Sequence[int] | int | None = None,
         if not isinstance(value, (int, float)) or not value >= 0:
             raise UsageError(f"{label} must be a number at least 0, not {value!r}")
     sides = [os.fspath(path) for path in (base, new)]
-    loaded = {path: load_statistics(path) for path in sides if _is_statistics_file(path)}
+    loaded = {path: load_statistics(path) for path in sides if is_statistics_file(path)}
     if accuracy is None:
         grids = [side.histogram.bits for side in loaded.values() if side.histogram is not None]
         accuracy = bucket_accuracy(grids[0]) if grids else DEFAULT_ACCURACY
@@ -734,8 +734,9 @@ def diff(base: Path, new: Path, *, axes: Sequence[int] | int | None = None,
     return drift_of(old, now, max_shift=max_shift, max_psi=max_psi), old, now
 
 
-def _is_statistics_file(path: str) -> bool:
-    """A ``.json`` or ``.npz`` path is a statistics file (an INPUT is ``.npy`` or HDF5)."""
+def is_statistics_file(path: str) -> bool:
+    """A ``.json`` or ``.npz`` path is a statistics file (an array of an ``.npz`` is named
+    ``FILE.npz:member``)."""
     return path.lower().endswith((".json", ".npz"))
 
 

@@ -887,7 +887,7 @@ def calibrate(inputs, method, per_channel, percentile, target, fmt, name, each, 
     from . import api
 
     options = {}
-    if not all(text.lower().endswith((".json", ".npz")) for text in inputs):
+    if not all(api.is_statistics_file(text) for text in inputs):
         options = dict(axes=axes, channel_axis=channel_axis, layout=layout,
                        ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
                        allow_sparse=allow_sparse, allow_external=allow_external,
