@@ -181,7 +181,9 @@ def test_each_convention_puts_epsilon_where_its_framework_does(tmp_path, rng, co
 
 def test_torch_convention_matches_batchnorm_in_training_mode(tmp_path, rng):
     torch = pytest.importorskip("torch")
-    values = rng.normal([1.0, -3.0], [2.0, 0.1], size=(8, 2, 5, 5)).astype(np.float32)
+    values = np.ascontiguousarray(
+        rng.normal([1.0, -3.0], [2.0, 0.1], size=(8, 5, 5, 2)).transpose(0, 3, 1, 2),
+        dtype=np.float32)
     np.save(tmp_path / "x.npy", values)
     assert run_bn("normalize", tmp_path / "x.npy", "--channel-axis", "1", "-o",
                   tmp_path / "y.npy", "-q", "--convention", "torch").returncode == 0
