@@ -735,9 +735,25 @@ def diff(base: Path, new: Path, *, axes: Sequence[int] | int | None = None,
 
 
 def is_statistics_file(path: str) -> bool:
-    """A ``.json`` or ``.npz`` path is a statistics file (an array of an ``.npz`` is named
-    ``FILE.npz:member``)."""
-    return path.lower().endswith((".json", ".npz"))
+    """Whether `path` names a statistics file rather than an INPUT.
+
+    A ``.json`` path is one. So is an ``.npz`` path, unless it is a readable archive without
+    the ``meta`` member that ``bn stats -o FILE.npz`` writes: that is an archive of arrays,
+    an INPUT (one array of it is named ``FILE.npz:member``).
+    """
+    lowered = path.lower()
+    if lowered.endswith(".json"):
+        return True
+    if not lowered.endswith(".npz"):
+        return False
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return True  # unreadable: the statistics file's loader says why
+    return "meta.npy" in names
 
 
 def _file_identity(path: str):

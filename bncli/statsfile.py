@@ -576,7 +576,8 @@ def load(path: str) -> Statistics:
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             raise StatsFileError(f"{path}: not a valid .npz statistics file ({exc})") from None
         if "meta" not in arrays:
-            raise StatsFileError(f"{path}: missing field 'meta'")
+            raise StatsFileError(f"{path}: not a statistics file: it has no 'meta' member "
+                                 "(an archive of arrays is an INPUT, as FILE.npz:MEMBER)")
         try:
             document = json.loads(str(arrays.pop("meta")))
         except ValueError as exc:

@@ -214,3 +214,24 @@ def test_nan_is_refused_unless_left_out(tmp_path, rng):
     assert "--ignore-nan" in refused.stderr.decode()
     result = api.calibrate(tmp_path / "x.npy", method="minmax", ignore_nan=True)
     assert result.amax[0] == np.nanmax(np.abs(values))
+
+
+def test_an_archive_of_arrays_is_an_input_and_a_statistics_npz_is_not(relu, tmp_path):
+    values, _ = relu
+    np.savez(tmp_path / "layers.npz", conv1=values, conv2=-2 * values)
+    member = json.loads(run_bn("calibrate", f"{tmp_path / 'layers.npz'}:conv2", "--method",
+                               "minmax", "--to", "json").stdout)
+    assert member["amax"] == [float(2 * np.abs(values.astype(np.float64)).max())]
+    whole = run_bn("calibrate", tmp_path / "layers.npz")
+    assert whole.returncode == 1
+    assert "holds 2 arrays; name one as" in whole.stderr.decode()
+    assert run_bn("stats", tmp_path / "layers.npz:conv1", "--quantiles", "-o",
+                  tmp_path / "s.npz", "-q").returncode == 0
+    from_statistics = json.loads(run_bn("calibrate", tmp_path / "s.npz", "--method", "minmax",
+                                        "--to", "json").stdout)
+    assert from_statistics["amax"] == [float(np.abs(values).max())]
+    refused = run_bn("normalize", tmp_path / "layers.npz:conv1", "--stats",
+                     tmp_path / "layers.npz", "-o", tmp_path / "y.npy")
+    assert refused.returncode == 1
+    assert "layers.npz: not a statistics file" in refused.stderr.decode()
+    assert not (tmp_path / "y.npy").exists()
