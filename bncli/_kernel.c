@@ -15,6 +15,10 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <errno.h>
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 
 /* Wider vectors where the CPU has them, chosen when the module loads (GCC's function
  * multiversioning); the default clone runs on any x86-64. Elsewhere: one plain version. */
@@ -191,28 +195,60 @@ PIECE_MOMENTS(int32_t)
 PIECE_MOMENTS(uint32_t)
 
 #define CALL_PIECE(TYPE)                                                                   \
-    piece_##TYPE((const TYPE *)data + start * channels, stop - start, channels, shift,     \
+    piece_##TYPE((const TYPE *)source + first * channels, stop - start, channels, shift,   \
                  total + p * channels, mean + p * channels, m2 + p * channels,             \
                  m3 ? m3 + p * channels : NULL, m4 ? m4 + p * channels : NULL,             \
                  minimum + p * channels, maximum + p * channels, scratch,                  \
                  scratch + channels, scratch + 2 * channels)
 
+/* Read `n` bytes at `offset` of `fd` into `out`, through interruptions; returns the bytes
+ * read (fewer at the end of the file) and sets *error to errno on a failure. */
+static Py_ssize_t read_at(int fd, char *out, Py_ssize_t n, long long offset, int *error)
+{
+    Py_ssize_t done = 0;
+#ifdef _WIN32
+    (void)fd, (void)out, (void)n, (void)offset;
+    *error = ENOSYS;
+#else
+    while (done < n) {
+        ssize_t got = pread(fd, out + done, (size_t)(n - done), (off_t)(offset + done));
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            *error = errno;
+            break;
+        }
+        if (got == 0)
+            break;
+        done += got;
+    }
+#endif
+    return done;
+}
+
 static const char rows_moments_doc[] =
     "rows_moments(data, code, rows, channels, piece_rows, shift, total, mean, m2, m3, m4,\n"
-    "             minimum, maximum, zero_count, min_count, max_count)\n\n"
+    "             minimum, maximum, zero_count, min_count, max_count, fd=-1, offset=0)\n\n"
     "Moments of each piece of piece_rows rows of channels-last data, one output row per\n"
     "piece: float64 total (of x - shift), mean, m2 (m3 and m4 unless None), minimum and\n"
-    "maximum, int64 counts of zeros and of values at the piece's min and max.";
+    "maximum, int64 counts of zeros and of values at the piece's min and max.\n\n"
+    "With a file descriptor fd, the rows are read from the file at byte offset, one piece\n"
+    "at a time, into data (then a writable buffer of piece_rows rows), so that each piece\n"
+    "is still in cache when it is reduced. Returns the bytes read: fewer than the rows\n"
+    "hold when the file ends first, and then only the pieces read whole are reduced.";
 
 static PyObject *rows_moments(PyObject *self, PyObject *args)
 {
     PyObject *objects[15];
     const char *code_text;
     Py_ssize_t code_length, rows, channels, piece_rows;
-    if (!PyArg_ParseTuple(args, "Os#nnnOOOOOOOOOOO", &objects[0], &code_text, &code_length,
-                          &rows, &channels, &piece_rows, &objects[1], &objects[2],
-                          &objects[3], &objects[4], &objects[5], &objects[6], &objects[7],
-                          &objects[8], &objects[9], &objects[10], &objects[11]))
+    int fd = -1;
+    long long offset = 0;
+    if (!PyArg_ParseTuple(args, "Os#nnnOOOOOOOOOOO|iL", &objects[0], &code_text,
+                          &code_length, &rows, &channels, &piece_rows, &objects[1],
+                          &objects[2], &objects[3], &objects[4], &objects[5], &objects[6],
+                          &objects[7], &objects[8], &objects[9], &objects[10], &objects[11],
+                          &fd, &offset))
         return NULL;
     char code = code_length == 1 ? code_text[0] : 0;
     int size = item_size(code);
@@ -225,8 +261,9 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         }
         size = 1;
     }
-    if (rows < 0 || channels <= 0 || piece_rows <= 0) {
-        PyErr_SetString(PyExc_ValueError, "rows, channels and piece_rows must be positive");
+    if (rows < 0 || channels <= 0 || piece_rows <= 0 || offset < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "rows, channels and piece_rows must be positive, offset not negative");
         return NULL;
     }
     Py_ssize_t pieces = (rows + piece_rows - 1) / piece_rows;
@@ -235,7 +272,8 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
     int used = 0, failed = 0;
     const char *names[12] = {"data", "shift", "total", "mean", "m2", "m3", "m4", "minimum",
                              "maximum", "zero_count", "min_count", "max_count"};
-    Py_ssize_t needs[12] = {rows * channels * size, channels * 8, row_bytes, row_bytes,
+    Py_ssize_t data_rows = fd >= 0 ? (piece_rows < rows ? piece_rows : rows) : rows;
+    Py_ssize_t needs[12] = {data_rows * channels * size, channels * 8, row_bytes, row_bytes,
                             row_bytes, row_bytes, row_bytes, row_bytes, row_bytes, row_bytes,
                             row_bytes, row_bytes};
     void *pointers[12] = {0};
@@ -244,21 +282,24 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
             pointers[i] = NULL;
             continue;
         }
-        if (get_buffer(objects[i], &views[i], i >= 2, needs[i], names[i]) < 0) {
+        if (get_buffer(objects[i], &views[i], i >= 2 || (i == 0 && fd >= 0), needs[i],
+                       names[i]) < 0) {
             failed = 1;
             break;
         }
         pointers[i] = views[i].buf;
         used |= 1 << i;
     }
+    Py_ssize_t bytes_read = 0;
     if (!failed) {
-        const void *data = pointers[0];
+        char *data = pointers[0];
         const double *shift = pointers[1];
         double *total = pointers[2], *mean = pointers[3], *m2 = pointers[4];
         double *m3 = pointers[5], *m4 = pointers[6];
         double *minimum = pointers[7], *maximum = pointers[8];
         int64_t *zeros = pointers[9], *at_min = pointers[10], *at_max = pointers[11];
         double *scratch = PyMem_RawMalloc(3 * channels * sizeof(double));
+        int error = 0;
         if (!scratch) {
             failed = 1;
             PyErr_NoMemory();
@@ -267,6 +308,17 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         for (Py_ssize_t p = 0; p < pieces && scratch; p++) {
             Py_ssize_t start = p * piece_rows;
             Py_ssize_t stop = start + piece_rows < rows ? start + piece_rows : rows;
+            const char *source = data;
+            Py_ssize_t first = start;
+            if (fd >= 0) {
+                Py_ssize_t want = (stop - start) * channels * size;
+                Py_ssize_t got = read_at(fd, data, want,
+                                         offset + (long long)start * channels * size, &error);
+                bytes_read += got;
+                if (got < want)
+                    break;
+                first = 0;
+            }
             switch (code) {
             case 'f': CALL_PIECE(float); break;
             case 'd': CALL_PIECE(double); break;
@@ -286,13 +338,18 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         }
         Py_END_ALLOW_THREADS
         PyMem_RawFree(scratch);
+        if (error) {
+            failed = 1;
+            errno = error;
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
     }
     for (int i = 0; i < 12; i++)
         if (used & (1 << i))
             PyBuffer_Release(&views[i]);
     if (failed)
         return NULL;
-    Py_RETURN_NONE;
+    return PyLong_FromSsize_t(fd >= 0 ? bytes_read : rows * channels * size);
 }
 
 /*

@@ -57,12 +57,18 @@ class LazyBlock:
         the block into the 1-d array `out`. Without it, `block` holds the data.
     pieces : BufferRing, optional
         Where the pieces go (default: a new ring of one buffer).
+    span : tuple, optional
+        ``(fd, offset, name)``: the block is the bytes of the open file `fd` from `offset`
+        on, as stored, so that a compiled kernel can read its pieces itself (`name` is the
+        input's, for errors). Only with `read`.
     """
 
-    def __init__(self, block: np.ndarray, read=None, pieces: BufferRing | None = None):
+    def __init__(self, block: np.ndarray, read=None, pieces: BufferRing | None = None,
+                 span: tuple | None = None):
         self._block = block
         self._read = read
         self._pieces = pieces or BufferRing(1)
+        self.span = span if read is not None else None
         self.shape, self.dtype, self.size = block.shape, block.dtype, block.size
         self.c_contiguous = bool(block.flags.c_contiguous)
 
@@ -82,9 +88,15 @@ class LazyBlock:
         self._read(start, stop, out)
         return out
 
+    def piece_buffer(self, items: int) -> np.ndarray:
+        """A buffer of `items` elements of the block's dtype from the piece ring (valid
+        until the next piece), for a reader that fills it itself."""
+        return self._pieces.array((items,), self.dtype)
+
     def array(self) -> np.ndarray:
         """The whole block, read now if it was not."""
         if self._read is not None:
             self._read(0, self.size, self._block.reshape(-1))
             self._read = None
+            self.span = None
         return self._block

@@ -98,7 +98,9 @@ def block_loader(source: Source, budget_bytes: int, threads: int,
             if not is_contiguous(region, source.storage_shape) or not hasattr(
                     source, "read_part"):
                 return source.read(region, block)  # a tile, or a source read whole
-            return LazyBlock(block, functools.partial(source.read_part, region), local.pieces)
+            span = source.file_span(region) if hasattr(source, "file_span") else None
+            return LazyBlock(block, functools.partial(source.read_part, region), local.pieces,
+                             span=span and (*span, source.name))
 
         for region in source.regions(budget_bytes, reduce_axes):
             yield region, functools.partial(fetch, region)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .buffers import BufferRing, LazyBlock
-from .errors import StatsFileError
+from .errors import InputError, StatsFileError
 from .kernel import COMPILED, type_code
 from .layout import FOLD_WIDTH, channel_region, collapse_axes, fold_factor, plan_blocks
 from .partials import Partial, Reduction, register, tree_merge
@@ -784,14 +784,27 @@ def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_
     total, mean, m2, minimum, maximum, *higher = sums
     ties = [np.empty((pieces, channels), np.int64) for _ in range(3)]
     count = np.empty((pieces, channels), np.int64)
-    for index, start in enumerate(range(0, rows, per_piece)):
-        stop = min(start + per_piece, rows)
-        piece = block.piece(start * channels, stop * channels)
-        count[index] = stop - start
-        COMPILED.rows_moments(piece, code, stop - start, channels, stop - start, shift,
-                              total[index], mean[index], m2[index],
-                              *(array[index] for array in higher) if higher else (None, None),
-                              minimum[index], maximum[index], *(tie[index] for tie in ties))
+    count[:] = per_piece
+    count[-1] = rows - (pieces - 1) * per_piece
+    if block.span is not None:  # the kernel reads the pieces itself, without the GIL
+        fd, offset, name = block.span
+        wanted = rows * channels * block.dtype.itemsize
+        got = COMPILED.rows_moments(block.piece_buffer(min(rows, per_piece) * channels), code,
+                                    rows, channels, per_piece, shift, total, mean, m2,
+                                    *higher if higher else (None, None), minimum, maximum,
+                                    *ties, fd, offset)
+        if got < wanted:
+            raise InputError(f"{name}: file ends at byte {offset + got}, inside the data its "
+                             "header declares")
+    else:
+        for index, start in enumerate(range(0, rows, per_piece)):
+            stop = min(start + per_piece, rows)
+            piece = block.piece(start * channels, stop * channels)
+            COMPILED.rows_moments(piece, code, stop - start, channels, stop - start, shift,
+                                  total[index], mean[index], m2[index],
+                                  *(array[index] for array in higher) if higher else
+                                  (None, None), minimum[index], maximum[index],
+                                  *(tie[index] for tie in ties))
     extremes = extreme_dtype(block.dtype)
     return [(count, total, mean, m2, minimum.astype(extremes), maximum.astype(extremes),
              *higher, *ties)]

@@ -324,6 +324,16 @@ class NpySource(Source):
             first = prefix + (region[split].start,) + (0,) * (len(shape) - split - 1)
             self._pread(int(np.ravel_multi_index(first, shape)), runs[index])
 
+    def file_span(self, region: tuple) -> tuple | None:
+        """``(fd, offset)`` of a region that is one run of the file's bytes, stored as they
+        are used (no widening), for a kernel that reads them itself; else None."""
+        if not self._seekable or self._widen is not None or not is_contiguous(
+                region, self.storage_shape):
+            return None
+        return (self._stream.fileno(),
+                self._data_offset + region_start(region, self.storage_shape)
+                * self.dtype.itemsize)
+
     def read_part(self, region: tuple, start: int, stop: int, out: np.ndarray) -> None:
         """Read the flat elements ``[start, stop)`` of a block into the 1-d array `out`.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -167,3 +168,47 @@ def test_both_kernels_normalize_to_the_same_bits(values, out, offset, seed):
         with using_kernel(name):
             results.append(normalize_block(values, coefficients, np.empty(values.shape, out)))
     np.testing.assert_array_equal(results[0].view(np.uint8), results[1].view(np.uint8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=channel_rows(), chunk_bytes=st.sampled_from([64, 1000, 4096, 2**20]),
+       threads=st.sampled_from([1, 2]))
+def test_the_kernel_reading_a_file_itself_agrees_with_numpy(values, chunk_bytes, threads):
+    import tempfile
+
+    from bncli import api
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = f"{directory}/x.npy"
+        np.save(path, values)
+        results = {}
+        for name in ("compiled", "numpy"):
+            with using_kernel(name):
+                results[name] = api.stats(path, chunk_bytes=chunk_bytes,
+                                          threads=threads).values()
+    compiled, numpy = results["compiled"], results["numpy"]
+    for key in ("count", "min", "max", "zero_count", "min_count", "max_count"):
+        np.testing.assert_array_equal(compiled[key], numpy[key], err_msg=key)
+    wide = values.astype(np.float64)
+    scale = np.abs(wide).max(initial=1.0)
+    np.testing.assert_allclose(compiled["mean"], wide.mean(axis=0), rtol=1e-12,
+                               atol=1e-15 * scale)
+    np.testing.assert_allclose(compiled["variance"], wide.var(axis=0), rtol=1e-10,
+                               atol=1e-13 * scale**2)
+
+
+def test_a_file_cut_short_while_the_kernel_reads_it_is_an_error(tmp_path, rng):
+    from bncli.engine import source_partials
+    from bncli.errors import InputError
+    from bncli.partials import Reduction
+    from bncli.sources import open_source
+
+    if kernel.COMPILED is None:
+        pytest.skip("the compiled kernel is not built")
+    values = rng.standard_normal((4000, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", values)
+    with open_source(str(tmp_path / "x.npy")) as source:
+        os.truncate(tmp_path / "x.npy", 128 + values.nbytes // 2)
+        with pytest.raises(InputError, match=r"x\.npy: file ends at byte 128128, inside the "
+                                             "data its header declares"):
+            source_partials(source, (0,), Reduction(), chunk_bytes=values.nbytes, threads=1)

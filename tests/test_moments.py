@@ -260,18 +260,23 @@ def test_block_read_piece_by_piece_gives_the_same_bits(tmp_path, rng, axes, pois
         region = next(iter(source.regions(values.nbytes)))
         reads = []
 
-        def lazy():
+        def lazy(span=None):
             def read(start, stop, out):
                 reads.append(stop - start)
                 source.read_part(region, start, stop, out)
-            return LazyBlock(np.empty(values.shape, values.dtype), read)
+            return LazyBlock(np.empty(values.shape, values.dtype), read, span=span)
 
         expected = block_moments(values, axes, piece_bytes=piece_bytes)
         got = block_moments(lazy(), axes, piece_bytes=piece_bytes)
         if axes == (0, 1) and poison is None:  # channels last: read in pieces, never whole
             assert len(reads) > 1 and max(reads) < values.size
+        # and where the compiled kernel reads the pieces from the file itself
+        by_kernel = block_moments(lazy(span=(*source.file_span(region), source.name)), axes,
+                                  piece_bytes=piece_bytes)
         for name in Moments.ARRAYS:
             assert np.array_equal(getattr(got, name), getattr(expected, name), equal_nan=True)
+            assert np.array_equal(getattr(by_kernel, name), getattr(expected, name),
+                                  equal_nan=True)
         keep = tuple(1 if axis in axes else dim for axis, dim in enumerate(values.shape))
         coefficients = Coefficients.from_statistics(np.full(keep, 30.0), np.full(keep, 4.0))
         want = normalize_block(values, coefficients, np.empty(values.shape),
