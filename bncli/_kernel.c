@@ -128,78 +128,91 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
 /*
  * One piece of `rows` rows: per channel the sum of (x - shift), min and max (first pass),
  * then, with the piece in cache, the centred sums of powers about the piece's own mean and
- * the counts of values equal to 0, to the min and to the max (second pass). Both passes
- * are branch-free float64 arithmetic over a row of channels, which the compiler vectorizes;
- * counts are kept as float64 (exact below 2**53) and written as int64.
+ * the counts of values equal to 0, to the min and to the max (second pass). The sums are
+ * float64 arithmetic over a row of channels, which the compiler vectorizes; the extremes
+ * and the comparisons are done in the input's own type (ETYPE: exact, and eight or more
+ * lanes to a vector where the sums have four), the counts in int32 lanes (a piece has
+ * fewer than 2**31 rows). float16 has no arithmetic type of its own: its ETYPE is double.
+ * `work` holds 4 doubles a channel.
  */
-#define PIECE_MOMENTS(TYPE)                                                                \
-    VECTOR_CLONES static void piece_##TYPE(const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, \
-                             const double *restrict shift, double *restrict total,         \
-                             double *restrict mean, double *restrict m2,                   \
-                             double *restrict m3, double *restrict m4,                     \
-                             double *restrict minimum, double *restrict maximum,           \
-                             double *restrict zeros, double *restrict at_min,              \
-                             double *restrict at_max)                                      \
+#define PIECE_MOMENTS(TYPE, ETYPE, AS_E)                                                   \
+    VECTOR_CLONES static void piece_##TYPE(                                                \
+        const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels,                      \
+        const double *restrict shift, double *restrict total, double *restrict mean,       \
+        double *restrict m2, double *restrict m3, double *restrict m4,                     \
+        double *restrict minimum, double *restrict maximum, int64_t *restrict zeros,       \
+        int64_t *restrict at_min, int64_t *restrict at_max, double *restrict work)         \
     {                                                                                      \
+        ETYPE *restrict low = (ETYPE *)work, *restrict high = low + channels;              \
+        int32_t *restrict zc = (int32_t *)(work + 2 * channels), *restrict lc = zc + channels; \
+        int32_t *restrict hc = lc + channels;                                              \
         Py_ssize_t r, c;                                                                   \
         for (c = 0; c < channels; c++) {                                                   \
             total[c] = 0.0;                                                                \
-            minimum[c] = AS_DOUBLE(TYPE, x[c]);                                                     \
-            maximum[c] = AS_DOUBLE(TYPE, x[c]);                                                     \
+            low[c] = high[c] = AS_E(x[c]);                                                 \
         }                                                                                  \
         for (r = 0; r < rows; r++) {                                                       \
             const TYPE *restrict row = x + r * channels;                                   \
             for (c = 0; c < channels; c++) {                                               \
-                double v = AS_DOUBLE(TYPE, row[c]);                                                 \
-                total[c] += v - shift[c];                                                  \
-                minimum[c] = v < minimum[c] ? v : minimum[c];                              \
-                maximum[c] = v > maximum[c] ? v : maximum[c];                              \
+                ETYPE e = AS_E(row[c]);                                                    \
+                total[c] += AS_DOUBLE(TYPE, row[c]) - shift[c];                            \
+                low[c] = e < low[c] ? e : low[c];                                          \
+                high[c] = e > high[c] ? e : high[c];                                       \
             }                                                                              \
         }                                                                                  \
         for (c = 0; c < channels; c++) {                                                   \
             mean[c] = total[c] / (double)rows;                                             \
-            m2[c] = zeros[c] = at_min[c] = at_max[c] = 0.0;                                \
+            m2[c] = 0.0;                                                                   \
+            zc[c] = lc[c] = hc[c] = 0;                                                     \
             if (m3)                                                                        \
                 m3[c] = m4[c] = 0.0;                                                       \
         }                                                                                  \
         for (r = 0; r < rows; r++) {                                                       \
             const TYPE *restrict row = x + r * channels;                                   \
             for (c = 0; c < channels; c++) {                                               \
-                double v = AS_DOUBLE(TYPE, row[c]);                                                 \
-                double e = (v - shift[c]) - mean[c];                                       \
-                m2[c] += e * e;                                                            \
-                zeros[c] += (double)(v == 0.0);                                            \
-                at_min[c] += (double)(v == minimum[c]);                                    \
-                at_max[c] += (double)(v == maximum[c]);                                    \
+                ETYPE e = AS_E(row[c]);                                                    \
+                double d = (AS_DOUBLE(TYPE, row[c]) - shift[c]) - mean[c];                 \
+                m2[c] += d * d;                                                            \
+                zc[c] += e == (ETYPE)0;                                                    \
+                lc[c] += e == low[c];                                                      \
+                hc[c] += e == high[c];                                                     \
             }                                                                              \
             if (m3) {                                                                      \
                 for (c = 0; c < channels; c++) {                                           \
-                    double e = (AS_DOUBLE(TYPE, row[c]) - shift[c]) - mean[c];                      \
-                    double e3 = e * e * e;                                                 \
-                    m3[c] += e3;                                                           \
-                    m4[c] += e3 * e;                                                       \
+                    double d = (AS_DOUBLE(TYPE, row[c]) - shift[c]) - mean[c];             \
+                    double d3 = d * d * d;                                                 \
+                    m3[c] += d3;                                                           \
+                    m4[c] += d3 * d;                                                       \
                 }                                                                          \
             }                                                                              \
         }                                                                                  \
+        for (c = 0; c < channels; c++) {                                                   \
+            minimum[c] = (double)low[c];                                                   \
+            maximum[c] = (double)high[c];                                                  \
+            zeros[c] = zc[c];                                                              \
+            at_min[c] = lc[c];                                                             \
+            at_max[c] = hc[c];                                                             \
+        }                                                                                  \
     }
 
-typedef unsigned char npy_bool_t;
-PIECE_MOMENTS(float)
-PIECE_MOMENTS(double)
-PIECE_MOMENTS(half_t)
-PIECE_MOMENTS(int8_t)
-PIECE_MOMENTS(uint8_t)
-PIECE_MOMENTS(int16_t)
-PIECE_MOMENTS(uint16_t)
-PIECE_MOMENTS(int32_t)
-PIECE_MOMENTS(uint32_t)
+#define SAME(VALUE) (VALUE)
+#define HALF_AS_DOUBLE(VALUE) half_values[VALUE]
+PIECE_MOMENTS(float, float, SAME)
+PIECE_MOMENTS(double, double, SAME)
+PIECE_MOMENTS(half_t, double, HALF_AS_DOUBLE)
+PIECE_MOMENTS(int8_t, int8_t, SAME)
+PIECE_MOMENTS(uint8_t, uint8_t, SAME)
+PIECE_MOMENTS(int16_t, int16_t, SAME)
+PIECE_MOMENTS(uint16_t, uint16_t, SAME)
+PIECE_MOMENTS(int32_t, int32_t, SAME)
+PIECE_MOMENTS(uint32_t, uint32_t, SAME)
 
 #define CALL_PIECE(TYPE)                                                                   \
     piece_##TYPE((const TYPE *)source + first * channels, stop - start, channels, shift,   \
                  total + p * channels, mean + p * channels, m2 + p * channels,             \
                  m3 ? m3 + p * channels : NULL, m4 ? m4 + p * channels : NULL,             \
-                 minimum + p * channels, maximum + p * channels, scratch,                  \
-                 scratch + channels, scratch + 2 * channels)
+                 minimum + p * channels, maximum + p * channels, zeros + p * channels,     \
+                 at_min + p * channels, at_max + p * channels, scratch)
 
 /* Read `n` bytes at `offset` of `fd` into `out`, through interruptions; returns the bytes
  * read (fewer at the end of the file) and sets *error to errno on a failure. */
@@ -261,9 +274,9 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         }
         size = 1;
     }
-    if (rows < 0 || channels <= 0 || piece_rows <= 0 || offset < 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "rows, channels and piece_rows must be positive, offset not negative");
+    if (rows < 0 || channels <= 0 || piece_rows <= 0 || piece_rows > INT32_MAX || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "rows, channels and piece_rows (below 2**31) must be "
+                        "positive, offset not negative");
         return NULL;
     }
     Py_ssize_t pieces = (rows + piece_rows - 1) / piece_rows;
@@ -298,7 +311,7 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         double *m3 = pointers[5], *m4 = pointers[6];
         double *minimum = pointers[7], *maximum = pointers[8];
         int64_t *zeros = pointers[9], *at_min = pointers[10], *at_max = pointers[11];
-        double *scratch = PyMem_RawMalloc(3 * channels * sizeof(double));
+        double *scratch = PyMem_RawMalloc(4 * channels * sizeof(double));
         int error = 0;
         if (!scratch) {
             failed = 1;
@@ -329,11 +342,6 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
             case 'H': CALL_PIECE(uint16_t); break;
             case 'i': CALL_PIECE(int32_t); break;
             case 'I': CALL_PIECE(uint32_t); break;
-            }
-            for (Py_ssize_t c = 0; c < channels; c++) {
-                zeros[p * channels + c] = (int64_t)scratch[c];
-                at_min[p * channels + c] = (int64_t)scratch[channels + c];
-                at_max[p * channels + c] = (int64_t)scratch[2 * channels + c];
             }
         }
         Py_END_ALLOW_THREADS

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -328,6 +327,8 @@ def spool_stdin(source: Source, directory: str | None = None,
         The source reading the spooled file (named as the stream), and the file's path,
         which the caller removes.
     """
+    import tempfile
+
     try:
         handle, path = tempfile.mkstemp(prefix="bn-stdin-", suffix=".npy", dir=directory)
     except OSError as exc:
@@ -350,6 +351,8 @@ def spool_stdin(source: Source, directory: str | None = None,
 
 
 def _spool_error(source: Source, directory: str | None, exc: OSError) -> InputError:
+    import tempfile
+
     where = directory or tempfile.gettempdir()
     return InputError(f"{source.name}: cannot keep a copy for the second pass in {where}: "
                       f"{exc.strerror or exc}", hint="set TMPDIR to a directory with room")

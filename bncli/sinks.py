@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 import sys
-import tempfile
 import threading
 from collections.abc import Iterable
 
@@ -107,6 +105,9 @@ class AtomicFile:
     """
 
     def __init__(self, path: str, *, force: bool, copy: bool = False, directory: bool = False):
+        import shutil
+        import tempfile
+
         self.path = path
         self.force = force or copy
         self._original = None
@@ -183,6 +184,9 @@ class AtomicFile:
                               f"{exc.strerror or exc}") from None
 
     def _commit_directory(self) -> None:
+        import shutil
+        import tempfile
+
         umask = os.umask(0)
         os.umask(umask)
         try:
@@ -211,6 +215,8 @@ class AtomicFile:
         if not self._done:
             self._done = True
             if self._directory:
+                import shutil
+
                 shutil.rmtree(self.temp_path, ignore_errors=True)
                 return
             try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -515,6 +514,7 @@ def _check_bounds(path: str, fmt: str) -> None:
     """Refuse what is not a regular file, or is larger than any statistics file can be."""
     import os
     import stat
+    import zipfile
 
     info = os.stat(path)
     if stat.S_ISDIR(info.st_mode):
@@ -550,6 +550,8 @@ def load(path: str) -> Statistics:
     -------
     Statistics
     """
+    import zipfile
+
     fmt = format_for_path(path)
     try:
         _check_bounds(path, fmt)
