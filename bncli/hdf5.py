@@ -8,6 +8,7 @@ h5py is imported here only, and only when an HDF5 file is used.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import h5py
 import numpy as np
@@ -369,10 +370,28 @@ def deflate_pipeline(dataset) -> tuple | None:
     return None
 
 
+def inflater():
+    """The zlib interface that inflates chunks, and its name.
+
+    ISA-L's (``isal.isal_zlib``, the ``bncli[isal]`` extra) where it is installed: it
+    inflates the same bytes about twice as fast as zlib, and likewise without the GIL.
+    Else, or with ``BN_INFLATE=zlib``, Python's own ``zlib``.
+    """
+    if os.environ.get("BN_INFLATE", "").strip().lower() != "zlib":
+        try:
+            from isal import isal_zlib
+        except ImportError:
+            pass
+        else:
+            return isal_zlib, "isal"
+    import zlib
+
+    return zlib, "zlib"
+
+
 def _read_deflated(dataset, region: tuple, name: str, block: np.ndarray) -> bool:
     """Read `region` from its stored chunks, inflated here; False where it cannot be."""
     import itertools
-    import zlib
 
     pipeline = deflate_pipeline(dataset)
     if pipeline is None or dataset.dtype.kind not in "biuf":
@@ -382,6 +401,7 @@ def _read_deflated(dataset, region: tuple, name: str, block: np.ndarray) -> bool
            for part, size, dim in zip(region, chunks, shape)):
         return False  # not whole chunks
     shuffled = pipeline[0]
+    inflate, _ = inflater()
     dtype = dataset.dtype
     chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
     origins = itertools.product(*(range(part.start, part.stop, size)
@@ -395,9 +415,9 @@ def _read_deflated(dataset, region: tuple, name: str, block: np.ndarray) -> bool
         _, data = dataset.id.read_direct_chunk(origin)
         deflate_bit = 2 if shuffled else 1
         try:  # never more than a chunk (and a byte to tell), whatever the data claims
-            raw = data if mask & deflate_bit else zlib.decompressobj().decompress(
+            raw = data if mask & deflate_bit else inflate.decompressobj().decompress(
                 data, chunk_bytes + 1)
-        except zlib.error as exc:
+        except inflate.error as exc:
             raise InputError(f"{name}: damaged compressed chunk at {list(origin)} "
                              f"({exc})") from None
         if len(raw) != chunk_bytes:

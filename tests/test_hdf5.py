@@ -263,19 +263,24 @@ def test_a_chunk_stored_unfiltered_and_one_never_written_read_right(tmp_path, rn
                                rtol=1e-12)
 
 
-def test_a_damaged_deflated_chunk_is_one_clear_error(tmp_path, rng):
+INFLATERS = [pytest.param({"BN_INFLATE": "zlib"}, id="zlib"), pytest.param({}, id="default")]
+
+
+@pytest.mark.parametrize("env", INFLATERS)
+def test_a_damaged_deflated_chunk_is_one_clear_error(tmp_path, rng, env):
     with h5py.File(tmp_path / "x.h5", "w") as h5file:
         dataset = h5file.create_dataset("x", shape=(16, 4), dtype=np.float32, chunks=(8, 4),
                                         compression="gzip")
         dataset[:] = rng.standard_normal((16, 4))
         dataset.id.write_direct_chunk((8, 0), b"not deflate data", filter_mask=0)
-    result = run_bn("stats", f"{tmp_path / 'x.h5'}:/x")
+    result = run_bn("stats", f"{tmp_path / 'x.h5'}:/x", env=env)
     assert result.returncode == 1
     assert b"x.h5:/x: damaged compressed chunk at [8, 0]" in result.stderr
     assert b"Traceback" not in result.stderr
 
 
-def test_a_deflated_chunk_that_inflates_past_its_size_is_refused_unread(tmp_path):
+@pytest.mark.parametrize("env", INFLATERS)
+def test_a_deflated_chunk_that_inflates_past_its_size_is_refused_unread(tmp_path, env):
     import zlib
 
     with h5py.File(tmp_path / "x.h5", "w") as h5file:
@@ -284,6 +289,32 @@ def test_a_deflated_chunk_that_inflates_past_its_size_is_refused_unread(tmp_path
         dataset[:] = 1.0
         bomb = zlib.compress(bytes(2**26))  # 64 MiB of zeros for a 128-byte chunk
         dataset.id.write_direct_chunk((0, 0), bomb, filter_mask=0)
-    result = run_bn("stats", f"{tmp_path / 'x.h5'}:/x")
+    result = run_bn("stats", f"{tmp_path / 'x.h5'}:/x", env=env)
     assert result.returncode == 1
     assert b"inflates to more than the 128 bytes of a chunk" in result.stderr
+
+
+def test_isal_inflates_the_chunks_to_the_same_bits_as_zlib(tmp_path, rng, monkeypatch):
+    pytest.importorskip("isal", reason="the bncli[isal] extra is not installed")
+    from bncli import hdf5
+
+    assert hdf5.inflater()[1] == "isal"
+    values = (rng.standard_normal((512, 6, 5)) * 3 + 1).astype(np.float32)
+    with h5py.File(tmp_path / "x.h5", "w") as h5file:
+        h5file.create_dataset("plain", data=values, chunks=(8, 6, 5), compression="gzip")
+        h5file.create_dataset("shuffled", data=values, chunks=(8, 3, 5), compression="gzip",
+                              shuffle=True, compression_opts=9)
+    results, used = {}, []
+    choose = hdf5.inflater
+    monkeypatch.setattr(hdf5, "inflater", lambda: used.append(choose()[1]) or choose())
+    for forced in ("", "zlib"):
+        monkeypatch.setenv("BN_INFLATE", forced)
+        for name in ("plain", "shuffled"):
+            results[forced, name] = api.stats(f"{tmp_path / 'x.h5'}:/{name}", axes=(0, 1),
+                                              chunk_bytes=10_000, threads=2).values()
+    assert used.count("isal") > 4 and used.count("zlib") > 4  # block by block, by each
+    for name in ("plain", "shuffled"):
+        for key in ("mean", "variance", "min", "max", "count"):
+            np.testing.assert_array_equal(results["", name][key], results["zlib", name][key])
+        np.testing.assert_allclose(results["", name]["mean"],
+                                   values.astype(np.float64).mean(axis=(0, 1)), rtol=1e-12)
