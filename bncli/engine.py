@@ -268,10 +268,11 @@ def normalize_source(source: Source, writer, coefficients: Coefficients, out_dty
             if not hasattr(local, "buffers"):
                 local.buffers = BufferRing(1)
             out = local.buffers.array(region_shape(region), out_dtype)
-        normalize_block(fetch(), coefficients_for(coefficients, region), out)
-        if positional:
-            writer.write_at(region, out)
+        if positional:  # each piece written as soon as it is made, still in cache
+            normalize_block(fetch(), coefficients_for(coefficients, region), out,
+                            done=functools.partial(writer.write_part, region, out))
             return region, None
+        normalize_block(fetch(), coefficients_for(coefficients, region), out)
         return region, out
 
     # Blocks are written by the workers at their places in a file; to a stream, in order

@@ -109,7 +109,7 @@ class Coefficients:
 
 
 def normalize_block(block: np.ndarray | LazyBlock, coefficients: Coefficients, out: np.ndarray,
-                    *, piece_bytes: int = PIECE_BYTES) -> np.ndarray:
+                    *, piece_bytes: int = PIECE_BYTES, done=None) -> np.ndarray:
     """Normalize `block` into `out`, piece by piece.
 
     Parameters
@@ -123,6 +123,10 @@ def normalize_block(block: np.ndarray | LazyBlock, coefficients: Coefficients, o
         Same shape as `block`, in the output dtype.
     piece_bytes : int
         Float64 bytes computed at once.
+    done : callable, optional
+        Called as ``done(start, stop)`` for each run of flat (C-order) elements of `out`
+        as soon as it holds its final values, in order and covering `out` once, so that a
+        writer can write each part while it is still in cache.
 
     Returns
     -------
@@ -130,7 +134,7 @@ def normalize_block(block: np.ndarray | LazyBlock, coefficients: Coefficients, o
         `out`.
     """
     lazy = LazyBlock.of(block)
-    if _normalize_rows(lazy, coefficients, out, piece_bytes):
+    if _normalize_rows(lazy, coefficients, out, piece_bytes, done):
         return out
     block = lazy.array()
     shape = block.shape
@@ -145,11 +149,13 @@ def normalize_block(block: np.ndarray | LazyBlock, coefficients: Coefficients, o
             values *= coefficients.factor[index]
             values += coefficients.offset[index]
             out[region] = values  # the one rounding; float16 overflow gives inf, as NumPy
+    if done is not None:
+        done(0, out.size)
     return out
 
 
 def _normalize_rows(block: LazyBlock, coefficients: Coefficients, out: np.ndarray,
-                    piece_bytes: int) -> bool:
+                    piece_bytes: int, done=None) -> bool:
     """Normalize a C-contiguous block as a 2-D array with long rows; False if it cannot.
 
     Channels-last data ``(A, K)`` is folded into rows of about ``FOLD_WIDTH`` values with
@@ -179,6 +185,8 @@ def _normalize_rows(block: LazyBlock, coefficients: Coefficients, out: np.ndarra
             COMPILED.normalize_rows(block.piece(start * channels, stop * channels), code,
                                     stop - start, channels, mean, factor, offset, has_offset,
                                     rows_out[start:stop], out.dtype.char)
+            if done is not None:
+                done(start * channels, stop * channels)
         return True
     spans = []  # (first flat element, rows, row width, output rows, coefficients)
     if inner == 1:
@@ -214,4 +222,6 @@ def _normalize_rows(block: LazyBlock, coefficients: Coefficients, out: np.ndarra
                 # computed in float64, rounded once (a separate cast is faster than a
                 # ufunc writing into another dtype, which goes through a buffer)
                 np.copyto(rows_out[start:stop], values, casting="same_kind")
+    if done is not None:
+        done(0, out.size)
     return True

@@ -338,7 +338,7 @@ class NpyWriter:
         except OSError as exc:
             raise output_error(self.name, exc) from None
 
-    #: Whether :meth:`write_at` may be used (a file, not a stream).
+    #: Whether :meth:`write_part` may be used (a file, not a stream).
     random_access = False
 
     def write(self, region: tuple, block: np.ndarray) -> None:
@@ -397,15 +397,17 @@ class NpyFileWriter(NpyWriter):
             self._file.close()
             raise
 
-    def write_at(self, region: tuple, block: np.ndarray) -> None:
-        """Write a block (C-contiguous, storage order) at its place; thread-safe."""
-        offset = self.data_offset + region_start(region, self._shape) * self._itemsize
+    def write_part(self, region: tuple, block: np.ndarray, start: int, stop: int) -> None:
+        """Write the flat elements ``[start, stop)`` of a block (C-contiguous, storage
+        order) at their place; thread-safe."""
+        part = block.reshape(-1)[start:stop]
+        offset = self.data_offset + (region_start(region, self._shape) + start) * self._itemsize
         try:
-            pwrite_all(self._file.fileno(), as_bytes(block), offset)
+            pwrite_all(self._file.fileno(), as_bytes(part), offset)
         except OSError as exc:
             raise output_error(self.name, exc) from None
         with self._lock:
-            self.written += block.nbytes
+            self.written += part.nbytes
 
     def close(self) -> None:
         """Close the file."""

@@ -85,3 +85,38 @@ def test_keepdims_statistics_broadcast_over_nchw():
 def test_statistics_that_do_not_broadcast_are_refused():
     with pytest.raises(ValueError, match="do not broadcast"):
         bncli.batch_normalization(np.zeros((4, 3)), np.zeros(5), np.ones(5), None, None, 1e-3)
+
+
+@pytest.mark.parametrize("dtype, shape, axes", [
+    ("float32", (700, 16), (0,)),          # channels-last rows (the compiled loop)
+    ("float32", (5, 7, 300), (0, 2)),      # (A, K, B) slabs
+    (">f4", (700, 16), (0,)),              # non-native order: the general path
+    ("int64", (300, 3, 4), (0, 1)),        # a type the compiled kernel does not take
+])
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+def test_each_part_is_final_when_announced_and_the_parts_cover_the_block(dtype, shape, axes,
+                                                                       kernel):
+    from conftest import using_kernel
+
+    from bncli.normalize import Coefficients, normalize_block
+
+    rng = np.random.default_rng(3)
+    values = (rng.standard_normal(shape) * 4 + 2).astype(dtype)
+    keep = tuple(1 if axis in axes else dim for axis, dim in enumerate(shape))
+    coefficients = Coefficients.from_statistics(rng.random(keep) + 1.5, rng.random(keep) + 0.5)
+    out = np.empty(shape, np.float32)
+    seen, parts = [], []
+
+    def done(start, stop):
+        parts.append((start, stop))
+        seen.append(out.reshape(-1)[start:stop].copy())
+
+    with using_kernel(kernel):
+        normalize_block(values, coefficients, out, piece_bytes=4096, done=done)
+    assert parts[0][0] == 0 and parts[-1][1] == out.size
+    if kernel == "compiled" and dtype == "float32" and len(shape) == 2:
+        assert len(parts) > 1  # piece by piece, as the compiled loop makes them
+    assert all(left[1] == right[0] for left, right in zip(parts, parts[1:]))
+    np.testing.assert_array_equal(np.concatenate(seen), out.reshape(-1))
+    expected = ((values.astype(np.float64) - coefficients.mean) * coefficients.factor)
+    np.testing.assert_allclose(out, expected.astype(np.float32), rtol=1e-6, atol=1e-6)
