@@ -239,30 +239,92 @@ static Py_ssize_t read_at(int fd, char *out, Py_ssize_t n, long long offset, int
     return done;
 }
 
+/* NaN-propagating extremes, as NumPy's minimum and maximum. */
+static inline double lower(double a, double b) { return a != a || b != b ? a + b : (a < b ? a : b); }
+static inline double upper(double a, double b) { return a != a || b != b ? a + b : (a > b ? a : b); }
+
+/*
+ * Merge the rows of the partials of a block's pieces (one shift, none empty) into row 0:
+ * neighbours paired level by level, an odd last one carried up, each pair by the formulas
+ * of Moments.merge in reduction.py, in the same order of operations, so the bits are the
+ * ones a merge of the rows in NumPy gives. `total` is summed alike (for a finiteness test).
+ */
+static void merge_pieces(Py_ssize_t pieces, Py_ssize_t channels, int64_t *count,
+                         const double *shift, double *total, double *mean, double *m2,
+                         double *minimum, double *maximum, int64_t *zeros, int64_t *at_min,
+                         int64_t *at_max)
+{
+    for (Py_ssize_t n = pieces; n > 1; n = (n + 1) / 2) {
+        Py_ssize_t pairs = n / 2;
+        for (Py_ssize_t k = 0; k < pairs; k++) {
+            int64_t ca = count[2 * k], cb = count[2 * k + 1], both = ca + cb;
+            double fraction_b = (double)cb / (double)both;
+            for (Py_ssize_t c = 0; c < channels; c++) {
+                Py_ssize_t a = 2 * k * channels + c, b = a + channels, o = k * channels + c;
+                double delta = (shift[c] - shift[c]) + (mean[b] - mean[a]);
+                double low = lower(minimum[a], minimum[b]), high = upper(maximum[a], maximum[b]);
+                int64_t low_ties = (minimum[a] == low ? at_min[a] : 0) +
+                                   (minimum[b] == low ? at_min[b] : 0);
+                int64_t high_ties = (maximum[a] == high ? at_max[a] : 0) +
+                                    (maximum[b] == high ? at_max[b] : 0);
+                double merged_m2 = (m2[a] + m2[b]) + ((delta * delta) * (double)ca) * fraction_b;
+                mean[o] = mean[a] + delta * fraction_b;
+                m2[o] = merged_m2;
+                total[o] = total[a] + total[b];
+                zeros[o] = zeros[a] + zeros[b];
+                minimum[o] = low;
+                maximum[o] = high;
+                at_min[o] = low_ties;
+                at_max[o] = high_ties;
+            }
+            count[k] = both;
+        }
+        if (n % 2) {
+            Py_ssize_t from = (n - 1) * channels, to = pairs * channels;
+            memmove(total + to, total + from, channels * sizeof(double));
+            memmove(mean + to, mean + from, channels * sizeof(double));
+            memmove(m2 + to, m2 + from, channels * sizeof(double));
+            memmove(minimum + to, minimum + from, channels * sizeof(double));
+            memmove(maximum + to, maximum + from, channels * sizeof(double));
+            memmove(zeros + to, zeros + from, channels * sizeof(int64_t));
+            memmove(at_min + to, at_min + from, channels * sizeof(int64_t));
+            memmove(at_max + to, at_max + from, channels * sizeof(int64_t));
+            count[pairs] = count[n - 1];
+        }
+    }
+}
+
 static const char rows_moments_doc[] =
     "rows_moments(data, code, rows, channels, piece_rows, shift, total, mean, m2, m3, m4,\n"
-    "             minimum, maximum, zero_count, min_count, max_count, fd=-1, offset=0)\n\n"
+    "             minimum, maximum, zero_count, min_count, max_count, fd=-1, offset=0,\n"
+    "             merge=False)\n\n"
     "Moments of each piece of piece_rows rows of channels-last data, one output row per\n"
     "piece: float64 total (of x - shift), mean, m2 (m3 and m4 unless None), minimum and\n"
     "maximum, int64 counts of zeros and of values at the piece's min and max.\n\n"
     "With a file descriptor fd, the rows are read from the file at byte offset, one piece\n"
     "at a time, into data (then a writable buffer of piece_rows rows), so that each piece\n"
     "is still in cache when it is reduced. Returns the bytes read: fewer than the rows\n"
-    "hold when the file ends first, and then only the pieces read whole are reduced.";
+    "hold when the file ends first, and then only the pieces read whole are reduced.\n\n"
+    "With merge (order 2 only: m3 and m4 None), the pieces' rows are merged into the\n"
+    "first, as a pairwise tree (see merge_pieces), after they are all reduced.";
 
 static PyObject *rows_moments(PyObject *self, PyObject *args)
 {
     PyObject *objects[15];
     const char *code_text;
     Py_ssize_t code_length, rows, channels, piece_rows;
-    int fd = -1;
+    int fd = -1, merge = 0;
     long long offset = 0;
-    if (!PyArg_ParseTuple(args, "Os#nnnOOOOOOOOOOO|iL", &objects[0], &code_text,
+    if (!PyArg_ParseTuple(args, "Os#nnnOOOOOOOOOOO|iLp", &objects[0], &code_text,
                           &code_length, &rows, &channels, &piece_rows, &objects[1],
                           &objects[2], &objects[3], &objects[4], &objects[5], &objects[6],
                           &objects[7], &objects[8], &objects[9], &objects[10], &objects[11],
-                          &fd, &offset))
+                          &fd, &offset, &merge))
         return NULL;
+    if (merge && (objects[5] != Py_None || objects[6] != Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "merge is for order 2: m3 and m4 must be None");
+        return NULL;
+    }
     char code = code_length == 1 ? code_text[0] : 0;
     int size = item_size(code);
     if (!size || code == '?') {
@@ -312,8 +374,11 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         double *minimum = pointers[7], *maximum = pointers[8];
         int64_t *zeros = pointers[9], *at_min = pointers[10], *at_max = pointers[11];
         double *scratch = PyMem_RawMalloc(4 * channels * sizeof(double));
-        int error = 0;
-        if (!scratch) {
+        int64_t *count = merge ? PyMem_RawMalloc(pieces * sizeof(int64_t)) : NULL;
+        int error = 0, whole = 1;
+        if (!scratch || (merge && !count)) {
+            PyMem_RawFree(scratch);
+            scratch = NULL;
             failed = 1;
             PyErr_NoMemory();
         }
@@ -328,10 +393,14 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
                 Py_ssize_t got = read_at(fd, data, want,
                                          offset + (long long)start * channels * size, &error);
                 bytes_read += got;
-                if (got < want)
+                if (got < want) {
+                    whole = 0;
                     break;
+                }
                 first = 0;
             }
+            if (count)
+                count[p] = stop - start;
             switch (code) {
             case 'f': CALL_PIECE(float); break;
             case 'd': CALL_PIECE(double); break;
@@ -344,8 +413,12 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
             case 'I': CALL_PIECE(uint32_t); break;
             }
         }
+        if (scratch && count && whole && pieces > 0)
+            merge_pieces(pieces, channels, count, shift, total, mean, m2, minimum, maximum,
+                         zeros, at_min, at_max);
         Py_END_ALLOW_THREADS
         PyMem_RawFree(scratch);
+        PyMem_RawFree(count);
         if (error) {
             failed = 1;
             errno = error;

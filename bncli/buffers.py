@@ -88,6 +88,11 @@ class LazyBlock:
         self._read(start, stop, out)
         return out
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the whole block is held (given, or read already)."""
+        return self._read is None
+
     def piece_buffer(self, items: int) -> np.ndarray:
         """A buffer of `items` elements of the block's dtype from the piece ring (valid
         until the next piece), for a reader that fills it itself."""

@@ -776,8 +776,13 @@ def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray, order: i
 
 def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_items: int,
                    shift: np.ndarray, order: int) -> list:
-    """:func:`_rows_partials` by the compiled kernel: one row of partials per piece of at
-    least ``MIN_PIECE_ROWS`` rows, read from the file as it goes (see :mod:`bncli.kernel`)."""
+    """:func:`_rows_partials` by the compiled kernel: partials of pieces of at least
+    ``MIN_PIECE_ROWS`` rows (see :mod:`bncli.kernel`).
+
+    A block in memory, or one the kernel reads from its file itself, is reduced in one call
+    without the GIL, and (to order 2) its pieces merged there too, into one row; a block
+    read through Python is reduced piece by piece as it is read, one row a piece.
+    """
     per_piece = max(MIN_PIECE_ROWS, piece_items // channels)
     pieces = -(-rows // per_piece)
     sums = [np.empty((pieces, channels)) for _ in range(5 + 2 * (order == 4))]
@@ -786,28 +791,34 @@ def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_
     count = np.empty((pieces, channels), np.int64)
     count[:] = per_piece
     count[-1] = rows - (pieces - 1) * per_piece
-    if block.span is not None:  # the kernel reads the pieces itself, without the GIL
-        fd, offset, name = block.span
-        wanted = rows * channels * block.dtype.itemsize
-        got = COMPILED.rows_moments(block.piece_buffer(min(rows, per_piece) * channels), code,
-                                    rows, channels, per_piece, shift, total, mean, m2,
-                                    *higher if higher else (None, None), minimum, maximum,
-                                    *ties, fd, offset)
-        if got < wanted:
+    parts = [total, mean, m2, minimum, maximum, *higher, *ties]
+    if block.span is not None or block.in_memory:
+        fd, offset, name = block.span or (-1, 0, block.dtype.name)
+        data = (block.piece_buffer(min(rows, per_piece) * channels) if block.span else
+                block.array().reshape(-1))
+        merge = order == 2
+        got = COMPILED.rows_moments(data, code, rows, channels, per_piece, shift, total, mean,
+                                    m2, *higher if higher else (None, None), minimum, maximum,
+                                    *ties, fd, offset, merge)
+        if got < rows * channels * block.dtype.itemsize:
             raise InputError(f"{name}: file ends at byte {offset + got}, inside the data its "
                              "header declares")
+        if merge:
+            parts = [part[:1] for part in parts]
+            count = np.full((1, channels), rows, np.int64)
     else:
         for index, start in enumerate(range(0, rows, per_piece)):
             stop = min(start + per_piece, rows)
             piece = block.piece(start * channels, stop * channels)
             COMPILED.rows_moments(piece, code, stop - start, channels, stop - start, shift,
-                                  total[index], mean[index], m2[index],
+                                  *(part[index] for part in parts[:3]),
                                   *(array[index] for array in higher) if higher else
                                   (None, None), minimum[index], maximum[index],
                                   *(tie[index] for tie in ties))
+    total, mean, m2, minimum, maximum, *rest = parts
     extremes = extreme_dtype(block.dtype)
     return [(count, total, mean, m2, minimum.astype(extremes), maximum.astype(extremes),
-             *higher, *ties)]
+             *rest)]
 
 
 def _compiled_slabs(x3: np.ndarray, code: str, shift: np.ndarray, order: int) -> list:

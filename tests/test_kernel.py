@@ -212,3 +212,25 @@ def test_a_file_cut_short_while_the_kernel_reads_it_is_an_error(tmp_path, rng):
         with pytest.raises(InputError, match=r"x\.npy: file ends at byte 128128, inside the "
                                              "data its header declares"):
             source_partials(source, (0,), Reduction(), chunk_bytes=values.nbytes, threads=1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=channel_rows(), piece_bytes=st.sampled_from([64, 1000, 4096]))
+def test_pieces_merged_in_the_kernel_give_the_bits_of_their_merge_in_numpy(values,
+                                                                           piece_bytes):
+    from bncli.buffers import LazyBlock
+    from bncli.reduction import Moments
+
+    if kernel.COMPILED is None:
+        pytest.skip("the compiled kernel is not built")
+    flat = values.reshape(-1)
+
+    def read(start, stop, out):  # read through Python: a row of partials per piece
+        out[:] = flat[start:stop]
+
+    held = block_moments(values, (0,), piece_bytes=piece_bytes)
+    read_by_piece = block_moments(LazyBlock(np.empty_like(values), read), (0,),
+                                  piece_bytes=piece_bytes)
+    for name in Moments.ARRAYS + Moments.COUNTS:
+        np.testing.assert_array_equal(getattr(held, name), getattr(read_by_piece, name),
+                                      err_msg=name)
