@@ -13,6 +13,11 @@ import os
 import h5py
 import numpy as np
 
+try:  # registers the filters of the hdf5plugin package (zstd, lz4, blosc...) with HDF5
+    import hdf5plugin  # noqa: F401
+except ImportError:  # pragma: no cover - the filters are then not installed
+    pass
+
 from .errors import InputError
 from .layout import format_shape
 from .npyformat import check_dtype
@@ -197,7 +202,7 @@ def _check_storage(dataset, name: str, allow_external: bool, require_data: bool 
             label = filter_name.decode(errors="replace") if filter_name else "unnamed"
             raise InputError(
                 f"{name}: compressed with HDF5 filter {code} ({label}), which is not "
-                "installed (hdf5plugin provides most filters)"
+                "installed (the bncli[hdf5plugin] extra adds the common ones)"
             )
     size = int(np.prod(dataset.shape, dtype=object))
     if (require_data and size and not dataset.is_virtual and not dataset.external
@@ -343,31 +348,48 @@ def describe_dataset(dataset) -> dict:
 def read_block(dataset, region: tuple, name: str, block: np.ndarray) -> np.ndarray:
     """Read one block (a tuple of slices) of a dataset into `block` (C-contiguous).
 
-    A deflate-compressed dataset (with or without shuffle) whose block covers whole chunks
-    is read chunk by chunk as stored and inflated here: ``zlib`` releases the GIL, so the
-    worker threads inflate in parallel, where h5py's own read would inflate one chunk at a
-    time for the whole process. Anything else is h5py's read.
+    A compressed dataset of the filters in :func:`chunk_pipeline` whose block covers whole
+    chunks is read chunk by chunk as stored and decoded here (:func:`decode_chunk`): the
+    decoders release the GIL, so the worker threads decode in parallel, where h5py's own
+    read would decode one chunk at a time for the whole process. Anything else is h5py's
+    read.
     """
     try:
-        if block.size and not _read_deflated(dataset, region, name, block):
+        if block.size and not _read_chunks(dataset, region, name, block):
             dataset.read_direct(block, source_sel=region)
     except H5_ERRORS as exc:
         raise InputError(f"{name}: cannot read data ({h5_reason(str(exc))})") from None
     return block
 
 
-def deflate_pipeline(dataset) -> tuple | None:
-    """``(shuffled,)`` if the dataset's only filters are deflate, after shuffle or alone;
-    None otherwise (contiguous, other filters, or none)."""
+# The filters of the hdf5plugin package (by their registered ids) that bn undoes itself.
+FILTER_BLOSC, FILTER_LZ4, FILTER_ZSTD = 32001, 32004, 32015
+CODECS = {h5py.h5z.FILTER_DEFLATE: "deflate", FILTER_ZSTD: "zstd", FILTER_LZ4: "lz4",
+          FILTER_BLOSC: "blosc"}
+
+
+def chunk_pipeline(dataset) -> tuple | None:
+    """``(shuffled, codec)`` where bn inflates the dataset's chunks itself, else None.
+
+    `codec` is ``deflate`` (gzip), or, where ``numcodecs`` is installed, ``zstd`` or
+    ``lz4`` (the filters of hdf5plugin), each after shuffle or alone, or ``blosc`` alone
+    (it shuffles within its own format). None for contiguous datasets, no filter, or others.
+    """
     if dataset.chunks is None:
         return None
     plist = dataset.id.get_create_plist()
     filters = [plist.get_filter(index)[0] for index in range(plist.get_nfilters())]
-    if filters == [h5py.h5z.FILTER_DEFLATE]:
-        return (False,)
-    if filters == [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]:
-        return (True,)
-    return None
+    shuffled = filters[:1] == [h5py.h5z.FILTER_SHUFFLE]
+    rest = filters[1:] if shuffled else filters
+    codec = CODECS.get(rest[0]) if len(rest) == 1 else None
+    if codec is None or (codec == "blosc" and shuffled):
+        return None
+    if codec != "deflate":
+        try:
+            import numcodecs  # noqa: F401
+        except ImportError:
+            return None
+    return shuffled, codec
 
 
 def inflater():
@@ -389,19 +411,99 @@ def inflater():
     return zlib, "zlib"
 
 
-def _read_deflated(dataset, region: tuple, name: str, block: np.ndarray) -> bool:
-    """Read `region` from its stored chunks, inflated here; False where it cannot be."""
+class DamagedChunk(ValueError):
+    """Stored chunk bytes that do not decode to exactly one chunk."""
+
+
+def _zstd_content_size(data: bytes) -> int | None:
+    """The content size a zstd frame's header declares (None if it declares none)."""
+    if len(data) < 6 or data[:4] != b"\x28\xb5\x2f\xfd":
+        raise DamagedChunk("not a zstd frame")
+    descriptor = data[4]
+    single_segment = descriptor >> 5 & 1
+    field = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
+    start = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
+    if field == 0:
+        return None
+    if len(data) < start + field:
+        raise DamagedChunk("a zstd frame header cut short")
+    return int.from_bytes(data[start:start + field], "little") + (256 if field == 2 else 0)
+
+
+def _declared(codec: str, declared, size: int) -> None:
+    if declared != size:
+        raise DamagedChunk(f"its {codec} header declares {declared} bytes, not the {size} "
+                           "bytes of a chunk")
+
+
+def decode_chunk(codec: str, data: bytes, size: int):
+    """The `size` bytes of one chunk, from its stored bytes (never more memory than a chunk).
+
+    Raises
+    ------
+    DamagedChunk
+        The bytes are not valid data of `codec`, or do not give exactly `size` bytes.
+    """
+    if codec == "deflate":
+        inflate, _ = inflater()
+        try:  # never more than a chunk (and a byte to tell), whatever the data claims
+            raw = inflate.decompressobj().decompress(data, size + 1)
+        except inflate.error as exc:
+            raise DamagedChunk(str(exc)) from None
+        if len(raw) != size:
+            got = "more than" if len(raw) > size else f"{len(raw)} bytes, not"
+            raise DamagedChunk(f"it inflates to {got} the {size} bytes of a chunk")
+        return raw
+    out = np.empty(size, np.uint8)
+    try:
+        if codec == "zstd":
+            from numcodecs.zstd import Zstd
+
+            _declared(codec, _zstd_content_size(data), size)
+            Zstd().decode(data, out=out)
+        elif codec == "blosc":
+            from numcodecs import blosc
+
+            _declared(codec, int.from_bytes(data[4:8], "little") if len(data) >= 16 else None,
+                      size)
+            blosc.decompress(data, out)
+        else:  # lz4: total size, block size, then blocks, each after its stored size
+            from numcodecs import lz4
+
+            _declared(codec, int.from_bytes(data[:8], "big") if len(data) >= 12 else None,
+                      size)
+            block, position, done = int.from_bytes(data[8:12], "big"), 12, 0
+            if block <= 0:
+                raise DamagedChunk(f"its lz4 header declares blocks of {block} bytes")
+            while done < size:
+                count = min(block, size - done)
+                stored = int.from_bytes(data[position:position + 4], "big")
+                piece = data[position + 4:position + 4 + stored]
+                position += 4 + stored
+                if len(piece) != stored or stored > count:
+                    raise DamagedChunk("its lz4 blocks end early or overrun")
+                if stored == count:  # a block that did not compress is stored as it is
+                    out[done:done + count] = np.frombuffer(piece, np.uint8)
+                else:
+                    lz4.decompress(count.to_bytes(4, "little") + piece, out[done:done + count])
+                done += count
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise DamagedChunk(str(exc)) from None
+    return out
+
+
+def _read_chunks(dataset, region: tuple, name: str, block: np.ndarray) -> bool:
+    """Read `region` from its stored chunks, decoded here; False where it cannot be."""
     import itertools
 
-    pipeline = deflate_pipeline(dataset)
+    pipeline = chunk_pipeline(dataset)
     if pipeline is None or dataset.dtype.kind not in "biuf":
         return False
     chunks, shape = dataset.chunks, dataset.shape
     if any(part.start % size or (part.stop % size and part.stop != dim)
            for part, size, dim in zip(region, chunks, shape)):
         return False  # not whole chunks
-    shuffled = pipeline[0]
-    inflate, _ = inflater()
+    shuffled, codec = pipeline
     dtype = dataset.dtype
     chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
     origins = itertools.product(*(range(part.start, part.stop, size)
@@ -413,17 +515,15 @@ def _read_deflated(dataset, region: tuple, name: str, block: np.ndarray) -> bool
         # the chunk's own filter mask (read_direct_chunk's is 0 in some h5py versions)
         mask = stored.filter_mask
         _, data = dataset.id.read_direct_chunk(origin)
-        deflate_bit = 2 if shuffled else 1
-        try:  # never more than a chunk (and a byte to tell), whatever the data claims
-            raw = data if mask & deflate_bit else inflate.decompressobj().decompress(
-                data, chunk_bytes + 1)
-        except inflate.error as exc:
+        try:
+            raw = data if mask & (2 if shuffled else 1) else decode_chunk(codec, data,
+                                                                          chunk_bytes)
+        except DamagedChunk as exc:
             raise InputError(f"{name}: damaged compressed chunk at {list(origin)} "
                              f"({exc})") from None
-        if len(raw) != chunk_bytes:
-            size = "more than" if len(raw) > chunk_bytes else f"{len(raw)} bytes, not"
-            raise InputError(f"{name}: the chunk at {list(origin)} inflates to {size} the "
-                             f"{chunk_bytes} bytes of a chunk")
+        if len(raw) != chunk_bytes:  # stored as it is, and not a chunk's size
+            raise InputError(f"{name}: the chunk at {list(origin)} is stored as "
+                             f"{len(raw)} bytes, not the {chunk_bytes} bytes of a chunk")
         values = np.frombuffer(raw, np.uint8)
         if shuffled and not mask & 1:  # bytes were grouped by their place in the value
             values = values.reshape(dtype.itemsize, -1).T

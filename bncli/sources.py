@@ -398,11 +398,12 @@ class Hdf5Source(Source):
 
     @property
     def random_access(self) -> bool:
-        """A deflate-compressed dataset is read by the worker threads, which inflate its
-        chunks in parallel (see :func:`bncli.hdf5.read_block`); others in order."""
-        from .hdf5 import deflate_pipeline
+        """A compressed dataset whose filters bn undoes itself (deflate; zstd, lz4 and
+        blosc with the bncli[hdf5plugin] extra) is read by the worker threads, which decode
+        its chunks in parallel (see :func:`bncli.hdf5.read_block`); others in order."""
+        from .hdf5 import chunk_pipeline
 
-        return deflate_pipeline(self._dataset) is not None
+        return chunk_pipeline(self._dataset) is not None
 
     def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
                reduce_axes: tuple | None = None) -> Iterator[tuple]:

@@ -220,29 +220,66 @@ def test_hdf5_files_of_any_name_take_file_colon_dataset(tmp_path, name):
         assert sorted(h5file) == ["acts", "labels", "normed"]
 
 
-@pytest.mark.parametrize("shuffle", [False, True])
+def codec_options(codec: str) -> dict:
+    """create_dataset's options for a codec (those of hdf5plugin skip where it is not)."""
+    if codec == "deflate":
+        return {"compression": "gzip"}
+    pytest.importorskip("numcodecs", reason="the bncli[hdf5plugin] extra is not installed")
+    hdf5plugin = pytest.importorskip("hdf5plugin",
+                                     reason="the bncli[hdf5plugin] extra is not installed")
+    return dict({"zstd": hdf5plugin.Zstd(), "lz4": hdf5plugin.LZ4(nbytes=256),
+                 "blosc": hdf5plugin.Blosc(cname="lz4", clevel=5,
+                                           shuffle=hdf5plugin.Blosc.SHUFFLE)}[codec])
+
+
+PIPELINES = [("deflate", False), ("deflate", True), ("zstd", False), ("zstd", True),
+             ("lz4", False), ("lz4", True), ("blosc", False)]
+
+
+@pytest.mark.parametrize("codec, shuffle", PIPELINES)
 @pytest.mark.parametrize("dtype", ["<f4", ">f8", "<i2", "|u1"])
-def test_deflated_chunks_inflated_by_the_workers_read_what_h5py_reads(tmp_path, rng, shuffle,
-                                                                      dtype):
-    from bncli.hdf5 import _read_deflated, deflate_pipeline
+def test_compressed_chunks_decoded_by_the_workers_read_what_h5py_reads(tmp_path, rng, codec,
+                                                                       shuffle, dtype):
+    from bncli.hdf5 import _read_chunks, chunk_pipeline
 
     values = (rng.standard_normal((37, 10, 6)) * 50).astype(dtype)
+    values[:5] = 3  # runs that compress, beside noise that does not
     with h5py.File(tmp_path / "x.h5", "w") as h5file:
-        dataset = h5file.create_dataset("x", data=values, chunks=(8, 4, 6), compression="gzip",
-                                        shuffle=shuffle)
-        assert deflate_pipeline(dataset) == (shuffle,)
+        dataset = h5file.create_dataset("x", data=values, chunks=(8, 4, 6), shuffle=shuffle,
+                                        **codec_options(codec))
+        assert chunk_pipeline(dataset) == (shuffle, codec)
         for region in [(slice(0, 37), slice(0, 10), slice(0, 6)),  # edge chunks cropped
                        (slice(8, 24), slice(4, 10), slice(0, 6))]:
             block = np.empty(tuple(part.stop - part.start for part in region), values.dtype)
-            assert _read_deflated(dataset, region, "x.h5", block)
+            assert _read_chunks(dataset, region, "x.h5", block)
             np.testing.assert_array_equal(block, values[region])
         # not whole chunks: left to h5py
-        assert not _read_deflated(dataset, (slice(1, 9), slice(0, 10), slice(0, 6)), "x.h5",
+        assert not _read_chunks(dataset, (slice(1, 9), slice(0, 10), slice(0, 6)), "x.h5",
                                   np.empty((8, 10, 6), values.dtype))
 
 
+@pytest.mark.parametrize("codec", ["zstd", "lz4", "blosc"])
+def test_a_damaged_or_oversized_chunk_of_a_plugin_filter_is_one_clear_error(tmp_path, rng,
+                                                                            codec):
+    values = rng.standard_normal((16, 4)).astype(np.float32)
+    options = codec_options(codec)
+    numcodecs = pytest.importorskip("numcodecs")
+    oversized = {"zstd": lambda: numcodecs.Zstd().encode(bytes(4096)),
+                 "lz4": lambda: (4096).to_bytes(8, "big") + (4096).to_bytes(4, "big"),
+                 "blosc": lambda: numcodecs.Blosc().encode(bytes(4096))}[codec]()
+    for stored, message in ((b"not compressed data at all", b"damaged compressed chunk at [8, 0]"),
+                            (oversized, b"declares 4096 bytes, not the 128 bytes of a chunk")):
+        with h5py.File(tmp_path / "x.h5", "w") as h5file:
+            dataset = h5file.create_dataset("x", data=values, chunks=(8, 4), **options)
+            dataset.id.write_direct_chunk((8, 0), stored, filter_mask=0)
+        result = run_bn("stats", f"{tmp_path / 'x.h5'}:/x")
+        assert result.returncode == 1, stored
+        assert message in result.stderr, result.stderr
+        assert b"Traceback" not in result.stderr
+
+
 def test_a_chunk_stored_unfiltered_and_one_never_written_read_right(tmp_path, rng):
-    from bncli.hdf5 import _read_deflated
+    from bncli.hdf5 import _read_chunks
 
     values = rng.standard_normal((16, 4)).astype(np.float32)
     with h5py.File(tmp_path / "x.h5", "w") as h5file:
@@ -251,10 +288,10 @@ def test_a_chunk_stored_unfiltered_and_one_never_written_read_right(tmp_path, rn
         # stored as is, its filter mask saying deflate was skipped
         dataset.id.write_direct_chunk((0, 0), values[:8].tobytes(), filter_mask=1)
         block = np.empty((8, 4), np.float32)
-        assert _read_deflated(dataset, (slice(0, 8), slice(0, 4)), "x.h5", block)
+        assert _read_chunks(dataset, (slice(0, 8), slice(0, 4)), "x.h5", block)
         np.testing.assert_array_equal(block, values[:8])
         # the second chunk was never written: h5py's read gives its fill value
-        assert not _read_deflated(dataset, (slice(0, 16), slice(0, 4)), "x.h5",
+        assert not _read_chunks(dataset, (slice(0, 16), slice(0, 4)), "x.h5",
                                   np.empty((16, 4), np.float32))
     # a block of the first chunk alone is read by bn, where h5py's own read fails on it
     result = api.stats(f"{tmp_path / 'x.h5'}:/x", axes=(0,), chunk_bytes=128)
@@ -318,3 +355,25 @@ def test_isal_inflates_the_chunks_to_the_same_bits_as_zlib(tmp_path, rng, monkey
             np.testing.assert_array_equal(results["", name][key], results["zlib", name][key])
         np.testing.assert_allclose(results["", name]["mean"],
                                    values.astype(np.float64).mean(axis=(0, 1)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("codec, shuffle", PIPELINES[2:])
+def test_plugin_filtered_datasets_are_decoded_by_the_worker_threads(tmp_path, rng, codec,
+                                                                    shuffle, monkeypatch):
+    from bncli import hdf5
+
+    values = (rng.standard_normal((4096, 6, 5)) * 3 + 1).astype(np.float32)
+    with h5py.File(tmp_path / "x.h5", "w") as h5file:
+        h5file.create_dataset("x", data=values, chunks=(128, 6, 5), shuffle=shuffle,
+                              **codec_options(codec))
+    decoded = []
+    decode = hdf5.decode_chunk
+    monkeypatch.setattr(hdf5, "decode_chunk",
+                        lambda *args: decoded.append(args[0]) or decode(*args))
+    result = api.stats(f"{tmp_path / 'x.h5'}:/x", axes=(0,), chunk_bytes=64_000,
+                       threads=2).values()
+    assert decoded == [codec] * 32  # every chunk, once
+    wide = values.astype(np.float64)
+    np.testing.assert_allclose(result["mean"], wide.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(result["variance"], wide.var(axis=0), rtol=1e-10)
+    np.testing.assert_array_equal(result["max"], values.max(axis=0))

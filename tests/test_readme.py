@@ -74,9 +74,9 @@ def test_readme_tour_commands_print_what_is_shown(tmp_path):
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     head = (ROOT / "README.md").read_text().split("## ", 1)[0]
     assert "pip install -e . && bn stats sample_data/acts_nhwc.npy" in head
-    assert "pip install -e '.[test,plot,dask,zarr,isal]' && python -m pytest" in head
+    assert "pip install -e '.[test,plot,dask,zarr,isal,hdf5plugin]' && python -m pytest" in head
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "pip install --quiet -e '.[test,plot,dask,zarr,isal]'" in ci
+    assert "pip install --quiet -e '.[test,plot,dask,zarr,isal,hdf5plugin]'" in ci
     assert "\npython -m pytest" in ci
 
 
