@@ -803,8 +803,8 @@ def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_
         if got < rows * channels * block.dtype.itemsize:
             raise InputError(f"{name}: file ends at byte {offset + got}, inside the data its "
                              "header declares")
-        if merge:
-            parts = [part[:1] for part in parts]
+        if merge:  # copies: views would keep every piece's row alive with the result
+            parts = [part[:1].copy() for part in parts]
             count = np.full((1, channels), rows, np.int64)
     else:
         for index, start in enumerate(range(0, rows, per_piece)):
