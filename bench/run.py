@@ -142,11 +142,16 @@ def make_h5(path: Path, source: Path) -> None:
 def _make_h5(path: Path, source: Path) -> None:
     import h5py
 
+    if path.stem.endswith("_zstd"):
+        import hdf5plugin
+
+        compression = dict(hdf5plugin.Zstd(clevel=3))
+    else:
+        compression = {"compression": "gzip", "compression_opts": 1}
     x = np.load(source, mmap_mode="r")
     with h5py.File(path, "w") as h5file:
         dataset = h5file.create_dataset("acts", shape=x.shape, dtype=x.dtype,
-                                        chunks=(64, 32, 32, 64), compression="gzip",
-                                        compression_opts=1)
+                                        chunks=(64, 32, 32, 64), **compression)
         for start in range(0, x.shape[0], 64):
             dataset[start:start + 64] = x[start:start + 64]
 
@@ -450,6 +455,25 @@ def main() -> None:
             ], args.repeat)
             ratio("h5py read time / bn stats time", read_row["seconds"] / bn_row["seconds"],
                   (">= 1.7", lambda v: v >= 1.7))
+            try:
+                import hdf5plugin  # noqa: F401
+                import numcodecs  # noqa: F401
+            except ImportError:
+                print("HDF5 with zstd: hdf5plugin or numcodecs not installed, skipped")
+            else:
+                zstd_file = DATA / f"acts_{samples}_zstd.h5"
+                make_h5(zstd_file, main_file)
+                print(f"HDF5, chunks 64x32x32x64, zstd level 3 (hdf5plugin; "
+                      f"{zstd_file.stat().st_size / 2**20:.0f} MiB stored)")
+                read_row, bn_row = measure([
+                    case("h5py read of every chunk (hdf5plugin)",
+                         [PYTHON, "-c", "import hdf5plugin\n" + H5PY_READ, str(zstd_file)],
+                         nbytes),
+                    case("bn stats on the zstd HDF5 dataset",
+                         BN + ["stats", f"{zstd_file}:/acts", "--format", "json"], nbytes),
+                ], args.repeat)
+                ratio("zstd: h5py read time / bn stats time",
+                      read_row["seconds"] / bn_row["seconds"])
         if "formats" in groups:
             safetensors_file = DATA / f"acts_{samples}.safetensors"
             zarr_store = DATA / f"acts_{samples}.zarr"
