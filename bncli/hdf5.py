@@ -15,7 +15,7 @@ import numpy as np
 
 try:  # registers the filters of the hdf5plugin package (zstd, lz4, blosc...) with HDF5
     import hdf5plugin  # noqa: F401
-except ImportError:  # pragma: no cover - the filters are then not installed
+except (ImportError, OSError):  # pragma: no cover - the filters are then not installed
     pass
 
 from .errors import InputError

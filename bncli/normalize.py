@@ -12,6 +12,7 @@ scaled term ``t``. The float64 evaluation has six roundings: its error is at mos
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +110,8 @@ class Coefficients:
 
 
 def normalize_block(block: np.ndarray | LazyBlock, coefficients: Coefficients, out: np.ndarray,
-                    *, piece_bytes: int = PIECE_BYTES, done=None) -> np.ndarray:
+                    *, piece_bytes: int = PIECE_BYTES,
+                    done: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Normalize `block` into `out`, piece by piece.
 
     Parameters
@@ -155,7 +157,7 @@ def normalize_block(block: np.ndarray | LazyBlock, coefficients: Coefficients, o
 
 
 def _normalize_rows(block: LazyBlock, coefficients: Coefficients, out: np.ndarray,
-                    piece_bytes: int, done=None) -> bool:
+                    piece_bytes: int, done: Callable[[int, int], None] | None = None) -> bool:
     """Normalize a C-contiguous block as a 2-D array with long rows; False if it cannot.
 
     Channels-last data ``(A, K)`` is folded into rows of about ``FOLD_WIDTH`` values with

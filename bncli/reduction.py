@@ -793,14 +793,14 @@ def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_
     count[-1] = rows - (pieces - 1) * per_piece
     parts = [total, mean, m2, minimum, maximum, *higher, *ties]
     if block.span is not None or block.in_memory:
-        fd, offset, name = block.span or (-1, 0, block.dtype.name)
+        fd, offset, name = block.span or (-1, 0, None)
         data = (block.piece_buffer(min(rows, per_piece) * channels) if block.span else
                 block.array().reshape(-1))
         merge = order == 2
         got = COMPILED.rows_moments(data, code, rows, channels, per_piece, shift, total, mean,
                                     m2, *higher if higher else (None, None), minimum, maximum,
                                     *ties, fd, offset, merge)
-        if got < rows * channels * block.dtype.itemsize:
+        if name is not None and got < rows * channels * block.dtype.itemsize:
             raise InputError(f"{name}: file ends at byte {offset + got}, inside the data its "
                              "header declares")
         if merge:  # copies: views would keep every piece's row alive with the result
