@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -191,9 +192,11 @@ def test_the_kernel_reading_a_file_itself_agrees_with_numpy(values, chunk_bytes,
         np.testing.assert_array_equal(compiled[key], numpy[key], err_msg=key)
     wide = values.astype(np.float64)
     scale = np.abs(wide).max(initial=1.0)
-    np.testing.assert_allclose(compiled["mean"], wide.mean(axis=0), rtol=1e-12,
-                               atol=1e-15 * scale)
-    np.testing.assert_allclose(compiled["variance"], wide.var(axis=0), rtol=1e-10,
+    exact_mean = np.array([math.fsum(column) / len(column) for column in wide.T])
+    exact_variance = np.array([math.fsum((column - mean) ** 2) / len(column)
+                               for column, mean in zip(wide.T, exact_mean)])
+    np.testing.assert_allclose(compiled["mean"], exact_mean, rtol=1e-12, atol=1e-14 * scale)
+    np.testing.assert_allclose(compiled["variance"], exact_variance, rtol=1e-10,
                                atol=1e-13 * scale**2)
 
 
