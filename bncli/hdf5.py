@@ -338,7 +338,7 @@ def describe_dataset(dataset) -> dict:
         "format": "hdf5",
         "layout": layout,
         "chunks": list(dataset.chunks) if dataset.chunks else None,
-        "compression": dataset.compression,
+        "compression": compression_name(dataset),
         "compression_opts": dataset.compression_opts,
         "filters": filters,
         "storage_bytes": int(dataset.id.get_storage_size()),
@@ -536,6 +536,23 @@ def _read_chunks(dataset, region: tuple, name: str, block: np.ndarray) -> bool:
     return True
 
 
+def compression_name(dataset) -> str | None:
+    """The dataset's compression as h5py names it (``gzip``...), else its codec's name
+    (``zstd``, ``lz4``, ``blosc``) or its filter's own; None when it has none."""
+    named = dataset.compression
+    if named is None or named in ("gzip", "lzf", "szip"):
+        return named
+    plist = dataset.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        code, _flags, _values, filter_name = plist.get_filter(index)
+        if code in CODECS:
+            return CODECS[code]
+        if code not in (h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32,
+                        h5py.h5z.FILTER_SCALEOFFSET, h5py.h5z.FILTER_NBIT):
+            return filter_name.decode(errors="replace") or str(code)
+    return named
+
+
 def list_datasets(path: str, name: str) -> list:
     """Return ``(path, shape, dtype, problem, chunks, compression)`` for every dataset of a
     file, for ``bn info``."""
@@ -545,7 +562,7 @@ def list_datasets(path: str, name: str) -> list:
         def visit(item_path, item):
             if isinstance(item, h5py.Dataset):
                 rows.append(("/" + _path_text(item_path), item.shape, item.dtype,
-                             numeric_problem(item), item.chunks, item.compression))
+                             numeric_problem(item), item.chunks, compression_name(item)))
 
         _visit(h5file, name, visit)
     return sorted(rows, key=lambda row: row[0])

@@ -377,3 +377,14 @@ def test_plugin_filtered_datasets_are_decoded_by_the_worker_threads(tmp_path, rn
     np.testing.assert_allclose(result["mean"], wide.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(result["variance"], wide.var(axis=0), rtol=1e-10)
     np.testing.assert_array_equal(result["max"], values.max(axis=0))
+
+
+def test_info_names_the_codec_of_plugin_filters(tmp_path, rng):
+    values = rng.standard_normal((64, 4)).astype(np.float32)
+    with h5py.File(tmp_path / "x.h5", "w") as h5file:
+        for codec in ("zstd", "lz4", "blosc"):
+            h5file.create_dataset(codec, data=values, chunks=(16, 4), **codec_options(codec))
+        h5file.create_dataset("gzip", data=values, chunks=(16, 4), compression="gzip")
+    listing = run_bn("info", tmp_path / "x.h5").stdout.decode()
+    for codec in ("zstd", "lz4", "blosc", "gzip"):
+        assert f"/{codec}  64x4 float32  chunks 16x4 {codec}" in listing, listing
