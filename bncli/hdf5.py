@@ -180,6 +180,14 @@ def _open_raw(group, key: bytes):
     return h5py.Dataset(opened) if isinstance(opened, h5py.h5d.DatasetID) else h5py.Group(opened)
 
 
+def _filters(dataset) -> list:
+    """``(code, flags, name)`` of each filter of the dataset's pipeline, in order (`name` as
+    stored, bytes)."""
+    plist = dataset.id.get_create_plist()
+    stages = (plist.get_filter(index) for index in range(plist.get_nfilters()))
+    return [(code, flags, name) for code, flags, _values, name in stages]
+
+
 def _check_storage(dataset, name: str, allow_external: bool, require_data: bool = True,
                    allow_sparse: bool = False) -> None:
     if dataset.is_virtual and not allow_external:
@@ -193,9 +201,7 @@ def _check_storage(dataset, name: str, allow_external: bool, require_data: bool 
             f"{name}: stores its data in external files ({files}); refused",
             hint="use --allow-external"
         )
-    plist = dataset.id.get_create_plist()
-    for index in range(plist.get_nfilters()):
-        code, flags, _values, filter_name = plist.get_filter(index)
+    for index, (code, flags, filter_name) in enumerate(_filters(dataset)):
         # HDF5 skips an optional filter it cannot apply; chunks it did not filter read fine
         if not h5py.h5z.filter_avail(code) and (not flags & h5py.h5z.FLAG_OPTIONAL
                                                 or _filtered_chunks(dataset, index)):
@@ -329,11 +335,8 @@ def describe_dataset(dataset) -> dict:
     """Return the storage facts of a dataset for ``bn info``."""
     layout = "virtual" if dataset.is_virtual else (
         "external" if dataset.external else ("chunked" if dataset.chunks else "contiguous"))
-    plist = dataset.id.get_create_plist()
-    filters = []
-    for index in range(plist.get_nfilters()):
-        code, _flags, values, filter_name = plist.get_filter(index)
-        filters.append(filter_name.decode(errors="replace") or str(code))
+    filters = [filter_name.decode(errors="replace") or str(code)
+               for code, _flags, filter_name in _filters(dataset)]
     return {
         "format": "hdf5",
         "layout": layout,
@@ -377,8 +380,7 @@ def chunk_pipeline(dataset) -> tuple | None:
     """
     if dataset.chunks is None:
         return None
-    plist = dataset.id.get_create_plist()
-    filters = [plist.get_filter(index)[0] for index in range(plist.get_nfilters())]
+    filters = [code for code, _flags, _name in _filters(dataset)]
     shuffled = filters[:1] == [h5py.h5z.FILTER_SHUFFLE]
     rest = filters[1:] if shuffled else filters
     codec = CODECS.get(rest[0]) if len(rest) == 1 else None
@@ -542,9 +544,7 @@ def compression_name(dataset) -> str | None:
     named = dataset.compression
     if named is None or named in ("gzip", "lzf", "szip"):
         return named
-    plist = dataset.id.get_create_plist()
-    for index in range(plist.get_nfilters()):
-        code, _flags, _values, filter_name = plist.get_filter(index)
+    for code, _flags, filter_name in _filters(dataset):
         if code in CODECS:
             return CODECS[code]
         if code not in (h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32,
