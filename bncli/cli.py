@@ -8,6 +8,7 @@ Ctrl-C exits 130, SIGTERM 143, and a closed stdout pipe ends quietly.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import re
@@ -98,12 +99,28 @@ class BnGroup(click.Group):
     """Turns library errors into click errors with the right exit status."""
 
     def invoke(self, ctx):
+        _load_library()
         try:
             return super().invoke(ctx)
         except BnError as error:
             raise BnCommandError(error) from None
         except BrokenPipeError:
             raise StdoutClosed() from None
+
+
+def _load_library() -> None:
+    """Import the library (NumPy and bn's core) before a command runs.
+
+    Where :func:`main` has paused the garbage collector for the start-up, what the imports
+    made is then frozen (tens of thousands of objects that live as long as the process, which
+    every full collection, and the one at exit, would otherwise walk again) and the
+    collector resumed for the command itself.
+    """
+    from . import api  # noqa: F401
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 class AxesType(click.ParamType):
@@ -1044,6 +1061,8 @@ def main(argv=None) -> None:
     """Run ``bn``; the console-script entry point."""
     import warnings
 
+    gc.disable()  # for the imports: see _load_library
+
     # Every NaN or Inf that NumPy would warn about is counted and reported as a finding.
     warnings.simplefilter("ignore", RuntimeWarning)
     # An error raised while a library frees an object (h5py after a failed write) is not
@@ -1093,6 +1112,7 @@ def main(argv=None) -> None:
             code = error.exit_code
     if isinstance(sys.stdout, GuardedStdout):  # Python's own flush at exit needs no guard
         sys.stdout = sys.stdout._stream or open(os.devnull, "w")  # noqa: SIM115
+    gc.freeze()  # nothing is left to collect: spare the interpreter's walk at exit
     sinks = sys.modules.get("bncli.sinks")  # not imported for --help: keep it so
     if sinks is not None and sinks.hdf5_left_broken():
         # the HDF5 library would crash in its shutdown: the error is reported, the

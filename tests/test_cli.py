@@ -382,3 +382,31 @@ def test_keepdims_statistics_file_serves_normalize_and_merge(invoke, nhwc, tmp_p
     mean, variance = reference_moments(values, (0, 1, 2))
     assert_close(np.load(out), (values - mean) / np.sqrt(variance + 1e-3), rtol=1e-12,
                  atol=1e-12)
+
+
+def test_bn_process_collects_garbage_while_a_command_runs(tmp_path):
+    """bn pauses the collector while it starts and freezes what its imports made, but a
+    command runs with the collector on, so a long run's cyclic garbage is still freed."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(12, dtype=np.float32).reshape(4, 3))
+    script = (
+        "import gc, sys\n"
+        "import bncli.api as api\n"
+        "from bncli.cli import main\n"
+        "real = api.stats\n"
+        "def stats(*args, **kwargs):\n"
+        "    sys.stderr.write(f'enabled={gc.isenabled()} frozen={gc.get_freeze_count()}\\n')\n"
+        "    return real(*args, **kwargs)\n"
+        "api.stats = stats\n"
+        "main(['stats', sys.argv[1], '--format', 'json'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    state = dict(item.split("=") for item in result.stderr.split())
+    assert state["enabled"] == "True"
+    assert int(state["frozen"]) > 10_000  # NumPy's and bn's module objects
+    assert json.loads(result.stdout)["mean"] == [4.5, 5.5, 6.5]
