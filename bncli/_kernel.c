@@ -8,7 +8,9 @@
  * rounding, the counts and histograms exactly).
  *
  * Types: float16 'e', float32 'f', float64 'd', int8 'b', uint8 'B', int16 'h', uint16 'H',
- * int32 'i', uint32 'I', bool '?': each value is exact as a double.
+ * int32 'i', uint32 'I', bool '?': each value is exact as a double. int64 'q' and uint64 'Q'
+ * are not: their moments shift each value in its own type before it becomes a double, and
+ * their extremes stay in the type (see PIECE_MOMENTS_64).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -68,7 +70,7 @@ static void release_buffers(int count, Py_buffer *views)
 static int item_size(char code)
 {
     switch (code) {
-    case 'd': return 8;
+    case 'd': case 'q': case 'Q': return 8;
     case 'f': case 'i': case 'I': return 4;
     case 'h': case 'H': case 'e': return 2;
     case 'b': case 'B': case '?': return 1;
@@ -107,6 +109,8 @@ AS_DOUBLE_PLAIN(int16_t)
 AS_DOUBLE_PLAIN(uint16_t)
 AS_DOUBLE_PLAIN(int32_t)
 AS_DOUBLE_PLAIN(uint32_t)
+AS_DOUBLE_PLAIN(int64_t)
+AS_DOUBLE_PLAIN(uint64_t)
 static inline double as_double_half_t(half_t value) { return half_values[value]; }
 
 /* The loops of each type code (bool is a byte of 0 or 1). */
@@ -121,6 +125,8 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
     case 'H': CALL(uint16_t); break;                                                       \
     case 'i': CALL(int32_t); break;                                                        \
     case 'I': CALL(uint32_t); break;                                                       \
+    case 'q': CALL(int64_t); break;                                                        \
+    case 'Q': CALL(uint64_t); break;                                                       \
     }
 
 /* ------------------------------------------------------------------------ moments */
@@ -133,7 +139,7 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
  * and the comparisons are done in the input's own type (ETYPE: exact, and eight or more
  * lanes to a vector where the sums have four), the counts in int32 lanes (a piece has
  * fewer than 2**31 rows). float16 has no arithmetic type of its own: its ETYPE is double.
- * `work` holds 4 doubles a channel.
+ * `work` holds 5 doubles a channel.
  */
 #define PIECE_MOMENTS(TYPE, ETYPE, AS_E)                                                   \
     VECTOR_CLONES static void piece_##TYPE(                                                \
@@ -207,11 +213,98 @@ PIECE_MOMENTS(uint16_t, uint16_t, SAME)
 PIECE_MOMENTS(int32_t, int32_t, SAME)
 PIECE_MOMENTS(uint32_t, uint32_t, SAME)
 
-#define CALL_PIECE(TYPE)                                                                   \
+/* A 64-bit integer value less the shift, as a double: in the type itself (wrapping, so
+ * exact while the piece lies within 2**62 of the shift: `exact`), else as doubles. The
+ * choice of subtract_shift in reduction.py. */
+#define WRAP_LIMIT 4611686018427387904.0 /* 2**62 */
+#define SHIFTED_64(VALUE, ORIGIN, SHIFT)                                                   \
+    (exact ? (double)(int64_t)((uint64_t)(VALUE) - (ORIGIN)) : (double)(VALUE) - (SHIFT))
+
+/*
+ * PIECE_MOMENTS for int64 and uint64, which a double does not hold exactly: the first pass
+ * sums the values shifted in their own type; if the piece's extremes show that could wrap,
+ * the sums are taken again as doubles. The extremes are written in the type itself.
+ */
+#define PIECE_MOMENTS_64(TYPE)                                                             \
+    static void piece_##TYPE(                                                              \
+        const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels,                      \
+        const double *restrict shift, double *restrict total, double *restrict mean,       \
+        double *restrict m2, double *restrict m3, double *restrict m4,                     \
+        TYPE *restrict minimum, TYPE *restrict maximum, int64_t *restrict zeros,           \
+        int64_t *restrict at_min, int64_t *restrict at_max, double *restrict work)         \
+    {                                                                                      \
+        TYPE *restrict low = (TYPE *)work, *restrict high = low + channels;                \
+        int32_t *restrict zc = (int32_t *)(work + 2 * channels), *restrict lc = zc + channels; \
+        int32_t *restrict hc = lc + channels;                                              \
+        uint64_t *restrict origin = (uint64_t *)(work + 4 * channels);                     \
+        Py_ssize_t r, c;                                                                   \
+        int exact = 1;                                                                     \
+        for (c = 0; c < channels; c++) {                                                   \
+            total[c] = 0.0;                                                                \
+            low[c] = high[c] = x[c];                                                       \
+            origin[c] = (uint64_t)(TYPE)shift[c];                                          \
+        }                                                                                  \
+        for (r = 0; r < rows; r++) {                                                       \
+            const TYPE *restrict row = x + r * channels;                                   \
+            for (c = 0; c < channels; c++) {                                               \
+                TYPE e = row[c];                                                           \
+                total[c] += (double)(int64_t)((uint64_t)e - origin[c]);                    \
+                low[c] = e < low[c] ? e : low[c];                                          \
+                high[c] = e > high[c] ? e : high[c];                                       \
+            }                                                                              \
+        }                                                                                  \
+        for (c = 0; c < channels; c++)                                                     \
+            exact &= fabs((double)high[c] - shift[c]) < WRAP_LIMIT &&                      \
+                     fabs((double)low[c] - shift[c]) < WRAP_LIMIT;                         \
+        if (!exact) {                                                                      \
+            for (c = 0; c < channels; c++)                                                 \
+                total[c] = 0.0;                                                            \
+            for (r = 0; r < rows; r++)                                                     \
+                for (c = 0; c < channels; c++)                                             \
+                    total[c] += (double)x[r * channels + c] - shift[c];                    \
+        }                                                                                  \
+        for (c = 0; c < channels; c++) {                                                   \
+            mean[c] = total[c] / (double)rows;                                             \
+            m2[c] = 0.0;                                                                   \
+            zc[c] = lc[c] = hc[c] = 0;                                                     \
+            if (m3)                                                                        \
+                m3[c] = m4[c] = 0.0;                                                       \
+        }                                                                                  \
+        for (r = 0; r < rows; r++) {                                                       \
+            const TYPE *restrict row = x + r * channels;                                   \
+            for (c = 0; c < channels; c++) {                                               \
+                TYPE e = row[c];                                                           \
+                double d = SHIFTED_64(e, origin[c], shift[c]) - mean[c];                   \
+                m2[c] += d * d;                                                            \
+                zc[c] += e == 0;                                                           \
+                lc[c] += e == low[c];                                                      \
+                hc[c] += e == high[c];                                                     \
+                if (m3) {                                                                  \
+                    double d3 = d * d * d;                                                 \
+                    m3[c] += d3;                                                           \
+                    m4[c] += d3 * d;                                                       \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+        for (c = 0; c < channels; c++) {                                                   \
+            minimum[c] = low[c];                                                           \
+            maximum[c] = high[c];                                                          \
+            zeros[c] = zc[c];                                                              \
+            at_min[c] = lc[c];                                                             \
+            at_max[c] = hc[c];                                                             \
+        }                                                                                  \
+    }
+
+PIECE_MOMENTS_64(int64_t)
+PIECE_MOMENTS_64(uint64_t)
+
+/* OTYPE: the type the piece's extremes are written in. */
+#define CALL_PIECE(TYPE, OTYPE)                                                            \
     piece_##TYPE((const TYPE *)source + first * channels, stop - start, channels, shift,   \
                  total + p * channels, mean + p * channels, m2 + p * channels,             \
                  m3 ? m3 + p * channels : NULL, m4 ? m4 + p * channels : NULL,             \
-                 minimum + p * channels, maximum + p * channels, zeros + p * channels,     \
+                 (OTYPE *)minimum + p * channels, (OTYPE *)maximum + p * channels,         \
+                 zeros + p * channels,                                                     \
                  at_min + p * channels, at_max + p * channels, scratch)
 
 /* Read `n` bytes at `offset` of `fd` into `out`, through interruptions; returns the bytes
@@ -239,60 +332,74 @@ static Py_ssize_t read_at(int fd, char *out, Py_ssize_t n, long long offset, int
     return done;
 }
 
-/* NaN-propagating extremes, as NumPy's minimum and maximum. */
-static inline double lower(double a, double b) { return a != a || b != b ? a + b : (a < b ? a : b); }
-static inline double upper(double a, double b) { return a != a || b != b ? a + b : (a > b ? a : b); }
+/* NaN-propagating extremes, as NumPy's minimum and maximum; plain ones for integers. */
+static inline double lower_double(double a, double b) { return a != a || b != b ? a + b : (a < b ? a : b); }
+static inline double upper_double(double a, double b) { return a != a || b != b ? a + b : (a > b ? a : b); }
+#define PLAIN_EXTREMES(TYPE)                                                               \
+    static inline TYPE lower_##TYPE(TYPE a, TYPE b) { return a < b ? a : b; }              \
+    static inline TYPE upper_##TYPE(TYPE a, TYPE b) { return a > b ? a : b; }
+PLAIN_EXTREMES(int64_t)
+PLAIN_EXTREMES(uint64_t)
 
 /*
  * Merge the rows of the partials of a block's pieces (one shift, none empty) into row 0:
  * neighbours paired level by level, an odd last one carried up, each pair by the formulas
  * of Moments.merge in reduction.py, in the same order of operations, so the bits are the
  * ones a merge of the rows in NumPy gives. `total` is summed alike (for a finiteness test).
+ * OTYPE is the type of the extremes: double, or int64/uint64 for those inputs.
  */
-static void merge_pieces(Py_ssize_t pieces, Py_ssize_t channels, int64_t *count,
-                         const double *shift, double *total, double *mean, double *m2,
-                         double *minimum, double *maximum, int64_t *zeros, int64_t *at_min,
-                         int64_t *at_max)
-{
-    for (Py_ssize_t n = pieces; n > 1; n = (n + 1) / 2) {
-        Py_ssize_t pairs = n / 2;
-        for (Py_ssize_t k = 0; k < pairs; k++) {
-            int64_t ca = count[2 * k], cb = count[2 * k + 1], both = ca + cb;
-            double fraction_b = (double)cb / (double)both;
-            for (Py_ssize_t c = 0; c < channels; c++) {
-                Py_ssize_t a = 2 * k * channels + c, b = a + channels, o = k * channels + c;
-                double delta = (shift[c] - shift[c]) + (mean[b] - mean[a]);
-                double low = lower(minimum[a], minimum[b]), high = upper(maximum[a], maximum[b]);
-                int64_t low_ties = (minimum[a] == low ? at_min[a] : 0) +
-                                   (minimum[b] == low ? at_min[b] : 0);
-                int64_t high_ties = (maximum[a] == high ? at_max[a] : 0) +
-                                    (maximum[b] == high ? at_max[b] : 0);
-                double merged_m2 = (m2[a] + m2[b]) + ((delta * delta) * (double)ca) * fraction_b;
-                mean[o] = mean[a] + delta * fraction_b;
-                m2[o] = merged_m2;
-                total[o] = total[a] + total[b];
-                zeros[o] = zeros[a] + zeros[b];
-                minimum[o] = low;
-                maximum[o] = high;
-                at_min[o] = low_ties;
-                at_max[o] = high_ties;
-            }
-            count[k] = both;
-        }
-        if (n % 2) {
-            Py_ssize_t from = (n - 1) * channels, to = pairs * channels;
-            memmove(total + to, total + from, channels * sizeof(double));
-            memmove(mean + to, mean + from, channels * sizeof(double));
-            memmove(m2 + to, m2 + from, channels * sizeof(double));
-            memmove(minimum + to, minimum + from, channels * sizeof(double));
-            memmove(maximum + to, maximum + from, channels * sizeof(double));
-            memmove(zeros + to, zeros + from, channels * sizeof(int64_t));
-            memmove(at_min + to, at_min + from, channels * sizeof(int64_t));
-            memmove(at_max + to, at_max + from, channels * sizeof(int64_t));
-            count[pairs] = count[n - 1];
-        }
+#define MERGE_PIECES(OTYPE)                                                                \
+    static void merge_pieces_##OTYPE(                                                      \
+        Py_ssize_t pieces, Py_ssize_t channels, int64_t *count, const double *shift,       \
+        double *total, double *mean, double *m2, OTYPE *minimum, OTYPE *maximum,           \
+        int64_t *zeros, int64_t *at_min, int64_t *at_max)                                  \
+    {                                                                                      \
+        for (Py_ssize_t n = pieces; n > 1; n = (n + 1) / 2) {                              \
+            Py_ssize_t pairs = n / 2;                                                      \
+            for (Py_ssize_t k = 0; k < pairs; k++) {                                       \
+                int64_t ca = count[2 * k], cb = count[2 * k + 1], both = ca + cb;          \
+                double fraction_b = (double)cb / (double)both;                             \
+                for (Py_ssize_t c = 0; c < channels; c++) {                                \
+                    Py_ssize_t a = 2 * k * channels + c, b = a + channels;                 \
+                    Py_ssize_t o = k * channels + c;                                       \
+                    double delta = (shift[c] - shift[c]) + (mean[b] - mean[a]);            \
+                    OTYPE low = lower_##OTYPE(minimum[a], minimum[b]);                     \
+                    OTYPE high = upper_##OTYPE(maximum[a], maximum[b]);                    \
+                    int64_t low_ties = (minimum[a] == low ? at_min[a] : 0) +               \
+                                       (minimum[b] == low ? at_min[b] : 0);                \
+                    int64_t high_ties = (maximum[a] == high ? at_max[a] : 0) +             \
+                                        (maximum[b] == high ? at_max[b] : 0);              \
+                    double merged_m2 =                                                     \
+                        (m2[a] + m2[b]) + ((delta * delta) * (double)ca) * fraction_b;     \
+                    mean[o] = mean[a] + delta * fraction_b;                                \
+                    m2[o] = merged_m2;                                                     \
+                    total[o] = total[a] + total[b];                                        \
+                    zeros[o] = zeros[a] + zeros[b];                                        \
+                    minimum[o] = low;                                                      \
+                    maximum[o] = high;                                                     \
+                    at_min[o] = low_ties;                                                  \
+                    at_max[o] = high_ties;                                                 \
+                }                                                                          \
+                count[k] = both;                                                           \
+            }                                                                              \
+            if (n % 2) {                                                                   \
+                Py_ssize_t from = (n - 1) * channels, to = pairs * channels;               \
+                memmove(total + to, total + from, channels * sizeof(double));              \
+                memmove(mean + to, mean + from, channels * sizeof(double));                \
+                memmove(m2 + to, m2 + from, channels * sizeof(double));                    \
+                memmove(minimum + to, minimum + from, channels * sizeof(OTYPE));           \
+                memmove(maximum + to, maximum + from, channels * sizeof(OTYPE));           \
+                memmove(zeros + to, zeros + from, channels * sizeof(int64_t));             \
+                memmove(at_min + to, at_min + from, channels * sizeof(int64_t));           \
+                memmove(at_max + to, at_max + from, channels * sizeof(int64_t));           \
+                count[pairs] = count[n - 1];                                               \
+            }                                                                              \
+        }                                                                                  \
     }
-}
+
+MERGE_PIECES(double)
+MERGE_PIECES(int64_t)
+MERGE_PIECES(uint64_t)
 
 static const char rows_moments_doc[] =
     "rows_moments(data, code, rows, channels, piece_rows, shift, total, mean, m2, m3, m4,\n"
@@ -300,7 +407,8 @@ static const char rows_moments_doc[] =
     "             merge=False)\n\n"
     "Moments of each piece of piece_rows rows of channels-last data, one output row per\n"
     "piece: float64 total (of x - shift), mean, m2 (m3 and m4 unless None), minimum and\n"
-    "maximum, int64 counts of zeros and of values at the piece's min and max.\n\n"
+    "maximum (float64; int64 or uint64 for those inputs, codes 'q' and 'Q'), int64 counts\n"
+    "of zeros and of values at the piece's min and max.\n\n"
     "With a file descriptor fd, the rows are read from the file at byte offset, one piece\n"
     "at a time, into data (then a writable buffer of piece_rows rows), so that each piece\n"
     "is still in cache when it is reduced. Returns the bytes read: fewer than the rows\n"
@@ -371,9 +479,9 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         const double *shift = pointers[1];
         double *total = pointers[2], *mean = pointers[3], *m2 = pointers[4];
         double *m3 = pointers[5], *m4 = pointers[6];
-        double *minimum = pointers[7], *maximum = pointers[8];
+        void *minimum = pointers[7], *maximum = pointers[8];
         int64_t *zeros = pointers[9], *at_min = pointers[10], *at_max = pointers[11];
-        double *scratch = PyMem_RawMalloc(4 * channels * sizeof(double));
+        double *scratch = PyMem_RawMalloc(5 * channels * sizeof(double));
         int64_t *count = merge ? PyMem_RawMalloc(pieces * sizeof(int64_t)) : NULL;
         int error = 0, whole = 1;
         if (!scratch || (merge && !count)) {
@@ -402,20 +510,30 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
             if (count)
                 count[p] = stop - start;
             switch (code) {
-            case 'f': CALL_PIECE(float); break;
-            case 'd': CALL_PIECE(double); break;
-            case 'e': CALL_PIECE(half_t); break;
-            case 'b': CALL_PIECE(int8_t); break;
-            case 'B': CALL_PIECE(uint8_t); break;
-            case 'h': CALL_PIECE(int16_t); break;
-            case 'H': CALL_PIECE(uint16_t); break;
-            case 'i': CALL_PIECE(int32_t); break;
-            case 'I': CALL_PIECE(uint32_t); break;
+            case 'f': CALL_PIECE(float, double); break;
+            case 'd': CALL_PIECE(double, double); break;
+            case 'e': CALL_PIECE(half_t, double); break;
+            case 'b': CALL_PIECE(int8_t, double); break;
+            case 'B': CALL_PIECE(uint8_t, double); break;
+            case 'h': CALL_PIECE(int16_t, double); break;
+            case 'H': CALL_PIECE(uint16_t, double); break;
+            case 'i': CALL_PIECE(int32_t, double); break;
+            case 'I': CALL_PIECE(uint32_t, double); break;
+            case 'q': CALL_PIECE(int64_t, int64_t); break;
+            case 'Q': CALL_PIECE(uint64_t, uint64_t); break;
             }
         }
-        if (scratch && count && whole && pieces > 0)
-            merge_pieces(pieces, channels, count, shift, total, mean, m2, minimum, maximum,
-                         zeros, at_min, at_max);
+        if (scratch && count && whole && pieces > 0) {
+#define MERGE(OTYPE)                                                                       \
+    merge_pieces_##OTYPE(pieces, channels, count, shift, total, mean, m2, (OTYPE *)minimum, \
+                         (OTYPE *)maximum, zeros, at_min, at_max)
+            if (code == 'q')
+                MERGE(int64_t);
+            else if (code == 'Q')
+                MERGE(uint64_t);
+            else
+                MERGE(double);
+        }
         Py_END_ALLOW_THREADS
         PyMem_RawFree(scratch);
         PyMem_RawFree(count);
@@ -515,11 +633,66 @@ RUN_MOMENTS(uint16_t)
 RUN_MOMENTS(int32_t)
 RUN_MOMENTS(uint32_t)
 
+/* RUN_MOMENTS for int64 and uint64: each value shifted in its own type where the run lies
+ * within 2**62 of the shift (see PIECE_MOMENTS_64), the extremes compared in the type and
+ * stored in out[3] and out[4] as its bits. */
+#define RUN_MOMENTS_64(TYPE)                                                               \
+    static void run_##TYPE(const TYPE *restrict x, Py_ssize_t n, double s, double *out)    \
+    {                                                                                      \
+        uint64_t origin = (uint64_t)(TYPE)s;                                               \
+        double total[LANES] = {0};                                                         \
+        TYPE minimum = x[0], maximum = x[0];                                               \
+        Py_ssize_t i, j;                                                                   \
+        int exact;                                                                         \
+        for (i = 0; i < n; i++) {                                                          \
+            minimum = x[i] < minimum ? x[i] : minimum;                                     \
+            maximum = x[i] > maximum ? x[i] : maximum;                                     \
+        }                                                                                  \
+        exact = fabs((double)maximum - s) < WRAP_LIMIT && fabs((double)minimum - s) < WRAP_LIMIT; \
+        for (i = 0; i + LANES <= n; i += LANES)                                            \
+            for (j = 0; j < LANES; j++)                                                    \
+                total[j] += SHIFTED_64(x[i + j], origin, s);                               \
+        for (; i < n; i++)                                                                 \
+            total[0] += SHIFTED_64(x[i], origin, s);                                       \
+        double sum = (total[0] + total[1]) + (total[2] + total[3]);                        \
+        double mean = sum / (double)n;                                                     \
+        double m2[LANES] = {0}, m3[LANES] = {0}, m4[LANES] = {0};                          \
+        int64_t zeros = 0, at_min = 0, at_max = 0;                                         \
+        int higher = out[5] != 0.0;                                                        \
+        for (i = 0; i < n; i++) {                                                          \
+            double e = SHIFTED_64(x[i], origin, s) - mean, e2 = e * e;                     \
+            j = i % LANES;                                                                 \
+            m2[j] += e2;                                                                   \
+            m3[j] += e2 * e;                                                               \
+            m4[j] += e2 * e2;                                                              \
+            zeros += x[i] == 0;                                                            \
+            at_min += x[i] == minimum;                                                     \
+            at_max += x[i] == maximum;                                                     \
+        }                                                                                  \
+        out[0] = sum;                                                                      \
+        out[1] = mean;                                                                     \
+        out[2] = (m2[0] + m2[1]) + (m2[2] + m2[3]);                                        \
+        memcpy(out + 3, &minimum, 8);                                                      \
+        memcpy(out + 4, &maximum, 8);                                                      \
+        if (higher) {                                                                      \
+            out[5] = (m3[0] + m3[1]) + (m3[2] + m3[3]);                                    \
+            out[6] = (m4[0] + m4[1]) + (m4[2] + m4[3]);                                    \
+        }                                                                                  \
+        out[7] = (double)zeros;                                                            \
+        out[8] = (double)at_min;                                                           \
+        out[9] = (double)at_max;                                                           \
+    }
+
+RUN_MOMENTS_64(int64_t)
+RUN_MOMENTS_64(uint64_t)
+
 static const char slab_moments_doc[] =
     "slab_moments(data, code, outer, channels, inner, shift, higher, out)\n\n"
     "Moments of each run of inner contiguous values of (outer, channels, inner) data: out\n"
     "(float64, outer x channels x 10) gets the sum of x - shift, the mean, m2, min, max,\n"
-    "m3 and m4 (with higher), and the counts of zeros and of values at the min and max.";
+    "m3 and m4 (with higher), and the counts of zeros and of values at the min and max.\n"
+    "For int64 and uint64 (codes 'q' and 'Q') min and max are stored as the bits of their\n"
+    "type.";
 
 static PyObject *slab_moments(PyObject *self, PyObject *args)
 {
@@ -635,6 +808,8 @@ HISTOGRAM_PASSES(int16_t)
 HISTOGRAM_PASSES(uint16_t)
 HISTOGRAM_PASSES(int32_t)
 HISTOGRAM_PASSES(uint32_t)
+HISTOGRAM_PASSES(int64_t)
+HISTOGRAM_PASSES(uint64_t)
 
 
 static const char histogram_window_doc[] =
@@ -754,6 +929,8 @@ NORMALIZE_BOTH(int16_t)
 NORMALIZE_BOTH(uint16_t)
 NORMALIZE_BOTH(int32_t)
 NORMALIZE_BOTH(uint32_t)
+NORMALIZE_BOTH(int64_t)
+NORMALIZE_BOTH(uint64_t)
 
 static const char normalize_rows_doc[] =
     "normalize_rows(data, code, rows, channels, mean, factor, offset, has_offset, out,\n"

@@ -12,8 +12,12 @@ import os
 
 import numpy as np
 
-# NumPy type characters the compiled loops take (each value exact as a double).
-TYPE_CODES = frozenset("efdbBhHiI?")
+# The compiled loops' type codes, by NumPy kind and item size: the struct characters of
+# float16/32/64, int8-64, uint8-64 and bool (64-bit integers are 'q' and 'Q' whatever
+# NumPy's own character for them, 'l' or 'q', is on the platform).
+TYPE_CODES = {("f", 2): "e", ("f", 4): "f", ("f", 8): "d", ("i", 1): "b", ("u", 1): "B",
+              ("i", 2): "h", ("u", 2): "H", ("i", 4): "i", ("u", 4): "I", ("i", 8): "q",
+              ("u", 8): "Q", ("b", 1): "?"}
 
 
 def _load() -> tuple:
@@ -34,4 +38,4 @@ def type_code(dtype: np.dtype) -> str | None:
     """The compiled kernel's code for `dtype`, or None if it takes it not (or is not built)."""
     if COMPILED is None or not dtype.isnative:
         return None
-    return dtype.char if dtype.char in TYPE_CODES else None
+    return TYPE_CODES.get((dtype.kind, dtype.itemsize))

@@ -785,8 +785,11 @@ def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_
     """
     per_piece = max(MIN_PIECE_ROWS, piece_items // channels)
     pieces = -(-rows // per_piece)
-    sums = [np.empty((pieces, channels)) for _ in range(5 + 2 * (order == 4))]
-    total, mean, m2, minimum, maximum, *higher = sums
+    extremes = extreme_dtype(block.dtype)
+    total, mean, m2, *higher = (np.empty((pieces, channels)) for _ in range(3 + 2 * (order == 4)))
+    # the kernel writes 64-bit integers' extremes in their own type, the others' as float64
+    minimum, maximum = (np.empty((pieces, channels), extremes if code in "qQ" else np.float64)
+                        for _ in range(2))
     ties = [np.empty((pieces, channels), np.int64) for _ in range(3)]
     count = np.empty((pieces, channels), np.int64)
     count[:] = per_piece
@@ -816,7 +819,6 @@ def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_
                                   (None, None), minimum[index], maximum[index],
                                   *(tie[index] for tie in ties))
     total, mean, m2, minimum, maximum, *rest = parts
-    extremes = extreme_dtype(block.dtype)
     return [(count, total, mean, m2, minimum.astype(extremes), maximum.astype(extremes),
              *rest)]
 
@@ -829,8 +831,12 @@ def _compiled_slabs(x3: np.ndarray, code: str, shift: np.ndarray, order: int) ->
     COMPILED.slab_moments(x3, code, outer, channels, inner, shift, order == 4, out)
     extremes = extreme_dtype(x3.dtype)
     higher = [out[..., 5], out[..., 6]] if order == 4 else []
+    if code in "qQ":  # stored as the bits of their type
+        low, high = (out[..., index].copy().view(extremes) for index in (3, 4))
+    else:
+        low, high = (out[..., index].astype(extremes) for index in (3, 4))
     return [(np.full((outer, channels), inner, np.int64), out[..., 0], out[..., 1],
-             out[..., 2], out[..., 3].astype(extremes), out[..., 4].astype(extremes), *higher,
+             out[..., 2], low, high, *higher,
              *(out[..., index].astype(np.int64) for index in (7, 8, 9)))]
 
 

@@ -13,7 +13,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import every_path, run_bn, stats_json
+from conftest import every_path, run_bn, stats_json, using_kernel
 
 import bncli
 from bncli.reduction import block_moments
@@ -83,27 +83,50 @@ def test_shift_invariance_of_the_library_function():
     np.testing.assert_allclose(shifted, centred, rtol=1e-6)
 
 
-def test_int64_near_2_to_62_is_exact():
+@pytest.mark.parametrize("kernel_name", ["compiled", "numpy"])
+@pytest.mark.parametrize("layout", ["rows", "slabs"])
+def test_int64_near_2_to_62_is_exact(kernel_name, layout):
     rng = np.random.default_rng(7)
     values = (2**62 + rng.integers(-2**45, 2**45, size=(3000, 3))).astype(np.int64)
     values[:, 2] = values[0, 2]  # a constant channel
-    for piece_bytes in (256, 2**20):
-        result = block_moments(values, (0,), piece_bytes=piece_bytes).finalize()
-        means, variances = exact_moments(values, (0,))
-        assert max(relative_errors(result["variance"][:2], variances[:2])) <= 1e-13
-        assert max(ulp_errors(result["mean"], means)) <= 2
-        assert result["variance"][0, 2] == 0.0
+    with using_kernel(kernel_name):
+        for piece_bytes in (256, 2**20):
+            result = _moments_in(layout, values, piece_bytes)
+            means, variances = exact_moments(values, (0,))
+            assert max(relative_errors(result["variance"][:2], variances[:2])) <= 1e-13
+            assert max(ulp_errors(result["mean"], means)) <= 2
+            assert result["variance"][0, 2] == 0.0
+            np.testing.assert_array_equal(result["min"], values.min(axis=0, keepdims=True))
+            np.testing.assert_array_equal(result["max"], values.max(axis=0, keepdims=True))
 
 
-def test_uint64_near_the_top_of_its_range_and_int64_extremes():
+@pytest.mark.parametrize("kernel_name", ["compiled", "numpy"])
+@pytest.mark.parametrize("layout", ["rows", "slabs"])
+def test_uint64_near_the_top_of_its_range_and_int64_extremes(kernel_name, layout):
     rng = np.random.default_rng(8)
     unsigned = np.uint64(2**64 - 2**50) + rng.integers(0, 2**41, size=(2000, 2)).astype(np.uint64)
-    result = block_moments(unsigned, (0,), piece_bytes=512).finalize()
-    assert max(relative_errors(result["variance"], exact_moments(unsigned, (0,))[1])) <= 1e-13
-    # a spread past 2**63 cannot be subtracted in int64 without wrapping: still right
-    extremes = np.array([[-2**63], [2**63 - 1], [0], [5]], np.int64)
-    result = block_moments(extremes, (0,)).finalize()
-    assert max(relative_errors(result["variance"], exact_moments(extremes, (0,))[1])) <= 1e-13
+    with using_kernel(kernel_name):
+        result = _moments_in(layout, unsigned, 512)
+        assert max(relative_errors(result["variance"], exact_moments(unsigned, (0,))[1])) <= 1e-13
+        assert result["max"].dtype == np.uint64
+        np.testing.assert_array_equal(result["max"], unsigned.max(axis=0, keepdims=True))
+        # a spread past 2**63 cannot be subtracted in int64 without wrapping: still right
+        extremes = np.array([[-2**63], [2**63 - 1], [0], [5]], np.int64)
+        result = _moments_in(layout, extremes, 2**20)
+        assert max(relative_errors(result["variance"], exact_moments(extremes, (0,))[1])) <= 1e-13
+        assert (result["min"][0, 0], result["max"][0, 0]) == (-2**63, 2**63 - 1)
+        assert result["zero_count"][0, 0] == 1
+
+
+def _moments_in(layout: str, values: np.ndarray, piece_bytes: int) -> dict:
+    """The finalized moments of ``(N, C)`` `values` over axis 0, computed from channels-last
+    rows, or from the same data laid out as ``(1, C, N)`` slabs (reshaped back to (1, C))."""
+    if layout == "rows":
+        return block_moments(values, (0,), piece_bytes=piece_bytes).finalize()
+    slabs = np.ascontiguousarray(values.T)[None]
+    result = block_moments(slabs, (0, 2), piece_bytes=piece_bytes).finalize()
+    return {key: value.reshape(1, -1) if isinstance(value, np.ndarray) else value
+            for key, value in result.items()}
 
 
 def test_constant_channels_at_large_offsets_have_variance_exactly_0():
