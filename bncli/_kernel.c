@@ -132,7 +132,8 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
 /* ------------------------------------------------------------------------ moments */
 
 /*
- * One piece of `rows` rows: per channel the sum of (x - shift), min and max (first pass),
+ * One piece of `rows` rows of `channels` values, `stride` apart (a range of the columns of
+ * wider rows, or whole rows): per channel the sum of (x - shift), min and max (first pass),
  * then, with the piece in cache, the centred sums of powers about the piece's own mean and
  * the counts of values equal to 0, to the min and to the max (second pass). The sums are
  * float64 arithmetic over a row of channels, which the compiler vectorizes; the extremes
@@ -143,7 +144,7 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
  */
 #define PIECE_MOMENTS(TYPE, ETYPE, AS_E)                                                   \
     VECTOR_CLONES static void piece_##TYPE(                                                \
-        const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels,                      \
+        const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, Py_ssize_t stride,   \
         const double *restrict shift, double *restrict total, double *restrict mean,       \
         double *restrict m2, double *restrict m3, double *restrict m4,                     \
         double *restrict minimum, double *restrict maximum, int64_t *restrict zeros,       \
@@ -158,7 +159,7 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
             low[c] = high[c] = AS_E(x[c]);                                                 \
         }                                                                                  \
         for (r = 0; r < rows; r++) {                                                       \
-            const TYPE *restrict row = x + r * channels;                                   \
+            const TYPE *restrict row = x + r * stride;                                     \
             for (c = 0; c < channels; c++) {                                               \
                 ETYPE e = AS_E(row[c]);                                                    \
                 total[c] += AS_DOUBLE(TYPE, row[c]) - shift[c];                            \
@@ -174,7 +175,7 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
                 m3[c] = m4[c] = 0.0;                                                       \
         }                                                                                  \
         for (r = 0; r < rows; r++) {                                                       \
-            const TYPE *restrict row = x + r * channels;                                   \
+            const TYPE *restrict row = x + r * stride;                                     \
             for (c = 0; c < channels; c++) {                                               \
                 ETYPE e = AS_E(row[c]);                                                    \
                 double d = (AS_DOUBLE(TYPE, row[c]) - shift[c]) - mean[c];                 \
@@ -227,7 +228,7 @@ PIECE_MOMENTS(uint32_t, uint32_t, SAME)
  */
 #define PIECE_MOMENTS_64(TYPE)                                                             \
     static void piece_##TYPE(                                                              \
-        const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels,                      \
+        const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, Py_ssize_t stride,   \
         const double *restrict shift, double *restrict total, double *restrict mean,       \
         double *restrict m2, double *restrict m3, double *restrict m4,                     \
         TYPE *restrict minimum, TYPE *restrict maximum, int64_t *restrict zeros,           \
@@ -245,7 +246,7 @@ PIECE_MOMENTS(uint32_t, uint32_t, SAME)
             origin[c] = (uint64_t)(TYPE)shift[c];                                          \
         }                                                                                  \
         for (r = 0; r < rows; r++) {                                                       \
-            const TYPE *restrict row = x + r * channels;                                   \
+            const TYPE *restrict row = x + r * stride;                                     \
             for (c = 0; c < channels; c++) {                                               \
                 TYPE e = row[c];                                                           \
                 total[c] += (double)(int64_t)((uint64_t)e - origin[c]);                    \
@@ -261,7 +262,7 @@ PIECE_MOMENTS(uint32_t, uint32_t, SAME)
                 total[c] = 0.0;                                                            \
             for (r = 0; r < rows; r++)                                                     \
                 for (c = 0; c < channels; c++)                                             \
-                    total[c] += (double)x[r * channels + c] - shift[c];                    \
+                    total[c] += (double)x[r * stride + c] - shift[c];                      \
         }                                                                                  \
         for (c = 0; c < channels; c++) {                                                   \
             mean[c] = total[c] / (double)rows;                                             \
@@ -271,7 +272,7 @@ PIECE_MOMENTS(uint32_t, uint32_t, SAME)
                 m3[c] = m4[c] = 0.0;                                                       \
         }                                                                                  \
         for (r = 0; r < rows; r++) {                                                       \
-            const TYPE *restrict row = x + r * channels;                                   \
+            const TYPE *restrict row = x + r * stride;                                     \
             for (c = 0; c < channels; c++) {                                               \
                 TYPE e = row[c];                                                           \
                 double d = SHIFTED_64(e, origin[c], shift[c]) - mean[c];                   \
@@ -300,7 +301,8 @@ PIECE_MOMENTS_64(uint64_t)
 
 /* OTYPE: the type the piece's extremes are written in. */
 #define CALL_PIECE(TYPE, OTYPE)                                                            \
-    piece_##TYPE((const TYPE *)source + first * channels, stop - start, channels, shift,   \
+    piece_##TYPE((const TYPE *)source + first * channels, stop - start, channels, channels, \
+                 shift,                                                                    \
                  total + p * channels, mean + p * channels, m2 + p * channels,             \
                  m3 ? m3 + p * channels : NULL, m4 ? m4 + p * channels : NULL,             \
                  (OTYPE *)minimum + p * channels, (OTYPE *)maximum + p * channels,         \
@@ -549,6 +551,100 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
     if (failed)
         return NULL;
     return PyLong_FromSsize_t(fd >= 0 ? bytes_read : rows * channels * size);
+}
+
+static const char columns_moments_doc[] =
+    "columns_moments(data, code, rows, channels, width, shift, total, mean, m2, m3, m4,\n"
+    "                minimum, maximum, zero_count, min_count, max_count)\n\n"
+    "rows_moments for rows too wide for a piece to hold many of them: the pieces are\n"
+    "ranges of width columns over every row, so each channel is reduced in one piece and\n"
+    "every output holds one row (channels values).";
+
+static PyObject *columns_moments(PyObject *self, PyObject *args)
+{
+    PyObject *objects[12];
+    const char *code_text;
+    Py_ssize_t code_length, rows, channels, width;
+    if (!PyArg_ParseTuple(args, "Os#nnnOOOOOOOOOOO", &objects[0], &code_text, &code_length,
+                          &rows, &channels, &width, &objects[1], &objects[2], &objects[3],
+                          &objects[4], &objects[5], &objects[6], &objects[7], &objects[8],
+                          &objects[9], &objects[10], &objects[11]))
+        return NULL;
+    char code = code_length == 1 ? code_text[0] : 0;
+    if (code == '?')
+        code = 'B'; /* bool is a byte of 0 or 1 */
+    int size = item_size(code);
+    if (!size) {
+        PyErr_Format(PyExc_TypeError, "no kernel for type code %s", code_text);
+        return NULL;
+    }
+    if (rows <= 0 || rows > INT32_MAX || channels <= 0 || width <= 0) {
+        PyErr_SetString(PyExc_ValueError, "rows (below 2**31), channels and width must be "
+                        "positive");
+        return NULL;
+    }
+    if (width > channels)
+        width = channels;
+    Py_buffer views[12];
+    int used = 0, failed = 0;
+    const char *names[12] = {"data", "shift", "total", "mean", "m2", "m3", "m4", "minimum",
+                             "maximum", "zero_count", "min_count", "max_count"};
+    Py_ssize_t row_bytes = channels * 8;
+    void *pointers[12] = {0};
+    for (int i = 0; i < 12; i++) {
+        if ((i == 5 || i == 6) && objects[i] == Py_None)
+            continue;
+        if (get_buffer(objects[i], &views[i], i >= 2, i ? row_bytes : rows * channels * size,
+                       names[i]) < 0) {
+            failed = 1;
+            break;
+        }
+        pointers[i] = views[i].buf;
+        used |= 1 << i;
+    }
+    double *scratch = failed ? NULL : PyMem_RawMalloc(5 * width * sizeof(double));
+    if (!failed && !scratch) {
+        failed = 1;
+        PyErr_NoMemory();
+    }
+    if (!failed) {
+        const char *data = pointers[0];
+        const double *shift = pointers[1];
+        double *total = pointers[2], *mean = pointers[3], *m2 = pointers[4];
+        double *m3 = pointers[5], *m4 = pointers[6];
+        void *minimum = pointers[7], *maximum = pointers[8];
+        int64_t *zeros = pointers[9], *at_min = pointers[10], *at_max = pointers[11];
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t first = 0; first < channels; first += width) {
+            Py_ssize_t here = channels - first < width ? channels - first : width;
+#define CALL_COLUMNS(TYPE, OTYPE)                                                          \
+    piece_##TYPE((const TYPE *)data + first, rows, here, channels, shift + first,          \
+                 total + first, mean + first, m2 + first, m3 ? m3 + first : NULL,          \
+                 m4 ? m4 + first : NULL, (OTYPE *)minimum + first, (OTYPE *)maximum + first, \
+                 zeros + first, at_min + first, at_max + first, scratch)
+            switch (code) {
+            case 'f': CALL_COLUMNS(float, double); break;
+            case 'd': CALL_COLUMNS(double, double); break;
+            case 'e': CALL_COLUMNS(half_t, double); break;
+            case 'b': CALL_COLUMNS(int8_t, double); break;
+            case 'B': CALL_COLUMNS(uint8_t, double); break;
+            case 'h': CALL_COLUMNS(int16_t, double); break;
+            case 'H': CALL_COLUMNS(uint16_t, double); break;
+            case 'i': CALL_COLUMNS(int32_t, double); break;
+            case 'I': CALL_COLUMNS(uint32_t, double); break;
+            case 'q': CALL_COLUMNS(int64_t, int64_t); break;
+            case 'Q': CALL_COLUMNS(uint64_t, uint64_t); break;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyMem_RawFree(scratch);
+    for (int i = 0; i < 12; i++)
+        if (used & (1 << i))
+            PyBuffer_Release(&views[i]);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 /*
@@ -984,6 +1080,7 @@ static PyObject *normalize_rows(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"rows_moments", rows_moments, METH_VARARGS, rows_moments_doc},
+    {"columns_moments", columns_moments, METH_VARARGS, columns_moments_doc},
     {"histogram_window", histogram_window, METH_VARARGS, histogram_window_doc},
     {"histogram_count", histogram_count, METH_VARARGS, histogram_count_doc},
     {"normalize_rows", normalize_rows, METH_VARARGS, normalize_rows_doc},

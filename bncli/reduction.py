@@ -43,7 +43,9 @@ MIN_PIECE_ROWS = 64
 # A reduced last axis at most this long is folded column by column (a few long vector
 # operations) instead of by NumPy's reductions, which pay a per-row cost on short rows.
 SHORT_AXIS = 32
-# Channels the compiled kernel takes at most (it keeps a dozen float64 per channel).
+# Channels the compiled kernel reduces in pieces of whole rows (it keeps a dozen float64 a
+# channel for each piece); wider rows, and rows too wide for a piece to hold
+# MIN_PIECE_ROWS of them, it reduces in ranges of columns over every row.
 MAX_COMPILED_CHANNELS = 2**16
 
 
@@ -580,7 +582,7 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool,
 def _rows_partials(block: LazyBlock, total_rows: int, channels: int, piece_items: int,
                    shift: np.ndarray, order: int):
     """Partials of a block taken as ``(A, K)`` and reduced over axis 0: lists of (count, ...)."""
-    if channels >= FOLD_WIDTH and channels * MIN_PIECE_ROWS > piece_items and total_rows > 1:
+    if _reduced_by_columns(total_rows, channels, piece_items):
         return _column_partials(block.array().reshape(total_rows, channels), piece_items,
                                 shift, order)
     fold = fold_factor(channels)
@@ -594,6 +596,12 @@ def _rows_partials(block: LazyBlock, total_rows: int, channels: int, piece_items
         parts.append(_folded_partials(block, folded_rows * channels, total_rows - folded_rows,
                                       fold, 1, channels, shift, order))
     return parts
+
+
+def _reduced_by_columns(rows: int, channels: int, piece_items: int) -> bool:
+    """Whether ``(rows, channels)`` data is reduced in ranges of columns over every row: rows
+    too wide for a piece to hold ``MIN_PIECE_ROWS`` of them."""
+    return channels >= FOLD_WIDTH and channels * MIN_PIECE_ROWS > piece_items and rows > 1
 
 
 def _column_partials(x2: np.ndarray, piece_items: int, shift: np.ndarray, order: int):
@@ -823,6 +831,22 @@ def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_
              *rest)]
 
 
+def _compiled_columns(block: LazyBlock, code: str, rows: int, channels: int,
+                      piece_items: int, shift: np.ndarray, order: int) -> list:
+    """:func:`_column_partials` by the compiled kernel: ranges of columns over every row of
+    the block, each channel reduced in one piece, one row of partials."""
+    extremes = extreme_dtype(block.dtype)
+    total, mean, m2, *higher = (np.empty((1, channels)) for _ in range(3 + 2 * (order == 4)))
+    minimum, maximum = (np.empty((1, channels), extremes if code in "qQ" else np.float64)
+                        for _ in range(2))
+    ties = [np.empty((1, channels), np.int64) for _ in range(3)]
+    COMPILED.columns_moments(block.array().reshape(-1), code, rows, channels,
+                             max(1, piece_items // rows), shift, total, mean, m2,
+                             *higher if higher else (None, None), minimum, maximum, *ties)
+    return [(np.full((1, channels), rows, np.int64), total, mean, m2, minimum.astype(extremes),
+             maximum.astype(extremes), *higher, *ties)]
+
+
 def _compiled_slabs(x3: np.ndarray, code: str, shift: np.ndarray, order: int) -> list:
     """:func:`_slab_partials` by the compiled kernel: one row of partials per outer index,
     each channel's run of inner values reduced at once."""
@@ -857,7 +881,11 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order:
         if inner == 1:
             shift = data_shift(block.piece(0, channels))
             code = type_code(block.dtype)
-            if code is not None and channels <= MAX_COMPILED_CHANNELS:
+            wide = _reduced_by_columns(outer, channels, piece_items)
+            if code is not None and (wide or channels > MAX_COMPILED_CHANNELS) and outer < 2**31:
+                parts = _compiled_columns(block, code, outer, channels, piece_items, shift,
+                                          order)
+            elif code is not None:
                 parts = _compiled_rows(block, code, outer, channels, piece_items, shift, order)
             else:
                 parts = _rows_partials(block, outer, channels, piece_items, shift, order)

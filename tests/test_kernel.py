@@ -245,3 +245,53 @@ def test_pieces_merged_in_the_kernel_give_the_bits_of_their_merge_in_numpy(value
     for name in Moments.ARRAYS + Moments.COUNTS:
         np.testing.assert_array_equal(getattr(held, name), getattr(read_by_piece, name),
                                       err_msg=name)
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=channel_rows(), order=st.sampled_from([2, 4]),
+       piece_bytes=st.sampled_from([64, 1000, 4096]))
+def test_rows_reduced_in_ranges_of_columns_agree_with_numpy(values, order, piece_bytes):
+    """Rows too wide for pieces of whole rows are reduced by the compiled kernel in ranges
+    of columns over every row; here every row counts as too wide."""
+    from bncli import reduction
+
+    results = {}
+    for name in ("compiled", "numpy"):
+        saved = reduction.MAX_COMPILED_CHANNELS
+        reduction.MAX_COMPILED_CHANNELS = 0
+        try:
+            with using_kernel(name):
+                results[name] = block_moments(values, (0,), order=order,
+                                              piece_bytes=piece_bytes).finalize()
+        finally:
+            reduction.MAX_COMPILED_CHANNELS = saved
+    compiled, numpy = results["compiled"], results["numpy"]
+    for key in ("count", "min", "max", "zero_count", "min_count", "max_count"):
+        np.testing.assert_array_equal(compiled[key], numpy[key], err_msg=key)
+        assert compiled[key].dtype == numpy[key].dtype, key
+    wide = values.astype(np.float64)
+    scale = np.abs(wide).max(initial=1.0)
+    if values.dtype.kind in "iu" and values.dtype.itemsize == 8:
+        scale = max(float(values.max()) - float(values.min()), 1.0)
+    np.testing.assert_allclose(compiled["mean"], numpy["mean"], rtol=1e-12,
+                               atol=1e-15 * np.abs(wide).max(initial=1.0))
+    np.testing.assert_allclose(compiled["variance"], numpy["variance"], rtol=1e-10,
+                               atol=1e-13 * scale**2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64", "uint8"])
+def test_rows_wider_than_the_kernel_takes_whole_against_float64(dtype, rng):
+    """Rows of more channels than the kernel takes in pieces of whole rows."""
+    from bncli.reduction import MAX_COMPILED_CHANNELS
+
+    channels = MAX_COMPILED_CHANNELS + 4321
+    values = (rng.standard_normal((9, channels)) * 20 + 50).astype(dtype)
+    result = block_moments(values, (0,)).finalize()
+    wide = values.astype(np.float64)
+    np.testing.assert_allclose(result["mean"].ravel(), wide.mean(axis=0), rtol=1e-14, atol=1e-13)
+    np.testing.assert_allclose(result["variance"].ravel(), wide.var(axis=0), rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_array_equal(result["min"].ravel(), values.min(axis=0))
+    np.testing.assert_array_equal(result["max"].ravel(), values.max(axis=0))
+    np.testing.assert_array_equal(result["min_count"].ravel(),
+                                  (values == values.min(axis=0)).sum(axis=0))
