@@ -433,6 +433,8 @@ def _zstd_content_size(data: bytes) -> int | None:
 
 
 def _declared(codec: str, declared, size: int) -> None:
+    if declared is None:  # HDF5's own zstd filter refuses such a frame too
+        raise DamagedChunk(f"its {codec} header declares no size")
     if declared != size:
         raise DamagedChunk(f"its {codec} header declares {declared} bytes, not the {size} "
                            "bytes of a chunk")

@@ -388,3 +388,21 @@ def test_info_names_the_codec_of_plugin_filters(tmp_path, rng):
     listing = run_bn("info", tmp_path / "x.h5").stdout.decode()
     for codec in ("zstd", "lz4", "blosc", "gzip"):
         assert f"/{codec}  64x4 float32  chunks 16x4 {codec}" in listing, listing
+
+
+def test_a_zstd_chunk_whose_frame_declares_no_size_is_one_clear_error(tmp_path, rng):
+    """A zstd frame written by streaming compression need not declare its size; HDF5's own
+    zstd filter cannot read such a chunk either, so bn says so rather than guess."""
+    pytest.importorskip("numcodecs")
+    values = rng.standard_normal((16, 4)).astype(np.float32)
+    payload = values[8:].tobytes()
+    # magic, a frame header without a content size (window 2**21), one last raw block
+    frame = (b"\x28\xb5\x2f\xfd\x00\x58" + ((len(payload) << 3) | 1).to_bytes(3, "little")
+             + payload)
+    with h5py.File(tmp_path / "x.h5", "w") as h5file:
+        dataset = h5file.create_dataset("x", data=values, chunks=(8, 4), **codec_options("zstd"))
+        dataset.id.write_direct_chunk((8, 0), frame, filter_mask=0)
+    result = run_bn("stats", f"{tmp_path / 'x.h5'}:/x")
+    assert result.returncode == 1
+    assert (b"x.h5:/x: damaged compressed chunk at [8, 0] (its zstd header declares no size)"
+            in result.stderr), result.stderr
