@@ -21,6 +21,7 @@ import numpy as np
 
 from .buffers import BufferRing
 from .errors import InputError
+from .kernel import COMPILED
 from .layout import format_shape, is_contiguous, plan_regions, region_shape, region_start
 from .npyformat import check_data_size, read_header
 
@@ -319,6 +320,18 @@ class NpySource(Source):
                      if part.stop - part.start != dim), default=0)
         runs = block.reshape(-1, (region[split].stop - region[split].start)
                              * math.prod(shape[split + 1:]))
+        if self._widen is None and COMPILED is not None:  # every run in one call, no GIL
+            starts = np.ravel_multi_index(tuple(np.meshgrid(
+                *(np.arange(part.start, part.stop) for part in region[:split]),
+                np.array([region[split].start]), *(np.zeros(1, np.intp) for _ in shape[split + 1:]),
+                indexing="ij")), shape).reshape(-1)
+            offsets = self._data_offset + starts.astype(np.int64) * self.dtype.itemsize
+            got = COMPILED.pread_runs(self._stream.fileno(), runs, offsets, runs[0].nbytes)
+            if got < runs.nbytes:
+                run, within = divmod(got, runs[0].nbytes)
+                raise InputError(f"{self.name}: file ends at byte {int(offsets[run]) + within}, "
+                                 "inside the data its header declares")
+            return
         prefixes = itertools.product(*(range(part.start, part.stop) for part in region[:split]))
         for index, prefix in enumerate(prefixes):
             first = prefix + (region[split].start,) + (0,) * (len(shape) - split - 1)

@@ -295,3 +295,37 @@ def test_rows_wider_than_the_kernel_takes_whole_against_float64(dtype, rng):
     np.testing.assert_array_equal(result["max"].ravel(), values.max(axis=0))
     np.testing.assert_array_equal(result["min_count"].ravel(),
                                   (values == values.min(axis=0)).sum(axis=0))
+
+
+def test_tiles_read_in_one_kernel_call_and_a_file_cut_short_inside_one(tmp_path, rng):
+    """A tile (a range of rows times a range of channels) is many runs of the file: the
+    kernel reads them all in one call; the runs are the array's, and a file that ends
+    inside one is the usual error, as when the runs are read one by one."""
+    from bncli import sources
+    from bncli.errors import InputError
+    from bncli.layout import is_contiguous, plan_regions
+    from bncli.sources import open_source
+
+    if kernel.COMPILED is None:
+        pytest.skip("the compiled kernel is not built")
+    values = rng.standard_normal((16, 20000)).astype(np.float32)
+    np.save(tmp_path / "x.npy", values)
+    saved = sources.COMPILED
+    with open_source(str(tmp_path / "x.npy")) as source:
+        regions = list(plan_regions(values.shape, 4, 2**16, (0,)))
+        tiles = [region for region in regions if not is_contiguous(region, values.shape)]
+        assert len(tiles) > 3
+        for region in tiles:
+            np.testing.assert_array_equal(source.read(region), values[region])
+        os.truncate(tmp_path / "x.npy", 128 + values.nbytes // 2)
+        messages = []
+        for compiled in (saved, None):
+            sources.COMPILED = compiled
+            try:
+                with pytest.raises(InputError, match=r"x\.npy: file ends at byte \d+, inside "
+                                                     "the data its header declares") as error:
+                    source.read(tiles[-1])
+                messages.append(str(error.value))
+            finally:
+                sources.COMPILED = saved
+        assert messages[0] == messages[1]
