@@ -845,74 +845,153 @@ static inline int negative(double value)
     return (int)(word >> 63);
 }
 
-#define HISTOGRAM_PASSES(TYPE)                                                             \
-    static void window_##TYPE(const TYPE *x, Py_ssize_t count, Py_ssize_t channels,        \
-                              int bits, uint64_t tiny, uint64_t infinite, uint64_t *low,   \
-                              uint64_t *high, int64_t *special)                            \
+/*
+ * The two histogram passes over channels-last rows, with each value's bucket key in KTYPE:
+ * the float64 key of magnitude_key (KEY_DOUBLE), or for float32 the same key computed from
+ * its own 32 bits, less the exponent bias difference (KEY_FLOAT: every float32 is exact
+ * as a double, so the exponent and the top mantissa bits are its own, the key shifted by
+ * BIAS_FLOAT), in lanes half as wide. TINY and HUGE bound the keys of normal finite values.
+ *
+ * The window pass keeps per channel the lowest and highest key inside and the counts of
+ * the zero bucket, of its nonzero values and of the keys at or past HUGE, without a branch
+ * per value; only a channel holding Inf or NaN is gone over again to tell them apart.
+ * The count pass takes the channels in tiles whose cells stay in cache (`tile` channels
+ * over every row).
+ */
+#define KEY_DOUBLE(TYPE, VALUE) magnitude_key(AS_DOUBLE(TYPE, VALUE), bits)
+#define NONZERO_DOUBLE(TYPE, VALUE) (AS_DOUBLE(TYPE, VALUE) != 0.0)
+#define NEGATIVE_DOUBLE(TYPE, VALUE) negative(AS_DOUBLE(TYPE, VALUE))
+#define NAN_DOUBLE(TYPE, VALUE) isnan(AS_DOUBLE(TYPE, VALUE))
+#define TINY_DOUBLE ((uint64_t)(1023 - 126) << bits)
+#define HUGE_DOUBLE ((uint64_t)2047 << bits)
+#define BIAS_DOUBLE 0
+
+static inline uint32_t float_bits(float value)
+{
+    uint32_t word;
+    memcpy(&word, &value, 4);
+    return word;
+}
+#define KEY_FLOAT(TYPE, VALUE) ((float_bits(VALUE) << 1) >> (24 - bits))
+#define NONZERO_FLOAT(TYPE, VALUE) ((float_bits(VALUE) << 1) != 0)
+#define NEGATIVE_FLOAT(TYPE, VALUE) (int)(float_bits(VALUE) >> 31)
+#define NAN_FLOAT(TYPE, VALUE) ((float_bits(VALUE) & 0x7fffffffu) > 0x7f800000u)
+#define TINY_FLOAT ((uint32_t)1 << bits)
+#define HUGE_FLOAT ((uint32_t)255 << bits)
+#define BIAS_FLOAT ((uint64_t)(1023 - 127) << bits)
+
+#define HISTOGRAM_PASSES(TYPE, KTYPE, KIND)                                                \
+    static void window_##TYPE(const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, \
+                              int bits, uint64_t *low, uint64_t *high,                     \
+                              int64_t *restrict special, int64_t *restrict work)           \
     {                                                                                      \
-        uint64_t lowest = UINT64_MAX, highest = 0;                                         \
-        Py_ssize_t c = 0;                                                                  \
-        for (Py_ssize_t i = 0; i < count; i++, c = (c + 1 == channels) ? 0 : c + 1) {      \
-            double v = AS_DOUBLE(TYPE, x[i]);                                                       \
-            uint64_t key = magnitude_key(v, bits);                                         \
-            if (key >= tiny && key < infinite) {                                           \
-                lowest = key < lowest ? key : lowest;                                      \
-                highest = key > highest ? key : highest;                                   \
-                continue;                                                                  \
-            }                                                                              \
-            int64_t *row = special + c * 5;                                                \
-            if (key < tiny) {                                                              \
-                row[0] += 1;                                                               \
-                row[1] += (v != 0.0);                                                      \
-            } else if (isnan(v)) {                                                         \
-                row[4] += 1;                                                               \
-            } else {                                                                       \
-                row[negative(v) ? 3 : 2] += 1;                                             \
+        KTYPE *restrict lo = (KTYPE *)work, *restrict hi = (KTYPE *)(work + channels);     \
+        int64_t *restrict zero = work + 2 * channels, *restrict nonzero = zero + channels; \
+        int64_t *restrict huge = nonzero + channels;                                       \
+        const KTYPE tiny = TINY_##KIND, infinite = HUGE_##KIND, none = (KTYPE)-1;          \
+        Py_ssize_t r, c;                                                                   \
+        for (c = 0; c < channels; c++) {                                                   \
+            lo[c] = none;                                                                  \
+            hi[c] = 0;                                                                     \
+            zero[c] = nonzero[c] = huge[c] = 0;                                            \
+        }                                                                                  \
+        for (r = 0; r < rows; r++) {                                                       \
+            const TYPE *restrict row = x + r * channels;                                   \
+            for (c = 0; c < channels; c++) {                                               \
+                KTYPE key = KEY_##KIND(TYPE, row[c]);                                      \
+                int small = key < tiny, large = key >= infinite, out = small | large;      \
+                KTYPE least = out ? none : key, most = out ? 0 : key;                      \
+                lo[c] = least < lo[c] ? least : lo[c];                                     \
+                hi[c] = most > hi[c] ? most : hi[c];                                       \
+                zero[c] += small;                                                          \
+                nonzero[c] += small & NONZERO_##KIND(TYPE, row[c]);                        \
+                huge[c] += large;                                                          \
             }                                                                              \
         }                                                                                  \
-        *low = lowest;                                                                     \
-        *high = highest;                                                                   \
+        KTYPE lowest = none, highest = 0;                                                  \
+        for (c = 0; c < channels; c++) {                                                   \
+            lowest = lo[c] < lowest ? lo[c] : lowest;                                      \
+            highest = hi[c] > highest ? hi[c] : highest;                                   \
+            int64_t *counts = special + c * 5;                                             \
+            counts[0] += zero[c];                                                          \
+            counts[1] += nonzero[c];                                                       \
+            if (huge[c])                                                                   \
+                for (r = 0; r < rows; r++) {                                               \
+                    TYPE value = x[r * channels + c];                                      \
+                    if (KEY_##KIND(TYPE, value) < infinite)                                \
+                        continue;                                                          \
+                    if (NAN_##KIND(TYPE, value))                                           \
+                        counts[4] += 1;                                                    \
+                    else                                                                   \
+                        counts[NEGATIVE_##KIND(TYPE, value) ? 3 : 2] += 1;                 \
+                }                                                                          \
+        }                                                                                  \
+        if (lowest > highest) { /* no normal finite value */                              \
+            *low = UINT64_MAX;                                                             \
+            *high = 0;                                                                     \
+        } else {                                                                           \
+            *low = (uint64_t)lowest + BIAS_##KIND;                                         \
+            *high = (uint64_t)highest + BIAS_##KIND;                                       \
+        }                                                                                  \
     }                                                                                      \
-    static void count_##TYPE(const TYPE *x, Py_ssize_t count, Py_ssize_t channels,         \
-                             int bits, uint64_t tiny, uint64_t infinite, uint64_t low,     \
-                             Py_ssize_t width, void *counts, int cell_bytes)               \
+    COUNT_PASS(TYPE, KTYPE, KIND, uint16_t)                                                \
+    COUNT_PASS(TYPE, KTYPE, KIND, uint32_t)
+
+/* The count pass reads its tile's rows ahead: rows a page or more apart defeat the
+ * hardware's prefetching. */
+#define PREFETCH_ROWS 8
+#define TILE_BYTES (256 * 1024)
+#define COUNT_PASS(TYPE, KTYPE, KIND, CTYPE)                                               \
+    static void count_##TYPE##_##CTYPE(const TYPE *restrict x, Py_ssize_t rows,            \
+                                       Py_ssize_t channels, int bits, uint64_t low,        \
+                                       Py_ssize_t width, CTYPE *restrict counts,           \
+                                       Py_ssize_t tile)                                    \
     {                                                                                      \
-        Py_ssize_t c = 0;                                                                  \
-        uint16_t *narrow = counts;                                                         \
-        uint32_t *wide = counts;                                                           \
-        for (Py_ssize_t i = 0; i < count; i++) {                                           \
-            double v = AS_DOUBLE(TYPE, x[i]);                                                       \
-            uint64_t key = magnitude_key(v, bits);                                         \
-            if (key >= tiny && key < infinite) {                                           \
-                Py_ssize_t cell = (c * 2 + negative(v)) * width + (Py_ssize_t)(key - low); \
-                if (cell_bytes == 2)                                                       \
-                    narrow[cell] += 1;                                                     \
-                else                                                                       \
-                    wide[cell] += 1;                                                       \
+        const KTYPE tiny = TINY_##KIND, infinite = HUGE_##KIND;                            \
+        const KTYPE first = (KTYPE)(low - BIAS_##KIND);                                    \
+        for (Py_ssize_t c0 = 0; c0 < channels; c0 += tile) {                               \
+            Py_ssize_t c1 = c0 + tile < channels ? c0 + tile : channels;                   \
+            for (Py_ssize_t r = 0; r < rows; r++) {                                        \
+                const TYPE *restrict row = x + r * channels;                               \
+                if (r + PREFETCH_ROWS < rows)                                              \
+                    for (Py_ssize_t c = c0; c < c1; c += 64 / sizeof(TYPE))                \
+                        __builtin_prefetch(row + PREFETCH_ROWS * channels + c);            \
+                for (Py_ssize_t c = c0; c < c1; c++) {                                     \
+                    KTYPE key = KEY_##KIND(TYPE, row[c]);                                  \
+                    if (key >= tiny && key < infinite)                                     \
+                        counts[(c * 2 + NEGATIVE_##KIND(TYPE, row[c])) * width +           \
+                               (Py_ssize_t)(KTYPE)(key - first)] += 1;                     \
+                }                                                                          \
             }                                                                              \
-            if (++c == channels)                                                           \
-                c = 0;                                                                     \
         }                                                                                  \
     }
 
-HISTOGRAM_PASSES(float)
-HISTOGRAM_PASSES(double)
-HISTOGRAM_PASSES(half_t)
-HISTOGRAM_PASSES(int8_t)
-HISTOGRAM_PASSES(uint8_t)
-HISTOGRAM_PASSES(int16_t)
-HISTOGRAM_PASSES(uint16_t)
-HISTOGRAM_PASSES(int32_t)
-HISTOGRAM_PASSES(uint32_t)
-HISTOGRAM_PASSES(int64_t)
-HISTOGRAM_PASSES(uint64_t)
+HISTOGRAM_PASSES(float, uint32_t, FLOAT)
+HISTOGRAM_PASSES(double, uint64_t, DOUBLE)
+HISTOGRAM_PASSES(half_t, uint64_t, DOUBLE)
+HISTOGRAM_PASSES(int8_t, uint64_t, DOUBLE)
+HISTOGRAM_PASSES(uint8_t, uint64_t, DOUBLE)
+HISTOGRAM_PASSES(int16_t, uint64_t, DOUBLE)
+HISTOGRAM_PASSES(uint16_t, uint64_t, DOUBLE)
+HISTOGRAM_PASSES(int32_t, uint64_t, DOUBLE)
+HISTOGRAM_PASSES(uint32_t, uint64_t, DOUBLE)
+HISTOGRAM_PASSES(int64_t, uint64_t, DOUBLE)
+HISTOGRAM_PASSES(uint64_t, uint64_t, DOUBLE)
 
+/* Channels of a count-pass tile: their cells within about half the L2 cache. */
+static Py_ssize_t count_tile(Py_ssize_t width, int cell_bytes)
+{
+    Py_ssize_t per_channel = 2 * width * cell_bytes;
+    Py_ssize_t tile = per_channel > 0 ? TILE_BYTES / per_channel : 0;
+    return tile > 0 ? tile : 1;
+}
 
 static const char histogram_window_doc[] =
     "histogram_window(data, code, count, channels, bits, special) -> (low, high)\n\n"
     "The smallest and largest bucket key of the normal finite values of channels-last\n"
-    "data (low > high when there are none); adds the zero-bucket, tiny, +Inf, -Inf and\n"
-    "NaN counts of each channel into special (int64, channels x 5).";
+    "data (count values, whole rows; low > high when there are none); adds the\n"
+    "zero-bucket, tiny, +Inf, -Inf and NaN counts of each channel into special (int64,\n"
+    "channels x 5).";
 
 static PyObject *histogram_window(PyObject *self, PyObject *args)
 {
@@ -925,7 +1004,7 @@ static PyObject *histogram_window(PyObject *self, PyObject *args)
         return NULL;
     char code = code_length == 1 ? code_text[0] : 0;
     int size = item_size(code);
-    if (!size || channels <= 0 || count < 0 || bits < 0 || bits > 20) {
+    if (!size || channels <= 0 || count < 0 || count % channels || bits < 0 || bits > 20) {
         PyErr_SetString(PyExc_ValueError, "bad type code, channels, count or bits");
         return NULL;
     }
@@ -935,16 +1014,21 @@ static PyObject *histogram_window(PyObject *self, PyObject *args)
     const char *names[2] = {"data", "special"};
     if (get_buffers(2, objects, views, 2u, needs, names) < 0)
         return NULL;
-    uint64_t tiny = (uint64_t)(1023 - 126) << bits, infinite = (uint64_t)2047 << bits;
+    int64_t *work = PyMem_RawMalloc(5 * channels * sizeof(int64_t));
+    if (!work) {
+        release_buffers(2, views);
+        return PyErr_NoMemory();
+    }
     uint64_t low = 0, high = 0;
     const void *values = views[0].buf;
     int64_t *counts = views[1].buf;
+    Py_ssize_t rows = count / channels;
     Py_BEGIN_ALLOW_THREADS
 #define WINDOW(TYPE)                                                                       \
-    window_##TYPE((const TYPE *)values, count, channels, bits, tiny, infinite, &low, &high, \
-                  counts)
+    window_##TYPE((const TYPE *)values, rows, channels, bits, &low, &high, counts, work)
     DISPATCH(code, WINDOW)
     Py_END_ALLOW_THREADS
+    PyMem_RawFree(work);
     release_buffers(2, views);
     return Py_BuildValue("KK", (unsigned long long)low, (unsigned long long)high);
 }
@@ -952,8 +1036,9 @@ static PyObject *histogram_window(PyObject *self, PyObject *args)
 static const char histogram_count_doc[] =
     "histogram_count(data, code, count, channels, bits, low, width, counts, cell_bytes)\n\n"
     "Adds one to counts[channel, sign, key - low] (uint16 or uint32 as cell_bytes is 2 or\n"
-    "4, channels x 2 x width) for each normal finite value of channels-last data; every\n"
-    "such key lies in [low, low + width), and no cell passes the type's range.";
+    "4, channels x 2 x width) for each normal finite value of channels-last data (count\n"
+    "values, whole rows); every such key lies in [low, low + width), and no cell passes\n"
+    "the type's range.";
 
 static PyObject *histogram_count(PyObject *self, PyObject *args)
 {
@@ -967,10 +1052,11 @@ static PyObject *histogram_count(PyObject *self, PyObject *args)
         return NULL;
     char code = code_length == 1 ? code_text[0] : 0;
     int size = item_size(code);
-    if (!size || channels <= 0 || count < 0 || bits < 0 || bits > 20 || width < 0 ||
-        (cell_bytes != 2 && cell_bytes != 4)) {
+    if (!size || channels <= 0 || count < 0 || count % channels || bits < 0 || bits > 20 ||
+        width < 0 || (cell_bytes != 2 && cell_bytes != 4) ||
+        low < ((unsigned long long)(1023 - 126) << bits)) {
         PyErr_SetString(PyExc_ValueError,
-                        "bad type code, channels, count, bits, width or cell size");
+                        "bad type code, channels, count, bits, low, width or cell size");
         return NULL;
     }
     Py_buffer views[2];
@@ -979,13 +1065,17 @@ static PyObject *histogram_count(PyObject *self, PyObject *args)
     const char *names[2] = {"data", "counts"};
     if (get_buffers(2, objects, views, 2u, needs, names) < 0)
         return NULL;
-    uint64_t tiny = (uint64_t)(1023 - 126) << bits, infinite = (uint64_t)2047 << bits;
     const void *values = views[0].buf;
     void *cells = views[1].buf;
+    Py_ssize_t rows = count / channels, tile = count_tile(width, cell_bytes);
     Py_BEGIN_ALLOW_THREADS
 #define COUNT(TYPE)                                                                        \
-    count_##TYPE((const TYPE *)values, count, channels, bits, tiny, infinite, low, width,  \
-                 cells, cell_bytes)
+    if (cell_bytes == 2)                                                                   \
+        count_##TYPE##_uint16_t((const TYPE *)values, rows, channels, bits, low, width,    \
+                                cells, tile);                                              \
+    else                                                                                   \
+        count_##TYPE##_uint32_t((const TYPE *)values, rows, channels, bits, low, width,    \
+                                cells, tile);
     DISPATCH(code, COUNT)
     Py_END_ALLOW_THREADS
     release_buffers(2, views);

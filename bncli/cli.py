@@ -1113,6 +1113,7 @@ def main(argv=None) -> None:
     if isinstance(sys.stdout, GuardedStdout):  # Python's own flush at exit needs no guard
         sys.stdout = sys.stdout._stream or open(os.devnull, "w")  # noqa: SIM115
     gc.freeze()  # nothing is left to collect: spare the interpreter's walk at exit
+    gc.enable()  # as it was, for a caller that goes on after SystemExit
     sinks = sys.modules.get("bncli.sinks")  # not imported for --help: keep it so
     if sinks is not None and sinks.hdf5_left_broken():
         # the HDF5 library would crash in its shutdown: the error is reported, the
