@@ -649,91 +649,121 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
 
 /*
  * Slabs: data of shape (outer, channels, inner), reduced over outer and inner. One partial
- * per (outer, channel) run of `inner` contiguous values, each summed in four lanes (a fixed
- * order, so the same bits every time) and centred on its own mean in a second pass.
+ * per (outer, channel) run of `inner` contiguous values: summed in four float64 lanes (a
+ * fixed order, so the same bits every time), then centred on its own mean in a second pass.
+ * As in PIECE_MOMENTS, the extremes and the comparisons for the counts are done in the
+ * input's own type (ETYPE), eight lanes wide, the counts in int32 lanes (emptied into
+ * int64 every RUN_CHUNK values), and m3 and m4 only when asked for.
  */
 #define LANES 4
-#define RUN_MOMENTS(TYPE)                                                                  \
+#define WIDE 8
+#define RUN_CHUNK ((Py_ssize_t)1 << 30)
+#define RUN_MOMENTS(TYPE, ETYPE, AS_E)                                                     \
     VECTOR_CLONES static void run_##TYPE(const TYPE *restrict x, Py_ssize_t n, double s,  \
-                                         double *out)                                      \
+                                         int higher, double *out)                          \
     {                                                                                      \
-        double total[LANES] = {0}, low[LANES], high[LANES];                                \
+        double total[LANES] = {0};                                                         \
+        ETYPE low[WIDE], high[WIDE];                                                       \
         Py_ssize_t i, j;                                                                   \
-        for (j = 0; j < LANES; j++)                                                        \
-            low[j] = high[j] = AS_DOUBLE(TYPE, x[0]);                                               \
-        for (i = 0; i + LANES <= n; i += LANES)                                            \
-            for (j = 0; j < LANES; j++) {                                                  \
-                double v = AS_DOUBLE(TYPE, x[i + j]);                                               \
-                total[j] += v - s;                                                         \
-                low[j] = v < low[j] ? v : low[j];                                          \
-                high[j] = v > high[j] ? v : high[j];                                       \
+        for (j = 0; j < WIDE; j++)                                                         \
+            low[j] = high[j] = AS_E(x[0]);                                                 \
+        for (i = 0; i + WIDE <= n; i += WIDE) {                                            \
+            for (j = 0; j < WIDE; j++) {                                                   \
+                ETYPE e = AS_E(x[i + j]);                                                  \
+                low[j] = e < low[j] ? e : low[j];                                          \
+                high[j] = e > high[j] ? e : high[j];                                       \
             }                                                                              \
+            for (j = 0; j < LANES; j++)                                                    \
+                total[j] += (AS_DOUBLE(TYPE, x[i + j]) - s) +                              \
+                            (AS_DOUBLE(TYPE, x[i + j + LANES]) - s);                       \
+        }                                                                                  \
         for (; i < n; i++) {                                                               \
-            double v = AS_DOUBLE(TYPE, x[i]);                                                       \
-            total[0] += v - s;                                                             \
-            low[0] = v < low[0] ? v : low[0];                                              \
-            high[0] = v > high[0] ? v : high[0];                                           \
+            ETYPE e = AS_E(x[i]);                                                          \
+            total[0] += AS_DOUBLE(TYPE, x[i]) - s;                                         \
+            low[0] = e < low[0] ? e : low[0];                                              \
+            high[0] = e > high[0] ? e : high[0];                                           \
         }                                                                                  \
         double sum = (total[0] + total[1]) + (total[2] + total[3]);                        \
-        double minimum = low[0], maximum = high[0];                                        \
-        for (j = 1; j < LANES; j++) {                                                      \
+        ETYPE minimum = low[0], maximum = high[0];                                         \
+        for (j = 1; j < WIDE; j++) {                                                       \
             minimum = low[j] < minimum ? low[j] : minimum;                                 \
             maximum = high[j] > maximum ? high[j] : maximum;                               \
         }                                                                                  \
         double mean = sum / (double)n;                                                     \
-        double m2[LANES] = {0}, m3[LANES] = {0}, m4[LANES] = {0};                          \
-        double zeros[LANES] = {0}, at_min[LANES] = {0}, at_max[LANES] = {0};               \
-        int higher = out[5] != 0.0;                                                        \
-        for (i = 0; i + LANES <= n; i += LANES)                                            \
-            for (j = 0; j < LANES; j++) {                                                  \
-                double v = AS_DOUBLE(TYPE, x[i + j]);                                               \
-                double e = (v - s) - mean, e2 = e * e;                                     \
-                m2[j] += e2;                                                               \
-                m3[j] += e2 * e;                                                           \
-                m4[j] += e2 * e2;                                                          \
-                zeros[j] += (double)(v == 0.0);                                            \
-                at_min[j] += (double)(v == minimum);                                       \
-                at_max[j] += (double)(v == maximum);                                       \
+        double m2[LANES] = {0};                                                            \
+        int64_t zeros = 0, at_min = 0, at_max = 0;                                         \
+        for (Py_ssize_t start = 0; start < n; start += RUN_CHUNK) {                        \
+            Py_ssize_t stop = n - start > RUN_CHUNK ? start + RUN_CHUNK : n;               \
+            int32_t zc[WIDE] = {0}, lc[WIDE] = {0}, hc[WIDE] = {0};                        \
+            for (i = start; i + WIDE <= stop; i += WIDE) {                                 \
+                for (j = 0; j < WIDE; j++) {                                               \
+                    ETYPE e = AS_E(x[i + j]);                                              \
+                    zc[j] += e == (ETYPE)0;                                                \
+                    lc[j] += e == minimum;                                                 \
+                    hc[j] += e == maximum;                                                 \
+                }                                                                          \
+                for (j = 0; j < LANES; j++) {                                              \
+                    double a = (AS_DOUBLE(TYPE, x[i + j]) - s) - mean;                     \
+                    double b = (AS_DOUBLE(TYPE, x[i + j + LANES]) - s) - mean;             \
+                    m2[j] += a * a + b * b;                                                \
+                }                                                                          \
             }                                                                              \
-        for (; i < n; i++) {                                                               \
-            double v = AS_DOUBLE(TYPE, x[i]);                                                       \
-            double e = (v - s) - mean, e2 = e * e;                                         \
-            m2[0] += e2;                                                                   \
-            m3[0] += e2 * e;                                                               \
-            m4[0] += e2 * e2;                                                              \
-            zeros[0] += (double)(v == 0.0);                                                \
-            at_min[0] += (double)(v == minimum);                                           \
-            at_max[0] += (double)(v == maximum);                                           \
+            for (; i < stop; i++) {                                                        \
+                ETYPE e = AS_E(x[i]);                                                      \
+                double d = (AS_DOUBLE(TYPE, x[i]) - s) - mean;                             \
+                m2[0] += d * d;                                                            \
+                zc[0] += e == (ETYPE)0;                                                    \
+                lc[0] += e == minimum;                                                     \
+                hc[0] += e == maximum;                                                     \
+            }                                                                              \
+            for (j = 0; j < WIDE; j++) {                                                   \
+                zeros += zc[j];                                                            \
+                at_min += lc[j];                                                           \
+                at_max += hc[j];                                                           \
+            }                                                                              \
         }                                                                                  \
         out[0] = sum;                                                                      \
         out[1] = mean;                                                                     \
         out[2] = (m2[0] + m2[1]) + (m2[2] + m2[3]);                                        \
-        out[3] = minimum;                                                                  \
-        out[4] = maximum;                                                                  \
+        out[3] = (double)minimum;                                                          \
+        out[4] = (double)maximum;                                                          \
         if (higher) {                                                                      \
+            double m3[LANES] = {0}, m4[LANES] = {0};                                       \
+            for (i = 0; i + LANES <= n; i += LANES)                                        \
+                for (j = 0; j < LANES; j++) {                                              \
+                    double e = (AS_DOUBLE(TYPE, x[i + j]) - s) - mean, e2 = e * e;         \
+                    m3[j] += e2 * e;                                                       \
+                    m4[j] += e2 * e2;                                                      \
+                }                                                                          \
+            for (; i < n; i++) {                                                           \
+                double e = (AS_DOUBLE(TYPE, x[i]) - s) - mean, e2 = e * e;                 \
+                m3[0] += e2 * e;                                                           \
+                m4[0] += e2 * e2;                                                          \
+            }                                                                              \
             out[5] = (m3[0] + m3[1]) + (m3[2] + m3[3]);                                    \
             out[6] = (m4[0] + m4[1]) + (m4[2] + m4[3]);                                    \
         }                                                                                  \
-        out[7] = (zeros[0] + zeros[1]) + (zeros[2] + zeros[3]);                            \
-        out[8] = (at_min[0] + at_min[1]) + (at_min[2] + at_min[3]);                        \
-        out[9] = (at_max[0] + at_max[1]) + (at_max[2] + at_max[3]);                        \
+        out[7] = (double)zeros;                                                            \
+        out[8] = (double)at_min;                                                           \
+        out[9] = (double)at_max;                                                           \
     }
 
-RUN_MOMENTS(float)
-RUN_MOMENTS(double)
-RUN_MOMENTS(half_t)
-RUN_MOMENTS(int8_t)
-RUN_MOMENTS(uint8_t)
-RUN_MOMENTS(int16_t)
-RUN_MOMENTS(uint16_t)
-RUN_MOMENTS(int32_t)
-RUN_MOMENTS(uint32_t)
+RUN_MOMENTS(float, float, SAME)
+RUN_MOMENTS(double, double, SAME)
+RUN_MOMENTS(half_t, double, HALF_AS_DOUBLE)
+RUN_MOMENTS(int8_t, int8_t, SAME)
+RUN_MOMENTS(uint8_t, uint8_t, SAME)
+RUN_MOMENTS(int16_t, int16_t, SAME)
+RUN_MOMENTS(uint16_t, uint16_t, SAME)
+RUN_MOMENTS(int32_t, int32_t, SAME)
+RUN_MOMENTS(uint32_t, uint32_t, SAME)
 
 /* RUN_MOMENTS for int64 and uint64: each value shifted in its own type where the run lies
  * within 2**62 of the shift (see PIECE_MOMENTS_64), the extremes compared in the type and
  * stored in out[3] and out[4] as its bits. */
 #define RUN_MOMENTS_64(TYPE)                                                               \
-    static void run_##TYPE(const TYPE *restrict x, Py_ssize_t n, double s, double *out)    \
+    static void run_##TYPE(const TYPE *restrict x, Py_ssize_t n, double s, int higher,     \
+                           double *out)                                                    \
     {                                                                                      \
         uint64_t origin = (uint64_t)(TYPE)s;                                               \
         double total[LANES] = {0};                                                         \
@@ -754,7 +784,6 @@ RUN_MOMENTS(uint32_t)
         double mean = sum / (double)n;                                                     \
         double m2[LANES] = {0}, m3[LANES] = {0}, m4[LANES] = {0};                          \
         int64_t zeros = 0, at_min = 0, at_max = 0;                                         \
-        int higher = out[5] != 0.0;                                                        \
         for (i = 0; i < n; i++) {                                                          \
             double e = SHIFTED_64(x[i], origin, s) - mean, e2 = e * e;                     \
             j = i % LANES;                                                                 \
@@ -818,9 +847,8 @@ static PyObject *slab_moments(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t run = 0; run < outer * channels; run++) {
         double *row = results + run * 10;
-        row[5] = higher ? 1.0 : 0.0;
 #define RUN(TYPE)                                                                          \
-    run_##TYPE((const TYPE *)values + run * inner, inner, shifts[run % channels], row)
+    run_##TYPE((const TYPE *)values + run * inner, inner, shifts[run % channels], higher, row)
         DISPATCH(code, RUN)
     }
     Py_END_ALLOW_THREADS
