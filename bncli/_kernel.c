@@ -142,17 +142,44 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
  * fewer than 2**31 rows). float16 has no arithmetic type of its own: its ETYPE is double.
  * `work` holds 5 doubles a channel.
  */
-#define PIECE_MOMENTS(TYPE, ETYPE, AS_E)                                                   \
-    VECTOR_CLONES static void piece_##TYPE(                                                \
+/* Shared by PIECE_MOMENTS and PIECE_MOMENTS_64: the piece function's signature (OTYPE: the
+ * extremes' output type) and its state in `work` (extremes in ETYPE, int32 counts). */
+#define PIECE_SIGNATURE(TYPE, OTYPE)                                                       \
+    static void piece_##TYPE(                                                              \
         const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, Py_ssize_t stride,   \
         const double *restrict shift, double *restrict total, double *restrict mean,       \
         double *restrict m2, double *restrict m3, double *restrict m4,                     \
-        double *restrict minimum, double *restrict maximum, int64_t *restrict zeros,       \
-        int64_t *restrict at_min, int64_t *restrict at_max, double *restrict work)         \
+        OTYPE *restrict minimum, OTYPE *restrict maximum, int64_t *restrict zeros,         \
+        int64_t *restrict at_min, int64_t *restrict at_max, double *restrict work)
+#define PIECE_STATE(ETYPE)                                                                 \
+    ETYPE *restrict low = (ETYPE *)work, *restrict high = low + channels;                  \
+    int32_t *restrict zc = (int32_t *)(work + 2 * channels), *restrict lc = zc + channels;  \
+    int32_t *restrict hc = lc + channels;
+
+/* Also shared: each channel's mean from its total and
+ * the second pass's sums zeroed; then the extremes (converted to the output's type) and the
+ * counts written out. */
+#define PIECE_MEANS_AND_RESET                                                              \
+    for (c = 0; c < channels; c++) {                                                       \
+        mean[c] = total[c] / (double)rows;                                                 \
+        m2[c] = 0.0;                                                                       \
+        zc[c] = lc[c] = hc[c] = 0;                                                         \
+        if (m3)                                                                            \
+            m3[c] = m4[c] = 0.0;                                                           \
+    }
+#define PIECE_WRITE_EXTREMES_AND_COUNTS                                                    \
+    for (c = 0; c < channels; c++) {                                                       \
+        minimum[c] = low[c];                                                               \
+        maximum[c] = high[c];                                                              \
+        zeros[c] = zc[c];                                                                  \
+        at_min[c] = lc[c];                                                                 \
+        at_max[c] = hc[c];                                                                 \
+    }
+
+#define PIECE_MOMENTS(TYPE, ETYPE, AS_E)                                                   \
+    VECTOR_CLONES PIECE_SIGNATURE(TYPE, double)                                            \
     {                                                                                      \
-        ETYPE *restrict low = (ETYPE *)work, *restrict high = low + channels;              \
-        int32_t *restrict zc = (int32_t *)(work + 2 * channels), *restrict lc = zc + channels; \
-        int32_t *restrict hc = lc + channels;                                              \
+        PIECE_STATE(ETYPE)                                                                 \
         Py_ssize_t r, c;                                                                   \
         for (c = 0; c < channels; c++) {                                                   \
             total[c] = 0.0;                                                                \
@@ -167,13 +194,7 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
                 high[c] = e > high[c] ? e : high[c];                                       \
             }                                                                              \
         }                                                                                  \
-        for (c = 0; c < channels; c++) {                                                   \
-            mean[c] = total[c] / (double)rows;                                             \
-            m2[c] = 0.0;                                                                   \
-            zc[c] = lc[c] = hc[c] = 0;                                                     \
-            if (m3)                                                                        \
-                m3[c] = m4[c] = 0.0;                                                       \
-        }                                                                                  \
+        PIECE_MEANS_AND_RESET                                                              \
         for (r = 0; r < rows; r++) {                                                       \
             const TYPE *restrict row = x + r * stride;                                     \
             for (c = 0; c < channels; c++) {                                               \
@@ -193,13 +214,7 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
                 }                                                                          \
             }                                                                              \
         }                                                                                  \
-        for (c = 0; c < channels; c++) {                                                   \
-            minimum[c] = (double)low[c];                                                   \
-            maximum[c] = (double)high[c];                                                  \
-            zeros[c] = zc[c];                                                              \
-            at_min[c] = lc[c];                                                             \
-            at_max[c] = hc[c];                                                             \
-        }                                                                                  \
+        PIECE_WRITE_EXTREMES_AND_COUNTS                                                    \
     }
 
 #define SAME(VALUE) (VALUE)
@@ -227,16 +242,9 @@ PIECE_MOMENTS(uint32_t, uint32_t, SAME)
  * the sums are taken again as doubles. The extremes are written in the type itself.
  */
 #define PIECE_MOMENTS_64(TYPE)                                                             \
-    static void piece_##TYPE(                                                              \
-        const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, Py_ssize_t stride,   \
-        const double *restrict shift, double *restrict total, double *restrict mean,       \
-        double *restrict m2, double *restrict m3, double *restrict m4,                     \
-        TYPE *restrict minimum, TYPE *restrict maximum, int64_t *restrict zeros,           \
-        int64_t *restrict at_min, int64_t *restrict at_max, double *restrict work)         \
+    PIECE_SIGNATURE(TYPE, TYPE)                                                            \
     {                                                                                      \
-        TYPE *restrict low = (TYPE *)work, *restrict high = low + channels;                \
-        int32_t *restrict zc = (int32_t *)(work + 2 * channels), *restrict lc = zc + channels; \
-        int32_t *restrict hc = lc + channels;                                              \
+        PIECE_STATE(TYPE)                                                                  \
         uint64_t *restrict origin = (uint64_t *)(work + 4 * channels);                     \
         Py_ssize_t r, c;                                                                   \
         int exact = 1;                                                                     \
@@ -264,13 +272,7 @@ PIECE_MOMENTS(uint32_t, uint32_t, SAME)
                 for (c = 0; c < channels; c++)                                             \
                     total[c] += (double)x[r * stride + c] - shift[c];                      \
         }                                                                                  \
-        for (c = 0; c < channels; c++) {                                                   \
-            mean[c] = total[c] / (double)rows;                                             \
-            m2[c] = 0.0;                                                                   \
-            zc[c] = lc[c] = hc[c] = 0;                                                     \
-            if (m3)                                                                        \
-                m3[c] = m4[c] = 0.0;                                                       \
-        }                                                                                  \
+        PIECE_MEANS_AND_RESET                                                              \
         for (r = 0; r < rows; r++) {                                                       \
             const TYPE *restrict row = x + r * stride;                                     \
             for (c = 0; c < channels; c++) {                                               \
@@ -287,13 +289,7 @@ PIECE_MOMENTS(uint32_t, uint32_t, SAME)
                 }                                                                          \
             }                                                                              \
         }                                                                                  \
-        for (c = 0; c < channels; c++) {                                                   \
-            minimum[c] = low[c];                                                           \
-            maximum[c] = high[c];                                                          \
-            zeros[c] = zc[c];                                                              \
-            at_min[c] = lc[c];                                                             \
-            at_max[c] = hc[c];                                                             \
-        }                                                                                  \
+        PIECE_WRITE_EXTREMES_AND_COUNTS                                                    \
     }
 
 PIECE_MOMENTS_64(int64_t)
@@ -403,6 +399,57 @@ MERGE_PIECES(double)
 MERGE_PIECES(int64_t)
 MERGE_PIECES(uint64_t)
 
+/* The buffers of rows_moments and columns_moments, in their argument order: data, shift,
+ * total, mean, m2, m3, m4 (these two may be None), minimum, maximum and the three counts;
+ * data needs data_bytes (writable if data_writable), shift a double a channel, the outputs
+ * out_bytes each. Sets pointers and the bits of *used (what was got, to release); -1 with
+ * the error set on a failure. */
+static const char *const moment_names[12] = {"data", "shift", "total", "mean", "m2", "m3", "m4",
+                                             "minimum", "maximum", "zero_count", "min_count",
+                                             "max_count"};
+
+static int moment_buffers(PyObject *const *objects, Py_buffer *views, void **pointers,
+                          Py_ssize_t data_bytes, int data_writable, Py_ssize_t channels,
+                          Py_ssize_t out_bytes, int *used)
+{
+    *used = 0;
+    for (int i = 0; i < 12; i++) {
+        pointers[i] = NULL;
+        if ((i == 5 || i == 6) && objects[i] == Py_None)
+            continue;
+        Py_ssize_t need = i == 0 ? data_bytes : i == 1 ? channels * 8 : out_bytes;
+        if (get_buffer(objects[i], &views[i], i >= 2 || (i == 0 && data_writable), need,
+                       moment_names[i]) < 0)
+            return -1;
+        pointers[i] = views[i].buf;
+        *used |= 1 << i;
+    }
+    return 0;
+}
+
+static void moment_buffers_release(Py_buffer *views, int used)
+{
+    for (int i = 0; i < 12; i++)
+        if (used & (1 << i))
+            PyBuffer_Release(&views[i]);
+}
+
+/* CALL(TYPE, OTYPE) for the kernel's type `code` (OTYPE: the extremes' output type). */
+#define PIECE_DISPATCH(CODE, CALL)                                                         \
+    switch (CODE) {                                                                        \
+    case 'f': CALL(float, double); break;                                                  \
+    case 'd': CALL(double, double); break;                                                 \
+    case 'e': CALL(half_t, double); break;                                                 \
+    case 'b': CALL(int8_t, double); break;                                                 \
+    case 'B': CALL(uint8_t, double); break;                                                \
+    case 'h': CALL(int16_t, double); break;                                                \
+    case 'H': CALL(uint16_t, double); break;                                               \
+    case 'i': CALL(int32_t, double); break;                                                \
+    case 'I': CALL(uint32_t, double); break;                                               \
+    case 'q': CALL(int64_t, int64_t); break;                                               \
+    case 'Q': CALL(uint64_t, uint64_t); break;                                             \
+    }
+
 static const char rows_moments_doc[] =
     "rows_moments(data, code, rows, channels, piece_rows, shift, total, mean, m2, m3, m4,\n"
     "             minimum, maximum, zero_count, min_count, max_count, fd=-1, offset=0,\n"
@@ -454,27 +501,12 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
     Py_ssize_t pieces = (rows + piece_rows - 1) / piece_rows;
     Py_ssize_t row_bytes = pieces * channels * 8;
     Py_buffer views[12];
-    int used = 0, failed = 0;
-    const char *names[12] = {"data", "shift", "total", "mean", "m2", "m3", "m4", "minimum",
-                             "maximum", "zero_count", "min_count", "max_count"};
+    void *pointers[12];
+    int used, failed = 0;
     Py_ssize_t data_rows = fd >= 0 ? (piece_rows < rows ? piece_rows : rows) : rows;
-    Py_ssize_t needs[12] = {data_rows * channels * size, channels * 8, row_bytes, row_bytes,
-                            row_bytes, row_bytes, row_bytes, row_bytes, row_bytes, row_bytes,
-                            row_bytes, row_bytes};
-    void *pointers[12] = {0};
-    for (int i = 0; i < 12 && !failed; i++) {
-        if ((i == 5 || i == 6) && objects[i] == Py_None) {
-            pointers[i] = NULL;
-            continue;
-        }
-        if (get_buffer(objects[i], &views[i], i >= 2 || (i == 0 && fd >= 0), needs[i],
-                       names[i]) < 0) {
-            failed = 1;
-            break;
-        }
-        pointers[i] = views[i].buf;
-        used |= 1 << i;
-    }
+    if (moment_buffers(objects, views, pointers, data_rows * channels * size, fd >= 0,
+                       channels, row_bytes, &used) < 0)
+        failed = 1;
     Py_ssize_t bytes_read = 0;
     if (!failed) {
         char *data = pointers[0];
@@ -511,19 +543,7 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
             }
             if (count)
                 count[p] = stop - start;
-            switch (code) {
-            case 'f': CALL_PIECE(float, double); break;
-            case 'd': CALL_PIECE(double, double); break;
-            case 'e': CALL_PIECE(half_t, double); break;
-            case 'b': CALL_PIECE(int8_t, double); break;
-            case 'B': CALL_PIECE(uint8_t, double); break;
-            case 'h': CALL_PIECE(int16_t, double); break;
-            case 'H': CALL_PIECE(uint16_t, double); break;
-            case 'i': CALL_PIECE(int32_t, double); break;
-            case 'I': CALL_PIECE(uint32_t, double); break;
-            case 'q': CALL_PIECE(int64_t, int64_t); break;
-            case 'Q': CALL_PIECE(uint64_t, uint64_t); break;
-            }
+            PIECE_DISPATCH(code, CALL_PIECE)
         }
         if (scratch && count && whole && pieces > 0) {
 #define MERGE(OTYPE)                                                                       \
@@ -545,9 +565,7 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
             PyErr_SetFromErrno(PyExc_OSError);
         }
     }
-    for (int i = 0; i < 12; i++)
-        if (used & (1 << i))
-            PyBuffer_Release(&views[i]);
+    moment_buffers_release(views, used);
     if (failed)
         return NULL;
     return PyLong_FromSsize_t(fd >= 0 ? bytes_read : rows * channels * size);
@@ -586,22 +604,9 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
     if (width > channels)
         width = channels;
     Py_buffer views[12];
-    int used = 0, failed = 0;
-    const char *names[12] = {"data", "shift", "total", "mean", "m2", "m3", "m4", "minimum",
-                             "maximum", "zero_count", "min_count", "max_count"};
-    Py_ssize_t row_bytes = channels * 8;
-    void *pointers[12] = {0};
-    for (int i = 0; i < 12; i++) {
-        if ((i == 5 || i == 6) && objects[i] == Py_None)
-            continue;
-        if (get_buffer(objects[i], &views[i], i >= 2, i ? row_bytes : rows * channels * size,
-                       names[i]) < 0) {
-            failed = 1;
-            break;
-        }
-        pointers[i] = views[i].buf;
-        used |= 1 << i;
-    }
+    void *pointers[12];
+    int used, failed = moment_buffers(objects, views, pointers, rows * channels * size, 0,
+                                      channels, channels * 8, &used) < 0;
     double *scratch = failed ? NULL : PyMem_RawMalloc(5 * width * sizeof(double));
     if (!failed && !scratch) {
         failed = 1;
@@ -622,26 +627,12 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
                  total + first, mean + first, m2 + first, m3 ? m3 + first : NULL,          \
                  m4 ? m4 + first : NULL, (OTYPE *)minimum + first, (OTYPE *)maximum + first, \
                  zeros + first, at_min + first, at_max + first, scratch)
-            switch (code) {
-            case 'f': CALL_COLUMNS(float, double); break;
-            case 'd': CALL_COLUMNS(double, double); break;
-            case 'e': CALL_COLUMNS(half_t, double); break;
-            case 'b': CALL_COLUMNS(int8_t, double); break;
-            case 'B': CALL_COLUMNS(uint8_t, double); break;
-            case 'h': CALL_COLUMNS(int16_t, double); break;
-            case 'H': CALL_COLUMNS(uint16_t, double); break;
-            case 'i': CALL_COLUMNS(int32_t, double); break;
-            case 'I': CALL_COLUMNS(uint32_t, double); break;
-            case 'q': CALL_COLUMNS(int64_t, int64_t); break;
-            case 'Q': CALL_COLUMNS(uint64_t, uint64_t); break;
-            }
+            PIECE_DISPATCH(code, CALL_COLUMNS)
         }
         Py_END_ALLOW_THREADS
     }
     PyMem_RawFree(scratch);
-    for (int i = 0; i < 12; i++)
-        if (used & (1 << i))
-            PyBuffer_Release(&views[i]);
+    moment_buffers_release(views, used);
     if (failed)
         return NULL;
     Py_RETURN_NONE;
