@@ -434,6 +434,19 @@ static void moment_buffers_release(Py_buffer *views, int used)
             PyBuffer_Release(&views[i]);
 }
 
+/* The type code of rows_moments and columns_moments (bool, a byte of 0 or 1, as 'B') and its
+ * item size; 0 with TypeError set for a code the kernel has no loop for. */
+static char moment_code(const char *text, Py_ssize_t length, int *size)
+{
+    char code = length == 1 ? text[0] : 0;
+    *size = item_size(code);
+    if (!*size) {
+        PyErr_Format(PyExc_TypeError, "no kernel for type code %s", text);
+        return 0;
+    }
+    return code == '?' ? 'B' : code;
+}
+
 /* CALL(TYPE, OTYPE) for the kernel's type `code` (OTYPE: the extremes' output type). */
 #define PIECE_DISPATCH(CODE, CALL)                                                         \
     switch (CODE) {                                                                        \
@@ -482,17 +495,10 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "merge is for order 2: m3 and m4 must be None");
         return NULL;
     }
-    char code = code_length == 1 ? code_text[0] : 0;
-    int size = item_size(code);
-    if (!size || code == '?') {
-        if (code == '?')
-            code = 'B'; /* bool is a byte of 0 or 1 */
-        else {
-            PyErr_Format(PyExc_TypeError, "no kernel for type code %s", code_text);
-            return NULL;
-        }
-        size = 1;
-    }
+    int size;
+    char code = moment_code(code_text, code_length, &size);
+    if (!code)
+        return NULL;
     if (rows < 0 || channels <= 0 || piece_rows <= 0 || piece_rows > INT32_MAX || offset < 0) {
         PyErr_SetString(PyExc_ValueError, "rows, channels and piece_rows (below 2**31) must be "
                         "positive, offset not negative");
@@ -588,14 +594,10 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
                           &objects[4], &objects[5], &objects[6], &objects[7], &objects[8],
                           &objects[9], &objects[10], &objects[11]))
         return NULL;
-    char code = code_length == 1 ? code_text[0] : 0;
-    if (code == '?')
-        code = 'B'; /* bool is a byte of 0 or 1 */
-    int size = item_size(code);
-    if (!size) {
-        PyErr_Format(PyExc_TypeError, "no kernel for type code %s", code_text);
+    int size;
+    char code = moment_code(code_text, code_length, &size);
+    if (!code)
         return NULL;
-    }
     if (rows <= 0 || rows > INT32_MAX || channels <= 0 || width <= 0) {
         PyErr_SetString(PyExc_ValueError, "rows (below 2**31), channels and width must be "
                         "positive");
@@ -640,114 +642,80 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
 
 /*
  * Slabs: data of shape (outer, channels, inner), reduced over outer and inner. One partial
- * per (outer, channel) run of `inner` contiguous values: summed in four float64 lanes (a
- * fixed order, so the same bits every time), then centred on its own mean in a second pass.
- * As in PIECE_MOMENTS, the extremes and the comparisons for the counts are done in the
- * input's own type (ETYPE), eight lanes wide, the counts in int32 lanes (emptied into
- * int64 every RUN_CHUNK values), and m3 and m4 only when asked for.
+ * per (outer, channel) run of `inner` contiguous values, written to out as the sum of
+ * x - shift, the mean, m2, min, max, m3, m4 and the counts of zeros and of values at the
+ * min and max. A run is reduced by the rows path's piece loop, which the compiler
+ * vectorizes: its values taken as rows of RUN_LANES lanes (a channel each), the lanes'
+ * partials (and those of the last values, fewer than a row) merged as pieces are, by
+ * merge_pieces. m3 and m4, when asked for, take one more pass about the run's mean, in
+ * four lanes (a fixed order, so the same bits every time).
  */
 #define LANES 4
-#define WIDE 8
-#define RUN_CHUNK ((Py_ssize_t)1 << 30)
-#define RUN_MOMENTS(TYPE, ETYPE, AS_E)                                                     \
-    VECTOR_CLONES static void run_##TYPE(const TYPE *restrict x, Py_ssize_t n, double s,  \
-                                         int higher, double *out)                          \
+#define RUN_LANES 8
+#define RUN_MOMENTS(TYPE)                                                                  \
+    static void run_##TYPE(const TYPE *restrict x, Py_ssize_t n, double s, int higher,     \
+                           double *out)                                                    \
     {                                                                                      \
-        double total[LANES] = {0};                                                         \
-        ETYPE low[WIDE], high[WIDE];                                                       \
-        Py_ssize_t i, j;                                                                   \
-        for (j = 0; j < WIDE; j++)                                                         \
-            low[j] = high[j] = AS_E(x[0]);                                                 \
-        for (i = 0; i + WIDE <= n; i += WIDE) {                                            \
-            for (j = 0; j < WIDE; j++) {                                                   \
-                ETYPE e = AS_E(x[i + j]);                                                  \
-                low[j] = e < low[j] ? e : low[j];                                          \
-                high[j] = e > high[j] ? e : high[j];                                       \
-            }                                                                              \
-            for (j = 0; j < LANES; j++)                                                    \
-                total[j] += (AS_DOUBLE(TYPE, x[i + j]) - s) +                              \
-                            (AS_DOUBLE(TYPE, x[i + j + LANES]) - s);                       \
+        double shift[RUN_LANES], work[5 * RUN_LANES];                                      \
+        double total[RUN_LANES + 1], mean[RUN_LANES + 1], m2[RUN_LANES + 1];               \
+        double low[RUN_LANES + 1], high[RUN_LANES + 1];                                    \
+        int64_t zeros[RUN_LANES + 1], at_min[RUN_LANES + 1], at_max[RUN_LANES + 1];        \
+        int64_t count[RUN_LANES + 1];                                                      \
+        Py_ssize_t rows = n / RUN_LANES, tail = n - rows * RUN_LANES, parts = 0, i;        \
+        int j;                                                                             \
+        for (j = 0; j < RUN_LANES; j++)                                                    \
+            shift[j] = s;                                                                  \
+        if (rows) {                                                                        \
+            piece_##TYPE(x, rows, RUN_LANES, RUN_LANES, shift, total, mean, m2, NULL,      \
+                         NULL, low, high, zeros, at_min, at_max, work);                    \
+            for (j = 0; j < RUN_LANES; j++)                                                \
+                count[j] = rows;                                                           \
+            parts = RUN_LANES;                                                             \
         }                                                                                  \
-        for (; i < n; i++) {                                                               \
-            ETYPE e = AS_E(x[i]);                                                          \
-            total[0] += AS_DOUBLE(TYPE, x[i]) - s;                                         \
-            low[0] = e < low[0] ? e : low[0];                                              \
-            high[0] = e > high[0] ? e : high[0];                                           \
+        if (tail) {                                                                        \
+            piece_##TYPE(x + rows * RUN_LANES, tail, 1, 1, shift, total + parts,           \
+                         mean + parts, m2 + parts, NULL, NULL, low + parts, high + parts,  \
+                         zeros + parts, at_min + parts, at_max + parts, work);             \
+            count[parts++] = tail;                                                         \
         }                                                                                  \
-        double sum = (total[0] + total[1]) + (total[2] + total[3]);                        \
-        ETYPE minimum = low[0], maximum = high[0];                                         \
-        for (j = 1; j < WIDE; j++) {                                                       \
-            minimum = low[j] < minimum ? low[j] : minimum;                                 \
-            maximum = high[j] > maximum ? high[j] : maximum;                               \
-        }                                                                                  \
-        double mean = sum / (double)n;                                                     \
-        double m2[LANES] = {0};                                                            \
-        int64_t zeros = 0, at_min = 0, at_max = 0;                                         \
-        for (Py_ssize_t start = 0; start < n; start += RUN_CHUNK) {                        \
-            Py_ssize_t stop = n - start > RUN_CHUNK ? start + RUN_CHUNK : n;               \
-            int32_t zc[WIDE] = {0}, lc[WIDE] = {0}, hc[WIDE] = {0};                        \
-            for (i = start; i + WIDE <= stop; i += WIDE) {                                 \
-                for (j = 0; j < WIDE; j++) {                                               \
-                    ETYPE e = AS_E(x[i + j]);                                              \
-                    zc[j] += e == (ETYPE)0;                                                \
-                    lc[j] += e == minimum;                                                 \
-                    hc[j] += e == maximum;                                                 \
-                }                                                                          \
-                for (j = 0; j < LANES; j++) {                                              \
-                    double a = (AS_DOUBLE(TYPE, x[i + j]) - s) - mean;                     \
-                    double b = (AS_DOUBLE(TYPE, x[i + j + LANES]) - s) - mean;             \
-                    m2[j] += a * a + b * b;                                                \
-                }                                                                          \
-            }                                                                              \
-            for (; i < stop; i++) {                                                        \
-                ETYPE e = AS_E(x[i]);                                                      \
-                double d = (AS_DOUBLE(TYPE, x[i]) - s) - mean;                             \
-                m2[0] += d * d;                                                            \
-                zc[0] += e == (ETYPE)0;                                                    \
-                lc[0] += e == minimum;                                                     \
-                hc[0] += e == maximum;                                                     \
-            }                                                                              \
-            for (j = 0; j < WIDE; j++) {                                                   \
-                zeros += zc[j];                                                            \
-                at_min += lc[j];                                                           \
-                at_max += hc[j];                                                           \
-            }                                                                              \
-        }                                                                                  \
-        out[0] = sum;                                                                      \
-        out[1] = mean;                                                                     \
-        out[2] = (m2[0] + m2[1]) + (m2[2] + m2[3]);                                        \
-        out[3] = (double)minimum;                                                          \
-        out[4] = (double)maximum;                                                          \
+        /* parts pieces of one channel each */                                             \
+        merge_pieces_double(parts, 1, count, shift, total, mean, m2, low, high, zeros,     \
+                            at_min, at_max);                                               \
+        out[0] = total[0];                                                                 \
+        out[1] = mean[0];                                                                  \
+        out[2] = m2[0];                                                                    \
+        out[3] = low[0];                                                                   \
+        out[4] = high[0];                                                                  \
+        out[7] = (double)zeros[0];                                                         \
+        out[8] = (double)at_min[0];                                                        \
+        out[9] = (double)at_max[0];                                                        \
         if (higher) {                                                                      \
             double m3[LANES] = {0}, m4[LANES] = {0};                                       \
             for (i = 0; i + LANES <= n; i += LANES)                                        \
                 for (j = 0; j < LANES; j++) {                                              \
-                    double e = (AS_DOUBLE(TYPE, x[i + j]) - s) - mean, e2 = e * e;         \
+                    double e = (AS_DOUBLE(TYPE, x[i + j]) - s) - mean[0], e2 = e * e;      \
                     m3[j] += e2 * e;                                                       \
                     m4[j] += e2 * e2;                                                      \
                 }                                                                          \
             for (; i < n; i++) {                                                           \
-                double e = (AS_DOUBLE(TYPE, x[i]) - s) - mean, e2 = e * e;                 \
+                double e = (AS_DOUBLE(TYPE, x[i]) - s) - mean[0], e2 = e * e;              \
                 m3[0] += e2 * e;                                                           \
                 m4[0] += e2 * e2;                                                          \
             }                                                                              \
             out[5] = (m3[0] + m3[1]) + (m3[2] + m3[3]);                                    \
             out[6] = (m4[0] + m4[1]) + (m4[2] + m4[3]);                                    \
         }                                                                                  \
-        out[7] = (double)zeros;                                                            \
-        out[8] = (double)at_min;                                                           \
-        out[9] = (double)at_max;                                                           \
     }
 
-RUN_MOMENTS(float, float, SAME)
-RUN_MOMENTS(double, double, SAME)
-RUN_MOMENTS(half_t, double, HALF_AS_DOUBLE)
-RUN_MOMENTS(int8_t, int8_t, SAME)
-RUN_MOMENTS(uint8_t, uint8_t, SAME)
-RUN_MOMENTS(int16_t, int16_t, SAME)
-RUN_MOMENTS(uint16_t, uint16_t, SAME)
-RUN_MOMENTS(int32_t, int32_t, SAME)
-RUN_MOMENTS(uint32_t, uint32_t, SAME)
+RUN_MOMENTS(float)
+RUN_MOMENTS(double)
+RUN_MOMENTS(half_t)
+RUN_MOMENTS(int8_t)
+RUN_MOMENTS(uint8_t)
+RUN_MOMENTS(int16_t)
+RUN_MOMENTS(uint16_t)
+RUN_MOMENTS(int32_t)
+RUN_MOMENTS(uint32_t)
 
 /* RUN_MOMENTS for int64 and uint64: each value shifted in its own type where the run lies
  * within 2**62 of the shift (see PIECE_MOMENTS_64), the extremes compared in the type and
@@ -802,68 +770,6 @@ RUN_MOMENTS(uint32_t, uint32_t, SAME)
 RUN_MOMENTS_64(int64_t)
 RUN_MOMENTS_64(uint64_t)
 
-/*
- * A run reduced to order 2 by the piece kernel of the rows path, which the compiler
- * vectorizes: its values taken as rows of RUN_LANES lanes (a channel each), the lanes'
- * partials (and those of the last values, fewer than a row) merged as pieces are by
- * merge_pieces, into out as run_TYPE writes it. m3 and m4 are run_TYPE's.
- */
-#define RUN_LANES 8
-#define LANES_RUN(TYPE, OTYPE)                                                             \
-    static void lanes_##TYPE(const TYPE *restrict x, Py_ssize_t n, double s, double *out)  \
-    {                                                                                      \
-        double shift[RUN_LANES], work[5 * RUN_LANES];                                      \
-        double total[RUN_LANES + 1], mean[RUN_LANES + 1], m2[RUN_LANES + 1];               \
-        OTYPE low[RUN_LANES + 1], high[RUN_LANES + 1];                                     \
-        int64_t zeros[RUN_LANES + 1], at_min[RUN_LANES + 1], at_max[RUN_LANES + 1];        \
-        int64_t count[RUN_LANES + 1];                                                      \
-        Py_ssize_t rows = n / RUN_LANES, tail = n - rows * RUN_LANES, parts = 0;           \
-        for (int j = 0; j < RUN_LANES; j++)                                                \
-            shift[j] = s;                                                                  \
-        if (rows) {                                                                        \
-            piece_##TYPE(x, rows, RUN_LANES, RUN_LANES, shift, total, mean, m2, NULL,      \
-                         NULL, low, high, zeros, at_min, at_max, work);                    \
-            for (int j = 0; j < RUN_LANES; j++)                                            \
-                count[j] = rows;                                                           \
-            parts = RUN_LANES;                                                             \
-        }                                                                                  \
-        if (tail) {                                                                        \
-            piece_##TYPE(x + rows * RUN_LANES, tail, 1, 1, shift, total + parts,           \
-                         mean + parts, m2 + parts, NULL, NULL, low + parts, high + parts,  \
-                         zeros + parts, at_min + parts, at_max + parts, work);             \
-            count[parts++] = tail;                                                         \
-        }                                                                                  \
-        /* parts pieces of one channel each: channel stride 1, piece stride 1 */           \
-        merge_pieces_##OTYPE(parts, 1, count, shift, total, mean, m2, low, high, zeros,    \
-                             at_min, at_max);                                              \
-        out[0] = total[0];                                                                 \
-        out[1] = mean[0];                                                                  \
-        out[2] = m2[0];                                                                    \
-        out[3] = (double)low[0];                                                           \
-        out[4] = (double)high[0];                                                          \
-        out[7] = (double)zeros[0];                                                         \
-        out[8] = (double)at_min[0];                                                        \
-        out[9] = (double)at_max[0];                                                        \
-    }
-
-LANES_RUN(float, double)
-LANES_RUN(double, double)
-LANES_RUN(half_t, double)
-LANES_RUN(int8_t, double)
-LANES_RUN(uint8_t, double)
-LANES_RUN(int16_t, double)
-LANES_RUN(uint16_t, double)
-LANES_RUN(int32_t, double)
-LANES_RUN(uint32_t, double)
-/* 64-bit integers keep their own run: their shift is taken in the type (RUN_MOMENTS_64). */
-#define RUN_64_AS_LANES(TYPE)                                                              \
-    static void lanes_##TYPE(const TYPE *restrict x, Py_ssize_t n, double s, double *out)  \
-    {                                                                                      \
-        run_##TYPE(x, n, s, 0, out);                                                       \
-    }
-RUN_64_AS_LANES(int64_t)
-RUN_64_AS_LANES(uint64_t)
-
 static const char slab_moments_doc[] =
     "slab_moments(data, code, outer, channels, inner, shift, higher, out)\n\n"
     "Moments of each run of inner contiguous values of (outer, channels, inner) data: out\n"
@@ -902,12 +808,7 @@ static PyObject *slab_moments(PyObject *self, PyObject *args)
         double *row = results + run * 10;
 #define RUN(TYPE)                                                                          \
     run_##TYPE((const TYPE *)values + run * inner, inner, shifts[run % channels], higher, row)
-#define BY_LANES(TYPE)                                                                     \
-    lanes_##TYPE((const TYPE *)values + run * inner, inner, shifts[run % channels], row)
-        if (higher)
-            DISPATCH(code, RUN)
-        else
-            DISPATCH(code, BY_LANES)
+        DISPATCH(code, RUN)
     }
     Py_END_ALLOW_THREADS
     release_buffers(3, views);
