@@ -782,6 +782,18 @@ def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray, order: i
     return [(count, total, mean, m2, minimum, maximum, *rest)]
 
 
+def _kernel_outputs(rows: int, channels: int, code: str, extremes: np.dtype,
+                    order: int) -> tuple:
+    """Output arrays of ``rows`` x `channels` for the kernel's moments: total, mean, m2, the
+    list of m3 and m4 (empty below order 4), minimum, maximum (64-bit integers' in their
+    own type, the others' float64, as the kernel writes them) and the three tie counts."""
+    total, mean, m2, *higher = (np.empty((rows, channels)) for _ in range(3 + 2 * (order == 4)))
+    minimum, maximum = (np.empty((rows, channels), extremes if code in "qQ" else np.float64)
+                        for _ in range(2))
+    ties = [np.empty((rows, channels), np.int64) for _ in range(3)]
+    return total, mean, m2, higher, minimum, maximum, ties
+
+
 def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_items: int,
                    shift: np.ndarray, order: int) -> list:
     """:func:`_rows_partials` by the compiled kernel: partials of pieces of at least
@@ -794,11 +806,8 @@ def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_
     per_piece = max(MIN_PIECE_ROWS, piece_items // channels)
     pieces = -(-rows // per_piece)
     extremes = extreme_dtype(block.dtype)
-    total, mean, m2, *higher = (np.empty((pieces, channels)) for _ in range(3 + 2 * (order == 4)))
-    # the kernel writes 64-bit integers' extremes in their own type, the others' as float64
-    minimum, maximum = (np.empty((pieces, channels), extremes if code in "qQ" else np.float64)
-                        for _ in range(2))
-    ties = [np.empty((pieces, channels), np.int64) for _ in range(3)]
+    total, mean, m2, higher, minimum, maximum, ties = _kernel_outputs(pieces, channels, code,
+                                                                      extremes, order)
     count = np.empty((pieces, channels), np.int64)
     count[:] = per_piece
     count[-1] = rows - (pieces - 1) * per_piece
@@ -836,10 +845,8 @@ def _compiled_columns(block: LazyBlock, code: str, rows: int, channels: int,
     """:func:`_column_partials` by the compiled kernel: ranges of columns over every row of
     the block, each channel reduced in one piece, one row of partials."""
     extremes = extreme_dtype(block.dtype)
-    total, mean, m2, *higher = (np.empty((1, channels)) for _ in range(3 + 2 * (order == 4)))
-    minimum, maximum = (np.empty((1, channels), extremes if code in "qQ" else np.float64)
-                        for _ in range(2))
-    ties = [np.empty((1, channels), np.int64) for _ in range(3)]
+    total, mean, m2, higher, minimum, maximum, ties = _kernel_outputs(1, channels, code,
+                                                                      extremes, order)
     COMPILED.columns_moments(block.array().reshape(-1), code, rows, channels,
                              max(1, piece_items // rows), shift, total, mean, m2,
                              *higher if higher else (None, None), minimum, maximum, *ties)
