@@ -11,5 +11,5 @@ from setuptools import Extension, setup
 
 # -ffp-contract=off: no fused multiply-add, so normalize rounds as NumPy does, bit for bit
 arguments = [] if sys.platform == "win32" else ["-O3", "-std=c99", "-ffp-contract=off"]
-setup(ext_modules=[Extension("bncli._kernel", ["bncli/_kernel.c"], optional=True,
+setup(ext_modules=[Extension("bncli.core._kernel", ["bncli/core/_kernel.c"], optional=True,
                              extra_compile_args=arguments)])

@@ -291,7 +291,7 @@ def main() -> None:
                 case("python -c 'import numpy' (start-up floor)",
                      [PYTHON, "-c", "import numpy"], 0),
                 case("bn's imports (python, numpy, bncli's modules)",
-                     [PYTHON, "-c", "import bncli.cli, bncli.api, bncli.engine"], 0),
+                     [PYTHON, "-c", "import bncli.cli.main, bncli.api, bncli.exec.engine"], 0),
                 case("bn stats --threads 1", BN + ["stats", str(main_file), "--format", "json",
                                                    "--threads", "1"], nbytes),
             ], args.repeat)

@@ -11,14 +11,13 @@ On files of any size, in bounded memory: :func:`bncli.api.stats`,
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from collections.abc import Sequence
 
-from .errors import BnError, InputError, OutputError, StatsFileError, UsageError
+from bncli._version import __version__
+from bncli.errors import BnError, InputError, OutputError, StatsFileError, UsageError
 
 __all__ = [
-    "BnError", "InputError", "OutputError", "StatsFileError", "UsageError",
+    "__version__", "BnError", "InputError", "OutputError", "StatsFileError", "UsageError",
     "batch_normalization", "moments", "normalize_file", "stats_files", "merge_files",
     "load_stats",
 ]
@@ -40,7 +39,7 @@ def load_stats(path) -> dict:
     """
     import os
 
-    from .api import load_statistics
+    from bncli.api import load_statistics
 
     statistics = load_statistics(os.fspath(path))
     values = {key: value for key, value in statistics.values().items()}
@@ -70,8 +69,8 @@ def moments(x, axes: Sequence[int] | int, keepdims: bool = False, ddof: int = 0)
     """
     import numpy as np
 
-    from .layout import channel_shape, resolve_axes
-    from .reduction import block_moments
+    from bncli.core.layout import channel_shape, resolve_axes
+    from bncli.core.moments import block_moments
 
     x = np.asarray(x)
     reduce_axes = resolve_axes(x.shape, [axes] if isinstance(axes, (int, np.integer))
@@ -106,7 +105,7 @@ def batch_normalization(x, mean, variance, offset, scale, variance_epsilon: floa
     """
     import numpy as np
 
-    from .normalize import Coefficients, normalize_block, output_dtype
+    from bncli.core.normalize import Coefficients, normalize_block, output_dtype
 
     x = np.asarray(x)
     coefficients = Coefficients.from_statistics(mean, variance, offset=offset, scale=scale,
@@ -127,20 +126,20 @@ def batch_normalization(x, mean, variance, offset, scale, variance_epsilon: floa
 
 def stats_files(inputs, **options):
     """Statistics of files (see :func:`bncli.api.stats`)."""
-    from .api import stats
+    from bncli.api import stats
 
     return stats(inputs, **options)
 
 
 def normalize_file(input: str, output: str, **options):
     """Normalize a file into another (see :func:`bncli.api.normalize`)."""
-    from .api import normalize
+    from bncli.api import normalize
 
     return normalize(input, output, **options)
 
 
 def merge_files(paths):
     """Merge statistics files (see :func:`bncli.api.merge`)."""
-    from .api import merge
+    from bncli.api import merge
 
     return merge(paths)

@@ -1,6 +1,6 @@
 """``python -m bncli`` is ``bn``."""
 
-from .cli import main
+from bncli.cli.main import main
 
 if __name__ == "__main__":
     main()

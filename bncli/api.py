@@ -28,10 +28,21 @@ from typing import Callable, Union
 
 import numpy as np
 
-from . import statsfile
-from .drift import DEFAULT_MAX_PSI, DEFAULT_MAX_SHIFT
-from .drift import drift as drift_of
-from .engine import (
+from bncli.core.drift import DEFAULT_MAX_PSI, DEFAULT_MAX_SHIFT
+from bncli.core.drift import drift as drift_of
+from bncli.core.findings import DEFAULT_OUTLIER_THRESHOLD, DEFAULT_SPARSE_THRESHOLD
+from bncli.core.histogram import DEFAULT_ACCURACY, DEFAULT_LEVELS, bucket_accuracy, mantissa_bits
+from bncli.core.layout import (
+    channel_shape,
+    format_shape,
+    keepdims_shape,
+    resolve_axes,
+)
+from bncli.core.normalize import CONVENTIONS, Coefficients, output_dtype
+from bncli.core.partials import Reduction
+from bncli.core.statistics import Statistics
+from bncli.errors import OutputError, StatsFileError, UsageError
+from bncli.exec.engine import (
     DEFAULT_CHUNK_BYTES,
     check_ddof,
     check_reducible,
@@ -41,18 +52,8 @@ from .engine import (
     normalize_source,
     spool_stdin,
 )
-from .errors import OutputError, StatsFileError, UsageError
-from .findings import DEFAULT_OUTLIER_THRESHOLD, DEFAULT_SPARSE_THRESHOLD
-from .histogram import DEFAULT_ACCURACY, DEFAULT_LEVELS, bucket_accuracy, mantissa_bits
-from .layout import (
-    channel_shape,
-    format_shape,
-    keepdims_shape,
-    resolve_axes,
-)
-from .normalize import CONVENTIONS, Coefficients, output_dtype
-from .partials import Reduction
-from .sinks import (
+from bncli.io import statsfile
+from bncli.io.sinks import (
     AtomicFile,
     Hdf5Writer,
     NpyFileWriter,
@@ -64,7 +65,7 @@ from .sinks import (
     output_error,
     stdout_stream,
 )
-from .sources import (
+from bncli.io.sources import (
     HDF5_SUFFIX,
     ArraySource,
     InputSpec,
@@ -77,7 +78,6 @@ from .sources import (
     open_source,
     split_hdf5_file,
 )
-from .statsfile import Statistics
 
 Path = Union[str, "os.PathLike[str]"]
 Affine = Union[float, Sequence, np.ndarray, None]
@@ -185,7 +185,7 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
         Also compute a mergeable histogram per channel, and from it these quantiles
         (levels from 0 to 1; True: ``0.0001, 0.001, 0.01, 0.5, 0.99, 0.999, 0.9999``).
     accuracy : float
-        Relative accuracy of the quantiles (see :mod:`bncli.histogram`).
+        Relative accuracy of the quantiles (see :mod:`bncli.core.histogram`).
     sparse_threshold : float
         Fraction of exact zeros at or above which a channel is reported sparse.
 
@@ -374,7 +374,7 @@ def _cluster(scheduler, allow_external: bool):
     if not scheduler:
         yield None
         return
-    from .distributed import ClusterPartials, connect
+    from bncli.exec.cluster import ClusterPartials, connect
 
     with connect(scheduler) as client:
         yield ClusterPartials(client, allow_external=allow_external)
@@ -419,7 +419,7 @@ def _write_statistics(statistics: Statistics, output: AtomicFile, fmt: str | Non
 
 def export(statistics: Path | Statistics, to: str, output: Path | None = None, *,
            rescale: bool = True, prefix: str = "", force: bool = False) -> dict | None:
-    """Put statistics into the form a framework takes (see :mod:`bncli.exports`).
+    """Put statistics into the form a framework takes (see :mod:`bncli.core.exports`).
 
     Parameters
     ----------
@@ -443,7 +443,7 @@ def export(statistics: Path | Statistics, to: str, output: Path | None = None, *
         What torchvision and keras take (mean, std, ...); the state dict of torch-bn; None
         for json and npz.
     """
-    from . import exports
+    from bncli.core import exports
 
     if to not in exports.FORMATS:
         raise UsageError(f"export format {to!r} is not one of {', '.join(exports.FORMATS)}")
@@ -477,8 +477,8 @@ def export(statistics: Path | Statistics, to: str, output: Path | None = None, *
 
 
 def _write_export(to: str, exported: dict, output: str, temp_path: str) -> None:
-    from . import exports
-    from .safetensors import write
+    from bncli.core import exports
+    from bncli.io.safetensors import write
 
     try:
         if to == "torch-bn":
@@ -536,7 +536,7 @@ def calibrate(inputs: Path | Sequence[Path], *, method: str = "entropy",
               per_channel: bool = False, percentile: float = 99.99, target: str = "int8",
               name: str | None = None, accuracy: float = DEFAULT_ACCURACY,
               **options) -> CalibrationResult:
-    """Clipping ranges for quantization from the histograms (see :mod:`bncli.calibrate`).
+    """Clipping ranges for quantization from the histograms (see :mod:`bncli.core.calibrate`).
 
     Parameters
     ----------
@@ -599,7 +599,7 @@ def calibrate_each(input: Path, *, method: str = "entropy", per_channel: bool = 
 
 
 def _check_calibration(method: str, target: str, percentile: float) -> None:
-    from . import calibrate as calibration
+    from bncli.core import calibrate as calibration
 
     if method not in calibration.METHODS:
         raise UsageError(f"method {method!r} is not one of {', '.join(calibration.METHODS)}")
@@ -611,7 +611,7 @@ def _check_calibration(method: str, target: str, percentile: float) -> None:
 
 def _calibrated(statistics: Statistics, name: str, method: str, per_channel: bool,
                 percentile: float, target: str) -> CalibrationResult:
-    from . import calibrate as calibration
+    from bncli.core import calibrate as calibration
 
     moments = statistics.moments
     nan = int(statistics.histogram.special[..., 4].sum())
@@ -675,7 +675,7 @@ def diff(base: Path, new: Path, *, axes: Sequence[int] | int | None = None,
          sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
          max_shift: float = DEFAULT_MAX_SHIFT, max_psi: float = DEFAULT_MAX_PSI,
          **engine) -> tuple:
-    """Per-channel drift of NEW from BASE (see :mod:`bncli.drift`).
+    """Per-channel drift of NEW from BASE (see :mod:`bncli.core.drift`).
 
     Parameters
     ----------
@@ -916,7 +916,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
     epsilon : float, optional
         Finite and >= 0; default the convention's (1e-3 for ``tf``).
     convention : str
-        Where epsilon goes (see :data:`bncli.normalize.CONVENTIONS`): ``tf`` and ``torch``
+        Where epsilon goes (see :data:`bncli.core.normalize.CONVENTIONS`): ``tf`` and ``torch``
         divide by ``sqrt(variance + epsilon)`` (torch's default epsilon is 1e-5, and it
         normalizes with the population variance), ``keras-backend`` by
         ``sqrt(variance) + epsilon``, ``keras-normalization`` by
@@ -1108,7 +1108,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
 
 def _cluster_normalize(client, source: Source, temp_path: str, target: OutputSpec,
                        out_dtype: np.dtype, coefficients: Coefficients, **options) -> None:
-    from .distributed import cluster_normalize
+    from bncli.exec.cluster import cluster_normalize
 
     if target.zarr:  # the array made here; the workers write its chunks
         place = ("zarr", temp_path, source.fortran_order)
@@ -1122,7 +1122,7 @@ def _cluster_normalize(client, source: Source, temp_path: str, target: OutputSpe
 
 def _chunk_aligned(writer, source: Source, out_dtype: np.dtype, chunk_bytes: int) -> bool:
     """Whether the blocks of a normalization are whole chunks of a zarr writer's array."""
-    from .distributed import whole_chunks
+    from bncli.exec.cluster import whole_chunks
 
     if writer is None:
         return False
@@ -1218,7 +1218,7 @@ def _listing(spec: InputSpec) -> list | None:
         return None
     entries = list_entries(spec.path, spec.display)
     if entries is None and not is_zarr(spec.path) and is_hdf5_file(spec.path, spec.display):
-        from .hdf5 import list_datasets
+        from bncli.io.hdf5 import list_datasets
 
         return [
             {"kind": "dataset", "dataset": path,

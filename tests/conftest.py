@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bncli.cli import cli
+from bncli.cli.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,7 +119,8 @@ KERNELS = ["compiled", "numpy"]
 @contextlib.contextmanager
 def using_kernel(name):
     """Run the block reductions on kernel `name` (``compiled`` is skipped where not built)."""
-    from bncli import histogram, kernel, normalize, reduction
+    from bncli.core import histogram, kernel, normalize
+    from bncli.core import moments as reduction
 
     if name == "compiled" and kernel.COMPILED is None:
         pytest.skip("the compiled kernel is not built")

@@ -89,7 +89,7 @@ def reference_entropy_amax(data: np.ndarray, num_bins=2048, start_bin=128, level
 
 
 def test_entropy_threshold_is_tensorrts_on_the_same_bins(relu):
-    from bncli.calibrate import entropy_threshold
+    from bncli.core.calibrate import entropy_threshold
 
     values, _ = relu
     data = magnitudes(values)

@@ -395,7 +395,7 @@ def test_bn_process_collects_garbage_while_a_command_runs(tmp_path):
     script = (
         "import gc, sys\n"
         "import bncli.api as api\n"
-        "from bncli.cli import main\n"
+        "from bncli.cli.main import main\n"
         "real = api.stats\n"
         "def stats(*args, **kwargs):\n"
         "    sys.stderr.write(f'enabled={gc.isenabled()} frozen={gc.get_freeze_count()}\\n')\n"

@@ -10,8 +10,9 @@ from conftest import KERNELS, every_path, run_bn, stats_json, using_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bncli import api, statsfile
-from bncli.histogram import DEFAULT_LEVELS, bucket_accuracy, mantissa_bits
+from bncli import api
+from bncli.core.histogram import DEFAULT_LEVELS, bucket_accuracy, mantissa_bits
+from bncli.io import statsfile
 
 LEVELS = (0.0, 0.0001, 0.001, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999, 0.9999, 1.0)
 
@@ -343,7 +344,7 @@ def test_plot_draws_percentile_bands_and_the_flagged_channels_histograms(tmp_pat
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    from bncli.plot import plot_statistics
+    from bncli.cli.plot import plot_statistics
 
     rng = np.random.default_rng(8)
     values = np.maximum(rng.standard_normal((20000, 6)) + 0.3, 0)

@@ -16,7 +16,7 @@ import pytest
 from conftest import every_path, run_bn, stats_json, using_kernel
 
 import bncli
-from bncli.reduction import block_moments
+from bncli.core.moments import block_moments
 
 getcontext().prec = 50
 UNIT = Fraction(1, 2**53)  # the unit roundoff of float64

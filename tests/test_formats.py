@@ -17,16 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bncli import api
+from bncli.core.layout import is_contiguous, plan_regions
 from bncli.errors import InputError
-from bncli.layout import is_contiguous, plan_regions
-from bncli.sources import open_source
+from bncli.io.sources import open_source
+from bncli.io.statsfile import to_document
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 
 def document(statistics) -> dict:
     """A statistics document without the inputs (which name the files)."""
-    found = statistics.to_document()
+    found = to_document(statistics)
     found.pop("inputs")
     return found
 
@@ -456,8 +457,8 @@ def test_zarr_blocks_follow_its_chunks(tmp_path, rng):
     values = rng.normal(3, 2, size=(64, 6, 5)).astype(np.float32)
     np.save(tmp_path / "x.npy", values)
     [store, *_] = _zarr_stores(tmp_path, values)
-    got, expected = (api.stats([str(path)], axes=(0, 1), quantiles=True,
-                               chunk_bytes=4096).to_document()
+    got, expected = (to_document(api.stats([str(path)], axes=(0, 1), quantiles=True,
+                                           chunk_bytes=4096))
                      for path in (store, tmp_path / "x.npy"))
     for key in ("count", "min", "max", "nan_count", "zero_count", "min_count", "max_count",
                 "histogram_pos_counts", "histogram_neg_counts"):

@@ -10,7 +10,7 @@ import pytest
 from conftest import assert_close, reference_moments, run_bn, stats_json
 
 from bncli import api
-from bncli.sources import open_source
+from bncli.io.sources import open_source
 
 
 @pytest.fixture
@@ -240,7 +240,7 @@ PIPELINES = [("deflate", False), ("deflate", True), ("zstd", False), ("zstd", Tr
 @pytest.mark.parametrize("dtype", ["<f4", ">f8", "<i2", "|u1"])
 def test_compressed_chunks_decoded_by_the_workers_read_what_h5py_reads(tmp_path, rng, codec,
                                                                        shuffle, dtype):
-    from bncli.hdf5 import _read_chunks, chunk_pipeline
+    from bncli.io.hdf5 import _read_chunks, chunk_pipeline
 
     values = (rng.standard_normal((37, 10, 6)) * 50).astype(dtype)
     values[:5] = 3  # runs that compress, beside noise that does not
@@ -279,7 +279,7 @@ def test_a_damaged_or_oversized_chunk_of_a_plugin_filter_is_one_clear_error(tmp_
 
 
 def test_a_chunk_stored_unfiltered_and_one_never_written_read_right(tmp_path, rng):
-    from bncli.hdf5 import _read_chunks
+    from bncli.io.hdf5 import _read_chunks
 
     values = rng.standard_normal((16, 4)).astype(np.float32)
     with h5py.File(tmp_path / "x.h5", "w") as h5file:
@@ -333,7 +333,7 @@ def test_a_deflated_chunk_that_inflates_past_its_size_is_refused_unread(tmp_path
 
 def test_isal_inflates_the_chunks_to_the_same_bits_as_zlib(tmp_path, rng, monkeypatch):
     pytest.importorskip("isal", reason="the bncli[isal] extra is not installed")
-    from bncli import hdf5
+    from bncli.io import hdf5
 
     assert hdf5.inflater()[1] == "isal"
     values = (rng.standard_normal((512, 6, 5)) * 3 + 1).astype(np.float32)
@@ -360,7 +360,7 @@ def test_isal_inflates_the_chunks_to_the_same_bits_as_zlib(tmp_path, rng, monkey
 @pytest.mark.parametrize("codec, shuffle", PIPELINES[2:])
 def test_plugin_filtered_datasets_are_decoded_by_the_worker_threads(tmp_path, rng, codec,
                                                                     shuffle, monkeypatch):
-    from bncli import hdf5
+    from bncli.io import hdf5
 
     values = (rng.standard_normal((4096, 6, 5)) * 3 + 1).astype(np.float32)
     with h5py.File(tmp_path / "x.h5", "w") as h5file:

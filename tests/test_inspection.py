@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import run_on_terminal, stats_json
 
-from bncli.findings import near_constant
+from bncli.core.findings import near_constant
 
 
 @pytest.fixture
@@ -226,7 +226,7 @@ def _realistic_layer(kind: str, channels: int, seed: int, rows: int = 2048) -> n
     ("relu", 512), ("relu", 2048), ("gelu", 512), ("gelu", 2048), ("batchnorm", 2048),
     ("image", 3)])
 def test_realistic_layers_give_no_outlier_finding(kind, channels):
-    from bncli.findings import find
+    from bncli.core.findings import find
 
     for seed in range(3):
         x = _realistic_layer(kind, channels, seed)
@@ -238,7 +238,7 @@ def test_realistic_layers_give_no_outlier_finding(kind, channels):
 
 
 def test_a_channel_20x_off_in_a_relu_layer_is_still_found():
-    from bncli.findings import find
+    from bncli.core.findings import find
 
     x = _realistic_layer("relu", 512, seed=9)
     x[:, 100] *= 30
@@ -261,7 +261,7 @@ def test_plot_takes_svg_and_pdf(invoke, flagged, tmp_path, suffix, magic):
 
 
 def test_plot_y_range_is_robust_to_one_outlier_and_holds_close_channels():
-    from bncli.plot import _y_range
+    from bncli.cli.plot import _y_range
 
     rng = np.random.default_rng(11)
     low, high = -rng.uniform(2, 4, 2048), rng.uniform(2, 4, 2048)
@@ -280,7 +280,7 @@ def test_plot_marks_std_outliers_at_the_top_of_their_band(tmp_path):
     from matplotlib import pyplot
 
     from bncli import api
-    from bncli.plot import plot_statistics
+    from bncli.cli.plot import plot_statistics
 
     values = np.random.default_rng(12).standard_normal((400, 32))
     values[:, 5] *= 100  # zero mean, 100x the scale

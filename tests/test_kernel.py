@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bncli import kernel
-from bncli.histogram import _rows_histogram
-from bncli.reduction import block_moments
+from bncli.core import kernel
+from bncli.core.histogram import _rows_histogram
+from bncli.core.moments import block_moments
 
 COMPILED_TYPES = ["float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32",
                   "uint32", "int64", "uint64", "bool"]
@@ -167,7 +167,7 @@ def test_without_a_compiler_the_build_succeeds_and_bn_runs_on_numpy(tmp_path):
 @given(values=channel_rows(), out=st.sampled_from(["float32", "float64", "float16"]),
        offset=st.booleans(), seed=st.integers(0, 2**31))
 def test_both_kernels_normalize_to_the_same_bits(values, out, offset, seed):
-    from bncli.normalize import Coefficients, normalize_block
+    from bncli.core.normalize import Coefficients, normalize_block
 
     rng = np.random.default_rng(seed)
     channels = values.shape[1]
@@ -212,10 +212,10 @@ def test_the_kernel_reading_a_file_itself_agrees_with_numpy(values, chunk_bytes,
 
 
 def test_a_file_cut_short_while_the_kernel_reads_it_is_an_error(tmp_path, rng):
-    from bncli.engine import source_partials
+    from bncli.core.partials import Reduction
     from bncli.errors import InputError
-    from bncli.partials import Reduction
-    from bncli.sources import open_source
+    from bncli.exec.engine import source_partials
+    from bncli.io.sources import open_source
 
     if kernel.COMPILED is None:
         pytest.skip("the compiled kernel is not built")
@@ -232,8 +232,8 @@ def test_a_file_cut_short_while_the_kernel_reads_it_is_an_error(tmp_path, rng):
 @given(values=channel_rows(), piece_bytes=st.sampled_from([64, 1000, 4096]))
 def test_pieces_merged_in_the_kernel_give_the_bits_of_their_merge_in_numpy(values,
                                                                            piece_bytes):
-    from bncli.buffers import LazyBlock
-    from bncli.reduction import Moments
+    from bncli.core.buffers import LazyBlock
+    from bncli.core.moments import Moments
 
     if kernel.COMPILED is None:
         pytest.skip("the compiled kernel is not built")
@@ -256,7 +256,7 @@ def test_pieces_merged_in_the_kernel_give_the_bits_of_their_merge_in_numpy(value
 def test_rows_reduced_in_ranges_of_columns_agree_with_numpy(values, order, piece_bytes):
     """Rows too wide for pieces of whole rows are reduced by the compiled kernel in ranges
     of columns over every row; here every row counts as too wide."""
-    from bncli import reduction
+    from bncli.core import moments as reduction
 
     results = {}
     for name in ("compiled", "numpy"):
@@ -287,7 +287,7 @@ def test_rows_reduced_in_ranges_of_columns_agree_with_numpy(values, order, piece
 @pytest.mark.parametrize("dtype", ["float32", "int64", "uint8"])
 def test_rows_wider_than_the_kernel_takes_whole_against_float64(dtype, rng):
     """Rows of more channels than the kernel takes in pieces of whole rows."""
-    from bncli.reduction import MAX_COMPILED_CHANNELS
+    from bncli.core.moments import MAX_COMPILED_CHANNELS
 
     channels = MAX_COMPILED_CHANNELS + 4321
     values = (rng.standard_normal((9, channels)) * 20 + 50).astype(dtype)
@@ -306,10 +306,10 @@ def test_tiles_read_in_one_kernel_call_and_a_file_cut_short_inside_one(tmp_path,
     """A tile (a range of rows times a range of channels) is many runs of the file: the
     kernel reads them all in one call; the runs are the array's, and a file that ends
     inside one is the usual error, as when the runs are read one by one."""
-    from bncli import sources
+    from bncli.core.layout import is_contiguous, plan_regions
     from bncli.errors import InputError
-    from bncli.layout import is_contiguous, plan_regions
-    from bncli.sources import open_source
+    from bncli.io import sources
+    from bncli.io.sources import open_source
 
     if kernel.COMPILED is None:
         pytest.skip("the compiled kernel is not built")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bncli.core.layout import plan_blocks, region_shape, region_start, resolve_axes, storage_axes
 from bncli.errors import UsageError
-from bncli.layout import plan_blocks, region_shape, region_start, resolve_axes, storage_axes
 
 
 def test_default_axes_are_all_but_last():

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import bncli
-from bncli.reduction import Moments, block_moments
+from bncli.core.moments import Moments, block_moments
 
 DTYPES = ["float16", "float32", "float64", "int8", "uint8", "int32", "int64", "bool", ">f4",
           ">i2"]
@@ -210,7 +210,7 @@ def test_fast_layouts_agree_with_the_general_path(case, piece_bytes):
 
 
 def test_buffer_ring_reuses_memory_in_turn():
-    from bncli.buffers import BufferRing
+    from bncli.core.buffers import BufferRing
 
     ring = BufferRing(2)
     first, second, third = (ring.array((4, 3), np.float32) for _ in range(3))
@@ -222,7 +222,7 @@ def test_buffer_ring_reuses_memory_in_turn():
 
 @pytest.mark.parametrize("count", list(range(1, 40)) + [64, 100, 129])
 def test_streaming_tree_is_the_level_by_level_tree(count):
-    from bncli.partials import TreeAccumulator, pairwise_levels
+    from bncli.core.partials import TreeAccumulator, pairwise_levels
 
     class Symbolic:
         """Stands for a node of the tree; merging records the tree's shape."""
@@ -247,9 +247,9 @@ def test_streaming_tree_is_the_level_by_level_tree(count):
 @pytest.mark.parametrize("axes", [(0, 1), (0, 2), (1,), (0, 1, 2)])
 @pytest.mark.parametrize("poison", [None, np.nan, np.inf])
 def test_block_read_piece_by_piece_gives_the_same_bits(tmp_path, rng, axes, poison):
-    from bncli.buffers import LazyBlock
-    from bncli.normalize import Coefficients, normalize_block
-    from bncli.sources import InputSpec, open_source
+    from bncli.core.buffers import LazyBlock
+    from bncli.core.normalize import Coefficients, normalize_block
+    from bncli.io.sources import InputSpec, open_source
 
     values = (rng.standard_normal((50, 6, 4)) * 2 + 30).astype(np.float32)
     if poison is not None:

@@ -187,7 +187,7 @@ def test_binary_output_to_a_terminal_is_a_usage_error_however_asked(with_nan, tm
     ("1GB", 10**9), ("512k", 512 * 1024), ("100", 100),
 ])
 def test_sizes_are_binary_with_k_m_g_and_decimal_with_kb_mb_gb(text, size):
-    from bncli.cli import parse_size
+    from bncli.cli.main import parse_size
 
     assert parse_size(text) == size
 
@@ -221,7 +221,7 @@ def test_narrow_terminals_drop_columns_or_stack_but_never_cut_a_number(small_num
                                                                        columns):
     from conftest import run_on_terminal
 
-    from bncli.report import number
+    from bncli.cli.report import number
 
     path, values = small_numbers
     code, seen, _ = run_on_terminal(["stats", str(path), "--no-progress", "--color", "never"],
@@ -251,7 +251,7 @@ def test_table_rows_sorted_flagged_or_chosen(tmp_path):
         return [line.split()[0] for line in table if line.strip() and "not shown" not in line
                 and (line.split()[0].isdigit() or line.split()[0] == "...")]
 
-    from bncli.report import EDGE_ROWS
+    from bncli.cli.report import EDGE_ROWS
 
     std = values.std(0)
     by_std = channels_of("--sort", "std")  # the largest first, as many as the edges show

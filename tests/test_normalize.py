@@ -98,7 +98,7 @@ def test_each_part_is_final_when_announced_and_the_parts_cover_the_block(dtype, 
                                                                        kernel):
     from conftest import using_kernel
 
-    from bncli.normalize import Coefficients, normalize_block
+    from bncli.core.normalize import Coefficients, normalize_block
 
     rng = np.random.default_rng(3)
     values = (rng.standard_normal(shape) * 4 + 2).astype(dtype)

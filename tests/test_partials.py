@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bncli import api, statsfile
-from bncli.engine import compute_statistics
-from bncli.layout import is_contiguous, plan_regions
-from bncli.partials import KINDS, Partial, Reduction, register
-from bncli.reduction import block_moments
-from bncli.sources import open_source
+from bncli import api
+from bncli.core.layout import is_contiguous, plan_regions
+from bncli.core.moments import block_moments
+from bncli.core.partials import KINDS, Partial, Reduction, register
+from bncli.exec.engine import compute_statistics
+from bncli.io import statsfile
+from bncli.io.sources import open_source
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

@@ -108,7 +108,7 @@ def test_a_statistics_file_that_is_a_device_is_refused_unread(tmp_path):
 
 
 def test_an_npz_whose_members_declare_too_much_is_refused(tmp_path):
-    from bncli.statsfile import MAX_FILE_BYTES
+    from bncli.io.statsfile import MAX_FILE_BYTES
 
     with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as archive:
         archive.writestr("meta.npy", b"x")
@@ -369,7 +369,8 @@ def test_an_hdf5_fill_value_bomb_is_refused_at_once_and_allowed_on_request(tmp_p
     import h5py
 
     import bncli
-    from bncli import api, hdf5
+    from bncli import api
+    from bncli.io import hdf5
 
     with h5py.File(tmp_path / "bomb.h5", "w") as h5file:  # 4 PiB declared, 16 chunks written
         dataset = h5file.create_dataset("x", shape=(2**40, 2**10), dtype="f4", chunks=(1024, 64))

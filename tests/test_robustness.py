@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bncli.cli import cli
+from bncli.cli.main import cli
 
 
 def test_directory_input(invoke, tmp_path):

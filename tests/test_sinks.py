@@ -11,7 +11,7 @@ import pytest
 from conftest import run_bn
 
 from bncli.errors import OutputError
-from bncli.sinks import TEMP_SUFFIX, AtomicFile
+from bncli.io.sinks import TEMP_SUFFIX, AtomicFile
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError, OutputError
+from bncli.errors import InputError, OutputError
 
 MAX_HEADER_SIZE = 100 * 2**20
 METADATA = "__metadata__"

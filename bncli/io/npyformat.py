@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from bncli.errors import InputError
 
 MAGIC = b"\x93NUMPY"
 # NumPy refuses headers above this size by default: literal_eval is not safe for large inputs.

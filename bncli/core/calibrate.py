@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import StatsFileError
-from .histogram import Histogram, _decoded, representatives
+from bncli.core.histogram import Histogram, _decoded, representatives
+from bncli.errors import StatsFileError
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 # the largest code of each target: the range maps onto it

@@ -22,23 +22,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import histogram as _histogram  # noqa: F401 - registers the histogram partial
-from . import reduction as _moments  # noqa: F401 - registers the moments partial
-from .errors import StatsFileError
-from .findings import (
-    DEFAULT_OUTLIER_THRESHOLD,
-    DEFAULT_SPARSE_THRESHOLD,
-    WIDE_RANGE_LEVELS,
-    find,
-    to_document,
-)
-from .histogram import bucket_accuracy
-from .partials import KINDS, Partials, Reduction
-from .reduction import MAX_COUNT, extreme_dtype
+from bncli.core import histogram as _histogram  # noqa: F401 - registers the histogram partial
+from bncli.core import moments as _moments  # noqa: F401 - registers the moments partial
+from bncli.core.drift import Drift
+from bncli.core.findings import to_document as findings_document
+from bncli.core.moments import extreme_dtype
+from bncli.core.partials import KINDS, Partials, Reduction
+from bncli.core.statistics import Statistics
+from bncli.errors import StatsFileError
 
 SCHEMA = "bncli.stats/2"
 SCHEMAS = ("bncli.stats/1", SCHEMA)  # the versions read
@@ -53,231 +47,8 @@ JSON_RUN = 2**16
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-@dataclass
-class Statistics:
-    """Per-channel statistics of a dataset, with the axes, inputs and options that produced them.
-
-    The numbers live in `partials` (mergeable, see :mod:`bncli.partials`); a statistics
-    file written by another tool may instead give only `mean` and `variance`, which is
-    enough to normalize with but not to merge.
-
-    Attributes
-    ----------
-    inputs : list of dict
-        ``path``, ``dataset``, ``shape``, ``dtype`` of each input.
-    axes : tuple of int
-        Reduced axes (non-negative).
-    channel_shape : tuple of int
-    partials : Partials or None
-        Arrays of shape `channel_shape`.
-    ddof : int
-    keepdims : bool
-        Whether arrays are written with the input's rank.
-    ignore_nan : bool
-    order : int
-        Highest central moment computed: 2 or 4.
-    outlier_threshold : float
-        Robust z-score above which a channel's mean or std is a finding.
-    sparse_threshold : float
-        Fraction of exact zeros at or above which a channel is sparse.
-    given : dict of str to ndarray
-        ``mean`` and ``variance`` as a statistics file gave them; normalization uses these
-        where present.
-    """
-
-    inputs: list
-    axes: tuple
-    channel_shape: tuple
-    partials: Partials | None
-    ddof: int = 0
-    keepdims: bool = False
-    ignore_nan: bool = False
-    order: int = 2
-    outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD
-    sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD
-    given: dict = field(default_factory=dict)
-    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def _cached(self, key: str, compute):
-        # values and findings are asked for by the report, the file and the summary alike;
-        # they depend on the partials, ddof and threshold, which a new object would change
-        stamp = (key, id(self.partials), self.ddof, self.outlier_threshold,
-                 self.sparse_threshold)
-        if stamp not in self._cache:
-            self._cache[stamp] = compute()
-        return self._cache[stamp]
-
-    @property
-    def moments(self):
-        """The moments partial (None for a file with only mean and variance)."""
-        return None if self.partials is None else self.partials.moments
-
-    @property
-    def histogram(self):
-        """The histogram partial (None when the statistics have none)."""
-        return None if self.partials is None else self.partials.members.get("histogram")
-
-    def quantiles(self, levels) -> np.ndarray:
-        """Quantiles per channel from the histogram: the channel shape plus one axis of
-        `levels` (see :meth:`bncli.histogram.Histogram.quantiles`). The lowest and the
-        highest rank are the exact min and max, and no quantile lies outside them."""
-        histogram = self.histogram
-        raw = found = histogram.quantiles(levels)
-        moments = self.moments
-        low = moments.min.astype(np.float64)[..., None]
-        high = moments.max.astype(np.float64)[..., None]
-        total = histogram.total[..., None]
-        rank = np.clip(np.ceil(np.asarray(levels, np.float64) * total), 1, None)
-        with np.errstate(invalid="ignore"):
-            found = np.where(found < low, low, np.where(found > high, high, found))
-            found = np.where(rank == 1, low, np.where(rank >= total, high, found))
-        return np.where(np.isnan(raw), np.nan, found)
-
-    @property
-    def rank(self) -> int:
-        """Rank of the inputs."""
-        return len(self.channel_shape) + len(self.axes)
-
-    @property
-    def array_shape(self) -> tuple:
-        """Shape of the arrays as written: `channel_shape`, or keepdims-shaped."""
-        if not self.keepdims:
-            return tuple(self.channel_shape)
-        dims = iter(self.channel_shape)
-        return tuple(1 if axis in self.axes else next(dims) for axis in range(self.rank))
-
-    def values(self) -> dict:
-        """The finalized statistics, channel-shaped (see :meth:`Partials.finalize`).
-
-        Without partials (a file with only mean and variance), the counts are 0 and the
-        extremes NaN.
-        """
-        if self.partials is not None:
-            return self._cached("values", self._finalized)
-        shape = tuple(self.channel_shape)
-        variance = self.given["variance"]
-        with np.errstate(invalid="ignore"):
-            std = np.sqrt(variance)
-        return {"count": np.zeros(shape, np.int64), "mean": self.given["mean"],
-                "variance": variance, "std": std, "min": np.full(shape, np.nan),
-                "max": np.full(shape, np.nan), "m2": np.full(shape, np.nan),
-                "nan_count": np.zeros(shape, np.int64), "inf_count": np.zeros(shape, np.int64)}
-
-    def _finalized(self) -> dict:
-        values = self.partials.finalize(self.ddof)
-        if self.histogram is not None:
-            values["quantiles"] = self.quantiles(self.histogram.levels)
-        return values
-
-    def normalization(self) -> tuple:
-        """``(mean, variance)`` to normalize with: as given by a file, else as computed."""
-        if "mean" in self.given and "variance" in self.given:
-            return self.given["mean"], self.given["variance"]
-        values = self.values()
-        return values["mean"], values["variance"]
-
-    def findings(self) -> list:
-        """What is worth a look (see :mod:`bncli.findings`), a list of Finding."""
-        if self.partials is None:
-            return []
-        return self._cached("findings", lambda: find(
-            self.values(), outlier_threshold=self.outlier_threshold,
-            sparse_threshold=self.sparse_threshold,
-            tails=None if self.histogram is None else np.moveaxis(
-                self.quantiles(WIDE_RANGE_LEVELS), -1, 0)))
-
-    def merge(self, other: Statistics, name: str = "statistics") -> Statistics:
-        """Combine with the statistics of other data of the same channels, axes and ddof."""
-        for label, mine, theirs in (
-            ("channel shape", tuple(self.channel_shape), tuple(other.channel_shape)),
-            ("axes", tuple(self.axes), tuple(other.axes)),
-            ("ddof", self.ddof, other.ddof),
-            ("ignore_nan", self.ignore_nan, other.ignore_nan),
-            ("moments order", self.order, other.order),
-        ):
-            if mine != theirs:
-                raise StatsFileError(f"{name}: {label} {theirs!r} does not match {mine!r}")
-        for statistics, label in ((self, "statistics"), (other, name)):
-            if statistics.partials is None:
-                raise StatsFileError(f"{label}: holds mean and variance but no count and m2, "
-                                     "so it can normalize but not be merged")
-        if set(self.partials.members) != set(other.partials.members):
-            raise StatsFileError(f"{name}: holds {sorted(other.partials.members)}, but the "
-                                 f"others hold {sorted(self.partials.members)}")
-        if self.histogram is not None and self.histogram.bits != other.histogram.bits:
-            theirs, mine = (bucket_accuracy(part.histogram.bits) for part in (other, self))
-            raise StatsFileError(f"{name}: its histograms have accuracy {theirs:.4g}, the "
-                                 f"others' {mine:.4g}: only histograms of one grid merge")
-        merged = self.partials.merge(other.partials)
-        if np.any(merged.moments.count > MAX_COUNT):  # a file bn would refuse to read
-            raise StatsFileError(f"{name}: the merged count would pass 2**53, beyond what a "
-                                 "statistics file holds exactly")
-        return replace(self, inputs=self.inputs + other.inputs, given={}, partials=merged)
-
-    def meta(self) -> dict:
-        """Return the document's fields that are not per-channel arrays."""
-        return {
-            "schema": SCHEMA,
-            "bn_version": _version(),
-            "inputs": self.inputs,
-            "axes": list(self.axes),
-            "channel_shape": list(self.channel_shape),
-            "ddof": self.ddof,
-            "ignore_nan": self.ignore_nan,
-            "keepdims": self.keepdims,
-            "partials": [] if self.partials is None else list(self.partials.members),
-            **{name: meta for name, part in (
-                {} if self.partials is None else self.partials.members).items()
-               if (meta := part.file_meta()) is not None},
-            "findings": to_document(self.findings(), tuple(self.channel_shape)),
-        }
-
-    def arrays(self) -> dict:
-        """The per-channel arrays of the document, in the written shape (and the flat
-        arrays of partials that store lists of their own length)."""
-        arrays = dict(self.values())
-        arrays.pop("quantiles", None)
-        flat = {}
-        if self.partials is not None:
-            for part in self.partials.members.values():
-                stored = part.file_arrays()
-                flat.update({key: stored.pop(key) for key in part.FLAT if key in stored})
-                arrays.update(stored)
-        shaped = {key: np.asarray(array).reshape(self.array_shape + np.shape(array)[
-            len(self.channel_shape):]) for key, array in arrays.items()}
-        return {**shaped, **flat}
-
-    def quantile_document(self, nan_as: str = "string") -> dict | None:
-        """The document's ``quantiles`` field, ``{"levels": [...], "values": [...]}``, or
-        None without a histogram."""
-        quantiles = self.quantile_arrays()
-        if not quantiles:
-            return None
-        return {"levels": quantiles["quantile_levels"].tolist(),
-                "values": json_array(quantiles["quantiles"], nan_as)}
-
-    def quantile_arrays(self) -> dict:
-        """``quantile_levels`` and ``quantiles`` (one array of the written shape per level),
-        or nothing without a histogram."""
-        if self.histogram is None:
-            return {}
-        values = np.moveaxis(self.values()["quantiles"], -1, 0)
-        return {"quantile_levels": np.array(self.histogram.levels, np.float64),
-                "quantiles": values.reshape((len(values),) + self.array_shape)}
-
-    def to_document(self) -> dict:
-        """Return the JSON-ready document (non-finite floats as strings)."""
-        document = self.meta()
-        for key, array in self.arrays().items():
-            document[key] = json_array(array)
-        quantiles = self.quantile_document()
-        if quantiles is not None:
-            document["quantiles"] = quantiles
-        return document
-
-
 def _version() -> str:
-    from . import __version__
+    from bncli._version import __version__
 
     return __version__
 
@@ -362,10 +133,10 @@ def iter_json(statistics: Statistics, *, indent: int | None = None, nan_as: str 
         return f"{encode(key)}: {text if indent is None else text.replace(chr(10), chr(10) + pad)}"
 
     lead = first
-    for key, value in statistics.meta().items():
+    for key, value in document_meta(statistics).items():
         yield lead + field(key, value)
         lead = separator
-    for key, array in statistics.arrays().items():
+    for key, array in document_arrays(statistics).items():
         if array.ndim == 1 and array.dtype.kind in "iu" and array.size > JSON_RUN:
             # a long flat list of counts (a histogram's): written a run at a time
             yield lead + f"{encode(key)}: ["
@@ -375,7 +146,7 @@ def iter_json(statistics: Statistics, *, indent: int | None = None, nan_as: str 
             yield "]"
             continue
         yield lead + field(key, json_array(array, nan_as))
-    quantiles = statistics.quantile_document(nan_as)
+    quantiles = quantile_document(statistics, nan_as)
     if quantiles is not None:
         yield lead + field("quantiles", quantiles)
     yield close
@@ -389,8 +160,8 @@ def write(statistics: Statistics, stream, *, fmt: str, indent: int | None = None
         for part in iter_json(statistics, indent=indent, nan_as=nan_as):
             stream.write(part.encode())
         return
-    np.savez(stream, meta=np.array(json.dumps(statistics.meta(), allow_nan=False)),
-             **statistics.arrays(), **statistics.quantile_arrays())
+    np.savez(stream, meta=np.array(json.dumps(document_meta(statistics), allow_nan=False)),
+             **document_arrays(statistics), **quantile_arrays(statistics))
 
 
 def format_for_path(path: str) -> str:
@@ -591,3 +362,90 @@ def load(path: str) -> Statistics:
         raise StatsFileError(f"{path}: is a directory") from None
     except OSError as exc:
         raise StatsFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def document_meta(statistics: Statistics) -> dict:
+    """The document's fields that are not per-channel arrays."""
+    return {
+        "schema": SCHEMA,
+        "bn_version": _version(),
+        "inputs": statistics.inputs,
+        "axes": list(statistics.axes),
+        "channel_shape": list(statistics.channel_shape),
+        "ddof": statistics.ddof,
+        "ignore_nan": statistics.ignore_nan,
+        "keepdims": statistics.keepdims,
+        "partials": [] if statistics.partials is None else list(statistics.partials.members),
+        **{name: meta for name, part in (
+            {} if statistics.partials is None else statistics.partials.members).items()
+           if (meta := part.file_meta()) is not None},
+        "findings": findings_document(statistics.findings(), tuple(statistics.channel_shape)),
+    }
+
+def document_arrays(statistics: Statistics) -> dict:
+    """The per-channel arrays of the document, in the written shape (and the flat
+    arrays of partials that store lists of their own length)."""
+    arrays = dict(statistics.values())
+    arrays.pop("quantiles", None)
+    flat = {}
+    if statistics.partials is not None:
+        for part in statistics.partials.members.values():
+            stored = part.file_arrays()
+            flat.update({key: stored.pop(key) for key in part.FLAT if key in stored})
+            arrays.update(stored)
+    shaped = {key: np.asarray(array).reshape(statistics.array_shape + np.shape(array)[
+        len(statistics.channel_shape):]) for key, array in arrays.items()}
+    return {**shaped, **flat}
+
+def quantile_document(statistics: Statistics, nan_as: str = "string") -> dict | None:
+    """The document's ``quantiles`` field, ``{"levels": [...], "values": [...]}``, or
+    None without a histogram."""
+    quantiles = quantile_arrays(statistics)
+    if not quantiles:
+        return None
+    return {"levels": quantiles["quantile_levels"].tolist(),
+            "values": json_array(quantiles["quantiles"], nan_as)}
+
+def quantile_arrays(statistics: Statistics) -> dict:
+    """``quantile_levels`` and ``quantiles`` (one array of the written shape per level),
+    or nothing without a histogram."""
+    if statistics.histogram is None:
+        return {}
+    values = np.moveaxis(statistics.values()["quantiles"], -1, 0)
+    return {"quantile_levels": np.array(statistics.histogram.levels, np.float64),
+            "quantiles": values.reshape((len(values),) + statistics.array_shape)}
+
+def to_document(statistics: Statistics) -> dict:
+    """The JSON-ready document of `statistics` (non-finite floats as strings)."""
+    document = document_meta(statistics)
+    for key, array in document_arrays(statistics).items():
+        document[key] = json_array(array)
+    quantiles = quantile_document(statistics)
+    if quantiles is not None:
+        document["quantiles"] = quantiles
+    return document
+
+
+def drift_document(result: Drift, base: Statistics, new: Statistics,
+                   nan_as: str = "string") -> dict:
+    """The JSON-ready document of a drift (channel lists as flat indices); NaN written as
+    `nan_as` says (see :func:`json_array`)."""
+    shape = tuple(result.channel_shape)
+
+    def arrays(values):
+        return json_array(np.asarray(values, np.float64).reshape(shape), nan_as)
+
+    document = {
+        "schema": "bncli.diff/1",
+        "base": base.inputs, "new": new.inputs,
+        "axes": list(base.axes), "channel_shape": list(shape),
+        "max_shift": result.max_shift, "max_psi": result.max_psi,
+        "mean_shift": arrays(result.mean_shift), "std_ratio": arrays(result.std_ratio),
+    }
+    if result.psi is not None:
+        document["psi"] = arrays(result.psi)
+        document["outside"] = arrays(result.outside)
+    document["drift"] = np.flatnonzero(result.drifted).tolist()
+    document["became"] = {name: np.flatnonzero(mask).tolist()
+                          for name, mask in result.became.items()}
+    return document

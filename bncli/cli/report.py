@@ -24,9 +24,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .columns import SORT_KEYS, TABLE_COLUMNS
-from .layout import format_shape
-from .statsfile import Statistics
+from bncli.cli.columns import SORT_KEYS, TABLE_COLUMNS
+from bncli.core.layout import format_shape
+from bncli.core.statistics import Statistics
 
 # Channels shown by the table without --all: the first and last few.
 EDGE_ROWS = 16
@@ -174,7 +174,7 @@ def human_bytes(count: float) -> str:
 
 def _itemsize(name: str) -> int:
     """Bytes per value of a stored type, NumPy's or one that is widened as read."""
-    from .safetensors import ITEMSIZES
+    from bncli.io.safetensors import ITEMSIZES
 
     try:
         return np.dtype(name).itemsize
@@ -310,7 +310,7 @@ def render_table(statistics: Statistics, stream, *, found: Sequence = (),
     statistics : Statistics
     stream : text stream
     found : sequence of Finding
-        From :func:`bncli.findings.find`.
+        From :func:`bncli.core.findings.find`.
     elapsed : float, optional
         Seconds taken, for the throughput line.
     show_all, sort, only_flagged, channels :
@@ -460,7 +460,7 @@ CSV_ROWS_AT_ONCE = 16384
 
 def iter_csv(statistics: Statistics, found: Sequence = ()):
     """Yield the csv of :func:`render_csv` in parts of ``CSV_ROWS_AT_ONCE`` rows."""
-    from .findings import KINDS
+    from bncli.core.findings import KINDS
 
     values = {key: array.reshape(-1) for key, array in statistics.values().items()
               if key != "quantiles"}
@@ -517,7 +517,7 @@ def _diff_flags(result) -> list:
 
 def render_diff(result, base: Statistics, new: Statistics, stream, *,
                 show_all: bool = False) -> None:
-    """Print a drift (see :mod:`bncli.drift`): the channels that moved or became something,
+    """Print a drift (see :mod:`bncli.core.drift`): the channels that moved or became something,
     and the first and last few."""
     console = console_for(stream)
     for label, side in (("base", base), ("new", new)):
@@ -687,8 +687,8 @@ def calibration_text(results: Sequence, fmt: str) -> str:
     """The ranges of :func:`bncli.api.calibrate` (one result per tensor) as ``table``,
     ``json`` (an object per tensor, a list for several), ``csv`` or a ``tensorrt``
     calibration cache."""
-    from .calibrate import tensorrt_cache
-    from .statsfile import json_array
+    from bncli.core.calibrate import tensorrt_cache
+    from bncli.io.statsfile import json_array
 
     if fmt == "tensorrt":
         return tensorrt_cache({result.name: float(np.float32(result.scale[0]))

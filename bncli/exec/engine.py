@@ -20,9 +20,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .buffers import BufferRing, LazyBlock
-from .errors import InputError, UsageError
-from .layout import (
+from bncli.core.buffers import BufferRing, LazyBlock
+from bncli.core.layout import (
     DEFAULT_CHUNK_BYTES,
     channel_region,
     channel_shape,
@@ -33,12 +32,13 @@ from .layout import (
     resolve_axes,
     storage_axes,
 )
-from .normalize import Coefficients, normalize_block
-from .npyformat import make_header
-from .partials import Node, Partials, Reduction, TreeAccumulator, region_box
-from .sinks import as_bytes
-from .sources import Source, open_source
-from .statsfile import Statistics
+from bncli.core.normalize import Coefficients, normalize_block
+from bncli.core.partials import Node, Partials, Reduction, TreeAccumulator, region_box
+from bncli.core.statistics import Statistics
+from bncli.errors import InputError, UsageError
+from bncli.io.npyformat import make_header
+from bncli.io.sinks import as_bytes
+from bncli.io.sources import Source, open_source
 
 ProgressCallback = Optional[Callable[[int], None]]
 
@@ -81,7 +81,7 @@ def block_loader(source: Source, budget_bytes: int, threads: int,
     """Yield ``(region, fetch)`` as :meth:`Source.regions` cuts; ``fetch()`` returns the block.
 
     ``fetch`` is called on a worker thread. A file that can be read at any offset is read
-    there: the block is a :class:`~bncli.buffers.LazyBlock` that the worker reads piece by
+    there: the block is a :class:`~bncli.core.buffers.LazyBlock` that the worker reads piece by
     piece as it computes, into buffers of its own, so that reading is spread over the
     cores and each piece is still in cache when it is used. A stream (or an HDF5 dataset,
     whose library reads one block at a time anyway) is read in order here, in the calling
@@ -182,7 +182,7 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
     sources : sequence of Source
         Same rank and channel shape.
     axes, channel_axis, layout :
-        As :func:`bncli.layout.resolve_axes`.
+        As :func:`bncli.core.layout.resolve_axes`.
     ddof : int
     reduction : Reduction, optional
         What to compute (default: the moments to order 2).
@@ -191,7 +191,7 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
         As :func:`source_partials`.
     partials_of : callable, optional
         Computes one source's partials, with the signature of :func:`source_partials`
-        (the default); :mod:`bncli.distributed` passes one that uses a cluster.
+        (the default); :mod:`bncli.exec.cluster` passes one that uses a cluster.
 
     Returns
     -------

@@ -1,7 +1,7 @@
 """Inputs: ``.npy`` files, HDF5 datasets and ``.npy`` streams on stdin, read block by block.
 
 A source checks everything its file declares before any data is read or allocated, then
-yields blocks in storage order (see :mod:`bncli.layout`), each a C-contiguous array of the
+yields blocks in storage order (see :mod:`bncli.core.layout`), each a C-contiguous array of the
 block's storage-order shape. Memory in use is one block, whatever the file size.
 """
 
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .buffers import BufferRing
-from .errors import InputError
-from .kernel import COMPILED
-from .layout import format_shape, is_contiguous, plan_regions, region_shape, region_start
-from .npyformat import check_data_size, read_header
+from bncli.core.buffers import BufferRing
+from bncli.core.kernel import COMPILED
+from bncli.core.layout import format_shape, is_contiguous, plan_regions, region_shape, region_start
+from bncli.errors import InputError
+from bncli.io.npyformat import check_data_size, read_header
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NPY_SIGNATURE = b"\x93NUMPY"
@@ -155,7 +155,7 @@ class Source:
         """The blocks of this source, as :meth:`blocks` reads them.
 
         With `reduce_axes` (storage order), a file is cut for that reduction (see
-        :func:`bncli.layout.plan_regions`); a stream is always cut into contiguous blocks
+        :func:`bncli.core.layout.plan_regions`); a stream is always cut into contiguous blocks
         in file order. Every pass, here or on cluster workers, cuts a source through this
         one method, so the same budget gives the same blocks and therefore the same bits.
         """
@@ -385,7 +385,7 @@ class Hdf5Source(Source):
     """One numeric dataset of an HDF5 file, read in blocks aligned to its chunks."""
 
     def __init__(self, h5file, dataset, name: str, path: str):
-        from .hdf5 import dataset_name, describe_dataset
+        from bncli.io.hdf5 import dataset_name, describe_dataset
 
         self._file = h5file
         self._dataset = dataset
@@ -405,7 +405,7 @@ class Hdf5Source(Source):
         return True
 
     def written_chunks(self) -> tuple | None:
-        from .hdf5 import written_chunks
+        from bncli.io.hdf5 import written_chunks
 
         return written_chunks(self._dataset)
 
@@ -413,8 +413,8 @@ class Hdf5Source(Source):
     def random_access(self) -> bool:
         """A compressed dataset whose filters bn undoes itself (deflate; zstd, lz4 and
         blosc with the bncli[hdf5plugin] extra) is read by the worker threads, which decode
-        its chunks in parallel (see :func:`bncli.hdf5.read_block`); others in order."""
-        from .hdf5 import chunk_pipeline
+        its chunks in parallel (see :func:`bncli.io.hdf5.read_block`); others in order."""
+        from bncli.io.hdf5 import chunk_pipeline
 
         return chunk_pipeline(self._dataset) is not None
 
@@ -425,7 +425,7 @@ class Hdf5Source(Source):
             yield region, self.read(region, ring.array(region_shape(region), self.dtype))
 
     def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
-        from .hdf5 import read_block
+        from bncli.io.hdf5 import read_block
 
         block = np.empty(region_shape(region), self.dtype) if out is None else out
         return read_block(self._dataset, region, self.name, block)
@@ -452,7 +452,7 @@ class ZarrSource(Source):
     package region by region from the worker threads, in blocks aligned to its chunks."""
 
     def __init__(self, array, store, name: str, path: str, dataset: str | None):
-        from .npyformat import check_dtype
+        from bncli.io.npyformat import check_dtype
 
         self._array = array
         self._store = store
@@ -564,7 +564,7 @@ class SafetensorsSource(NpySource):
     any offset like a ``.npy`` file (bfloat16 and float8 widened to float32 as read)."""
 
     def __init__(self, stream, tensor, name: str, path: str):
-        from .safetensors import widen
+        from bncli.io.safetensors import widen
 
         self._stream = stream
         Source.__init__(self, name=name, path=path, dataset=tensor.name, shape=tensor.shape,
@@ -603,7 +603,7 @@ def list_entries(path: str, name: str) -> list | None:
         return None
     with _open_file(path, name) as stream:
         if kind == "npz":
-            from .npz import read_members
+            from bncli.io.npz import read_members
 
             members = read_members(stream, os.fstat(stream.fileno()).st_size, name)
             listing = []
@@ -616,7 +616,7 @@ def list_entries(path: str, name: str) -> list | None:
                     listing.append(("member", member.name, None, None,
                                     {"problem": str(exc).split(": ", 1)[-1]}))
             return listing
-        from .safetensors import read_header
+        from bncli.io.safetensors import read_header
 
         tensors, _ = read_header(stream, os.fstat(stream.fileno()).st_size, name)
         return [("tensor", tensor.name, tensor.shape, tensor.dtype_name,
@@ -646,12 +646,12 @@ def _open_container(spec: InputSpec, kind: str) -> Source:
     try:
         size = os.fstat(stream.fileno()).st_size
         if kind == "safetensors":
-            from .safetensors import read_header
+            from bncli.io.safetensors import read_header
 
             tensors, _ = read_header(stream, size, name)
             tensor = _choose(tensors, spec.dataset, name, "tensor")
             return SafetensorsSource(stream, tensor, f"{spec.path}:{tensor.name}", spec.path)
-        from .npz import member_name, read_members
+        from bncli.io.npz import member_name, read_members
 
         members = read_members(stream, size, name)
         stream.close()
@@ -667,7 +667,7 @@ def _open_member(path: str, member, name: str) -> NpySource:
     """An ``.npz`` member: a stored one read at any offset, a deflated one as a stream."""
     import zipfile
 
-    from .npz import MemberStream
+    from bncli.io.npz import MemberStream
 
     details = {"archive_member": member.filename,
                "compression": "deflate" if member.compressed else None,
@@ -794,7 +794,7 @@ def open_source(spec, *, allow_external: bool = False, chunk_cache_bytes: int = 
     if signature.startswith(HDF5_SIGNATURE) or spec.dataset is not None or (
         is_hdf5_name and not signature.startswith(NPY_SIGNATURE)
     ):
-        from .hdf5 import dataset_name, h5_errors, open_dataset
+        from bncli.io.hdf5 import dataset_name, h5_errors, open_dataset
 
         with h5_errors(name):
             h5file, dataset = open_dataset(

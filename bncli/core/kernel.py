@@ -1,6 +1,7 @@
-"""Which block kernel runs: the compiled one (``bncli._kernel``) where it was built, else NumPy.
+"""Which block kernel runs: the compiled one (``bncli.core._kernel``) where it was built,
+else NumPy.
 
-The NumPy kernels in :mod:`bncli.reduction` and :mod:`bncli.histogram` are the reference
+The NumPy kernels in :mod:`bncli.core.moments` and :mod:`bncli.core.histogram` are the reference
 and the fallback. ``BN_KERNEL=numpy`` forces them; ``bn --version`` says which is active.
 The compiled kernel takes channels-last rows and (outer, channels, inner) slabs of the types
 in :data:`TYPE_CODES` in native byte order; every other case goes to NumPy.
@@ -24,7 +25,7 @@ def _load() -> tuple:
     if os.environ.get("BN_KERNEL", "").strip().lower() == "numpy":
         return None, "numpy (BN_KERNEL=numpy)"
     try:
-        from . import _kernel
+        from bncli.core import _kernel
     except ImportError:
         return None, "numpy (the compiled kernel is not built)"
     return _kernel, "c"

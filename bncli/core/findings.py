@@ -118,7 +118,7 @@ def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
     Parameters
     ----------
     values : dict of str to ndarray
-        Finalized statistics (:meth:`bncli.reduction.Moments.finalize`); ``sparse`` and
+        Finalized statistics (:meth:`bncli.core.moments.Moments.finalize`); ``sparse`` and
         ``saturated`` need ``zero_count``, ``min_count`` and ``max_count`` (files written
         without them flag neither).
     outlier_threshold : float

@@ -3,7 +3,7 @@
 Workers open the input files themselves (so every path must be on a filesystem all of them
 share), compute the partials of one block each with the same :class:`Reduction` as the
 local engine, and the partials are combined with the same associative merge of tree
-nodes (:class:`bncli.partials.Node`), as a tree of tasks on the cluster. For ``normalize``
+nodes (:class:`bncli.core.partials.Node`), as a tree of tasks on the cluster. For ``normalize``
 to a ``.npy`` file each worker writes its blocks at their offsets in the temporary output
 beside the target, which is renamed into place once every block is written, as on one
 machine.
@@ -21,13 +21,24 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .engine import coefficients_for, normalize_budget, source_partials, storage_coefficients
-from .errors import BnError, UsageError
-from .layout import channel_region, keepdims_shape, region_shape, region_start, storage_axes
-from .normalize import Coefficients, normalize_block
-from .partials import Node, Partials, Reduction, pairwise_levels, region_box
-from .sinks import as_bytes, pwrite_all
-from .sources import Source, open_source
+from bncli.core.layout import (
+    channel_region,
+    keepdims_shape,
+    region_shape,
+    region_start,
+    storage_axes,
+)
+from bncli.core.normalize import Coefficients, normalize_block
+from bncli.core.partials import Node, Partials, Reduction, pairwise_levels, region_box
+from bncli.errors import BnError, UsageError
+from bncli.exec.engine import (
+    coefficients_for,
+    normalize_budget,
+    source_partials,
+    storage_coefficients,
+)
+from bncli.io.sinks import as_bytes, pwrite_all
+from bncli.io.sources import Source, open_source
 
 # Seconds to wait for a scheduler to answer before giving up with a clear error; the
 # environment variable BN_SCHEDULER_TIMEOUT overrides it.
@@ -65,7 +76,7 @@ def connect(address: str, *, timeout: float | None = None):
     cluster = None
     try:
         if address == "local":
-            from .engine import default_threads
+            from bncli.exec.engine import default_threads
 
             cluster = distributed.LocalCluster(
                 n_workers=default_threads(), threads_per_worker=1, processes=True,
@@ -96,7 +107,7 @@ _MAX_OPENED = 16
 
 
 def _worker_source(spec: str, allow_external: bool) -> Source:
-    from .sources import InputSpec
+    from bncli.io.sources import InputSpec
 
     stat = os.stat(InputSpec.parse(spec).path)
     identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
@@ -134,7 +145,7 @@ def shared_spec(source: Source) -> str:
 
 
 class ClusterPartials:
-    """A ``partials_of`` for :func:`bncli.engine.compute_statistics` that uses a cluster.
+    """A ``partials_of`` for :func:`bncli.exec.engine.compute_statistics` that uses a cluster.
 
     Parameters
     ----------

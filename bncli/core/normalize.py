@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .buffers import LazyBlock
-from .kernel import COMPILED, type_code
-from .layout import collapse_axes, fold_factor, plan_blocks
+from bncli.core.buffers import LazyBlock
+from bncli.core.kernel import COMPILED, type_code
+from bncli.core.layout import collapse_axes, fold_factor, plan_blocks
 
 # Float64 bytes of one piece of work: the float64 copy stays in L2 cache, and each NumPy
 # call is long enough that threads rarely wait for the GIL.
@@ -117,7 +117,7 @@ def normalize_block(block: np.ndarray | LazyBlock, coefficients: Coefficients, o
     Parameters
     ----------
     block : ndarray or LazyBlock
-        Input data, any real or bool dtype; a :class:`~bncli.buffers.LazyBlock` is read
+        Input data, any real or bool dtype; a :class:`~bncli.core.buffers.LazyBlock` is read
         piece by piece where the layout allows.
     coefficients : Coefficients
         Broadcastable to `block`, with the same rank.

@@ -1,4 +1,5 @@
-"""The ``bn`` command line: parse options, call :mod:`bncli.api`, render with :mod:`bncli.report`.
+"""The ``bn`` command line: parse options, call :mod:`bncli.api`, render with
+:mod:`bncli.cli.report`.
 
 This is the only module that imports click. Errors raised as :class:`bncli.errors.BnError`
 become one ``bn: error: ...`` line on stderr and exit status 1 (2 for usage errors);
@@ -18,8 +19,8 @@ import time
 
 import click
 
-from . import __version__
-from .errors import BnError
+from bncli._version import __version__
+from bncli.errors import BnError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -53,7 +54,7 @@ class GuardedStdout:
         self._stream = stream
 
     def _call(self, method: str, *args):
-        from .errors import OutputError
+        from bncli.errors import OutputError
 
         if self._stream is None:
             raise OutputError("<stdout>: standard output is closed")
@@ -63,7 +64,7 @@ class GuardedStdout:
             raise
         except (OSError, ValueError) as exc:
             if isinstance(exc, OSError):
-                from .sinks import output_error
+                from bncli.io.sinks import output_error
 
                 raise output_error("<stdout>", exc) from None
             raise OutputError("<stdout>: standard output is closed") from None
@@ -116,7 +117,7 @@ def _load_library() -> None:
     every full collection, and the one at exit, would otherwise walk again) and the
     collector resumed for the command itself.
     """
-    from . import api  # noqa: F401
+    from bncli import api  # noqa: F401
 
     if not gc.isenabled():
         gc.freeze()
@@ -195,7 +196,7 @@ class AffineType(click.ParamType):
 def _load_affine(path: str, option: str):
     import numpy as np
 
-    from .npyformat import check_dtype
+    from bncli.io.npyformat import check_dtype
 
     try:
         values = np.load(path, allow_pickle=False)
@@ -216,7 +217,7 @@ def _once(ctx, param, value):
 
 def axes_options(func):
     """``--axes``, ``--channel-axis``, ``--layout``, shared by stats and normalize."""
-    from .layout import LAYOUTS
+    from bncli.core.layout import LAYOUTS
 
     func = click.option("--layout", type=click.Choice(list(LAYOUTS), case_sensitive=False),
                         default=None,
@@ -234,7 +235,7 @@ def axes_options(func):
 
 def _set_color(ctx, param, value):
     if value is not None:
-        from .report import set_color
+        from bncli.cli.report import set_color
 
         set_color(value)
     return value
@@ -269,7 +270,7 @@ class ChannelsType(click.ParamType):
 def table_options(func):
     """``--format``; ``--all``, ``--sort``, ``--only-flagged``, ``--channels``: which rows
     the table shows. Shared by stats and merge."""
-    from .columns import SORT_KEYS
+    from bncli.cli.columns import SORT_KEYS
 
     func = click.option("--channels", "pick", type=ChannelsType(), default=None,
                         help="Table: only these (flat) channels, e.g. 0,5,10-20.")(func)
@@ -324,7 +325,7 @@ def _progress_factory(progress):
         progress = sys.stderr.isatty()
     if not progress:
         return None
-    from .report import ProgressBars
+    from bncli.cli.report import ProgressBars
 
     return ProgressBars(sys.stderr)
 
@@ -332,7 +333,7 @@ def _progress_factory(progress):
 def _print_version(ctx, param, value):
     if not value or ctx.resilient_parsing:
         return
-    from .kernel import DESCRIPTION
+    from bncli.core.kernel import DESCRIPTION
 
     click.echo(f"bn {__version__} (kernel: {DESCRIPTION})")
     ctx.exit()
@@ -374,7 +375,7 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
       bn info acts.npy
       bn info data.h5            # lists every dataset in the file
     """
-    from .api import info as describe
+    from bncli.api import info as describe
 
     entries = describe(inputs, allow_external=allow_external)
     if quiet:
@@ -382,7 +383,7 @@ def info(inputs, fmt, as_json, quiet, indent, allow_external):
     if as_json or fmt == "json":
         click.echo(json.dumps(entries, indent=indent or None, default=str))
     else:
-        from .report import render_info
+        from bncli.cli.report import render_info
 
         render_info(entries, sys.stdout)
 
@@ -459,8 +460,8 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
       bn stats acts.npy -o stats.json --fail-on dead,nonfinite --plot stats.png
       bn stats model.safetensors --each --fail-on nonfinite   # every tensor
     """
-    from . import api
-    from .sinks import check_target
+    from bncli import api
+    from bncli.io.sinks import check_target
 
     if ddof < 0:
         raise click.BadParameter(f"{ddof} is negative", param_hint="--ddof")
@@ -484,7 +485,7 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
         return
     input_paths = [api.InputSpec.parse(text).path for text in inputs]
     if output is not None:
-        from .statsfile import format_for_path
+        from bncli.io.statsfile import format_for_path
 
         format_for_path(output)
         check_target(output, force=force, inputs=input_paths)
@@ -508,7 +509,7 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
         api.save_statistics(statistics, output, force=force, inputs=input_paths, indent=indent,
                             nan_as=nan_as)
     if plot_path is not None:
-        from .plot import plot_statistics
+        from bncli.cli.plot import plot_statistics
 
         plot_statistics(statistics, found, plot_path, force=force)
     if export_to is not None:
@@ -531,7 +532,8 @@ def _export(statistics, to: str, output: str | None, quiet: bool, force: bool,
             fmt: str = "python", **options) -> None:
     """Export statistics (a file, or computed; ``bn export``, ``bn stats --export``): to
     `output`, or print."""
-    from . import api, exports
+    from bncli import api
+    from bncli.core import exports
 
     exported = api.export(statistics, to, output, force=force, **options)
     if output is not None or quiet or exported is None:
@@ -551,7 +553,7 @@ def _report_each(results, fmt, quiet, indent, nan_as, fail_kinds) -> None:
         if fmt is None:
             fmt = "table" if sys.stdout.isatty() else "json"
         if fmt == "json":
-            from .statsfile import iter_json
+            from bncli.io.statsfile import iter_json
 
             encode = json.JSONEncoder(allow_nan=False).encode
             sys.stdout.write("[")
@@ -568,12 +570,12 @@ def _report_each(results, fmt, quiet, indent, nan_as, fail_kinds) -> None:
                     sys.stdout.write("}")
             sys.stdout.write("\n]\n")
         elif fmt == "csv":
-            from .report import iter_each_csv
+            from bncli.cli.report import iter_each_csv
 
             for part in iter_each_csv(results, found):
                 sys.stdout.write(part)
         else:
-            from .report import render_each
+            from bncli.cli.report import render_each
 
             render_each(results, sys.stdout, found=found)
     failing = [(result, finding) for result in results for finding in found.get(result.name, ())
@@ -609,7 +611,7 @@ def _parse_quantiles(text: str | None, inputs: tuple) -> tuple:
 
 def _input_path(text: str) -> str:
     """The file an INPUT names (``acts.h5:/x`` names ``acts.h5``)."""
-    from .sources import InputSpec
+    from bncli.io.sources import InputSpec
 
     return InputSpec.parse(text).path
 
@@ -621,7 +623,7 @@ def _echo_err(line: str) -> None:
 
 def _channel_list(statistics, finding, shown: int = 8) -> str:
     """``3 channels: 0, 4, 9`` (the first few, and how many more)."""
-    from .report import channel_label
+    from bncli.cli.report import channel_label
 
     count = len(finding.channels)
     labels = ", ".join(channel_label(statistics.channel_shape, index)
@@ -632,7 +634,7 @@ def _channel_list(statistics, finding, shown: int = 8) -> str:
 
 def _hint_axes(statistics) -> None:
     """One line on stderr when the default axes look wrong for the input's shape."""
-    from .layout import channels_first_suspect, format_shape
+    from bncli.core.layout import channels_first_suspect, format_shape
 
     for described in statistics.inputs[:1]:
         shape = tuple(described.get("shape") or ())
@@ -650,7 +652,7 @@ FINDINGS_EXIT_CODE = 3
 def _parse_fail_on(text):
     if text is None:
         return set()
-    from .findings import parse_fail_on
+    from bncli.core.findings import parse_fail_on
 
     try:
         return parse_fail_on(text)
@@ -659,8 +661,8 @@ def _parse_fail_on(text):
 
 
 def _check_plot(path, force, inputs):
-    from .plot import plot_format
-    from .sinks import check_target
+    from bncli.cli.plot import plot_format
+    from bncli.io.sinks import check_target
 
     if plot_format(path) is None:
         raise click.BadParameter(f"{path!r} does not end in .png, .svg or .pdf",
@@ -677,17 +679,17 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False, i
     if fmt is None:
         fmt = "table" if sys.stdout.isatty() else "json"
     if fmt == "json":
-        from .statsfile import iter_json
+        from bncli.io.statsfile import iter_json
 
         for part in iter_json(statistics, indent=indent, nan_as=nan_as):
             sys.stdout.write(part)
     elif fmt == "csv":
-        from .report import iter_csv
+        from bncli.cli.report import iter_csv
 
         for part in iter_csv(statistics, found):
             sys.stdout.write(part)
     else:
-        from .report import render_table
+        from bncli.cli.report import render_table
 
         try:
             render_table(statistics, sys.stdout, found=found, elapsed=elapsed,
@@ -748,7 +750,7 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, convention, sc
       cat acts.npy | bn normalize - | python consume.py
       bn normalize acts.npy -o normed.npy --convention torch    # eps 1e-5, as BatchNorm
     """
-    from . import api
+    from bncli import api
 
     if output is None:
         if sys.stdout.isatty():
@@ -757,12 +759,12 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, convention, sc
         output = "-"
     value_files = [item.path for item in (scale, offset) if isinstance(item, LoadedValues)]
     if output != "-" and value_files:
-        from .sinks import check_target
+        from bncli.io.sinks import check_target
 
         for path in value_files:  # the output may not be a file of scale or offset values
             check_target(api.OutputSpec.parse(output).path, force=True, inputs=[path])
     elif value_files:
-        from .sinks import stdout_stream
+        from bncli.io.sinks import stdout_stream
 
         stdout_stream(inputs=value_files)
     scale, offset = (item.values if isinstance(item, LoadedValues) else item
@@ -775,7 +777,7 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, convention, sc
         allow_external=allow_external, allow_sparse=allow_sparse, compression=compression,
         chunks=hdf5_chunks, progress=_progress_factory(progress), scheduler=scheduler)
     if not quiet:
-        from .report import render_normalize_summary
+        from bncli.cli.report import render_normalize_summary
 
         render_normalize_summary(result, sys.stderr, found=result.statistics.findings())
         if (axes, channel_axis, layout, stats_path) == (None, None, None, None):
@@ -807,9 +809,9 @@ def merge(statsfiles, output, force, fmt, show_all, quiet, allow_duplicates, sor
       bn merge s0.json s1.json -o all.json
       bn merge s*.json --format table
     """
-    from . import api
-    from .sinks import check_target
-    from .statsfile import format_for_path
+    from bncli import api
+    from bncli.io.sinks import check_target
+    from bncli.io.statsfile import format_for_path
 
     if output == "-":
         output, fmt = None, "json"
@@ -855,7 +857,7 @@ def export(statsfile, to, output, no_rescale, prefix, fmt, force):
     if to == "npz" and output is None:
         raise click.UsageError("an npz export is written to a file: give -o FILE.npz")
     if to == "json" and output is None:
-        from .statsfile import iter_json, load
+        from bncli.io.statsfile import iter_json, load
 
         for part in iter_json(load(statsfile)):
             sys.stdout.write(part)
@@ -901,7 +903,7 @@ def calibrate(inputs, method, per_channel, percentile, target, fmt, name, each, 
       bn calibrate acts.npy --name conv1 --to tensorrt -o calib.cache
       bn calibrate activations.h5 --each --to tensorrt -o calib.cache
     """
-    from . import api
+    from bncli import api
 
     options = {}
     if not all(api.is_statistics_file(text) for text in inputs):
@@ -914,7 +916,7 @@ def calibrate(inputs, method, per_channel, percentile, target, fmt, name, each, 
         raise click.UsageError("a TensorRT cache holds one scale per tensor; drop "
                                "--per-channel")
     if output is not None:
-        from .sinks import check_target
+        from bncli.io.sinks import check_target
 
         check_target(output, force=force, inputs=[api.InputSpec.parse(text).path
                                                   for text in inputs])
@@ -932,13 +934,13 @@ def calibrate(inputs, method, per_channel, percentile, target, fmt, name, each, 
                                  accuracy=accuracy, **options)]
     if fmt is None:
         fmt = "table" if output is None and sys.stdout.isatty() else "json"
-    from .report import calibration_text
+    from bncli.cli.report import calibration_text
 
     text = calibration_text(results, fmt)
     if output is None:
         sys.stdout.write(text)
         return
-    from .sinks import AtomicFile, output_error
+    from bncli.io.sinks import AtomicFile, output_error
 
     with AtomicFile(output, force=force) as atomic:
         try:
@@ -989,8 +991,8 @@ def diff(base, new, axes, channel_axis, layout, ignore_nan, accuracy, sparse_thr
     """
     import numpy as np
 
-    from . import api
-    from .drift import BECAME
+    from bncli import api
+    from bncli.core.drift import BECAME
 
     kinds = {part.strip() for part in (fail_on or "").split(",") if part.strip()}
     known = {"drift", "any", *BECAME}
@@ -1010,17 +1012,17 @@ def diff(base, new, axes, channel_axis, layout, ignore_nan, accuracy, sparse_thr
         if fmt is None:
             fmt = "table" if sys.stdout.isatty() else "json"
         if fmt == "json":
-            from .drift import to_document
+            from bncli.io.statsfile import drift_document
 
-            sys.stdout.write(json.dumps(to_document(result, old, now, nan_as), indent=indent)
+            sys.stdout.write(json.dumps(drift_document(result, old, now, nan_as), indent=indent)
                              + "\n")
         elif fmt == "csv":
-            from .report import iter_diff_csv
+            from bncli.cli.report import iter_diff_csv
 
             for part in iter_diff_csv(result):
                 sys.stdout.write(part)
         else:
-            from .report import render_diff
+            from bncli.cli.report import render_diff
 
             render_diff(result, old, now, sys.stdout, show_all=show_all)
     masks = {"drift": result.drifted, **result.became}
@@ -1114,7 +1116,7 @@ def main(argv=None) -> None:
         sys.stdout = sys.stdout._stream or open(os.devnull, "w")  # noqa: SIM115
     gc.freeze()  # nothing is left to collect: spare the interpreter's walk at exit
     gc.enable()  # as it was, for a caller that goes on after SystemExit
-    sinks = sys.modules.get("bncli.sinks")  # not imported for --help: keep it so
+    sinks = sys.modules.get("bncli.io.sinks")  # not imported for --help: keep it so
     if sinks is not None and sinks.hdf5_left_broken():
         # the HDF5 library would crash in its shutdown: the error is reported, the
         # temporary file removed, so end here

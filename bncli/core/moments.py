@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .buffers import BufferRing, LazyBlock
-from .errors import InputError, StatsFileError
-from .kernel import COMPILED, type_code
-from .layout import FOLD_WIDTH, channel_region, collapse_axes, fold_factor, plan_blocks
-from .partials import Partial, Reduction, register, tree_merge
+from bncli.core.buffers import BufferRing, LazyBlock
+from bncli.core.kernel import COMPILED, type_code
+from bncli.core.layout import FOLD_WIDTH, channel_region, collapse_axes, fold_factor, plan_blocks
+from bncli.core.partials import Partial, Reduction, register, tree_merge
+from bncli.errors import InputError, StatsFileError
 
 # Float64 bytes per piece that is converted and reduced at once: a piece lives in L2/L3
 # cache, and each NumPy call is long enough that worker threads rarely wait for the GIL
@@ -797,7 +797,7 @@ def _kernel_outputs(rows: int, channels: int, code: str, extremes: np.dtype,
 def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_items: int,
                    shift: np.ndarray, order: int) -> list:
     """:func:`_rows_partials` by the compiled kernel: partials of pieces of at least
-    ``MIN_PIECE_ROWS`` rows (see :mod:`bncli.kernel`).
+    ``MIN_PIECE_ROWS`` rows (see :mod:`bncli.core.kernel`).
 
     A block in memory, or one the kernel reads from its file itself, is reduced in one call
     without the GIL, and (to order 2) its pieces merged there too, into one row; a block
@@ -935,7 +935,7 @@ def block_moments(
     ----------
     block : ndarray or LazyBlock
         Any real or bool dtype, any byte order and memory layout; a
-        :class:`~bncli.buffers.LazyBlock` is read piece by piece where the layout allows.
+        :class:`~bncli.core.buffers.LazyBlock` is read piece by piece where the layout allows.
     reduce_axes : sequence of int
         Non-negative axes of `block` to reduce over.
     ignore_nan : bool

@@ -16,8 +16,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 
-from .errors import InputError
-from .sources import ZIP_SIGNATURE
+from bncli.errors import InputError
+from bncli.io.sources import ZIP_SIGNATURE
 
 # deflate cannot expand data by more than about 1032:1; a directory claiming more lies
 MAX_DEFLATE_RATIO = 1100

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .errors import OutputError, UsageError
-from .layout import plan_blocks, region_shape, region_start
-from .npyformat import make_header
+from bncli.core.layout import plan_blocks, region_shape, region_start
+from bncli.errors import OutputError, UsageError
+from bncli.io.npyformat import make_header
 
 TEMP_SUFFIX = ".bn-tmp"
 
@@ -252,7 +252,7 @@ def check_hdf5_target(path: str, dataset: str, *, force: bool,
     """
     import h5py
 
-    from .hdf5 import H5_ERRORS, h5_reason
+    from bncli.io.hdf5 import H5_ERRORS, h5_reason
 
     name = f"{path}:{dataset}"
     _refuse_inputs(path, os.stat(path), inputs)
@@ -470,7 +470,7 @@ class Hdf5Writer:
                  compression: str | None = None, existing: bool = False):
         import h5py
 
-        from .hdf5 import H5_ERRORS, h5_reason
+        from bncli.io.hdf5 import H5_ERRORS, h5_reason
 
         self.name = name
         self.fortran_order = fortran_order

@@ -10,7 +10,7 @@
   ``keras.layers.Normalization(axis=..., mean=..., variance=...)``: the kept axes of the
   input, as its ``axis``.
 
-Each function takes a :class:`~bncli.statsfile.Statistics` and returns plain values; the
+Each function takes a :class:`~bncli.core.statistics.Statistics` and returns plain values; the
 ``*_snippet`` functions give Python source that can be pasted.
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import StatsFileError
-from .statsfile import Statistics
+from bncli.core.statistics import Statistics
+from bncli.errors import StatsFileError
 
 FORMATS = ("torchvision", "torch-bn", "keras", "json", "npz")
 

@@ -1,6 +1,6 @@
 """Per-channel drift between two sets of statistics of the same channels.
 
-Pure NumPy on two :class:`~bncli.statsfile.Statistics`: the shift of the mean in units of
+Pure NumPy on two :class:`~bncli.core.statistics.Statistics`: the shift of the mean in units of
 BASE's std, the ratio of the stds, the channels that became dead, sparse, non-finite or
 saturated, and with histograms on both sides the population stability index and NEW's mass
 outside BASE's [p0.1, p99.9].
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .findings import flags
-from .histogram import SPECIAL, Histogram, bucket_union, widen_buckets
+from bncli.core.findings import flags
+from bncli.core.histogram import SPECIAL, Histogram, bucket_union, widen_buckets
 
 DEFAULT_MAX_SHIFT = 0.25
 DEFAULT_MAX_PSI = 0.2
@@ -64,7 +64,7 @@ class Drift:
 
 def drift(base, new, *, max_shift: float = DEFAULT_MAX_SHIFT,
           max_psi: float = DEFAULT_MAX_PSI) -> Drift:
-    """Compare two :class:`~bncli.statsfile.Statistics` of the same channel shape."""
+    """Compare two :class:`~bncli.core.statistics.Statistics` of the same channel shape."""
     old, now = base.values(), new.values()
     with np.errstate(all="ignore"):
         difference = now["mean"].astype(np.float64) - old["mean"]
@@ -125,30 +125,3 @@ def _histogram_drift(base: Histogram, new: Histogram) -> tuple:
         psi = np.where(used, (q - p) * np.log(q / p), 0.0).sum(axis=1)
     empty = (old_total[:, 0] == 0) | (new_total[:, 0] == 0)
     return np.where(empty, np.nan, psi), np.where(empty, np.nan, outside)
-
-
-def to_document(result: Drift, base, new, nan_as: str = "string") -> dict:
-    """The JSON-ready document of a drift (channel lists as flat indices); NaN written as
-    `nan_as` says (see :func:`bncli.statsfile.json_array`)."""
-    from .statsfile import json_array
-
-    shape = tuple(result.channel_shape)
-
-    def arrays(values):
-        return json_array(np.asarray(values, np.float64).reshape(shape), nan_as)
-
-    document = {
-        "schema": "bncli.diff/1",
-        "base": base.inputs, "new": new.inputs,
-        "axes": list(base.axes), "channel_shape": list(shape),
-        "max_shift": result.max_shift, "max_psi": result.max_psi,
-        "mean_shift": arrays(result.mean_shift), "std_ratio": arrays(result.std_ratio),
-    }
-    if result.psi is not None:
-        document["psi"] = arrays(result.psi)
-        document["outside"] = arrays(result.outside)
-    document["drift"] = np.flatnonzero(result.drifted).tolist()
-    document["became"] = {name: np.flatnonzero(mask).tolist()
-                          for name, mask in result.became.items()}
-    return document
-

@@ -18,9 +18,9 @@ try:  # registers the filters of the hdf5plugin package (zstd, lz4, blosc...) wi
 except (ImportError, OSError):  # pragma: no cover - the filters are then not installed
     pass
 
-from .errors import InputError
-from .layout import format_shape
-from .npyformat import check_dtype
+from bncli.core.layout import format_shape
+from bncli.errors import InputError
+from bncli.io.npyformat import check_dtype
 
 # Enough slots that chunks of one block row rarely collide in the cache's hash table.
 CHUNK_CACHE_SLOTS = 100003

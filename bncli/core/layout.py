@@ -11,7 +11,7 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 
-from .errors import UsageError
+from bncli.errors import UsageError
 
 Region = tuple  # one slice per axis
 

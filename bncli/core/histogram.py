@@ -27,10 +27,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import InputError, StatsFileError
-from .kernel import COMPILED, type_code
-from .partials import Partial, Reduction, register
-from .reduction import count_along
+from bncli.core.kernel import COMPILED, type_code
+from bncli.core.moments import count_along
+from bncli.core.partials import Partial, Reduction, register
+from bncli.errors import InputError, StatsFileError
 
 DEFAULT_ACCURACY = 0.01
 DEFAULT_LEVELS = (0.0001, 0.001, 0.01, 0.5, 0.99, 0.999, 0.9999)
@@ -90,7 +90,7 @@ def representatives(keys: np.ndarray, bits: int) -> np.ndarray:
 @register
 @dataclass
 class Histogram(Partial):
-    """Counts per channel on the global grid of :mod:`bncli.histogram`.
+    """Counts per channel on the global grid of :mod:`bncli.core.histogram`.
 
     Attributes
     ----------

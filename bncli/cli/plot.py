@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sinks import AtomicFile
-from .statsfile import Statistics
+from bncli.core.statistics import Statistics
+from bncli.io.sinks import AtomicFile
 
 # Above this many channels, per-channel steps and markers would merge into a smear: bands
 # and the mean are drawn as lines through the channels.
@@ -197,7 +197,7 @@ def _draw_histogram(axes, statistics: Statistics, flat: int, kinds: list, low: f
     (widened to the buckets holding them, so that values pinned at a bound show), each
     bucket's count spread evenly over its width; the zero bucket's share and the values
     beyond in the title."""
-    from .report import channel_label
+    from bncli.cli.report import channel_label
 
     parts, zeros = statistics.histogram.channel_density(flat)
     parts = [(edges, counts) for edges, counts in parts if counts.size]

@@ -1,0 +1,1 @@
+"""The numerical core: NumPy arrays in, values out; never files, click, rich, h5py or zarr."""

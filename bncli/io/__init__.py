@@ -1,0 +1,1 @@
+"""Reading and writing: every file format, the statistics file, atomic outputs."""
