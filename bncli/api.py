@@ -53,6 +53,8 @@ from bncli.exec.engine import (
     spool_stdin,
 )
 from bncli.io import statsfile
+from bncli.io.hdf5 import HDF5_SUFFIX, has_hdf5_signature, split_hdf5_file
+from bncli.io.registry import list_entries, open_source, parse_input
 from bncli.io.sinks import (
     AtomicFile,
     Hdf5Writer,
@@ -65,19 +67,7 @@ from bncli.io.sinks import (
     output_error,
     stdout_stream,
 )
-from bncli.io.sources import (
-    HDF5_SUFFIX,
-    ArraySource,
-    InputSpec,
-    Source,
-    has_hdf5_signature,
-    is_hdf5_file,
-    is_stream,
-    is_zarr,
-    list_entries,
-    open_source,
-    split_hdf5_file,
-)
+from bncli.io.source import ArraySource, InputSpec, OpenOptions, Source
 
 Path = Union[str, "os.PathLike[str]"]
 Affine = Union[float, Sequence, np.ndarray, None]
@@ -122,9 +112,9 @@ def open_sources(specs: Sequence[Path], *, allow_external: bool = False,
     if sum(1 for spec in specs if spec == "-") > 1:
         raise UsageError("standard input '-' can be given only once")
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_source(spec, allow_external=allow_external,
-                                                   allow_sparse=allow_sparse,
-                                                   chunk_cache_bytes=2 * chunk_bytes))
+        sources = [stack.enter_context(open_source(spec, OpenOptions(
+                       allow_external=allow_external, allow_sparse=allow_sparse,
+                       chunk_cache_bytes=2 * chunk_bytes)))
                    for spec in specs]
         yield sources
 
@@ -201,7 +191,7 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
     if not allow_duplicates:
         seen: dict = {}
         for spec in _paths(inputs):
-            parsed = InputSpec.parse(spec)
+            parsed = parse_input(spec)
             if parsed.path != "-":
                 _refuse_duplicate(parsed.display, (_file_identity(parsed.path), parsed.dataset),
                                   seen, "is given twice")
@@ -268,7 +258,7 @@ def stats_each(input: Path, *, axes: Sequence[int] | int | None = None,
         In the file's order.
     """
     text = os.fspath(input)
-    spec = InputSpec.parse(text)
+    spec = parse_input(text)
     if spec.path == "-" or spec.dataset is not None:
         raise UsageError(f"{spec.display}: each array of a file is read from a file named "
                          "alone (not stdin, not FILE:NAME)")
@@ -319,7 +309,7 @@ def _scalar_statistics(text: str, *, ddof: int = 0, ignore_nan: bool = False,
                        sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
                        allow_external: bool = False, **_engine) -> Statistics:
     """The statistics of a 0-d array's one value, as of an array of one element."""
-    with open_source(text, allow_external=allow_external) as source:
+    with open_source(text, OpenOptions(allow_external=allow_external)) as source:
         value = ArraySource(source.read_scalar().reshape(1), source)
     statistics = compute_statistics([value], axes=(0,), ddof=ddof,
                                     reduction=_reduction(ignore_nan, moments, quantiles,
@@ -970,7 +960,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         raise UsageError(f"output dtype {np.dtype(dtype).name} is not float16, float32 or "
                          "float64")
     target = OutputSpec.parse(output)
-    input_paths = [] if input == "-" else [InputSpec.parse(input).path]
+    input_paths = [] if input == "-" else [parse_input(input).path]
     if stats is not None and not isinstance(stats, Statistics):
         input_paths.append(os.fspath(stats))  # never written over either
     into_existing = target.hdf5 and has_hdf5_signature(target.path)
@@ -1001,9 +991,9 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         saved_name = os.fspath(stats)
         saved = statsfile.load(saved_name)
     with contextlib.ExitStack() as stack:
-        source = stack.enter_context(open_source(
-            input, allow_external=allow_external, allow_sparse=allow_sparse,
-            chunk_cache_bytes=2 * chunk_bytes))
+        source = stack.enter_context(open_source(input, OpenOptions(
+            allow_external=allow_external, allow_sparse=allow_sparse,
+            chunk_cache_bytes=2 * chunk_bytes)))
         check_reducible(source, "normalize")
         if into_existing:
             written = _output_dataset(target, source)
@@ -1198,7 +1188,7 @@ def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
     """
     described = []
     for text in _paths(inputs):
-        spec = InputSpec.parse(text)
+        spec = parse_input(text)
         entry = {"input": spec.display}
         listing = _listing(spec)
         if listing is not None:
@@ -1206,35 +1196,17 @@ def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
             if sum(row["usable"] for row in listing) != 1:
                 described.append(entry)  # the listing says it all; there is no one array
                 continue
-        with open_source(text, allow_external=allow_external, require_data=False) as source:
+        with open_source(text, OpenOptions(allow_external=allow_external,
+                                                 require_data=False)) as source:
             entry.update(_describe(source))
         described.append(entry)
     return described
 
 
 def _listing(spec: InputSpec) -> list | None:
-    """Every array of an HDF5, ``.npz`` or safetensors file given without a name."""
-    if spec.path == "-" or spec.dataset is not None or is_stream(spec.path):
-        return None
-    entries = list_entries(spec.path, spec.display)
-    if entries is None and not is_zarr(spec.path) and is_hdf5_file(spec.path, spec.display):
-        from bncli.io.hdf5 import list_datasets
-
-        return [
-            {"kind": "dataset", "dataset": path,
-             "shape": None if shape is None else list(shape), "dtype": str(dtype),
-             "usable": problem is None, "problem": problem,
-             "chunks": list(chunks) if chunks else None, "compression": compression}
-            for path, shape, dtype, problem, chunks, compression in list_datasets(
-                spec.path, spec.display)]
-    if entries is None:
-        return None
-    return [{"kind": kind, "dataset": name, "shape": None if shape is None else list(shape),
-             "dtype": dtype, "usable": "problem" not in details,
-             "problem": details.get("problem"), "chunks": details.get("chunks"),
-             "compression": details.get("compression"),
-             "stored_bytes": details.get("stored_bytes")}
-            for kind, name, shape, dtype, details in entries]
+    """Every array of an HDF5, ``.npz``, safetensors or zarr file given without a name."""
+    entries = list_entries(spec)
+    return None if entries is None else [entry.as_info() for entry in entries]
 
 
 def _describe(source: Source) -> dict:

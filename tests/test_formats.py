@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from bncli import api
 from bncli.core.layout import is_contiguous, plan_regions
 from bncli.errors import InputError
-from bncli.io.sources import open_source
+from bncli.io.registry import open_source
 from bncli.io.statsfile import to_document
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")

@@ -10,7 +10,7 @@ import pytest
 from conftest import assert_close, reference_moments, run_bn, stats_json
 
 from bncli import api
-from bncli.io.sources import open_source
+from bncli.io.registry import open_source
 
 
 @pytest.fixture

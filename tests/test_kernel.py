@@ -215,7 +215,7 @@ def test_a_file_cut_short_while_the_kernel_reads_it_is_an_error(tmp_path, rng):
     from bncli.core.partials import Reduction
     from bncli.errors import InputError
     from bncli.exec.engine import source_partials
-    from bncli.io.sources import open_source
+    from bncli.io.registry import open_source
 
     if kernel.COMPILED is None:
         pytest.skip("the compiled kernel is not built")
@@ -309,7 +309,7 @@ def test_tiles_read_in_one_kernel_call_and_a_file_cut_short_inside_one(tmp_path,
     from bncli.core.layout import is_contiguous, plan_regions
     from bncli.errors import InputError
     from bncli.io import sources
-    from bncli.io.sources import open_source
+    from bncli.io.registry import open_source
 
     if kernel.COMPILED is None:
         pytest.skip("the compiled kernel is not built")

@@ -249,7 +249,8 @@ def test_streaming_tree_is_the_level_by_level_tree(count):
 def test_block_read_piece_by_piece_gives_the_same_bits(tmp_path, rng, axes, poison):
     from bncli.core.buffers import LazyBlock
     from bncli.core.normalize import Coefficients, normalize_block
-    from bncli.io.sources import InputSpec, open_source
+    from bncli.io.registry import open_source
+    from bncli.io.source import InputSpec
 
     values = (rng.standard_normal((50, 6, 4)) * 2 + 30).astype(np.float32)
     if poison is not None:

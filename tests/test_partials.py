@@ -18,7 +18,7 @@ from bncli.core.moments import block_moments
 from bncli.core.partials import KINDS, Partial, Reduction, register
 from bncli.exec.engine import compute_statistics
 from bncli.io import statsfile
-from bncli.io.sources import open_source
+from bncli.io.registry import open_source
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

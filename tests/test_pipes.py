@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import assert_close, reference_moments, run_bn, stats_json
 
-from bncli.io.npyformat import make_header
+from bncli.io.npy import make_header
 
 
 @pytest.fixture

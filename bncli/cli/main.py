@@ -196,7 +196,7 @@ class AffineType(click.ParamType):
 def _load_affine(path: str, option: str):
     import numpy as np
 
-    from bncli.io.npyformat import check_dtype
+    from bncli.core.dtypes import check_dtype
 
     try:
         values = np.load(path, allow_pickle=False)
@@ -483,7 +483,7 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
             text, axes=axes, channel_axis=channel_axis, **options)]
         _report_each(results, fmt, quiet, indent, nan_as, fail_kinds)
         return
-    input_paths = [api.InputSpec.parse(text).path for text in inputs]
+    input_paths = [api.parse_input(text).path for text in inputs]
     if output is not None:
         from bncli.io.statsfile import format_for_path
 
@@ -611,9 +611,9 @@ def _parse_quantiles(text: str | None, inputs: tuple) -> tuple:
 
 def _input_path(text: str) -> str:
     """The file an INPUT names (``acts.h5:/x`` names ``acts.h5``)."""
-    from bncli.io.sources import InputSpec
+    from bncli.io.registry import parse_input
 
-    return InputSpec.parse(text).path
+    return parse_input(text).path
 
 
 def _echo_err(line: str) -> None:
@@ -918,7 +918,7 @@ def calibrate(inputs, method, per_channel, percentile, target, fmt, name, each, 
     if output is not None:
         from bncli.io.sinks import check_target
 
-        check_target(output, force=force, inputs=[api.InputSpec.parse(text).path
+        check_target(output, force=force, inputs=[api.parse_input(text).path
                                                   for text in inputs])
     if each:
         if name is not None or len(inputs) != 1 or layout is not None:

@@ -37,8 +37,9 @@ from bncli.exec.engine import (
     source_partials,
     storage_coefficients,
 )
+from bncli.io.registry import open_source, parse_input
 from bncli.io.sinks import as_bytes, pwrite_all
-from bncli.io.sources import Source, open_source
+from bncli.io.source import OpenOptions, Source
 
 # Seconds to wait for a scheduler to answer before giving up with a clear error; the
 # environment variable BN_SCHEDULER_TIMEOUT overrides it.
@@ -107,9 +108,7 @@ _MAX_OPENED = 16
 
 
 def _worker_source(spec: str, allow_external: bool) -> Source:
-    from bncli.io.sources import InputSpec
-
-    stat = os.stat(InputSpec.parse(spec).path)
+    stat = os.stat(parse_input(spec).path)
     identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     key = (spec, allow_external)
     opened = getattr(_OPENED, "sources", None)
@@ -121,8 +120,8 @@ def _worker_source(spec: str, allow_external: bool) -> Source:
         if len(opened) >= _MAX_OPENED:
             opened.pop(next(iter(opened)))[1].close()
         # sparse datasets were checked (and allowed) where the run began
-        opened[key] = (identity, open_source(spec, allow_external=allow_external,
-                                             allow_sparse=True))
+        opened[key] = (identity, open_source(spec, OpenOptions(
+            allow_external=allow_external, allow_sparse=True)))
     return opened[key][1]
 
 

@@ -36,9 +36,10 @@ from bncli.core.normalize import Coefficients, normalize_block
 from bncli.core.partials import Node, Partials, Reduction, TreeAccumulator, region_box
 from bncli.core.statistics import Statistics
 from bncli.errors import InputError, UsageError
-from bncli.io.npyformat import make_header
+from bncli.io.npy import make_header
+from bncli.io.registry import open_source
 from bncli.io.sinks import as_bytes
-from bncli.io.sources import Source, open_source
+from bncli.io.source import Source
 
 ProgressCallback = Optional[Callable[[int], None]]
 
@@ -94,10 +95,9 @@ def block_loader(source: Source, budget_bytes: int, threads: int,
             if not hasattr(local, "buffers"):
                 local.buffers, local.pieces = BufferRing(1), BufferRing(1)
             block = local.buffers.array(region_shape(region), source.dtype)
-            if not is_contiguous(region, source.storage_shape) or not hasattr(
-                    source, "read_part"):
+            if not is_contiguous(region, source.storage_shape) or not source.read_ranges:
                 return source.read(region, block)  # a tile, or a source read whole
-            span = source.file_span(region) if hasattr(source, "file_span") else None
+            span = source.file_span(region)
             return LazyBlock(block, functools.partial(source.read_part, region), local.pieces,
                              span=span and (*span, source.name))
 

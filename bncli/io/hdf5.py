@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
+from collections.abc import Iterator
 
 import h5py
 import numpy as np
@@ -18,13 +21,24 @@ try:  # registers the filters of the hdf5plugin package (zstd, lz4, blosc...) wi
 except (ImportError, OSError):  # pragma: no cover - the filters are then not installed
     pass
 
-from bncli.core.layout import format_shape
+from bncli.core.buffers import BufferRing
+from bncli.core.dtypes import check_dtype
+from bncli.core.layout import format_shape, region_shape
 from bncli.errors import InputError
-from bncli.io.npyformat import check_dtype
+from bncli.io.source import Entry, InputSpec, OpenOptions, Source
 
 # Enough slots that chunks of one block row rarely collide in the cache's hash table.
 CHUNK_CACHE_SLOTS = 100003
 MAX_LINK_HOPS = 32  # soft links pointing at soft links; deeper than this is a loop
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Names HDF5 files commonly have (netCDF4 and HDF-EOS5 files are HDF5 too); any other file
+# is recognized by its signature.
+SUFFIXES = ("h5", "hdf5", "hdf", "he5", "nc", "nc4", "h5ad")
+HDF5_SUFFIX = re.compile(r"^(?P<path>.*?\.(?:" + "|".join(SUFFIXES) + r"))(?::(?P<dataset>.*))?$",
+                         re.IGNORECASE)
+# HDF5 reads go through a chunk cache; it must hold every chunk one block touches, or a chunk
+# would be decompressed once per block row. The default is 1 MiB.
+MIN_CHUNK_CACHE_BYTES = 16 * 2**20
 
 
 def _open_file(path: str, name: str, chunk_cache_bytes: int):
@@ -568,3 +582,107 @@ def list_datasets(path: str, name: str) -> list:
 
         _visit(h5file, name, visit)
     return sorted(rows, key=lambda row: row[0])
+
+
+class Hdf5Source(Source):
+    """One numeric dataset of an HDF5 file, read in blocks aligned to its chunks."""
+
+    def __init__(self, h5file, dataset, name: str, path: str):
+        self._file = h5file
+        self._dataset = dataset
+        details = describe_dataset(dataset)
+        super().__init__(
+            name=name,
+            path=path,
+            dataset=dataset_name(dataset),
+            shape=tuple(dataset.shape),
+            dtype=dataset.dtype,
+            chunks=dataset.chunks,
+            details=details,
+        )
+
+    @property
+    def is_file(self) -> bool:
+        return True
+
+    def written_chunks(self) -> tuple | None:
+        return written_chunks(self._dataset)
+
+    @property
+    def random_access(self) -> bool:
+        """A compressed dataset whose filters bn undoes itself (deflate; zstd, lz4 and
+        blosc with the bncli[hdf5plugin] extra) is read by the worker threads, which decode
+        its chunks in parallel (see :func:`bncli.io.hdf5.read_block`); others in order."""
+        return chunk_pipeline(self._dataset) is not None
+
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
+               reduce_axes: tuple | None = None) -> Iterator[tuple]:
+        ring = ring or BufferRing(0)
+        for region in self.regions(budget_bytes, reduce_axes):
+            yield region, self.read(region, ring.array(region_shape(region), self.dtype))
+
+    def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        block = np.empty(region_shape(region), self.dtype) if out is None else out
+        return read_block(self._dataset, region, self.name, block)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+
+def has_hdf5_signature(path: str) -> bool:
+    """Whether `path` is a regular file that starts with the HDF5 signature (False for
+    anything that is not, or cannot be read)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as probe:
+            return probe.read(8).startswith(SIGNATURE)
+    except OSError:
+        return False
+
+
+
+def split_hdf5_file(text: str) -> tuple | None:
+    """``(path, dataset or None)`` when `text` is ``FILE:dataset`` for an existing file of any
+    name that holds the HDF5 signature, else None."""
+    for index in (i for i, char in enumerate(text) if char == ":"):
+        if has_hdf5_signature(text[:index]):
+            return text[:index], text[index + 1:] or None
+    return None
+
+
+
+class Hdf5Format:
+    """HDF5 (netCDF4 too): recognised by its signature whatever the file's name;
+    ``FILE:/group/dataset``."""
+
+    name = "hdf5"
+    suffixes = SUFFIXES
+
+    def matches(self, path: str, head: bytes) -> bool:
+        return head.startswith(SIGNATURE)
+
+    def open(self, spec: InputSpec, options: OpenOptions) -> Source:
+        name = spec.display
+        with h5_errors(name):
+            h5file, dataset = open_dataset(
+                spec.path, spec.dataset, name, allow_external=options.allow_external,
+                chunk_cache_bytes=max(options.chunk_cache_bytes, MIN_CHUNK_CACHE_BYTES),
+                require_data=options.require_data, allow_sparse=options.allow_sparse,
+            )
+            try:
+                return Hdf5Source(h5file, dataset, spec.display if spec.dataset else
+                                  f"{spec.path}:{dataset_name(dataset)}", spec.path)
+            except BaseException:
+                h5file.close()
+                raise
+
+    def entries(self, path: str, name: str) -> list | None:
+        return [Entry("dataset", item_path, shape, str(dtype), problem=problem, chunks=chunks,
+                      compression=compression)
+                for item_path, shape, dtype, problem, chunks, compression in list_datasets(
+                    path, name)]
+
+
+FORMAT = Hdf5Format()

@@ -11,13 +11,18 @@ Members are never unpickled (the ``.npy`` reader refuses object arrays).
 
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
 
 from bncli.errors import InputError
-from bncli.io.sources import ZIP_SIGNATURE
+from bncli.io.npy import NpySource
+from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose, open_file
+
+ZIP_SIGNATURE = b"PK\x03\x04"
+EMPTY_ZIP_SIGNATURE = b"PK\x05\x06"  # an archive with no member
 
 # deflate cannot expand data by more than about 1032:1; a directory claiming more lies
 MAX_DEFLATE_RATIO = 1100
@@ -166,3 +171,75 @@ class MemberStream:
         """Close the member and the archive."""
         self._stream.close()
         self._archive.close()
+
+
+def open_member(path: str, member, name: str) -> NpySource:
+    """An ``.npz`` member: a stored one read at any offset, a deflated one as a stream."""
+    details = {"archive_member": member.filename,
+               "compression": "deflate" if member.compressed else None,
+               "stored_bytes": member.stored_size}
+    if member.compressed:
+        stream = MemberStream(zipfile.ZipFile(open_file(path, name)), member, name)
+        seekable = False
+    else:
+        stream = open_file(path, name)
+        stream.seek(member.offset)
+        seekable = True
+    try:
+        if _peek_nested(stream, seekable, member):
+            raise InputError(f"{name}: is a zip archive inside the archive, not a .npy "
+                             "array; nested archives are refused")
+        source = NpySource(stream, name, path, seekable=seekable, base=member.offset
+                           if seekable else 0, size=member.size, details=details)
+    except BaseException:
+        stream.close()
+        raise
+    source.dataset = member.name
+    return source
+
+
+
+def _peek_nested(stream, seekable: bool, member) -> bool:
+    if not seekable:
+        return False  # the .npy reader refuses its magic all the same
+    head = stream.read(4)
+    stream.seek(member.offset)
+    return head in (ZIP_SIGNATURE, EMPTY_ZIP_SIGNATURE)
+
+
+
+class NpzFormat:
+    """``.npz`` archives: a zip of ``.npy`` members, named ``FILE.npz:MEMBER``."""
+
+    name = "npz"
+    suffixes = ("npz",)
+
+    def matches(self, path: str, head: bytes) -> bool:
+        return head.startswith((ZIP_SIGNATURE, EMPTY_ZIP_SIGNATURE))
+
+    def open(self, spec: InputSpec, options: OpenOptions) -> Source:
+        name = spec.display
+        with open_file(spec.path, name) as stream:
+            members = read_members(stream, os.fstat(stream.fileno()).st_size, name)
+        member = choose(members, None if spec.dataset is None else member_name(spec.dataset),
+                        name, "member")
+        return open_member(spec.path, member, f"{spec.path}:{member.name}")
+
+    def entries(self, path: str, name: str) -> list | None:
+        with open_file(path, name) as stream:
+            members = read_members(stream, os.fstat(stream.fileno()).st_size, name)
+        listing = []
+        for member in members.values():
+            try:
+                with open_member(path, member, f"{name}:{member.name}") as source:
+                    listing.append(Entry("member", member.name, source.shape,
+                                         source.dtype_name,
+                                         compression=source.details.get("compression"),
+                                         stored_bytes=source.details.get("stored_bytes")))
+            except InputError as exc:
+                listing.append(Entry("member", member.name, None, None,
+                                     problem=str(exc).split(": ", 1)[-1]))
+        return listing
+
+
+FORMAT = NpzFormat()

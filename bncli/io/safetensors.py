@@ -17,6 +17,7 @@ float32 as they are read (:func:`widen`). :func:`write` writes a file of NumPy a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bncli.errors import InputError, OutputError
+from bncli.io.npy import NpySource
+from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose, open_file
 
 MAX_HEADER_SIZE = 100 * 2**20
 METADATA = "__metadata__"
@@ -250,3 +253,59 @@ def write(path: str, tensors: dict, metadata: dict | None = None) -> None:
             stream.write(array.tobytes())
         stream.flush()
         os.fsync(stream.fileno())
+
+
+class SafetensorsSource(NpySource):
+    """One tensor of a safetensors file: raw little-endian C-order data at an offset, read at
+    any offset like a ``.npy`` file (bfloat16 and float8 widened to float32 as read)."""
+
+    def __init__(self, stream, tensor, name: str, path: str):
+        self._stream = stream
+        Source.__init__(self, name=name, path=path, dataset=tensor.name, shape=tensor.shape,
+                        dtype=tensor.dtype, stored_as=tensor.dtype_name, details={
+                            "format": "safetensors", "data_offset": tensor.offset,
+                            "stored_bytes": tensor.nbytes})
+        if tensor.stored_dtype != tensor.dtype:
+            self._widen = (tensor.stored_dtype, functools.partial(widen, tensor.code))
+        self._seekable = True
+        self._data_offset = tensor.offset
+
+
+
+def _ninth_byte(path: str) -> bytes:
+    with open(path, "rb") as probe:
+        probe.seek(8)
+        return probe.read(1)
+
+
+class SafetensorsFormat:
+    """safetensors: a JSON header of tensors, then their raw bytes; ``FILE:TENSOR``."""
+
+    name = "safetensors"
+    suffixes = ("safetensors",)
+
+    def matches(self, path: str, head: bytes) -> bool:
+        # by its name, or by a header size that fits and a header that starts as JSON does
+        return path.lower().endswith(".safetensors") or (
+            len(head) == 8 and int.from_bytes(head, "little") < 2**27
+            and _ninth_byte(path) == b"{")
+
+    def open(self, spec: InputSpec, options: OpenOptions) -> Source:
+        name = spec.display
+        stream = open_file(spec.path, name)
+        try:
+            tensors, _ = read_header(stream, os.fstat(stream.fileno()).st_size, name)
+            tensor = choose(tensors, spec.dataset, name, "tensor")
+            return SafetensorsSource(stream, tensor, f"{spec.path}:{tensor.name}", spec.path)
+        except BaseException:
+            stream.close()
+            raise
+
+    def entries(self, path: str, name: str) -> list | None:
+        with open_file(path, name) as stream:
+            tensors, _ = read_header(stream, os.fstat(stream.fileno()).st_size, name)
+        return [Entry("tensor", tensor.name, tensor.shape, tensor.dtype_name,
+                      stored_bytes=tensor.nbytes) for tensor in tensors.values()]
+
+
+FORMAT = SafetensorsFormat()

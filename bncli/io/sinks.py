@@ -18,7 +18,7 @@ import numpy as np
 
 from bncli.core.layout import plan_blocks, region_shape, region_start
 from bncli.errors import OutputError, UsageError
-from bncli.io.npyformat import make_header
+from bncli.io.npy import make_header
 
 TEMP_SUFFIX = ".bn-tmp"
 

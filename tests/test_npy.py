@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import assert_close, reference_moments, stats_json
 
-from bncli.io.npyformat import make_header
+from bncli.io.npy import make_header
 
 
 def npy_bytes(header: str | bytes, data: bytes = b"", version=(1, 0)) -> bytes:

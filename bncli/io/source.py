@@ -1,0 +1,362 @@
+"""What every input is: the :class:`Source` protocol, the entries a file lists, and the
+helpers the formats share. Nothing here names a format; :mod:`bncli.io.registry` knows
+them all, and each format is one module (:mod:`bncli.io.npy`, :mod:`bncli.io.npz`,
+:mod:`bncli.io.safetensors`, :mod:`bncli.io.hdf5`, :mod:`bncli.io.zarr`).
+
+A source checks everything its file declares before any data is read or allocated, then
+yields blocks in storage order (see :mod:`bncli.core.layout`), each a C-contiguous array of
+the block's storage-order shape. Memory in use is one block, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, ClassVar, Protocol
+
+import numpy as np
+
+from bncli.core.buffers import BufferRing
+from bncli.core.layout import plan_regions
+from bncli.errors import InputError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A parsed INPUT argument (see :func:`bncli.io.registry.parse_input`).
+
+    Attributes
+    ----------
+    path : str
+        File path, or ``-`` for stdin.
+    dataset : str or None
+        What follows ``:``: an HDF5 dataset path, an ``.npz`` member, a safetensors
+        tensor or a zarr array.
+    """
+
+    path: str
+    dataset: str | None = None
+
+    @property
+    def display(self) -> str:
+        """The name used in messages."""
+        if self.path == "-":
+            return "<stdin>"
+        return f"{self.path}:{self.dataset}" if self.dataset else self.path
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """How inputs are opened, the same for every input of a command.
+
+    Attributes
+    ----------
+    allow_external : bool
+        Allow HDF5 external links, external storage and virtual datasets.
+    chunk_cache_bytes : int
+        HDF5 chunk cache size to use at least.
+    require_data : bool
+        Refuse an HDF5 dataset that was never written (False to describe it).
+    allow_sparse : bool
+        Read an HDF5 dataset whose unwritten chunks hold more than a GiB of fill values.
+    """
+
+    allow_external: bool = False
+    chunk_cache_bytes: int = 0
+    require_data: bool = True
+    allow_sparse: bool = False
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One array a file holds, as ``bn info`` and ``--each`` list it.
+
+    Attributes
+    ----------
+    kind : str
+        What the format calls it: ``dataset``, ``member``, ``tensor`` or ``array``.
+    name : str
+        Its name after ``FILE:``.
+    shape : tuple of int or None
+        None where the entry cannot be read (`problem` says why).
+    dtype : str or None
+    problem : str or None
+        Why bn cannot reduce it.
+    chunks : tuple of int or None
+    compression : str or None
+    stored_bytes : int or None
+        Bytes it takes in the file, where the format says.
+    """
+
+    kind: str
+    name: str
+    shape: tuple | None
+    dtype: str | None
+    problem: str | None = None
+    chunks: tuple | None = None
+    compression: str | None = None
+    stored_bytes: int | None = None
+
+    def as_info(self) -> dict:
+        """The JSON-ready form of ``bn info``'s ``datasets`` list."""
+        described = {"kind": self.kind, "dataset": self.name,
+                     "shape": None if self.shape is None else list(self.shape),
+                     "dtype": self.dtype, "usable": self.problem is None,
+                     "problem": self.problem,
+                     "chunks": None if not self.chunks else list(self.chunks),
+                     "compression": self.compression}
+        if self.kind != "dataset":  # HDF5's listing gives no stored size
+            described["stored_bytes"] = self.stored_bytes
+        return described
+
+
+class Format(Protocol):
+    """A file format bn reads: one module, one object of this shape, one registry line.
+
+    Attributes
+    ----------
+    name : str
+        As ``bn info`` and messages say it.
+    suffixes : tuple of str
+        File name endings (lower case, no dot) after which ``:NAME`` names an entry.
+    """
+
+    name: str
+    suffixes: tuple
+
+    def matches(self, path: str, head: bytes) -> bool:
+        """Whether the file at `path`, whose first bytes are `head`, is of this format."""
+
+    def open(self, spec: InputSpec, options: OpenOptions) -> Source:
+        """Open the entry `spec` names (the only one when it names none)."""
+
+    def entries(self, path: str, name: str) -> list | None:
+        """Every array of the file, a list of :class:`Entry`; None for a file that is one
+        array."""
+
+
+@dataclass
+class Source:
+    """An opened input.
+
+    Attributes
+    ----------
+    name : str
+        For messages.
+    path : str
+    dataset : str or None
+        HDF5 dataset path.
+    shape : tuple of int
+        Logical shape.
+    dtype : numpy.dtype
+        As stored (byte order included).
+    fortran_order : bool
+    chunks : tuple of int or None
+        HDF5 chunk shape.
+    details : dict
+        Format facts for ``bn info``.
+    stored_as : str or None
+        The stored type's name where values are widened as read (``bfloat16``).
+    """
+
+    # Whether `read_part` reads any flat range of a block that is one run of the file
+    read_ranges: ClassVar[bool] = False
+
+    name: str
+    path: str
+    dataset: str | None
+    shape: tuple
+    dtype: np.dtype
+    fortran_order: bool = False
+    chunks: tuple | None = None
+    details: dict = field(default_factory=dict)
+    stored_as: str | None = None
+
+    @property
+    def dtype_name(self) -> str:
+        """The type of the values as stored, for reports."""
+        return self.stored_as or self.dtype.name
+
+    @property
+    def storage_shape(self) -> tuple:
+        """Shape in the order the bytes are stored (reversed for Fortran order)."""
+        return tuple(reversed(self.shape)) if self.fortran_order else tuple(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Data bytes."""
+        return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+
+    def written_chunks(self) -> tuple | None:
+        """``(written, total)`` chunks of a chunked HDF5 dataset, else None (for ``bn info``;
+        counting walks the chunk index, so it is done only when asked)."""
+        return None
+
+    def describe(self) -> dict:
+        """Return what goes into the ``inputs`` list of a statistics file."""
+        return {
+            "path": self.path,
+            "dataset": self.dataset,
+            "shape": list(self.shape),
+            "dtype": self.dtype_name,
+        }
+
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
+               reduce_axes: tuple | None = None) -> Iterator[tuple]:
+        """Yield ``(region, block)`` in the order of :meth:`regions`.
+
+        With a `ring`, blocks live in its reused buffers: a block is valid until the ring
+        has handed out ``ring.size`` more.
+        """
+        raise NotImplementedError
+
+    def regions(self, budget_bytes: int, reduce_axes: tuple | None = None) -> Iterator[tuple]:
+        """The blocks of this source, as :meth:`blocks` reads them.
+
+        With `reduce_axes` (storage order), a file is cut for that reduction (see
+        :func:`bncli.core.layout.plan_regions`); a stream is always cut into contiguous blocks
+        in file order. Every pass, here or on cluster workers, cuts a source through this
+        one method, so the same budget gives the same blocks and therefore the same bits.
+        """
+        if not self.is_file:
+            reduce_axes = None
+        return plan_regions(self.storage_shape, self.dtype.itemsize, budget_bytes,
+                            reduce_axes, self.chunks)
+
+    @property
+    def is_file(self) -> bool:
+        """Whether the input is a file: read again, and in blocks other than contiguous
+        runs in file order (tiles), unlike stdin or a FIFO."""
+        return self.random_access
+
+    @property
+    def random_access(self) -> bool:
+        """Whether :meth:`read` may be called on any region, from several threads at once."""
+        return False
+
+    def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        """Read one block (a region from :meth:`regions`) of a file.
+
+        Safe to call from several threads at once; stdin cannot be read this way.
+        """
+        raise InputError(f"{self.name}: a stream can only be read in order")
+
+    def read_part(self, region: tuple, start: int, stop: int, out: np.ndarray) -> None:
+        """Read the flat elements ``[start, stop)`` of a block into the 1-d array `out`
+        (sources whose `read_ranges` is true)."""
+        raise InputError(f"{self.name}: cannot be read in parts")
+
+    def file_span(self, region: tuple) -> tuple | None:
+        """``(fd, offset)`` of a region that is one run of the file's bytes, stored as they
+        are used (no widening), for a kernel that reads them itself; else None."""
+        return None
+
+    def read_scalar(self) -> np.ndarray:
+        """The value of a 0-d input, as a 0-d array."""
+        for _region, block in self.blocks(max(self.dtype.itemsize, 1)):
+            return block.reshape(()).copy()
+        raise InputError(f"{self.name}: holds no value")  # pragma: no cover - 0-d has one
+
+    def close(self) -> None:
+        """Release the file."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+
+class ArraySource(Source):
+    """An array in memory, read as a file is (a 0-d input's value, taken as one element).
+
+    Parameters
+    ----------
+    array : ndarray
+    like : Source
+        The input it stands for: its name, path, dataset and stored type.
+    """
+
+    def __init__(self, array: np.ndarray, like: Source):
+        self._array = np.ascontiguousarray(array)
+        super().__init__(name=like.name, path=like.path, dataset=like.dataset,
+                         shape=self._array.shape, dtype=self._array.dtype,
+                         stored_as=like.stored_as, details=dict(like.details))
+
+    @property
+    def random_access(self) -> bool:
+        return True
+
+    def read(self, region: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            return self._array[region].copy()
+        out[...] = self._array[region]
+        return out
+
+    def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
+               reduce_axes: tuple | None = None) -> Iterator[tuple]:
+        for region in self.regions(budget_bytes, reduce_axes):
+            yield region, self.read(region)
+
+
+def choose(entries: dict, wanted: str | None, name: str, kind: str):
+    """The entry a ``FILE[:name]`` argument names: the only one when none is named."""
+    listing = ", ".join(list(entries)[:20]) + (", ..." if len(entries) > 20 else "")
+    if wanted is None:
+        if len(entries) != 1:
+            raise InputError(f"{name}: holds {len(entries)} arrays; name one as "
+                             f"{name}:{kind.upper()} ({kind}s: {listing or 'none'})")
+        return next(iter(entries.values()))
+    if wanted not in entries:
+        raise InputError(f"{name}: no {kind} {wanted!r} ({kind}s: {listing or 'none'})")
+    return entries[wanted]
+
+
+
+def read_into(stream, buffer: np.ndarray) -> int:
+    view = memoryview(buffer.reshape(-1).view(np.uint8))
+    done = 0
+    while done < len(view):
+        got = stream.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    return done
+
+
+def open_file(path: str, name: str) -> BinaryIO:
+    """Open a file for unbuffered binary reads; errors name the input."""
+    try:
+        return open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the source
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+
+
+def sniff(path: str, name: str) -> bytes:
+    """The first 8 bytes of a regular file (errors for missing files and directories)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{name}: is a directory, not a file")
+    try:
+        with open(path, "rb") as probe:
+            return probe.read(8)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+
+
+
+def is_stream(path: str) -> bool:
+    """Whether a path is a FIFO or a character device: readable once, in order."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
