@@ -100,6 +100,18 @@ def invoke():
     return call
 
 
+def doc_example(name: str) -> dict:
+    """Run the Python block after ``<!-- example: NAME -->`` in docs/ARCHITECTURE.md and
+    return its namespace: the worked examples there are code that runs."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    marker = f"<!-- example: {name} -->\n```python\n"
+    start = text.index(marker) + len(marker)
+    code = text[start:text.index("\n```", start)]
+    namespace = {"__name__": f"architecture_{name}"}
+    exec(compile(code, f"docs/ARCHITECTURE.md ({name})", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
 def stats_json(result_stdout) -> dict:
     """Parse ``bn stats --format json`` output strictly (no NaN literals)."""
     def refuse(token):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from conftest import assert_close, reference_moments, run_bn, stats_json
+from conftest import assert_close, doc_example, reference_moments, run_bn, stats_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -15,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from bncli import api
 from bncli.core.layout import is_contiguous, plan_regions
 from bncli.core.moments import block_moments
-from bncli.core.partials import KINDS, Partial, Reduction, register
+from bncli.core.partials import KINDS, Reduction
 from bncli.exec.engine import compute_statistics
 from bncli.io import statsfile
 from bncli.io.registry import open_source
@@ -107,38 +106,8 @@ def test_moments_4_in_json_csv_and_merge(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
-@register
-@dataclass
-class SignCounts(Partial):
-    """A partial that no part of bn knows: per channel, counts of negative and positive
-    values, on an extra axis of two bins."""
-
-    counts: np.ndarray
-
-    name = "test_signs"
-    ARRAYS = ("counts",)
-    EXTRA_NDIM = 1
-
-    @classmethod
-    def empty(cls, shape, reduction):
-        return cls(np.zeros(tuple(shape) + (2,), np.int64))
-
-    @classmethod
-    def from_block(cls, block, reduce_axes, reduction):
-        block = np.asarray(block.array() if hasattr(block, "array") else block)
-        negative = np.add.reduce(block < 0, axis=reduce_axes, keepdims=True, dtype=np.int64)
-        positive = np.add.reduce(block > 0, axis=reduce_axes, keepdims=True, dtype=np.int64)
-        return cls(np.stack([negative, positive], axis=-1))
-
-    def merge(self, other):
-        return SignCounts(self.counts + other.counts)
-
-    def finalize(self, ddof=0):
-        return {"negative": self.counts[..., 0], "positive": self.counts[..., 1]}
-
-    @classmethod
-    def from_file(cls, arrays, shape, reduction, name):
-        return cls(arrays["counts"].astype(np.int64))
+# the worked example of docs/ARCHITECTURE.md: a partial that no part of bn knows
+SignCounts = doc_example("statistic")["SignCounts"]
 
 
 def test_a_new_partial_goes_through_engine_tree_file_and_merge(tmp_path):

@@ -22,8 +22,9 @@ import os
 import struct
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -223,39 +224,51 @@ def make_header(shape: tuple, dtype: np.dtype, fortran_order: bool) -> bytes:
     raise ValueError("header too large")  # pragma: no cover - needs a > 4 GiB header
 
 
-class NpySource(Source):
-    """A ``.npy`` file or stream, read sequentially with ``readinto``.
+Widen = Callable[[np.ndarray, np.ndarray], None]
 
-    `base` is where the ``.npy`` file starts in `stream` (a member stored in an ``.npz``
-    archive) and `size` how many bytes it has there (the rest of the file by default).
+
+class RawSource(Source):
+    """An array whose data is one contiguous run of bytes at an offset of a file: a ``.npy``
+    file, a stored ``.npz`` member, a safetensors tensor; or a stream read in order.
+
+    A file is read with positional reads (from any thread, at any offset, and by the
+    compiled kernel itself, see :meth:`file_span`); a stream sequentially with ``readinto``.
+
+    Parameters
+    ----------
+    stream : binary file
+        Closed with the source (unless it is stdin).
+    name, path : str
+    dataset : str or None
+    shape : tuple of int
+    dtype : numpy.dtype
+        As read (byte order included).
+    offset : int
+        Where the data starts in `stream`.
+    seekable : bool
+        False for a stream, read once in order.
+    fortran_order : bool
+    details : dict
+    widen : tuple of (numpy.dtype, callable) or None
+        The stored dtype and ``widen(raw, out)``, where values are widened as read
+        (bfloat16 and float8 to float32).
+    stored_as : str or None
     """
 
     read_ranges = True
-    _widen = None  # (stored dtype, function) where stored values are widened as read
 
-    def __init__(self, stream, name: str, path: str, *, seekable: bool, base: int = 0,
-                 size: int | None = None, details: dict | None = None):
+    def __init__(self, stream: BinaryIO, *, name: str, path: str, dataset: str | None,
+                 shape: tuple, dtype: np.dtype, offset: int, seekable: bool,
+                 fortran_order: bool = False, details: dict | None = None,
+                 widen: tuple[np.dtype, Widen] | None = None, stored_as: str | None = None):
+        # a reader of many formats: each of these is a fact its format declares
+        super().__init__(name=name, path=path, dataset=dataset, shape=shape, dtype=dtype,
+                         fortran_order=fortran_order, details=details or {},
+                         stored_as=stored_as)
         self._stream = stream
-        header = read_header(stream, name)
-        if size is None and seekable:
-            size = os.fstat(stream.fileno()).st_size - base
-        if size is not None:
-            check_data_size(header, size - header.data_offset, name)
-        super().__init__(
-            name=name,
-            path=path,
-            dataset=None,
-            shape=header.shape,
-            dtype=header.dtype,
-            fortran_order=header.fortran_order,
-            details={
-                "format": f"npy {header.version[0]}.{header.version[1]}",
-                "data_offset": base + header.data_offset,
-                **(details or {}),
-            },
-        )
         self._seekable = seekable
-        self._data_offset = base + header.data_offset
+        self._data_offset = offset
+        self._widen = widen
 
     def blocks(self, budget_bytes: int, ring: BufferRing | None = None,
                reduce_axes: tuple | None = None) -> Iterator[tuple]:
@@ -365,21 +378,41 @@ class NpySource(Source):
 
 
 
-def open_npy(path: str, name: str, *, seekable: bool) -> NpySource:
+def npy_source(stream: BinaryIO, name: str, path: str, *, seekable: bool, base: int = 0,
+               size: int | None = None, details: dict | None = None,
+               dataset: str | None = None) -> RawSource:
+    """The ``.npy`` array that starts at `base` of `stream`, its header checked.
+
+    `size` is how many bytes the ``.npy`` file has there (the rest of the file by default;
+    unknown for a stream).
+    """
+    header = read_header(stream, name)
+    if size is None and seekable:
+        size = os.fstat(stream.fileno()).st_size - base
+    if size is not None:
+        check_data_size(header, size - header.data_offset, name)
+    return RawSource(stream, name=name, path=path, dataset=dataset, shape=header.shape,
+                     dtype=header.dtype, fortran_order=header.fortran_order,
+                     offset=base + header.data_offset, seekable=seekable, details={
+                         "format": f"npy {header.version[0]}.{header.version[1]}",
+                         "data_offset": base + header.data_offset, **(details or {})})
+
+
+def open_npy(path: str, name: str, *, seekable: bool) -> RawSource:
     """A ``.npy`` file (`seekable`) or a FIFO read once, in order."""
     stream = open_file(path, name)
     try:
-        return NpySource(stream, name, path, seekable=seekable)
+        return npy_source(stream, name, path, seekable=seekable)
     except BaseException:
         stream.close()
         raise
 
 
-def open_stdin() -> NpySource:
+def open_stdin() -> RawSource:
     """Standard input, read once, in order."""
     if sys.stdin is None:  # <&-
         raise InputError("<stdin>: standard input is closed")
-    return NpySource(sys.stdin.buffer, "<stdin>", "-", seekable=False)
+    return npy_source(sys.stdin.buffer, "<stdin>", "-", seekable=False)
 
 
 class NpyFormat:

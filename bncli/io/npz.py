@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 
 from bncli.errors import InputError
-from bncli.io.npy import NpySource
+from bncli.io.npy import RawSource, npy_source
 from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose, open_file
 
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -173,7 +173,7 @@ class MemberStream:
         self._archive.close()
 
 
-def open_member(path: str, member, name: str) -> NpySource:
+def open_member(path: str, member: Member, name: str) -> RawSource:
     """An ``.npz`` member: a stored one read at any offset, a deflated one as a stream."""
     details = {"archive_member": member.filename,
                "compression": "deflate" if member.compressed else None,
@@ -189,13 +189,12 @@ def open_member(path: str, member, name: str) -> NpySource:
         if _peek_nested(stream, seekable, member):
             raise InputError(f"{name}: is a zip archive inside the archive, not a .npy "
                              "array; nested archives are refused")
-        source = NpySource(stream, name, path, seekable=seekable, base=member.offset
-                           if seekable else 0, size=member.size, details=details)
+        return npy_source(stream, name, path, seekable=seekable, base=member.offset
+                          if seekable else 0, size=member.size, details=details,
+                          dataset=member.name)
     except BaseException:
         stream.close()
         raise
-    source.dataset = member.name
-    return source
 
 
 

@@ -23,11 +23,12 @@ import math
 import os
 import struct
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
 from bncli.errors import InputError, OutputError
-from bncli.io.npy import NpySource
+from bncli.io.npy import RawSource
 from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose, open_file
 
 MAX_HEADER_SIZE = 100 * 2**20
@@ -255,20 +256,15 @@ def write(path: str, tensors: dict, metadata: dict | None = None) -> None:
         os.fsync(stream.fileno())
 
 
-class SafetensorsSource(NpySource):
+def tensor_source(stream: BinaryIO, tensor: Tensor, name: str, path: str) -> RawSource:
     """One tensor of a safetensors file: raw little-endian C-order data at an offset, read at
     any offset like a ``.npy`` file (bfloat16 and float8 widened to float32 as read)."""
-
-    def __init__(self, stream, tensor, name: str, path: str):
-        self._stream = stream
-        Source.__init__(self, name=name, path=path, dataset=tensor.name, shape=tensor.shape,
-                        dtype=tensor.dtype, stored_as=tensor.dtype_name, details={
-                            "format": "safetensors", "data_offset": tensor.offset,
-                            "stored_bytes": tensor.nbytes})
-        if tensor.stored_dtype != tensor.dtype:
-            self._widen = (tensor.stored_dtype, functools.partial(widen, tensor.code))
-        self._seekable = True
-        self._data_offset = tensor.offset
+    return RawSource(stream, name=name, path=path, dataset=tensor.name, shape=tensor.shape,
+                     dtype=tensor.dtype, offset=tensor.offset, seekable=True,
+                     stored_as=tensor.dtype_name, widen=None if tensor.stored_dtype ==
+                     tensor.dtype else (tensor.stored_dtype, functools.partial(widen, tensor.code)),
+                     details={"format": "safetensors", "data_offset": tensor.offset,
+                              "stored_bytes": tensor.nbytes})
 
 
 
@@ -296,7 +292,7 @@ class SafetensorsFormat:
         try:
             tensors, _ = read_header(stream, os.fstat(stream.fileno()).st_size, name)
             tensor = choose(tensors, spec.dataset, name, "tensor")
-            return SafetensorsSource(stream, tensor, f"{spec.path}:{tensor.name}", spec.path)
+            return tensor_source(stream, tensor, f"{spec.path}:{tensor.name}", spec.path)
         except BaseException:
             stream.close()
             raise

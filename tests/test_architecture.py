@@ -1,0 +1,54 @@
+"""The worked example of a new format (docs/ARCHITECTURE.md) runs through the real command:
+a format is one module and one registry line."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+from conftest import assert_close, doc_example, reference_moments
+
+from bncli.io import registry
+
+
+@pytest.fixture
+def bnraw(monkeypatch):
+    """The example format, registered as its one registry line would."""
+    example = doc_example("format")
+    monkeypatch.setattr(registry, "FORMATS", registry.FORMATS + (example["FORMAT"],))
+    return example
+
+
+def write_bnraw(path, values, magic):
+    path.write_bytes(magic + struct.pack("<I", values.ndim)
+                     + struct.pack(f"<{values.ndim}Q", *values.shape)
+                     + values.astype("<f4").tobytes())
+
+
+@pytest.mark.parametrize("chunk_bytes, threads", [("4K", 1), ("4K", 2), ("64M", 2)])
+def test_a_new_format_is_one_module_and_one_registry_line(tmp_path, invoke, bnraw, rng,
+                                                            chunk_bytes, threads):
+    values = (rng.standard_normal((60, 9, 5)) * 3 + 1e4).astype(np.float32)
+    path = tmp_path / "acts.bnraw"
+    write_bnraw(path, values, bnraw["MAGIC"])
+    result = invoke("stats", path, "--axes", "0,2", "--format", "json",
+                    "--chunk-bytes", chunk_bytes, "--threads", threads)
+    found = json.loads(result.output)
+    mean, variance = reference_moments(values, (0, 2))
+    assert found["channel_shape"] == [9]
+    assert_close(found["mean"], mean, rtol=1e-14)
+    assert_close(found["variance"], variance, rtol=1e-11)
+    assert found["min"] == values.min(axis=(0, 2)).astype(np.float64).tolist()
+    info = json.loads(invoke("info", path, "--format", "json").output)
+    assert info[0]["format"] == "bnraw" and info[0]["shape"] == [60, 9, 5]
+
+
+def test_the_new_format_refuses_what_it_must(tmp_path, invoke, bnraw):
+    path = tmp_path / "short.bnraw"
+    write_bnraw(path, np.zeros((4, 3), np.float32), bnraw["MAGIC"])
+    path.write_bytes(path.read_bytes()[:-4])
+    result = invoke("stats", path)
+    assert result.exit_code == 1
+    assert f"bn: error: {path}: holds other than the declared data" in result.stderr
