@@ -308,7 +308,7 @@ def test_tiles_read_in_one_kernel_call_and_a_file_cut_short_inside_one(tmp_path,
     inside one is the usual error, as when the runs are read one by one."""
     from bncli.core.layout import is_contiguous, plan_regions
     from bncli.errors import InputError
-    from bncli.io import sources
+    from bncli.io import npy as sources
     from bncli.io.registry import open_source
 
     if kernel.COMPILED is None:
