@@ -286,3 +286,31 @@ def test_block_read_piece_by_piece_gives_the_same_bits(tmp_path, rng, axes, pois
                                piece_bytes=piece_bytes)
         assert np.array_equal(have, want, equal_nan=True)
         assert_close(want, (values.astype(np.float64) - 30.0) / np.sqrt(4.0 + 1e-3), rtol=1e-15)
+
+
+@given(st.lists(st.tuples(st.integers(0, 999), st.integers(0, 7),
+                          st.sampled_from([math.nan, math.inf, -math.inf])),
+                min_size=1, max_size=6),
+       st.sampled_from([np.float32, np.float64]))
+@settings(max_examples=40, deadline=None)
+def test_pieces_with_nan_or_inf_among_many(placed, dtype):
+    """A block of many pieces where a few hold NaN or Inf: only those pieces are reduced
+    again, and every channel comes out as NumPy's float64 two-pass says, on each kernel."""
+    rng = np.random.default_rng(len(placed))
+    values = (rng.standard_normal((1000, 8)) * 3 + 50).astype(dtype)
+    for row, channel, value in placed:
+        values[row, channel] = value
+    wide = values.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        mean, variance = reference_moments(wide, (0,))
+    for name in KERNELS:
+        with using_kernel(name):
+            # pieces of 64 rows: 16 of them
+            found = block_moments(values, (0,), piece_bytes=64 * 8 * 8).finalize()
+        assert found["nan_count"].ravel().tolist() == np.isnan(wide).sum(axis=0).tolist()
+        assert found["inf_count"].ravel().tolist() == np.isinf(wide).sum(axis=0).tolist()
+        assert found["count"].ravel().tolist() == [1000] * 8
+        np.testing.assert_array_equal(found["min"].ravel(), np.min(wide, axis=0))
+        np.testing.assert_array_equal(found["max"].ravel(), np.max(wide, axis=0))
+        assert_close(found["mean"].ravel(), mean, rtol=1e-13)
+        assert_close(found["variance"].ravel(), variance, rtol=1e-11)

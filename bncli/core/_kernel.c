@@ -305,6 +305,15 @@ PIECE_MOMENTS_64(uint64_t)
                  zeros + p * channels,                                                     \
                  at_min + p * channels, at_max + p * channels, scratch)
 
+/* Whether the `n` values at `x` are all finite. */
+static int all_finite(const double *x, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
+}
+
 /* Read `n` bytes at `offset` of `fd` into `out`, through interruptions; returns the bytes
  * read (fewer at the end of the file) and sets *error to errno on a failure. */
 static Py_ssize_t read_at(int fd, char *out, Py_ssize_t n, long long offset, int *error)
@@ -473,10 +482,13 @@ static const char rows_moments_doc[] =
     "of zeros and of values at the piece's min and max.\n\n"
     "With a file descriptor fd, the rows are read from the file at byte offset, one piece\n"
     "at a time, into data (then a writable buffer of piece_rows rows), so that each piece\n"
-    "is still in cache when it is reduced. Returns the bytes read: fewer than the rows\n"
-    "hold when the file ends first, and then only the pieces read whole are reduced.\n\n"
+    "is still in cache when it is reduced. Returns (bytes, merged): the bytes read\n"
+    "(fewer than the rows hold when the file ends first, and then only the pieces read\n"
+    "whole are reduced) and whether the rows were merged.\n\n"
     "With merge (order 2 only: m3 and m4 None), the pieces' rows are merged into the\n"
-    "first, as a pairwise tree (see merge_pieces), after they are all reduced.";
+    "first, as a pairwise tree (see merge_pieces), after they are all reduced, unless a\n"
+    "piece's total is not finite (NaN or Inf in it): its rows are then left one a piece,\n"
+    "so that only those pieces are reduced again by the caller.";
 
 static PyObject *rows_moments(PyObject *self, PyObject *args)
 {
@@ -514,6 +526,7 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
                        channels, row_bytes, &used) < 0)
         failed = 1;
     Py_ssize_t bytes_read = 0;
+    int merged = 0;
     if (!failed) {
         char *data = pointers[0];
         const double *shift = pointers[1];
@@ -551,7 +564,8 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
                 count[p] = stop - start;
             PIECE_DISPATCH(code, CALL_PIECE)
         }
-        if (scratch && count && whole && pieces > 0) {
+        if (scratch && count && whole && pieces > 0 && all_finite(total, pieces * channels)) {
+            merged = 1;
 #define MERGE(OTYPE)                                                                       \
     merge_pieces_##OTYPE(pieces, channels, count, shift, total, mean, m2, (OTYPE *)minimum, \
                          (OTYPE *)maximum, zeros, at_min, at_max)
@@ -574,7 +588,7 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
     moment_buffers_release(views, used);
     if (failed)
         return NULL;
-    return PyLong_FromSsize_t(fd >= 0 ? bytes_read : rows * channels * size);
+    return Py_BuildValue("(ni)", fd >= 0 ? bytes_read : rows * channels * size, merged);
 }
 
 static const char columns_moments_doc[] =

@@ -794,16 +794,22 @@ def _kernel_outputs(rows: int, channels: int, code: str, extremes: np.dtype,
     return total, mean, m2, higher, minimum, maximum, ties
 
 
+def _rows_per_piece(piece_items: int, channels: int) -> int:
+    """Rows of a piece of the compiled rows kernel."""
+    return max(MIN_PIECE_ROWS, piece_items // channels)
+
+
 def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_items: int,
                    shift: np.ndarray, order: int) -> list:
     """:func:`_rows_partials` by the compiled kernel: partials of pieces of at least
     ``MIN_PIECE_ROWS`` rows (see :mod:`bncli.core.kernel`).
 
     A block in memory, or one the kernel reads from its file itself, is reduced in one call
-    without the GIL, and (to order 2) its pieces merged there too, into one row; a block
-    read through Python is reduced piece by piece as it is read, one row a piece.
+    without the GIL, and (to order 2) its pieces merged there too, into one row, unless a
+    piece holds NaN or Inf; a block read through Python is reduced piece by piece as it is
+    read, one row a piece.
     """
-    per_piece = max(MIN_PIECE_ROWS, piece_items // channels)
+    per_piece = _rows_per_piece(piece_items, channels)
     pieces = -(-rows // per_piece)
     extremes = extreme_dtype(block.dtype)
     total, mean, m2, higher, minimum, maximum, ties = _kernel_outputs(pieces, channels, code,
@@ -817,13 +823,13 @@ def _compiled_rows(block: LazyBlock, code: str, rows: int, channels: int, piece_
         data = (block.piece_buffer(min(rows, per_piece) * channels) if block.span else
                 block.array().reshape(-1))
         merge = order == 2
-        got = COMPILED.rows_moments(data, code, rows, channels, per_piece, shift, total, mean,
-                                    m2, *higher if higher else (None, None), minimum, maximum,
-                                    *ties, fd, offset, merge)
+        got, merged = COMPILED.rows_moments(data, code, rows, channels, per_piece, shift, total,
+                                            mean, m2, *higher if higher else (None, None),
+                                            minimum, maximum, *ties, fd, offset, merge)
         if name is not None and got < rows * channels * block.dtype.itemsize:
             raise InputError(f"{name}: file ends at byte {offset + got}, inside the data its "
                              "header declares")
-        if merge:  # copies: views would keep every piece's row alive with the result
+        if merged:  # copies: views would keep every piece's row alive with the result
             parts = [part[:1].copy() for part in parts]
             count = np.full((1, channels), rows, np.int64)
     else:
@@ -874,8 +880,10 @@ def _compiled_slabs(x3: np.ndarray, code: str, shift: np.ndarray, order: int) ->
 def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order: int):
     """Moments of a C-contiguous block whose layout collapses to (A, K, B), or None.
 
-    None also when a partial sum is not finite: NaN and Inf are then counted by the
-    general path. The whole block is centred on one shift per channel: its first values.
+    None also when a partial sum is not finite (NaN and Inf are then counted by the general
+    path), except on the compiled kernel's rows: there only the pieces that hold them are
+    reduced again (see :func:`_rerun_pieces`), and the block is not read twice. The whole
+    block is centred on one shift per channel: its first values.
     """
     if not block.c_contiguous or block.size == 0:
         return None
@@ -884,6 +892,7 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order:
         return None
     outer, channels, inner = collapsed
     piece_items = max(1, piece_bytes // 8)
+    piece_rows = None  # rows of each output row's piece, where the rows are pieces of rows
     with np.errstate(all="ignore"):
         if inner == 1:
             shift = data_shift(block.piece(0, channels))
@@ -894,6 +903,7 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order:
                                           order)
             elif code is not None:
                 parts = _compiled_rows(block, code, outer, channels, piece_items, shift, order)
+                piece_rows = _rows_per_piece(piece_items, channels)
             else:
                 parts = _rows_partials(block, outer, channels, piece_items, shift, order)
         else:
@@ -907,14 +917,33 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order:
     count, total, mean, m2, minimum, maximum, *rest = (
         parts[0] if len(parts) == 1 else
         [np.concatenate([part[index] for part in parts]) for index in range(len(parts[0]))])
-    if not np.isfinite(total).all():
+    finite = np.isfinite(total).all(axis=-1)
+    if not finite.all() and piece_rows is None:
         return None
     higher, (zero_count, min_count, max_count) = rest[:-3], rest[-3:]
     zeros = np.zeros(count.shape, np.int64)
     shifts = np.broadcast_to(shift, count.shape)
     stack = Moments(count, shifts, mean, m2, minimum, maximum, zeros, zeros, False,
                     *higher, zero_count=zero_count, min_count=min_count, max_count=max_count)
+    if not finite.all():
+        stack = _rerun_pieces(stack, block, np.flatnonzero(~finite), piece_rows, outer,
+                              channels, order)
     return tree_merge(stack)
+
+
+def _rerun_pieces(stack: Moments, block: LazyBlock, indices: np.ndarray, piece_rows: int,
+                  rows: int, channels: int, order: int) -> Moments:
+    """`stack` (one row a piece of `piece_rows` rows) with the pieces at `indices`, which
+    hold NaN or Inf, reduced again by :func:`_piece_moments`, which counts them: only those
+    pieces are read again, not the block."""
+    stack = Moments(**{name: np.array(getattr(stack, name)) for name in stack.array_names()},
+                    ignore_nan=False)
+    for index in indices:
+        start, stop = index * piece_rows, min(index * piece_rows + piece_rows, rows)
+        piece = block.piece(start * channels, stop * channels).reshape(stop - start, channels)
+        with np.errstate(all="ignore"):
+            stack[index:index + 1] = _piece_moments(piece, (0,), False, order)
+    return stack
 
 
 def block_moments(

@@ -30,6 +30,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from bncli.core.buffers import LazyBlock
+
 
 class Partial:
     """Base of the per-channel partial results (see the module docstring).
@@ -165,10 +167,17 @@ class Reduction:
         return Partials({kind.name: kind.empty(tuple(shape), self) for kind in self.classes()})
 
     def from_block(self, block, reduce_axes: Sequence[int]) -> Partials:
-        """The partials of one block, keepdims-shaped."""
+        """The partials of one block (an ndarray or LazyBlock), keepdims-shaped.
+
+        Every kind computes from the same bytes: a block of a file that several kinds use
+        is read once, whole, before the first of them (each would read it for itself).
+        """
         reduce_axes = tuple(reduce_axes)
+        classes = self.classes()
+        if len(classes) > 1 and isinstance(block, LazyBlock):
+            block = block.array()
         return Partials({kind.name: kind.from_block(block, reduce_axes, self)
-                         for kind in self.classes()})
+                         for kind in classes})
 
 
 @dataclass
