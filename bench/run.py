@@ -5,6 +5,8 @@
     python bench/run.py --only stats    # one group: stats, kernel, moments, quantiles,
                                         # normalize, layouts, wide, hdf5, formats, linear,
                                         # startup, dask, cluster
+    python bench/run.py --against ../old/.venv/bin/python   # each bn command beside
+                                        # another checkout's, interleaved, with the ratio
 
 The test files are made under bench/data/ (not committed) on first use: float32 NHWC
 activations of shape (N, 32, 32, 64), and an HDF5 copy chunked (64, 32, 32, 64) with gzip.
@@ -201,8 +203,9 @@ def run_once(command, shell=False) -> tuple:
     if shell:
         command = ["/bin/bash", "-c", command]
     started = time.perf_counter()
+    # away from any checkout: `python -m` imports from the working directory first
     result = subprocess.run([TIME, "-f", "%M"] + list(command), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{command} failed ({result.returncode}): {result.stderr}")
@@ -222,6 +225,8 @@ def measure(cases: list, repeat: int) -> list:
     machine falls on all of them alike and their ratios stay meaningful. Returns one row
     per case: the median wall time, GB/s and the peak RSS.
     """
+    if AGAINST:
+        cases = [twin for item in cases for twin in (item, _against(item)) if twin]
     times = [[] for _ in cases]
     peaks = [[] for _ in cases]
     for round_ in range(repeat + 1):
@@ -232,17 +237,34 @@ def measure(cases: list, repeat: int) -> list:
             if round_:  # round 0 warms up: page cache, imports
                 times[index].append(elapsed)
                 peaks[index].append(peak)
-    rows = []
+    rows: list = []
     for item, elapsed, peak in zip(cases, times, peaks):
         median = statistics.median(elapsed)
         nbytes = item["nbytes"]
         row = {"label": item["label"], "seconds": median,
                "gbps": nbytes / median / 1e9 if nbytes else None, "peak_mb": max(peak)}
         gbps = f"{row['gbps']:6.2f} GB/s" if nbytes else " " * 11
-        print(f"  {item['label']:44s} {median:8.3f} s {gbps} {row['peak_mb']:8.0f} MB",
+        versus = ""
+        if item.get("twin") and rows:
+            versus = f"  {median / rows[-1]['seconds']:5.2f}x the time of this checkout"
+        print(f"  {item['label']:44s} {median:8.3f} s {gbps} {row['peak_mb']:8.0f} MB{versus}",
               flush=True)
-        rows.append(row)
+        if not item.get("twin"):
+            rows.append(row)
     return rows
+
+
+# Another interpreter (another checkout's environment) whose bn runs beside this one's.
+AGAINST: str | None = None
+
+
+def _against(item: dict) -> dict | None:
+    """The same bn command run by the AGAINST interpreter, or None for other commands."""
+    command = item["command"]
+    if item["shell"] or PYTHON not in command or "-m" not in command:
+        return None
+    return {**item, "label": "  the same, --against", "twin": True,
+            "command": [AGAINST if part == PYTHON else part for part in command]}
 
 
 def ratio(text, value, target=None):
@@ -260,7 +282,11 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=1.0, help="size of the main file")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", action="append", default=None)
+    parser.add_argument("--against", help="another interpreter (another checkout's venv) "
+                        "whose bn runs each bn command too, interleaved, for its time ratio")
     args = parser.parse_args()
+    global AGAINST
+    AGAINST = args.against
     groups = set(args.only or ["stats", "kernel", "moments", "quantiles", "normalize",
                                "layouts", "wide", "hdf5", "formats", "linear", "startup",
                                "dask", "cluster"])
