@@ -12,6 +12,7 @@ On files of any size, in bounded memory: :func:`bncli.api.stats`,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from bncli._version import __version__
 from bncli.errors import BnError, InputError, OutputError, StatsFileError, UsageError
@@ -22,8 +23,17 @@ __all__ = [
     "load_stats",
 ]
 
+if TYPE_CHECKING:
+    import os
 
-def load_stats(path) -> dict:
+    import numpy as np
+    from numpy.typing import ArrayLike
+
+    from bncli.api import NormalizeResult, Path
+    from bncli.core.statistics import Statistics
+
+
+def load_stats(path: str | os.PathLike[str]) -> dict:
     """Read a statistics file (``.json`` or ``.npz``) as NumPy arrays.
 
     Parameters
@@ -48,7 +58,8 @@ def load_stats(path) -> dict:
     return values
 
 
-def moments(x, axes: Sequence[int] | int, keepdims: bool = False, ddof: int = 0):
+def moments(x: ArrayLike, axes: Sequence[int] | int, keepdims: bool = False,
+            ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of `x` over `axes`, as ``tf.nn.moments``, accumulated in float64.
 
     Parameters
@@ -80,8 +91,9 @@ def moments(x, axes: Sequence[int] | int, keepdims: bool = False, ddof: int = 0)
     return result["mean"].reshape(shape), result["variance"].reshape(shape)
 
 
-def batch_normalization(x, mean, variance, offset, scale, variance_epsilon: float,
-                        dtype: str | None = None):
+def batch_normalization(x: ArrayLike, mean: ArrayLike, variance: ArrayLike,
+                        offset: ArrayLike | None, scale: ArrayLike | None,
+                        variance_epsilon: float, dtype: str | None = None) -> np.ndarray:
     """``scale * (x - mean) / sqrt(variance + variance_epsilon) + offset``, as TensorFlow's.
 
     Computed in float64 and rounded once to the output dtype: in float64 each element is
@@ -124,21 +136,21 @@ def batch_normalization(x, mean, variance, offset, scale, variance_epsilon: floa
     return normalize_block(x, coefficients, out)
 
 
-def stats_files(inputs, **options):
+def stats_files(inputs: Path | Sequence[Path], **options: Any) -> Statistics:
     """Statistics of files (see :func:`bncli.api.stats`)."""
     from bncli.api import stats
 
     return stats(inputs, **options)
 
 
-def normalize_file(input: str, output: str, **options):
+def normalize_file(input: str, output: str, **options: Any) -> NormalizeResult:
     """Normalize a file into another (see :func:`bncli.api.normalize`)."""
     from bncli.api import normalize
 
     return normalize(input, output, **options)
 
 
-def merge_files(paths):
+def merge_files(paths: Sequence[Path]) -> Statistics:
     """Merge statistics files (see :func:`bncli.api.merge`)."""
     from bncli.api import merge
 

@@ -16,11 +16,19 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from bncli._version import __version__
 from bncli.errors import BnError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from bncli.core.findings import Finding
+    from bncli.core.statistics import Statistics
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -30,9 +38,10 @@ class BnCommandError(click.ClickException):
 
     def __init__(self, error: BnError):
         super().__init__(_with_hint(error))
-        self.exit_code = error.exit_code
+        # click declares exit_code a ClassVar; an instance's own code is what main() reads
+        self.exit_code = error.exit_code  # type: ignore[misc]
 
-    def show(self, file=None) -> None:
+    def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"bn: error: {self.format_message()}", err=True)
 
 
@@ -53,7 +62,7 @@ class GuardedStdout:
     def __init__(self, stream):
         self._stream = stream
 
-    def _call(self, method: str, *args):
+    def _call(self, method: str, *args: object) -> Any:
         from bncli.errors import OutputError
 
         if self._stream is None:
@@ -172,7 +181,7 @@ class SizeType(click.ParamType):
 class LoadedValues:
     """Values read from a ``.npy`` file, with the file's path (which no output may be)."""
 
-    def __init__(self, path: str, values):
+    def __init__(self, path: str, values: np.ndarray):
         self.path, self.values = path, values
 
 
@@ -193,7 +202,7 @@ class AffineType(click.ParamType):
         return values[0] if len(values) == 1 and "," not in value else values
 
 
-def _load_affine(path: str, option: str):
+def _load_affine(path: str, option: str) -> np.ndarray:
     import numpy as np
 
     from bncli.core.dtypes import check_dtype
@@ -528,8 +537,8 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
         raise click.exceptions.Exit(FINDINGS_EXIT_CODE)
 
 
-def _export(statistics, to: str, output: str | None, quiet: bool, force: bool,
-            fmt: str = "python", **options) -> None:
+def _export(statistics: str | Statistics, to: str, output: str | None, quiet: bool,
+            force: bool, fmt: str = "python", **options: Any) -> None:
     """Export statistics (a file, or computed; ``bn export``, ``bn stats --export``): to
     `output`, or print."""
     from bncli import api
@@ -545,7 +554,8 @@ def _export(statistics, to: str, output: str | None, quiet: bool, force: bool,
                           else exports.keras_snippet)(exported))
 
 
-def _report_each(results, fmt, quiet, indent, nan_as, fail_kinds) -> None:
+def _report_each(results: list, fmt: str | None, quiet: bool, indent: int | None, nan_as: str,
+                 fail_kinds: set) -> None:
     """Print what ``bn stats --each`` found; exit 3 on a finding of `fail_kinds`."""
     found = {result.name: result.statistics.findings() for result in results
              if result.statistics is not None}
@@ -621,7 +631,7 @@ def _echo_err(line: str) -> None:
     sys.stderr.flush()
 
 
-def _channel_list(statistics, finding, shown: int = 8) -> str:
+def _channel_list(statistics: Statistics, finding: Finding, shown: int = 8) -> str:
     """``3 channels: 0, 4, 9`` (the first few, and how many more)."""
     from bncli.cli.report import channel_label
 
@@ -632,7 +642,7 @@ def _channel_list(statistics, finding, shown: int = 8) -> str:
     return f"{count} channel{'s' if count != 1 else ''}: {labels}{more}"
 
 
-def _hint_axes(statistics) -> None:
+def _hint_axes(statistics: Statistics) -> None:
     """One line on stderr when the default axes look wrong for the input's shape."""
     from bncli.core.layout import channels_first_suspect, format_shape
 
@@ -1059,7 +1069,7 @@ def _handle_signals(func):
 
 
 @_handle_signals
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Run ``bn``; the console-script entry point."""
     import warnings
 
@@ -1125,7 +1135,7 @@ def main(argv=None) -> None:
     sys.exit(code or 0)
 
 
-def _ignore_unraisable(unraisable) -> None:
+def _ignore_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
     if os.environ.get("BN_DEBUG"):
         sys.__unraisablehook__(unraisable)
 

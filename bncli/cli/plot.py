@@ -7,10 +7,18 @@ Needs matplotlib (``pip install 'bncli[plot]'``); imported only when a plot is a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from bncli.core.statistics import Statistics
 from bncli.io.sinks import AtomicFile
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from bncli.core.findings import Finding
 
 # Above this many channels, per-channel steps and markers would merge into a smear: bands
 # and the mean are drawn as lines through the channels.
@@ -49,7 +57,8 @@ def _y_range(low: np.ndarray, high: np.ndarray) -> tuple:
     return bottom - pad, top + pad
 
 
-def plot_statistics(statistics: Statistics, found, path: str, *, force: bool = False) -> None:
+def plot_statistics(statistics: Statistics, found: Sequence[Finding], path: str, *,
+                    force: bool = False) -> None:
     """Draw the statistics of every channel into an image file, written atomically.
 
     Parameters
@@ -156,7 +165,7 @@ def plot_statistics(statistics: Statistics, found, path: str, *, force: bool = F
             y = high[index] if at == "max" else mean[index] + (
                 std[index] if at == "band" else 0.0)
             y = np.where(np.isfinite(y), y, (bottom + top) / 2)
-            colors = {"color": color} if shape == "x" else {"facecolors": "none",
+            colors: dict[str, Any] = {"color": color} if shape == "x" else {"facecolors": "none",
                                                              "edgecolors": color}
             axes.scatter(index, clip(y), marker=shape, s=40, linewidths=1.5, zorder=3,
                          clip_on=False, label=f"{label} ({index.size})", **colors)
@@ -174,6 +183,7 @@ def plot_statistics(statistics: Statistics, found, path: str, *, force: bool = F
         axes.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8,
                     frameon=False)
         for column, (flat, kinds) in enumerate(shown):
+            assert bands is not None  # channels are shown only with quantiles
             _draw_histogram(figure.add_subplot(grid[1, column]), statistics, flat, kinds,
                             bands[0][flat], bands[4][flat])
         with AtomicFile(path, force=force) as output:
@@ -182,7 +192,7 @@ def plot_statistics(statistics: Statistics, found, path: str, *, force: bool = F
         pyplot.close(figure)
 
 
-def _histogram_channels(statistics: Statistics, found) -> list:
+def _histogram_channels(statistics: Statistics, found: Sequence[Finding]) -> list:
     """``(flat channel, finding names)`` of the first flagged channels, for histograms."""
     kinds: dict = {}
     for finding in found:
@@ -191,7 +201,7 @@ def _histogram_channels(statistics: Statistics, found) -> list:
     return sorted(kinds.items())[:HISTOGRAM_PANELS]
 
 
-def _draw_histogram(axes, statistics: Statistics, flat: int, kinds: list, low: float,
+def _draw_histogram(axes: Axes, statistics: Statistics, flat: int, kinds: list, low: float,
                     high: float) -> None:
     """One channel's histogram in equal bins over its p0.01..p99.99 range, `low` to `high`
     (widened to the buckets holding them, so that values pinned at a bound show), each

@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 from rich.console import Console
@@ -27,6 +28,19 @@ from rich.table import Table
 from bncli.cli.columns import SORT_KEYS, TABLE_COLUMNS
 from bncli.core.layout import format_shape
 from bncli.core.statistics import Statistics
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from bncli.api import NormalizeResult
+    from bncli.core.drift import Drift
+
+    class _ProgressBar(Protocol):
+        """What :class:`ProgressBars` makes: one bar."""
+
+        def advance(self, nbytes: int) -> None: ...
+
+        def close(self) -> None: ...
 
 # Channels shown by the table without --all: the first and last few.
 EDGE_ROWS = 16
@@ -72,7 +86,7 @@ PLAIN_WIDTH = 200
 class _PlainText(io.StringIO):
     """Collects what a console prints for a file or pipe; written without trailing blanks."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: TextIO):
         super().__init__()
         self.stream = stream
 
@@ -102,7 +116,7 @@ def set_color(mode: str) -> None:
     COLOR["mode"] = mode
 
 
-def _wants_color(stream) -> bool:
+def _wants_color(stream: TextIO) -> bool:
     mode = COLOR["mode"]
     if mode != "auto":
         return mode == "always"
@@ -113,7 +127,7 @@ def _wants_color(stream) -> bool:
     return bool(hasattr(stream, "isatty") and stream.isatty())
 
 
-def console_for(stream) -> Console:
+def console_for(stream: TextIO) -> Console:
     """Return a rich console on `stream`: coloured as :func:`set_color` says, and plain text
     at a fixed width when not a terminal."""
     color = _wants_color(stream)
@@ -224,7 +238,7 @@ def _render_stacked(console: Console, labels: list, cells: list, rows: list,
                 console.print(f"  {label:<6} {escape(text)}")
 
 
-def _render_findings(console: Console, found: list, indices: list,
+def _render_findings(console: Console, found: list, indices: _ChannelIndices,
                      show_all: bool = False) -> None:
     if not found:
         console.print("findings: none")
@@ -274,6 +288,7 @@ def select_rows(statistics: Statistics, found: Sequence, *, show_all: bool = Fal
                                      for part in ranges] or [np.zeros(0, np.int64)])
     if only_flagged:
         candidates = candidates[np.isin(candidates, flagged)]
+    rows: np.ndarray | list  # the sorted candidates, or the rows shown with their gaps
     if sort is not None:
         values = statistics.values()[SORT_KEYS[sort]].reshape(-1)[candidates].astype(np.float64)
         order = np.lexsort((candidates, -np.where(np.isnan(values), -np.inf, values)))
@@ -287,7 +302,7 @@ def select_rows(statistics: Statistics, found: Sequence, *, show_all: bool = Fal
     else:
         edges = np.concatenate([np.arange(EDGE_ROWS), np.arange(total - EDGE_ROWS, total)])
         shown = np.union1d(edges, flagged[:MAX_FLAGGED_ROWS])
-    rows: list = []
+    rows = []
     previous = -1
     gaps = channels is None and not only_flagged  # "..." where channels are left out
     for row in shown.tolist():
@@ -300,7 +315,7 @@ def select_rows(statistics: Statistics, found: Sequence, *, show_all: bool = Fal
     return rows
 
 
-def render_table(statistics: Statistics, stream, *, found: Sequence = (),
+def render_table(statistics: Statistics, stream: TextIO, *, found: Sequence = (),
                  elapsed: float | None = None, show_all: bool = False, sort: str | None = None,
                  only_flagged: bool = False, channels: Sequence[int] | None = None) -> None:
     """Print the header, one row per channel (flagged and edge rows), and the findings.
@@ -383,7 +398,7 @@ def _span(values: np.ndarray) -> str:
     return number(low) if low == high else f"{number(low)} .. {number(high)}"
 
 
-def render_each(results: Sequence, stream, *, found: dict) -> None:
+def render_each(results: Sequence, stream: TextIO, *, found: dict) -> None:
     """Print one row per array of a file (:func:`bncli.api.stats_each`).
 
     Parameters
@@ -427,7 +442,7 @@ def render_each(results: Sequence, stream, *, found: dict) -> None:
                   f"skipped, {flagged} with findings")
 
 
-def iter_each_csv(results: Sequence, found: dict):
+def iter_each_csv(results: Sequence, found: dict) -> Iterator[str]:
     """Yield the csv of every array of a file: its name, then :func:`iter_csv`'s columns
     (one row per channel; a skipped array has one row with the reason in ``flags``)."""
     reduced = [result for result in results if result.statistics is not None]
@@ -458,7 +473,7 @@ def render_csv(statistics: Statistics, found: Sequence = ()) -> str:
 CSV_ROWS_AT_ONCE = 16384
 
 
-def iter_csv(statistics: Statistics, found: Sequence = ()):
+def iter_csv(statistics: Statistics, found: Sequence = ()) -> Iterator[str]:
     """Yield the csv of :func:`render_csv` in parts of ``CSV_ROWS_AT_ONCE`` rows."""
     from bncli.core.findings import KINDS
 
@@ -501,11 +516,11 @@ def iter_csv(statistics: Statistics, found: Sequence = ()):
 DIFF_FIELDS = ("mean_shift", "std_ratio", "psi", "outside")
 
 
-def _diff_columns(result) -> dict:
+def _diff_columns(result: Drift) -> dict:
     return {key: getattr(result, key) for key in DIFF_FIELDS if getattr(result, key) is not None}
 
 
-def _diff_flags(result) -> list:
+def _diff_flags(result: Drift) -> list:
     """Per flat channel, what it shows: ``drift`` and what it became."""
     names: list = [[] for _ in range(result.mean_shift.size)]
     for name, mask in [("drift", result.drifted)] + [
@@ -515,7 +530,7 @@ def _diff_flags(result) -> list:
     return names
 
 
-def render_diff(result, base: Statistics, new: Statistics, stream, *,
+def render_diff(result: Drift, base: Statistics, new: Statistics, stream: TextIO, *,
                 show_all: bool = False) -> None:
     """Print a drift (see :mod:`bncli.core.drift`): the channels that moved or became something,
     and the first and last few."""
@@ -563,7 +578,7 @@ def render_diff(result, base: Statistics, new: Statistics, stream, *,
         console.print("psi, outside: need histograms on both sides (bn stats --quantiles -o)")
 
 
-def iter_diff_csv(result):
+def iter_diff_csv(result: Drift) -> Iterator[str]:
     """Yield the csv of a drift: one row per channel, its flags in one column."""
     columns = _diff_columns(result)
     flagged = _diff_flags(result)
@@ -580,7 +595,7 @@ def iter_diff_csv(result):
         yield "".join(line + "\n" for line in lines)
 
 
-def render_info(entries: list, stream) -> None:
+def render_info(entries: list, stream: TextIO) -> None:
     """Print what ``bn info`` found, one block per input."""
     console = console_for(stream)
     for entry in entries:
@@ -638,7 +653,8 @@ def render_info(entries: list, stream) -> None:
                 console.print(f"  {label:<12} {value}")
 
 
-def render_normalize_summary(result, stream, *, found: Sequence = ()) -> None:
+def render_normalize_summary(result: NormalizeResult, stream: TextIO, *,
+                             found: Sequence = ()) -> None:
     """Print to `stream` the compact summary of the statistics a normalization used."""
     console = console_for(stream)
     statistics = result.statistics
@@ -659,11 +675,11 @@ def render_normalize_summary(result, stream, *, found: Sequence = ()) -> None:
 class ProgressBars:
     """A factory of rich progress bars on a stream, as :mod:`bncli.api` expects."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: TextIO):
         self.console = Console(file=stream) if _wants_color(stream) else Console(
             file=stream, color_system=None)
 
-    def __call__(self, label: str, total: int):
+    def __call__(self, label: str, total: int) -> _ProgressBar:
         progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
             TransferSpeedColumn(), TimeRemainingColumn(), console=self.console,
@@ -724,6 +740,6 @@ def calibration_text(results: Sequence, fmt: str) -> str:
     return buffer.getvalue()
 
 
-def _csv_label(label) -> str:
+def _csv_label(label: object) -> str:
     text = str(label).replace(" ", "")
     return f'"{text}"' if "," in text else text

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +77,7 @@ class Magnitudes:
 
 
 def magnitudes(histogram: Histogram, minimum: np.ndarray, maximum: np.ndarray,
-               channels=None) -> Magnitudes:
+               channels: Sequence[int] | np.ndarray | None = None) -> Magnitudes:
     """The ``|x|`` histogram of the flat `channels` (all by default) of `histogram`.
 
     Parameters
@@ -208,7 +209,8 @@ def _mse(found: Magnitudes, largest_code: float) -> float:
     return float(candidates[int(np.argmin(errors))])
 
 
-def quantization_error(low, high, counts, amax: float, largest_code: float) -> float:
+def quantization_error(low: np.ndarray, high: np.ndarray, counts: np.ndarray, amax: float,
+                       largest_code: float) -> float:
     """The expected squared error of symmetric round-to-nearest quantization with range
     `amax` of values spread evenly over each bucket ``[low, high)`` (a point where
     ``low == high``)."""

@@ -9,11 +9,15 @@ outside BASE's [p0.1, p99.9].
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bncli.core.findings import flags
 from bncli.core.histogram import SPECIAL, Histogram, bucket_union, widen_buckets
+
+if TYPE_CHECKING:
+    from bncli.core.statistics import Statistics
 
 DEFAULT_MAX_SHIFT = 0.25
 DEFAULT_MAX_PSI = 0.2
@@ -62,7 +66,7 @@ class Drift:
         return moved
 
 
-def drift(base, new, *, max_shift: float = DEFAULT_MAX_SHIFT,
+def drift(base: Statistics, new: Statistics, *, max_shift: float = DEFAULT_MAX_SHIFT,
           max_psi: float = DEFAULT_MAX_PSI) -> Drift:
     """Compare two :class:`~bncli.core.statistics.Statistics` of the same channel shape."""
     old, now = base.values(), new.values()

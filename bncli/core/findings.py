@@ -64,7 +64,7 @@ class Finding:
     message: str
 
 
-def near_constant(variance, mean, count) -> np.ndarray:
+def near_constant(variance: np.ndarray, mean: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Channels whose variance is at or below scikit-learn's near-constant bound.
 
     The bound is that of ``StandardScaler`` (``_is_constant_feature``): the rounding error
@@ -86,7 +86,8 @@ def _median(values: np.ndarray) -> float:
 
 
 def robust_outliers(values: np.ndarray, usable: np.ndarray, threshold: float,
-                    floor=0.0, min_departure: float = 0.0) -> np.ndarray:
+                    floor: float | np.ndarray = 0.0,
+                    min_departure: float = 0.0) -> np.ndarray:
     """Flag values whose modified z-score (median and MAD) exceeds `threshold`.
 
     The scale is the MAD scaled to a standard deviation (the mean absolute deviation when
@@ -235,7 +236,7 @@ def find(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
     return found
 
 
-def _tail_ranges(tails, channels: list, shown: int = 3) -> str:
+def _tail_ranges(tails: np.ndarray | None, channels: list, shown: int = 3) -> str:
     """``channel 4: [-2.1, 3.7]; ...``: the p0.01-p99.99 range of the first few channels."""
     if tails is None:
         return ""

@@ -25,7 +25,8 @@ def _load() -> tuple:
     if os.environ.get("BN_KERNEL", "").strip().lower() == "numpy":
         return None, "numpy (BN_KERNEL=numpy)"
     try:
-        from bncli.core import _kernel
+        # the compiled extension (_kernel.c) has no stub for mypy to read
+        from bncli.core import _kernel  # type: ignore[attr-defined]
     except ImportError:
         return None, "numpy (the compiled kernel is not built)"
     return _kernel, "c"

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bncli.core.buffers import LazyBlock
 from bncli.core.kernel import COMPILED, type_code
 from bncli.core.layout import collapse_axes, fold_factor, plan_blocks
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike
 
 # Float64 bytes of one piece of work: the float64 copy stays in L2 cache, and each NumPy
 # call is long enough that threads rarely wait for the GIL.
@@ -32,7 +36,7 @@ DEFAULT_EPSILON = 1e-3  # as tf.keras.layers.BatchNormalization
 CONVENTIONS = {"tf": 1e-3, "torch": 1e-5, "keras-backend": 1e-3, "keras-normalization": 1e-7}
 
 
-def denominator(variance, epsilon: float, convention: str = "tf") -> np.ndarray:
+def denominator(variance: ArrayLike, epsilon: float, convention: str = "tf") -> np.ndarray:
     """The per-channel divisor of `convention` (see :data:`CONVENTIONS`), in float64."""
     variance = np.asarray(variance, np.float64)
     with np.errstate(invalid="ignore"):
@@ -45,7 +49,7 @@ def denominator(variance, epsilon: float, convention: str = "tf") -> np.ndarray:
     raise ValueError(f"convention {convention!r} is not one of {', '.join(CONVENTIONS)}")
 
 
-def output_dtype(input_dtype: np.dtype, requested=None) -> np.dtype:
+def output_dtype(input_dtype: np.dtype, requested: DTypeLike | None = None) -> np.dtype:
     """Return the output dtype: `requested`, else the input's if floating, else float32."""
     if requested is not None:
         return np.dtype(requested).newbyteorder("=")
@@ -69,7 +73,8 @@ class Coefficients:
     offset: np.ndarray
 
     @classmethod
-    def from_statistics(cls, mean, variance, *, offset=0.0, scale=1.0,
+    def from_statistics(cls, mean: ArrayLike, variance: ArrayLike, *,
+                        offset: ArrayLike | None = 0.0, scale: ArrayLike | None = 1.0,
                         epsilon: float = DEFAULT_EPSILON,
                         convention: str = "tf") -> Coefficients:
         """Build the coefficients of ``tf.nn.batch_normalization`` (or of another
@@ -105,7 +110,7 @@ class Coefficients:
             offset=np.ascontiguousarray(np.broadcast_to(offset, shape)),
         )
 
-    def __getitem__(self, index) -> Coefficients:
+    def __getitem__(self, index: tuple[slice, ...]) -> Coefficients:
         return Coefficients(self.mean[index], self.factor[index], self.offset[index])
 
 

@@ -6,7 +6,9 @@ The file form (JSON or ``.npz``) is :mod:`bncli.io.statsfile`'s.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -22,6 +24,8 @@ from bncli.core.histogram import bucket_accuracy
 from bncli.core.moments import MAX_COUNT
 from bncli.core.partials import Partials
 from bncli.errors import StatsFileError
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -69,7 +73,7 @@ class Statistics:
     given: dict = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def _cached(self, key: str, compute):
+    def _cached(self, key: str, compute: Callable[[], _T]) -> _T:
         # values and findings are asked for by the report, the file and the summary alike;
         # they depend on the partials, ddof and threshold, which a new object would change
         stamp = (key, id(self.partials), self.ddof, self.outlier_threshold,
@@ -88,7 +92,7 @@ class Statistics:
         """The histogram partial (None when the statistics have none)."""
         return None if self.partials is None else self.partials.members.get("histogram")
 
-    def quantiles(self, levels) -> np.ndarray:
+    def quantiles(self, levels: Sequence[float]) -> np.ndarray:
         """Quantiles per channel from the histogram: the channel shape plus one axis of
         `levels` (see :meth:`bncli.core.histogram.Histogram.quantiles`). The lowest and the
         highest rank are the exact min and max, and no quantile lies outside them."""
@@ -135,6 +139,7 @@ class Statistics:
                 "nan_count": np.zeros(shape, np.int64), "inf_count": np.zeros(shape, np.int64)}
 
     def _finalized(self) -> dict:
+        assert self.partials is not None  # only values() calls it, when there are partials
         values = self.partials.finalize(self.ddof)
         if self.histogram is not None:
             values["quantiles"] = self.quantiles(self.histogram.levels)
@@ -159,6 +164,8 @@ class Statistics:
 
     def merge(self, other: Statistics, name: str = "statistics") -> Statistics:
         """Combine with the statistics of other data of the same channels, axes and ddof."""
+        mine: object  # the compared settings, then the histograms' accuracies
+        theirs: object
         for label, mine, theirs in (
             ("channel shape", tuple(self.channel_shape), tuple(other.channel_shape)),
             ("axes", tuple(self.axes), tuple(other.axes)),
@@ -172,6 +179,7 @@ class Statistics:
             if statistics.partials is None:
                 raise StatsFileError(f"{label}: holds mean and variance but no count and m2, "
                                      "so it can normalize but not be merged")
+        assert self.partials is not None and other.partials is not None  # refused just above
         if set(self.partials.members) != set(other.partials.members):
             raise StatsFileError(f"{name}: holds {sorted(other.partials.members)}, but the "
                                  f"others hold {sorted(self.partials.members)}")

@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bncli.core.layout import (
+    Region,
     channel_region,
     keepdims_shape,
     region_shape,
@@ -32,6 +35,7 @@ from bncli.core.normalize import Coefficients, normalize_block
 from bncli.core.partials import Node, Partials, Reduction, pairwise_levels, region_box
 from bncli.errors import BnError, UsageError
 from bncli.exec.engine import (
+    ProgressCallback,
     coefficients_for,
     normalize_budget,
     source_partials,
@@ -40,6 +44,9 @@ from bncli.exec.engine import (
 from bncli.io.registry import open_source, parse_input
 from bncli.io.sinks import as_bytes, pwrite_all
 from bncli.io.source import OpenOptions, Source
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 # Seconds to wait for a scheduler to answer before giving up with a clear error; the
 # environment variable BN_SCHEDULER_TIMEOUT overrides it.
@@ -57,7 +64,7 @@ def require_dask():
 
 
 @contextmanager
-def connect(address: str, *, timeout: float | None = None):
+def connect(address: str, *, timeout: float | None = None) -> Iterator[Client]:
     """Yield a ``distributed.Client`` for `address`, or for a new LocalCluster (``local``).
 
     Parameters
@@ -125,7 +132,8 @@ def _worker_source(spec: str, allow_external: bool) -> Source:
     return opened[key][1]
 
 
-def _block_task(spec, allow_external, region, axes, reduction) -> Node:
+def _block_task(spec: str, allow_external: bool, region: Region, axes: tuple[int, ...],
+                reduction: Reduction) -> Node:
     """The partials of one block, as a node of the merge tree over the block's channels."""
     source = _worker_source(spec, allow_external)
     return Node(region_box(channel_region(region, axes)),
@@ -153,12 +161,13 @@ class ClusterPartials:
         Passed to the workers' :func:`open_source`.
     """
 
-    def __init__(self, client, *, allow_external: bool = False):
+    def __init__(self, client: Client, *, allow_external: bool = False):
         self.client = client
         self.allow_external = allow_external
 
-    def __call__(self, source: Source, reduce_axes, reduction: Reduction, *, chunk_bytes,
-                 threads=1, progress=None) -> Partials:
+    def __call__(self, source: Source, reduce_axes: Sequence[int], reduction: Reduction, *,
+                 chunk_bytes: int, threads: int = 1,
+                 progress: ProgressCallback = None) -> Partials:
         if not source.is_file:  # a stream stays on this machine
             return source_partials(source, reduce_axes, reduction, chunk_bytes=chunk_bytes,
                                    threads=threads, progress=progress)
@@ -221,16 +230,16 @@ def _normalize_task(spec, allow_external, region, coefficients, out_dtype, targe
     return out.nbytes
 
 
-def whole_chunks(regions, shape: tuple, chunks: tuple) -> bool:
+def whole_chunks(regions: Iterable[Region], shape: tuple, chunks: tuple) -> bool:
     """Whether every region is made of whole chunks (or reaches the array's end), so that
     workers writing regions at once never write the same chunk."""
     return all(part.start % size == 0 and (part.stop % size == 0 or part.stop == dim)
                for region in regions for part, size, dim in zip(region, chunks, shape))
 
 
-def cluster_normalize(client, source: Source, target: tuple, coefficients: Coefficients,
+def cluster_normalize(client: Client, source: Source, target: tuple, coefficients: Coefficients,
                       out_dtype: np.dtype, *, chunk_bytes: int, allow_external: bool = False,
-                      progress=None) -> None:
+                      progress: ProgressCallback = None) -> None:
     """Normalize a file source on the cluster into a shared output the workers write.
 
     Parameters

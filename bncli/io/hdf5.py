@@ -11,7 +11,8 @@ import contextlib
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import ModuleType
 
 import h5py
 import numpy as np
@@ -41,7 +42,7 @@ HDF5_SUFFIX = re.compile(r"^(?P<path>.*?\.(?:" + "|".join(SUFFIXES) + r"))(?::(?
 MIN_CHUNK_CACHE_BYTES = 16 * 2**20
 
 
-def _open_file(path: str, name: str, chunk_cache_bytes: int):
+def _open_file(path: str, name: str, chunk_cache_bytes: int) -> h5py.File:
     try:
         return h5py.File(path, "r", rdcc_nbytes=chunk_cache_bytes, rdcc_nslots=CHUNK_CACHE_SLOTS)
     except OSError as exc:
@@ -57,7 +58,7 @@ def h5_reason(text: str) -> str:
     return text.split("(", 1)[-1].rstrip(")'\"") if "(" in text else text
 
 
-def dataset_name(dataset) -> str:
+def dataset_name(dataset: h5py.Dataset) -> str:
     """The path of a dataset as text (names that are not UTF-8 with their bytes escaped)."""
     return _path_text(dataset.name)
 
@@ -67,7 +68,7 @@ H5_ERRORS = (RuntimeError, OSError, KeyError, ValueError, TypeError)
 
 
 @contextlib.contextmanager
-def h5_errors(name: str):
+def h5_errors(name: str) -> Iterator[None]:
     """Turn what h5py raises on a damaged file into one error that names it."""
     try:
         yield
@@ -75,7 +76,8 @@ def h5_errors(name: str):
         raise InputError(f"{name}: damaged HDF5 file ({h5_reason(str(exc))})") from None
 
 
-def _visit(h5file, name: str, visitor) -> None:
+def _visit(h5file: h5py.Group, name: str,
+           visitor: Callable[[str | bytes, object], None]) -> None:
     """``visititems`` over every object, a damaged file being one clear error."""
     try:
         h5file.visititems(visitor)
@@ -83,14 +85,14 @@ def _visit(h5file, name: str, visitor) -> None:
         raise InputError(f"{name}: cannot list its datasets ({h5_reason(str(exc))})") from None
 
 
-def _path_text(path) -> str:
+def _path_text(path: str | bytes) -> str:
     """An HDF5 object path as text: names that are not UTF-8 keep their bytes as escapes."""
     if isinstance(path, bytes):
         return path.decode("utf-8", errors="backslashreplace")
     return path
 
 
-def numeric_problem(dataset) -> str | None:
+def numeric_problem(dataset: h5py.Dataset) -> str | None:
     """Return why a dataset cannot be used as a tensor, or None if it can.
 
     Parameters
@@ -119,7 +121,7 @@ def numeric_problem(dataset) -> str | None:
     return None
 
 
-def list_numeric_datasets(h5file, name: str = "") -> list:
+def list_numeric_datasets(h5file: h5py.File, name: str = "") -> list:
     """Return the paths of the numeric datasets reachable by hard links, sorted."""
     found = []
 
@@ -131,7 +133,8 @@ def list_numeric_datasets(h5file, name: str = "") -> list:
     return sorted(found)
 
 
-def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
+def _resolve(h5file: h5py.File, path: str, name: str, allow_external: bool,
+             hops: int = 0) -> h5py.Group | h5py.Dataset | None:
     """Follow `path` component by component, checking each link before following it."""
     if hops > MAX_LINK_HOPS:
         raise InputError(f"{name}: soft links loop while resolving {path!r}")
@@ -174,7 +177,8 @@ def _resolve(h5file, path: str, name: str, allow_external: bool, hops: int = 0):
     return node
 
 
-def _raw_link(group, key: bytes):
+def _raw_link(group: h5py.Group,
+              key: bytes) -> h5py.SoftLink | h5py.ExternalLink | h5py.HardLink | None:
     """``group.get(key, getlink=True)`` for a name that is not UTF-8 (h5py's decodes it)."""
     links = group.id.links
     if not links.exists(key):
@@ -188,13 +192,13 @@ def _raw_link(group, key: bytes):
     return h5py.HardLink()
 
 
-def _open_raw(group, key: bytes):
+def _open_raw(group: h5py.Group, key: bytes) -> h5py.Dataset | h5py.Group:
     """``group[key]`` for a name that is not UTF-8."""
     opened = h5py.h5o.open(group.id, key)
     return h5py.Dataset(opened) if isinstance(opened, h5py.h5d.DatasetID) else h5py.Group(opened)
 
 
-def _filters(dataset) -> list:
+def _filters(dataset: h5py.Dataset) -> list:
     """``(code, flags, name)`` of each filter of the dataset's pipeline, in order (`name` as
     stored, bytes)."""
     plist = dataset.id.get_create_plist()
@@ -202,8 +206,8 @@ def _filters(dataset) -> list:
     return [(code, flags, name) for code, flags, _values, name in stages]
 
 
-def _check_storage(dataset, name: str, allow_external: bool, require_data: bool = True,
-                   allow_sparse: bool = False) -> None:
+def _check_storage(dataset: h5py.Dataset, name: str, allow_external: bool,
+                   require_data: bool = True, allow_sparse: bool = False) -> None:
     if dataset.is_virtual and not allow_external:
         raise InputError(
             f"{name}: is a virtual dataset that reads other files; refused",
@@ -239,7 +243,7 @@ def _check_storage(dataset, name: str, allow_external: bool, require_data: bool 
 FILTER_CHECK_CHUNKS = 64
 
 
-def _filtered_chunks(dataset, index: int) -> bool:
+def _filtered_chunks(dataset: h5py.Dataset, index: int) -> bool:
     """Whether the first written chunks went through filter `index` of the pipeline (an
     optional filter leaves a chunk it could not process unfiltered, and says so in the
     chunk's filter mask)."""
@@ -255,7 +259,7 @@ def _filtered_chunks(dataset, index: int) -> bool:
 MAX_UNWRITTEN_BYTES = 2**30
 
 
-def written_chunks(dataset) -> tuple | None:
+def written_chunks(dataset: h5py.Dataset) -> tuple | None:
     """``(written, total)`` chunks of a chunked dataset, or None if it is not chunked."""
     if not dataset.chunks:
         return None
@@ -265,14 +269,16 @@ def written_chunks(dataset) -> tuple | None:
     return int(dataset.id.get_num_chunks()), total
 
 
-def _check_written(dataset, name: str) -> None:
+def _check_written(dataset: h5py.Dataset, name: str) -> None:
     """Refuse a chunked dataset whose unwritten chunks hold more than MAX_UNWRITTEN_BYTES."""
     itemsize = dataset.dtype.itemsize
     chunk_bytes = int(np.prod(dataset.chunks or (), dtype=object)) * itemsize
     logical = int(np.prod(dataset.shape, dtype=object)) * itemsize
     if not dataset.chunks or logical <= MAX_UNWRITTEN_BYTES:
         return
-    written, total = written_chunks(dataset)
+    chunks = written_chunks(dataset)
+    assert chunks is not None  # the dataset is chunked: returned above if not
+    written, total = chunks
     unwritten = (total - written) * chunk_bytes
     if unwritten > MAX_UNWRITTEN_BYTES:
         raise InputError(
@@ -281,7 +287,7 @@ def _check_written(dataset, name: str) -> None:
             hint="use --allow-sparse to read them anyway")
 
 
-def _bytes(count: int) -> str:
+def _bytes(count: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
         if count < 1024 or unit == "EiB":
             return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
@@ -289,8 +295,9 @@ def _bytes(count: int) -> str:
     return ""
 
 
-def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
-                 chunk_cache_bytes: int, require_data: bool = True, allow_sparse: bool = False):
+def open_dataset(path: str, dataset_path: str | None, name: str, *, allow_external: bool,
+                 chunk_cache_bytes: int, require_data: bool = True,
+                 allow_sparse: bool = False) -> tuple[h5py.File, h5py.Dataset]:
     """Open an HDF5 file and one numeric dataset in it.
 
     Parameters
@@ -345,7 +352,7 @@ def open_dataset(path: str, dataset_path, name: str, *, allow_external: bool,
         raise
 
 
-def describe_dataset(dataset) -> dict:
+def describe_dataset(dataset: h5py.Dataset) -> dict:
     """Return the storage facts of a dataset for ``bn info``."""
     layout = "virtual" if dataset.is_virtual else (
         "external" if dataset.external else ("chunked" if dataset.chunks else "contiguous"))
@@ -362,7 +369,7 @@ def describe_dataset(dataset) -> dict:
     }
 
 
-def read_block(dataset, region: tuple, name: str, block: np.ndarray) -> np.ndarray:
+def read_block(dataset: h5py.Dataset, region: tuple, name: str, block: np.ndarray) -> np.ndarray:
     """Read one block (a tuple of slices) of a dataset into `block` (C-contiguous).
 
     A compressed dataset of the filters in :func:`chunk_pipeline` whose block covers whole
@@ -385,7 +392,7 @@ CODECS = {h5py.h5z.FILTER_DEFLATE: "deflate", FILTER_ZSTD: "zstd", FILTER_LZ4: "
           FILTER_BLOSC: "blosc"}
 
 
-def chunk_pipeline(dataset) -> tuple | None:
+def chunk_pipeline(dataset: h5py.Dataset) -> tuple | None:
     """``(shuffled, codec)`` where bn inflates the dataset's chunks itself, else None.
 
     `codec` is ``deflate`` (gzip), or, where ``numcodecs`` is installed, ``zstd`` or
@@ -408,7 +415,7 @@ def chunk_pipeline(dataset) -> tuple | None:
     return shuffled, codec
 
 
-def inflater():
+def inflater() -> tuple[ModuleType, str]:
     """The zlib interface that inflates chunks, and its name.
 
     ISA-L's (``isal.isal_zlib``, the ``bncli[isal]`` extra) where it is installed: it
@@ -446,7 +453,7 @@ def _zstd_content_size(data: bytes) -> int | None:
     return int.from_bytes(data[start:start + field], "little") + (256 if field == 2 else 0)
 
 
-def _declared(codec: str, declared, size: int) -> None:
+def _declared(codec: str, declared: int | None, size: int) -> None:
     if declared is None:  # HDF5's own zstd filter refuses such a frame too
         raise DamagedChunk(f"its {codec} header declares no size")
     if declared != size:
@@ -454,7 +461,7 @@ def _declared(codec: str, declared, size: int) -> None:
                            "bytes of a chunk")
 
 
-def decode_chunk(codec: str, data: bytes, size: int):
+def decode_chunk(codec: str, data: bytes, size: int) -> bytes | np.ndarray:
     """The `size` bytes of one chunk, from its stored bytes (never more memory than a chunk).
 
     Raises
@@ -510,7 +517,7 @@ def decode_chunk(codec: str, data: bytes, size: int):
     return out
 
 
-def _read_chunks(dataset, region: tuple, name: str, block: np.ndarray) -> bool:
+def _read_chunks(dataset: h5py.Dataset, region: tuple, name: str, block: np.ndarray) -> bool:
     """Read `region` from its stored chunks, decoded here; False where it cannot be."""
     import itertools
 
@@ -554,7 +561,7 @@ def _read_chunks(dataset, region: tuple, name: str, block: np.ndarray) -> bool:
     return True
 
 
-def compression_name(dataset) -> str | None:
+def compression_name(dataset: h5py.Dataset) -> str | None:
     """The dataset's compression as h5py names it (``gzip``...), else its codec's name
     (``zstd``, ``lz4``, ``blosc``) or its filter's own; None when it has none."""
     named = dataset.compression
@@ -587,7 +594,7 @@ def list_datasets(path: str, name: str) -> list:
 class Hdf5Source(Source):
     """One numeric dataset of an HDF5 file, read in blocks aligned to its chunks."""
 
-    def __init__(self, h5file, dataset, name: str, path: str):
+    def __init__(self, h5file: h5py.File, dataset: h5py.Dataset, name: str, path: str):
         self._file = h5file
         self._dataset = dataset
         details = describe_dataset(dataset)

@@ -16,10 +16,14 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
 
 from bncli.errors import InputError
 from bncli.io.npy import RawSource, npy_source
 from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose, open_file
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 ZIP_SIGNATURE = b"PK\x03\x04"
 EMPTY_ZIP_SIGNATURE = b"PK\x05\x06"  # an archive with no member
@@ -62,7 +66,7 @@ def member_name(filename: str) -> str:
     return filename[:-4] if filename.endswith(".npy") else filename
 
 
-def read_members(stream, size: int, name: str) -> dict:
+def read_members(stream: BinaryIO, size: int, name: str) -> dict:
     """Read and check the directory of an ``.npz`` archive.
 
     Parameters
@@ -122,7 +126,7 @@ def read_members(stream, size: int, name: str) -> dict:
     return members
 
 
-def _data_offset(stream, info: zipfile.ZipInfo, size: int, where: str) -> int:
+def _data_offset(stream: BinaryIO, info: zipfile.ZipInfo, size: int, where: str) -> int:
     """Where a member's data starts: after its local header, whose name and extra field
     lengths may differ from the directory's."""
     if not 0 <= info.header_offset <= size - _LOCAL_HEADER.size:
@@ -155,7 +159,7 @@ class MemberStream:
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
             raise InputError(f"{self._name}: member data is corrupt: {exc}") from None
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Buffer) -> int:
         """Fill `buffer` as far as the member goes; return the bytes read."""
         view = memoryview(buffer).cast("B")
         done = 0
@@ -178,6 +182,7 @@ def open_member(path: str, member: Member, name: str) -> RawSource:
     details = {"archive_member": member.filename,
                "compression": "deflate" if member.compressed else None,
                "stored_bytes": member.stored_size}
+    stream: MemberStream | BinaryIO
     if member.compressed:
         stream = MemberStream(zipfile.ZipFile(open_file(path, name)), member, name)
         seekable = False
@@ -198,9 +203,10 @@ def open_member(path: str, member: Member, name: str) -> RawSource:
 
 
 
-def _peek_nested(stream, seekable: bool, member) -> bool:
+def _peek_nested(stream: MemberStream | BinaryIO, seekable: bool, member: Member) -> bool:
     if not seekable:
         return False  # the .npy reader refuses its magic all the same
+    assert not isinstance(stream, MemberStream)  # seekable: a stored member, in the file
     head = stream.read(4)
     stream.seek(member.offset)
     return head in (ZIP_SIGNATURE, EMPTY_ZIP_SIGNATURE)

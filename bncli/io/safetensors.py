@@ -105,7 +105,7 @@ def _unique_keys(pairs: list) -> dict:
     return dict(pairs)
 
 
-def read_header(stream, size: int, name: str) -> tuple[dict, dict]:
+def read_header(stream: BinaryIO, size: int, name: str) -> tuple[dict, dict]:
     """Read and validate the header of a safetensors file.
 
     Parameters
@@ -163,7 +163,7 @@ def read_header(stream, size: int, name: str) -> tuple[dict, dict]:
     return {tensor.name: tensor for tensor in tensors}, metadata
 
 
-def _entry(key: str, value, data_start: int, data_size: int, name: str) -> Tensor:
+def _entry(key: str, value: object, data_start: int, data_size: int, name: str) -> Tensor:
     where = f"{name}: tensor {key!r}"
     if not isinstance(value, dict) or set(value) != {"dtype", "shape", "data_offsets"}:
         raise InputError(f"{where}: entry is not {{dtype, shape, data_offsets}}")

@@ -13,12 +13,16 @@ import stat
 import sys
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from bncli.core.layout import plan_blocks, region_shape, region_start
 from bncli.errors import OutputError, UsageError
 from bncli.io.npy import make_header
+
+if TYPE_CHECKING:
+    import h5py
 
 TEMP_SUFFIX = ".bn-tmp"
 
@@ -298,7 +302,9 @@ def preallocate(descriptor: int, size: int, name: str) -> None:
 
 def as_bytes(array: np.ndarray) -> memoryview:
     """Return the raw bytes of an array in C order, whatever its dtype's byte order."""
-    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    # NumPy's stubs give ndarray the buffer protocol only for Python 3.12 and later
+    return memoryview(
+        np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
 def pwrite_all(descriptor: int, data: memoryview, offset: int) -> None:
@@ -322,7 +328,8 @@ class NpyWriter:
     fortran_order : bool
     """
 
-    def __init__(self, stream, name: str, shape: tuple, dtype: np.dtype, fortran_order: bool):
+    def __init__(self, stream: BinaryIO, name: str, shape: tuple, dtype: np.dtype,
+                 fortran_order: bool):
         self.stream = stream
         self.name = name
         self.expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
@@ -330,7 +337,7 @@ class NpyWriter:
         self._write(make_header(shape, dtype, fortran_order))
         self.written = 0
 
-    def _write(self, data) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         try:
             self.stream.write(data)
         except BrokenPipeError:
@@ -420,7 +427,7 @@ OUTPUT_CHUNK_BYTES = 2**20
 
 
 def output_chunks(shape: tuple, itemsize: int, fortran_order: bool,
-                  budget_bytes: int | None = None) -> tuple:
+                  budget_bytes: int | None = None) -> tuple | None:
     """The chunk shape of an HDF5 output: the engine's first block of ~1 MiB (or of
     `budget_bytes`).
 
@@ -465,6 +472,10 @@ class Hdf5Writer:
         Add the dataset to the HDF5 file at `path` rather than create the file.
     """
 
+    # None once closed (or if opening failed)
+    file: h5py.File | None
+    dataset: h5py.Dataset | None
+
     def __init__(self, path: str, name: str, dataset: str, shape: tuple, dtype: np.dtype,
                  fortran_order: bool, chunks: tuple | None, attrs: dict,
                  compression: str | None = None, existing: bool = False):
@@ -496,6 +507,7 @@ class Hdf5Writer:
         """Write one block given in storage order."""
         if self.fortran_order:
             region, block = tuple(reversed(region)), block.T
+        assert self.dataset is not None  # written to between opening and finish()
         try:
             self.dataset[region] = block
             return
@@ -506,6 +518,7 @@ class Hdf5Writer:
 
     def finish(self) -> None:
         """Flush and close the file."""
+        assert self.file is not None  # finished once, after it was opened
         try:
             self.file.flush()
             error = None
@@ -570,7 +583,8 @@ class ZarrWriter:
         self.fortran_order = fortran_order
         options = {}
         if compression == "gzip":
-            options["compressors"] = zarr.codecs.GzipCodec()
+            # zarr.codecs is loaded by ``import zarr`` but not declared in its __init__
+            options["compressors"] = zarr.codecs.GzipCodec()  # type: ignore[attr-defined]
         elif compression == "none":
             options["compressors"] = None
         try:
@@ -602,7 +616,7 @@ def hdf5_left_broken() -> bool:
     return _HDF5_LEFT_BROKEN
 
 
-def stdout_stream(inputs: Iterable[str] = ()):
+def stdout_stream(inputs: Iterable[str] = ()) -> BinaryIO:
     """Return the binary stdout, refusing a terminal and a file that is one of `inputs`
     (``bn normalize x.npy >> x.npy``)."""
     stream = sys.stdout.buffer

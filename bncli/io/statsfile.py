@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import numpy as np
 
@@ -33,6 +35,11 @@ from bncli.core.moments import extreme_dtype
 from bncli.core.partials import KINDS, Partials, Reduction
 from bncli.core.statistics import Statistics
 from bncli.errors import StatsFileError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+_T = TypeVar("_T")
 
 SCHEMA = "bncli.stats/2"
 SCHEMAS = ("bncli.stats/1", SCHEMA)  # the versions read
@@ -53,7 +60,7 @@ def _version() -> str:
     return __version__
 
 
-def json_array(array: np.ndarray, nan_as: str = "string"):
+def json_array(array: np.ndarray, nan_as: str = "string") -> object:
     """Nested lists of `array` for strict JSON: non-finite floats as ``"NaN"`` (or null with
     `nan_as` ``null``), ``"Infinity"`` and ``"-Infinity"``."""
     values = array.tolist()
@@ -62,7 +69,7 @@ def json_array(array: np.ndarray, nan_as: str = "string"):
     return values
 
 
-def _to_json_values(value, nan_as: str = "string"):
+def _to_json_values(value: object, nan_as: str = "string") -> object:
     if isinstance(value, list):
         return [_to_json_values(item, nan_as) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
@@ -72,7 +79,7 @@ def _to_json_values(value, nan_as: str = "string"):
     return value
 
 
-def _from_json_values(value, name: str, key: str):
+def _from_json_values(value: object, name: str, key: str) -> object:
     if isinstance(value, list):
         return [_from_json_values(item, name, key) for item in value]
     if value is None:  # written with NaN as null
@@ -86,7 +93,7 @@ def _from_json_values(value, name: str, key: str):
     return value
 
 
-def _numbers(value, integers: bool) -> np.ndarray:
+def _numbers(value: ArrayLike, integers: bool) -> np.ndarray:
     """The array of a field: float64, or with `integers` (the extremes) int64 or uint64
     where every value is a whole number of an integer type (exact past 2**53)."""
     if integers:
@@ -108,7 +115,8 @@ def dumps(statistics: Statistics) -> str:
     return "".join(iter_json(statistics))
 
 
-def iter_json(statistics: Statistics, *, indent: int | None = None, nan_as: str = "string"):
+def iter_json(statistics: Statistics, *, indent: int | None = None,
+              nan_as: str = "string") -> Iterator[str]:
     """Yield the strict JSON text of a statistics document in parts, one field at a time,
     so that a document of millions of channels is never held whole as text or lists.
 
@@ -152,7 +160,7 @@ def iter_json(statistics: Statistics, *, indent: int | None = None, nan_as: str 
     yield close
 
 
-def write(statistics: Statistics, stream, *, fmt: str, indent: int | None = None,
+def write(statistics: Statistics, stream: BinaryIO, *, fmt: str, indent: int | None = None,
           nan_as: str = "string") -> None:
     """Write statistics to an open binary stream as ``json`` or ``npz`` (see
     :func:`iter_json` for `indent` and `nan_as`)."""
@@ -174,7 +182,7 @@ def format_for_path(path: str) -> str:
     raise StatsFileError(f"{path}: a statistics file must end in .json or .npz")
 
 
-def _require(document: dict, key: str, kind: type, name: str):
+def _require(document: dict, key: str, kind: type[_T], name: str) -> _T:
     if key not in document:
         raise StatsFileError(f"{name}: missing field {key!r}")
     value = document[key]
@@ -183,7 +191,7 @@ def _require(document: dict, key: str, kind: type, name: str):
     return value
 
 
-def from_document(document, arrays: dict, name: str) -> Statistics:
+def from_document(document: object, arrays: dict, name: str) -> Statistics:
     """Build :class:`Statistics` from a parsed document and its arrays, validating both."""
     if not isinstance(document, dict):
         raise StatsFileError(f"{name}: not a statistics document (top level is not an object)")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -16,6 +17,12 @@ from bncli.core.layout import region_shape
 from bncli.errors import InputError
 from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose
 
+if TYPE_CHECKING:
+    import zarr
+    from zarr.abc.store import Store
+
+_T = TypeVar("_T")
+
 # The metadata files that make a directory (or a zip archive) a zarr store, v2 and v3.
 ZARR_METADATA = (".zarray", ".zgroup", "zarr.json")
 
@@ -24,7 +31,8 @@ class ZarrSource(Source):
     """A zarr array (format 2 or 3; a directory or a zip store), read by the ``zarr``
     package region by region from the worker threads, in blocks aligned to its chunks."""
 
-    def __init__(self, array, store, name: str, path: str, dataset: str | None):
+    def __init__(self, array: zarr.Array, store: Store | None, name: str, path: str,
+                 dataset: str | None):
         self._array = array
         self._store = store
         # read in native byte order: how the bytes are stored is a codec's business
@@ -62,7 +70,7 @@ class ZarrSource(Source):
 
 
 
-def _zarr_call(call, name: str):
+def _zarr_call(call: Callable[[], _T], name: str) -> _T:
     """Run a call of the ``zarr`` package; its errors (of many kinds, and not a stable
     hierarchy) become :class:`InputError`."""
     try:
@@ -90,7 +98,7 @@ def is_zarr(path: str) -> bool:
 
 
 
-def _zarr_open(path: str, name: str):
+def _zarr_open(path: str, name: str) -> tuple[zarr.Array | zarr.Group, Store]:
     """``(zarr node, store)`` of a zarr store opened for reading."""
     try:
         import zarr
@@ -107,7 +115,7 @@ def _zarr_open(path: str, name: str):
 
 
 
-def _zarr_arrays(node, name: str) -> dict:
+def _zarr_arrays(node: zarr.Array | zarr.Group, name: str) -> dict:
     """Every array of a zarr group (or the array itself, named ``/``), by its path."""
     if hasattr(node, "shape"):
         return {"/": node}
