@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import inspect
 import json
 import os
 import select
@@ -17,10 +18,44 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, settings
 
 from bncli.cli.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Hypothesis: `ci` (the default) runs each property's examples from a fixed seed, so that a
+# run is repeatable and a failure reproduces; `nightly` draws new ones, ten times as many
+# (HYPOTHESIS_PROFILE=nightly python -m pytest -m slow).
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("nightly", deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+EXAMPLES_FACTOR = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "nightly" else 1
+
+
+def examples(count: int) -> int:
+    """A property's number of examples: as written, ten times more in the nightly profile."""
+    return count * EXAMPLES_FACTOR
+
+
+# The second step of CI (``-m slow``): tests that start real processes (pipes, signals,
+# terminals, the command as a user runs it), the dask cluster, the README tour, and the
+# properties of 100 examples or more. ``python -m pytest`` runs both steps.
+SLOW_MODULES = {"test_distributed.py", "test_readme.py", "test_pipes.py", "test_reads.py"}
+SLOW_CALLS = ("run_bn(", "run_on_terminal(", "subprocess.", "bytes_read(")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function is not None else ""
+        big_property = any(f"max_examples=examples({count}" in source
+                           for count in range(100, 1000))
+        if (item.path.name in SLOW_MODULES or big_property
+                or any(call in source for call in SLOW_CALLS)):
+            item.add_marker(pytest.mark.slow)
 
 
 def reference_moments(x, axes, ddof=0):

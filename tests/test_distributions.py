@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import KERNELS, every_path, run_bn, stats_json, using_kernel
+from conftest import KERNELS, every_path, examples, run_bn, stats_json, using_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,7 +84,7 @@ def test_a_finer_accuracy_is_kept(tmp_path, rng, accuracy):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 300), channels=st.integers(1, 5),
        dtype=st.sampled_from(["float32", "float64", "int16", "uint8", "float16", "int32",
                               "bool"]),

@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import assert_close, reference_moments, run_bn
+from conftest import assert_close, examples, reference_moments, run_bn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,7 +66,7 @@ def test_npz_member_gives_the_statistics_of_the_same_npy(tmp_path, rng, save, dt
     assert_same_statistics(f"{tmp_path}/x.npz:acts.npy", tmp_path / "x.npy", axes=(0, 1))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(rows=st.integers(1, 300), channels=st.integers(1, 9),
        chunk_bytes=st.integers(8, 5000), compressed=st.booleans(),
        fortran=st.booleans())

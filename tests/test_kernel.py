@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import run_bn, stats_json, using_kernel
+from conftest import examples, run_bn, stats_json, using_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -54,7 +54,7 @@ def channel_rows(draw, inner=False):
     return draw(hnp.arrays(dtype, shape, elements=elements))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(values=st.one_of(channel_rows(), channel_rows(inner=True)), order=st.sampled_from([2, 4]),
        piece_bytes=st.sampled_from([64, 4096, 2**20]))
 def test_both_kernels_agree_within_the_numeric_contract(values, order, piece_bytes):
@@ -87,7 +87,7 @@ def test_both_kernels_agree_within_the_numeric_contract(values, order, piece_byt
                                atol=1e-13 * scale**2)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(values=channel_rows(), bits=st.sampled_from([0, 3, 6, 9]),
        specials=st.lists(st.sampled_from([np.nan, np.inf, -np.inf, 1e-300, -1e-40, 0.0]),
                          max_size=4))
@@ -163,7 +163,7 @@ def test_without_a_compiler_the_build_succeeds_and_bn_runs_on_numpy(tmp_path):
     assert "kernel: numpy (the compiled kernel is not built)" in version.stdout
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(values=channel_rows(), out=st.sampled_from(["float32", "float64", "float16"]),
        offset=st.booleans(), seed=st.integers(0, 2**31))
 def test_both_kernels_normalize_to_the_same_bits(values, out, offset, seed):
@@ -182,7 +182,7 @@ def test_both_kernels_normalize_to_the_same_bits(values, out, offset, seed):
     np.testing.assert_array_equal(results[0].view(np.uint8), results[1].view(np.uint8))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(values=channel_rows(), chunk_bytes=st.sampled_from([64, 1000, 4096, 2**20]),
        threads=st.sampled_from([1, 2]))
 def test_the_kernel_reading_a_file_itself_agrees_with_numpy(values, chunk_bytes, threads):
@@ -228,7 +228,7 @@ def test_a_file_cut_short_while_the_kernel_reads_it_is_an_error(tmp_path, rng):
             source_partials(source, (0,), Reduction(), chunk_bytes=values.nbytes, threads=1)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(values=channel_rows(), piece_bytes=st.sampled_from([64, 1000, 4096]))
 def test_pieces_merged_in_the_kernel_give_the_bits_of_their_merge_in_numpy(values,
                                                                            piece_bytes):
@@ -250,7 +250,7 @@ def test_pieces_merged_in_the_kernel_give_the_bits_of_their_merge_in_numpy(value
                                       err_msg=name)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(values=channel_rows(), order=st.sampled_from([2, 4]),
        piece_bytes=st.sampled_from([64, 1000, 4096]))
 def test_rows_reduced_in_ranges_of_columns_agree_with_numpy(values, order, piece_bytes):

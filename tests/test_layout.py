@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -46,7 +47,7 @@ def test_storage_axes_reverse_for_fortran():
     assert storage_axes(4, (1,), True) == (2,)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=5),
        itemsize=st.sampled_from([1, 2, 4, 8]), budget=st.integers(1, 3000),
        use_align=st.booleans(), data=st.data())

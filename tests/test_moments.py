@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import KERNELS, assert_close, reference_moments, using_kernel
+from conftest import KERNELS, assert_close, examples, reference_moments, using_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -36,7 +36,7 @@ def arrays_and_axes(draw, dtypes=DTYPES):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(case=arrays_and_axes(), piece_bytes=st.sampled_from([8, 24, 64, 1000, 2**20]),
        ddof=st.sampled_from([0, 1]))
 def test_block_moments_match_numpy_two_pass(kernel, case, piece_bytes, ddof):
@@ -67,7 +67,7 @@ def test_block_moments_match_numpy_two_pass(kernel, case, piece_bytes, ddof):
         axis=reduced, keepdims=True))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(case=arrays_and_axes(dtypes=["float32", "float64"]),
        small=st.sampled_from([8, 40, 200]))
 def test_result_does_not_depend_on_piece_size(case, small):
@@ -115,7 +115,7 @@ def test_merge_is_chan_update_on_hand_computed_values():
     assert merged["count"].item() == 5
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(parts=st.lists(hnp.arrays(np.float64, st.tuples(st.integers(1, 20), st.just(3)),
                                  elements=st.floats(-1e6, 1e6)), min_size=3, max_size=6))
 def test_merge_is_associative(parts):
@@ -181,7 +181,7 @@ def test_zero_variance_channel_is_exactly_zero():
     assert np.all(result["variance"] == 0.0)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(case=arrays_and_axes(dtypes=["float32", "float64", "int16"]), keepdims=st.booleans(),
        ddof=st.sampled_from([0, 1]))
 def test_public_moments_matches_tf_nn_moments_semantics(case, keepdims, ddof):
@@ -197,7 +197,7 @@ def test_public_moments_matches_tf_nn_moments_semantics(case, keepdims, ddof):
         assert_close(variance, expected_var, rtol=1e-9, atol=1e-9)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(case=arrays_and_axes(dtypes=["float32", "float64", "uint8"]),
        piece_bytes=st.sampled_from([8, 100, 4096, 2**21]))
 def test_fast_layouts_agree_with_the_general_path(case, piece_bytes):
@@ -292,7 +292,7 @@ def test_block_read_piece_by_piece_gives_the_same_bits(tmp_path, rng, axes, pois
                           st.sampled_from([math.nan, math.inf, -math.inf])),
                 min_size=1, max_size=6),
        st.sampled_from([np.float32, np.float64]))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 def test_pieces_with_nan_or_inf_among_many(placed, dtype):
     """A block of many pieces where a few hold NaN or Inf: only those pieces are reduced
     again, and every channel comes out as NumPy's float64 two-pass says, on each kernel."""

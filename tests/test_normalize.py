@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -26,7 +27,7 @@ def test_formula_on_hand_computed_values():
     assert y.tolist() == [[-1.5, -4.0], [2.5, 2.0]]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(x=hnp.arrays(np.float32, st.tuples(st.integers(1, 50), st.integers(1, 5)),
                     elements=st.floats(-1e3, 1e3, width=32)),
        big_mean=st.sampled_from([0.0, 1e4, -3e4]), dtype=st.sampled_from(["float32", "float16"]))

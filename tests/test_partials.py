@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import assert_close, doc_example, reference_moments, run_bn, stats_json
+from conftest import assert_close, doc_example, examples, reference_moments, run_bn, stats_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -46,7 +46,7 @@ def shaped_data(draw):
     return values, tuple(sorted(axes))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(case=shaped_data(), piece_bytes=st.sampled_from([16, 64, 1000, 2**21]),
        ignore_nan=st.booleans())
 def test_skewness_and_kurtosis_match_scipy(case, piece_bytes, ignore_nan):

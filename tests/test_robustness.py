@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -148,7 +149,7 @@ def assert_success_or_documented_error(result) -> None:
     assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
 
 
-@settings(max_examples=250, deadline=5000, derandomize=True,
+@settings(max_examples=examples(250), deadline=5000, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.integers(0, len(VALID) + 8), st.binary(min_size=0, max_size=6),
                                 st.integers(0, 6)), min_size=1, max_size=4),
@@ -185,7 +186,7 @@ def _valid_hdf5() -> bytes:
 VALID_HDF5 = _valid_hdf5()
 
 
-@settings(max_examples=150, deadline=10000, derandomize=True,
+@settings(max_examples=examples(150), deadline=10000, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.integers(0, len(VALID_HDF5) - 1),
                                 st.binary(min_size=0, max_size=8), st.integers(0, 8)),
@@ -203,7 +204,7 @@ def test_mutated_hdf5_files_end_in_success_or_the_documented_error(tmp_path, edi
     assert_success_or_documented_error(result)
 
 
-@settings(max_examples=60, deadline=10000, derandomize=True)
+@settings(max_examples=examples(60), deadline=10000, derandomize=True)
 @given(cut=st.integers(0, len(VALID) - 1))
 def test_truncated_streams_on_stdin_end_in_the_documented_error(cut):
     result = CliRunner().invoke(cli, ["stats", "-"], input=VALID[:cut])
@@ -232,7 +233,7 @@ def _valid_containers() -> dict:
 VALID_CONTAINERS = _valid_containers()
 
 
-@settings(max_examples=200, deadline=10000, derandomize=True,
+@settings(max_examples=examples(200), deadline=10000, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(sorted(VALID_CONTAINERS)),
        edits=st.lists(st.tuples(st.integers(0, 400), st.binary(min_size=0, max_size=8),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from conftest import assert_close, reference_moments, run_bn
+from conftest import assert_close, examples, reference_moments, run_bn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -34,7 +34,7 @@ def stored_arrays(draw):
     return (np.asfortranarray(values) if fortran else values), axes
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(case=stored_arrays(), chunk_bytes=st.sampled_from([1, 7, 64, 500, 2**20]),
        threads=st.sampled_from([1, 2, 3]), hdf5=st.booleans())
 def test_stats_of_files_match_reference(case, chunk_bytes, threads, hdf5):
@@ -63,7 +63,7 @@ def test_stats_of_files_match_reference(case, chunk_bytes, threads, hdf5):
                  atol=1e-15 * magnitude**2)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(case=stored_arrays(), chunk_bytes=st.sampled_from([3, 64, 2**20]),
        threads=st.sampled_from([1, 2]))
 def test_normalized_files_match_reference(case, chunk_bytes, threads):

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import DTypeLike
 
 
 class BufferRing:
@@ -22,10 +28,10 @@ class BufferRing:
 
     def __init__(self, size: int):
         self.size = size
-        self._buffers: list = []
+        self._buffers: list[np.ndarray] = []
         self._next = 0
 
-    def array(self, shape: tuple, dtype) -> np.ndarray:
+    def array(self, shape: tuple, dtype: DTypeLike) -> np.ndarray:
         """Return a C-contiguous array of `shape` and `dtype` (contents undefined)."""
         dtype = np.dtype(dtype)
         if self.size == 0:
@@ -63,8 +69,9 @@ class LazyBlock:
         input's, for errors). Only with `read`.
     """
 
-    def __init__(self, block: np.ndarray, read=None, pieces: BufferRing | None = None,
-                 span: tuple | None = None):
+    def __init__(self, block: np.ndarray,
+                 read: Callable[[int, int, np.ndarray], None] | None = None,
+                 pieces: BufferRing | None = None, span: tuple | None = None):
         self._block = block
         self._read = read
         self._pieces = pieces or BufferRing(1)
@@ -73,7 +80,7 @@ class LazyBlock:
         self.c_contiguous = bool(block.flags.c_contiguous)
 
     @classmethod
-    def of(cls, block) -> LazyBlock:
+    def of(cls, block: np.ndarray | LazyBlock) -> LazyBlock:
         """`block` itself if it is a LazyBlock, else a LazyBlock of the array."""
         return block if isinstance(block, LazyBlock) else cls(block)
 

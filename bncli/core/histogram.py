@@ -24,6 +24,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,14 @@ from bncli.core.kernel import COMPILED, type_code
 from bncli.core.moments import count_along
 from bncli.core.partials import Partial, Reduction, register
 from bncli.errors import InputError, StatsFileError
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from numpy.typing import ArrayLike
+
+    from bncli.core.buffers import LazyBlock
+    from bncli.core.partials import Index
 
 DEFAULT_ACCURACY = 0.01
 DEFAULT_LEVELS = (0.0001, 0.001, 0.01, 0.5, 0.99, 0.999, 0.9999)
@@ -71,7 +80,7 @@ def bucket_accuracy(bits: int) -> float:
     return width / (2 + width)
 
 
-def _decoded(keys, bits: int) -> tuple:
+def _decoded(keys: ArrayLike, bits: int) -> tuple:
     """Bucket keys as ``(significand, exponent)``: the bucket starts at
     ``ldexp(significand, exponent)`` and is ``2**-bits`` of the significand wide."""
     keys = np.asarray(keys, np.int64)
@@ -138,7 +147,8 @@ class Histogram(Partial):
                    **_settings(reduction))
 
     @classmethod
-    def from_block(cls, block, reduce_axes: tuple, reduction: Reduction) -> Histogram:
+    def from_block(cls, block: np.ndarray | LazyBlock, reduce_axes: tuple,
+                   reduction: Reduction) -> Histogram:
         """The histogram of one block (an ndarray or LazyBlock), keepdims-shaped."""
         array = block.array() if hasattr(block, "array") else np.asarray(block)
         settings = _settings(reduction)
@@ -171,7 +181,7 @@ class Histogram(Partial):
         return {"quantiles": self.quantiles(self.levels)}
 
     # ------------------------------------------------------------ the partial's bookkeeping
-    def __setitem__(self, index, other: Histogram) -> None:
+    def __setitem__(self, index: Index, other: Histogram) -> None:
         # the other side may cover buckets this one does not: widen this one first
         self.limit = max(self.limit, other.limit)
         dtype = count_dtype(self.limit)
@@ -309,7 +319,7 @@ class Histogram(Partial):
             raise StatsFileError(f"{name}: histogram_special has shape {list(special.shape)}, "
                                  f"expected {list(shape) + [len(SPECIAL)]}")
         channels = math.prod(shape)
-        part = {}
+        part: dict[str, Any] = {}  # keyword arguments: each sign's counts and first key
         for sign in ("pos", "neg"):
             keys = [f"histogram_{sign}_{field}" for field in ("start", "length", "counts")]
             for key in keys:
@@ -373,7 +383,7 @@ def _check_size(channels: int, width: int, name: str, error: type = StatsFileErr
                     "takes fewer buckets")
 
 
-def _counts(array, name: str, key: str) -> np.ndarray:
+def _counts(array: ArrayLike, name: str, key: str) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):

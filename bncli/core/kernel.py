@@ -25,8 +25,8 @@ def _load() -> tuple:
     if os.environ.get("BN_KERNEL", "").strip().lower() == "numpy":
         return None, "numpy (BN_KERNEL=numpy)"
     try:
-        # the compiled extension (_kernel.c) has no stub for mypy to read
-        from bncli.core import _kernel  # type: ignore[attr-defined]
+        # the compiled extension (_kernel.c); _kernel.pyi describes it for mypy
+        from bncli.core import _kernel
     except ImportError:
         return None, "numpy (the compiled kernel is not built)"
     return _kernel, "c"

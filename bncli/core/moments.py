@@ -24,6 +24,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,15 @@ from bncli.core.kernel import COMPILED, type_code
 from bncli.core.layout import FOLD_WIDTH, channel_region, collapse_axes, fold_factor, plan_blocks
 from bncli.core.partials import Partial, Reduction, register, tree_merge
 from bncli.errors import InputError, StatsFileError
+
+if TYPE_CHECKING:
+    from typing import Literal, TypedDict
+
+    class _Reduce(TypedDict):
+        """The keyword arguments of a reduction over a piece's reduced axes, kept dims."""
+
+        axis: tuple
+        keepdims: Literal[True]
 
 # Float64 bytes per piece that is converted and reduced at once: a piece lives in L2/L3
 # cache, and each NumPy call is long enough that worker threads rarely wait for the GIL
@@ -139,7 +149,8 @@ class Moments(Partial):
                           counts=self.zero_count is not None)
 
     @classmethod
-    def from_block(cls, block, reduce_axes: tuple, reduction: Reduction) -> Moments:
+    def from_block(cls, block: np.ndarray | LazyBlock, reduce_axes: tuple,
+                   reduction: Reduction) -> Moments:
         """See :func:`block_moments`."""
         return block_moments(block, reduce_axes, ignore_nan=reduction.ignore_nan,
                              order=reduction.order)
@@ -178,6 +189,7 @@ class Moments(Partial):
             shifted_mean = self.shifted_mean + delta * fraction_b
             m2 = self.m2 + other.m2 + delta * delta * count_a * fraction_b
             if self.m3 is not None:
+                assert self.m4 is not None  # order 4: m3 and m4 are set together
                 delta2 = delta * delta
                 higher["m3"] = (self.m3 + other.m3
                                 + delta2 * delta * count_a * fraction_b * (fraction_a - fraction_b)
@@ -297,7 +309,8 @@ class Moments(Partial):
         return values
 
     @classmethod
-    def from_file(cls, arrays: dict, shape: tuple, reduction: Reduction, name: str) -> Moments:
+    def from_file(cls, arrays: dict, shape: tuple, reduction: Reduction,
+                  name: str) -> Moments | None:
         """Rebuild the moments of a statistics file; None if it holds no count and m2.
 
         Files without ``shift`` (schema 1, or written by hand) are taken as centred on their
@@ -381,7 +394,7 @@ def _extreme_identities(dtype: np.dtype) -> tuple:
     return np.inf, -np.inf
 
 
-def _merge_extremes(function, minimum: bool, mine: np.ndarray, theirs: np.ndarray,
+def _merge_extremes(function: np.ufunc, minimum: bool, mine: np.ndarray, theirs: np.ndarray,
                     mine_empty: np.ndarray, theirs_empty: np.ndarray) -> np.ndarray:
     """Min (`minimum`) or max of two sides' extremes by `function`, in their dtype when they
     share it (each side's empty channels hold the identity); in float64 when they do not."""
@@ -392,7 +405,7 @@ def _merge_extremes(function, minimum: bool, mine: np.ndarray, theirs: np.ndarra
             moved = [_integers_as(array, empty, dtype, minimum)
                      for array, empty in ((mine, mine_empty), (theirs, theirs_empty))]
             if moved[0] is not None and moved[1] is not None:
-                mine, theirs = moved
+                mine, theirs = moved[0], moved[1]
                 break
     if mine.dtype == theirs.dtype:
         return function(mine, theirs)
@@ -521,7 +534,7 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool,
                    order: int = 2) -> Moments:
     """Moments of one cache-sized piece, kept dims, centred on a shift from its data."""
     kept_shape = tuple(1 if axis in reduce_axes else dim for axis, dim in enumerate(piece.shape))
-    reduce = dict(axis=reduce_axes, keepdims=True)
+    reduce: _Reduce = dict(axis=reduce_axes, keepdims=True)
     extreme_min, extreme_max = (np.fmin, np.fmax) if ignore_nan else (np.minimum, np.maximum)
     higher = {}
     with np.errstate(all="ignore"):
@@ -580,7 +593,7 @@ def _piece_moments(piece: np.ndarray, reduce_axes: tuple, ignore_nan: bool,
 
 
 def _rows_partials(block: LazyBlock, total_rows: int, channels: int, piece_items: int,
-                   shift: np.ndarray, order: int):
+                   shift: np.ndarray, order: int) -> list:
     """Partials of a block taken as ``(A, K)`` and reduced over axis 0: lists of (count, ...)."""
     if _reduced_by_columns(total_rows, channels, piece_items):
         return _column_partials(block.array().reshape(total_rows, channels), piece_items,
@@ -604,7 +617,8 @@ def _reduced_by_columns(rows: int, channels: int, piece_items: int) -> bool:
     return channels >= FOLD_WIDTH and channels * MIN_PIECE_ROWS > piece_items and rows > 1
 
 
-def _column_partials(x2: np.ndarray, piece_items: int, shift: np.ndarray, order: int):
+def _column_partials(x2: np.ndarray, piece_items: int, shift: np.ndarray,
+                     order: int) -> list:
     """Partials of a block of rows too wide for a piece to hold many of them: the pieces
     are ranges of columns over every row, so each channel is reduced in one piece."""
     rows, channels = x2.shape
@@ -628,7 +642,7 @@ def _column_partials(x2: np.ndarray, piece_items: int, shift: np.ndarray, order:
 
 
 def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fold: int,
-                     channels: int, shift: np.ndarray, order: int):
+                     channels: int, shift: np.ndarray, order: int) -> tuple:
     """Partials of `rows` rows of `fold` groups of `channels` side by side, from flat `base`.
 
     Each piece of `per_piece` rows is reduced over its rows in one go (long inner loops,
@@ -714,7 +728,9 @@ def _centred(piece: np.ndarray, values: np.ndarray, axis: int, shift: np.ndarray
     maximum = np.maximum.reduce(piece, axis=axis, out=maximum)
     low, high = np.expand_dims(minimum, axis), np.expand_dims(maximum, axis)
     tied = tie_counts(piece, low, high, axis)
-    tied = tuple(np.copyto(target, count.reshape(target.shape)) or target if target is not None
+    # (the None of np.copyto `or` the target it filled: mypy flags the use of that None)
+    tied = tuple(np.copyto(target, count.reshape(target.shape))  # type: ignore[func-returns-value]
+                 or target if target is not None
                  else count.reshape(minimum.shape) for target, count in zip(counts, tied))
     subtract_shift(piece, shift, values, low, high)
     total = np.add.reduce(values, axis=axis, out=total)
@@ -746,7 +762,7 @@ def _centred_short(piece, values, shift, out, squares):
     return tuple(result.reshape(piece.shape[:-1]) for result in results)
 
 
-def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray, order: int):
+def _slab_partials(x3: np.ndarray, piece_items: int, shift: np.ndarray, order: int) -> list:
     """Partials of an ``(A, K, B)`` array reduced over axes 0 and 2, B > 1, about `shift`."""
     outer, channels, inner = x3.shape
     if inner >= piece_items:
@@ -877,7 +893,8 @@ def _compiled_slabs(x3: np.ndarray, code: str, shift: np.ndarray, order: int) ->
              *(out[..., index].astype(np.int64) for index in (7, 8, 9)))]
 
 
-def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order: int):
+def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int,
+                  order: int) -> Moments | None:
     """Moments of a C-contiguous block whose layout collapses to (A, K, B), or None.
 
     None also when a partial sum is not finite (NaN and Inf are then counted by the general
@@ -923,9 +940,12 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int, order:
     higher, (zero_count, min_count, max_count) = rest[:-3], rest[-3:]
     zeros = np.zeros(count.shape, np.int64)
     shifts = np.broadcast_to(shift, count.shape)
-    stack = Moments(count, shifts, mean, m2, minimum, maximum, zeros, zeros, False,
-                    *higher, zero_count=zero_count, min_count=min_count, max_count=max_count)
+    # (mypy lets *higher, which holds m3 and m4 or nothing, reach the counts named after it)
+    stack = Moments(count, shifts, mean, m2, minimum, maximum, zeros, zeros,  # type: ignore[misc]
+                    False, *higher, zero_count=zero_count, min_count=min_count,
+                    max_count=max_count)
     if not finite.all():
+        assert piece_rows is not None  # else None was returned above
         stack = _rerun_pieces(stack, block, np.flatnonzero(~finite), piece_rows, outer,
                               channels, order)
     return tree_merge(stack)

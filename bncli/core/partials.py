@@ -26,11 +26,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar, overload
 
 import numpy as np
 
 from bncli.core.buffers import LazyBlock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from dataclasses import Field
+    from typing import Any
+
+    from typing_extensions import Self, TypeAlias
+
+    # What selects channels of a partial: an index or a slice of the first channel axis
+    # (of a stack of partials), or a region of slices, one per channel axis.
+    Index: TypeAlias = int | slice | tuple[slice, ...]
+
+_T = TypeVar("_T")
+_P = TypeVar("_P", bound="Partial")
 
 
 class Partial:
@@ -38,6 +52,9 @@ class Partial:
 
     Subclasses are dataclasses whose array fields are named by :meth:`array_names`.
     """
+
+    if TYPE_CHECKING:  # what the subclasses' @dataclass gives them (for `replace`)
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
     name: ClassVar[str] = ""
     ARRAYS: ClassVar[tuple] = ()
@@ -55,56 +72,57 @@ class Partial:
         array = getattr(self, self.array_names()[0])
         return array.shape[:array.ndim - self.EXTRA_NDIM]
 
-    def _map(self, func):
+    def _map(self, func: Callable[[np.ndarray], np.ndarray]) -> Self:
         return replace(self, **{name: func(getattr(self, name)) for name in self.array_names()})
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Index) -> Self:
         return self._map(lambda array: array[index])
 
-    def __setitem__(self, index, other) -> None:
+    def __setitem__(self, index: Index, other: Self) -> None:
         for name in self.array_names():
             getattr(self, name)[index] = getattr(other, name)
 
-    def reshape(self, shape: Sequence[int]):
+    def reshape(self, shape: Sequence[int]) -> Self:
         """The partial with the channel part of every array reshaped."""
         return self._map(lambda array: array.reshape(
             tuple(shape) + array.shape[array.ndim - self.EXTRA_NDIM:]))
 
-    def transpose(self, axes: Sequence[int]):
+    def transpose(self, axes: Sequence[int]) -> Self:
         """The partial with the channel axes transposed (as contiguous copies)."""
         return self._map(lambda array: np.ascontiguousarray(array.transpose(
             tuple(axes) + tuple(range(len(axes), array.ndim)))))
 
-    def allocate(self, shape: Sequence[int]):
+    def allocate(self, shape: Sequence[int]) -> Self:
         """A partial of the same kind over channel `shape`, its arrays uninitialized."""
         return self._map(lambda array: np.empty(
             tuple(shape) + array.shape[array.ndim - self.EXTRA_NDIM:], array.dtype))
 
-    def merge_at(self, region: tuple, other) -> None:
+    def merge_at(self, region: tuple, other: Self) -> None:
         """Merge `other` into the channels ``self[region]``, in place."""
         self[region] = self[region].merge(other)
 
-    def concatenate(self, other):
+    def concatenate(self, other: Self) -> Self:
         """This partial and `other` side by side along the first channel axis."""
         return replace(self, **{name: np.concatenate([getattr(self, name), getattr(other, name)])
                                 for name in self.array_names()})
 
-    def empty_like(self, shape: Sequence[int], reduction: Reduction):
+    def empty_like(self, shape: Sequence[int], reduction: Reduction) -> Self:
         """The partial of no data over channel `shape`, of this one's array dtypes."""
         return self.empty(shape, reduction)
 
     # The three functions of a statistic.
     @classmethod
-    def empty(cls, shape: Sequence[int], reduction: Reduction):
+    def empty(cls, shape: Sequence[int], reduction: Reduction) -> Self:
         """The partial of no data: the identity of :meth:`merge`."""
         raise NotImplementedError
 
     @classmethod
-    def from_block(cls, block, reduce_axes: tuple, reduction: Reduction):
+    def from_block(cls, block: np.ndarray | LazyBlock, reduce_axes: tuple,
+                   reduction: Reduction) -> Self:
         """The partial of one block (an ndarray or LazyBlock), keepdims-shaped."""
         raise NotImplementedError
 
-    def merge(self, other):
+    def merge(self, other: Self) -> Self:
         """The partial of both parts of the data."""
         raise NotImplementedError
 
@@ -122,7 +140,8 @@ class Partial:
         return None
 
     @classmethod
-    def from_file(cls, arrays: dict, shape: tuple, reduction: Reduction, name: str):
+    def from_file(cls, arrays: dict, shape: tuple, reduction: Reduction,
+                  name: str) -> Self | None:
         """Rebuild from the arrays of a statistics file (``StatsFileError`` if unusable)."""
         raise NotImplementedError
 
@@ -131,7 +150,7 @@ class Partial:
 KINDS: dict = {}
 
 
-def register(kind: type) -> type:
+def register(kind: type[_P]) -> type[_P]:
     """Make a :class:`Partial` subclass known by its ``name`` (usable as a decorator)."""
     KINDS[kind.name] = kind
     return kind
@@ -166,7 +185,7 @@ class Reduction:
         """The partials of no data."""
         return Partials({kind.name: kind.empty(tuple(shape), self) for kind in self.classes()})
 
-    def from_block(self, block, reduce_axes: Sequence[int]) -> Partials:
+    def from_block(self, block: np.ndarray | LazyBlock, reduce_axes: Sequence[int]) -> Partials:
         """The partials of one block (an ndarray or LazyBlock), keepdims-shaped.
 
         Every kind computes from the same bytes: a block of a file that several kinds use
@@ -186,12 +205,18 @@ class Partials:
 
     members: dict
 
-    def __getitem__(self, index) -> Partials:
+    @overload
+    def __getitem__(self, index: str) -> Partial: ...
+
+    @overload
+    def __getitem__(self, index: Index) -> Partials: ...
+
+    def __getitem__(self, index: str | Index) -> Partial | Partials:
         if isinstance(index, str):
             return self.members[index]
         return Partials({name: part[index] for name, part in self.members.items()})
 
-    def __setitem__(self, index, other: Partials) -> None:
+    def __setitem__(self, index: Index, other: Partials) -> None:
         for name, part in self.members.items():
             part[index] = other.members[name]
 
@@ -359,7 +384,7 @@ class TreeAccumulator:
         return merged.spread(self.shape)
 
 
-def pairwise_levels(items: list, merge) -> object:
+def pairwise_levels(items: list[_T], merge: Callable[[_T, _T], _T]) -> _T:
     """Merge neighbours level by level (an odd last item carried up) into one."""
     while len(items) > 1:
         items = [merge(items[index], items[index + 1]) if index + 1 < len(items)
@@ -367,7 +392,7 @@ def pairwise_levels(items: list, merge) -> object:
     return items[0]
 
 
-def tree_merge(stack):
+def tree_merge(stack: _P) -> _P:
     """Merge a partial stacked along axis 0 pairwise, as a balanced tree, into one row."""
     while stack.shape[0] > 1:
         pairs = stack.shape[0] // 2

@@ -24,7 +24,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -34,6 +34,28 @@ from bncli.core.kernel import COMPILED
 from bncli.core.layout import format_shape, is_contiguous, region_shape, region_start
 from bncli.errors import InputError
 from bncli.io.source import InputSpec, OpenOptions, Source, open_file, read_into
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from typing_extensions import TypeAlias
+
+    class FileStream(Protocol):
+        """A file: its header read in order, its data at offsets through its descriptor."""
+
+        def read(self, size: int = -1, /) -> bytes: ...
+        def fileno(self) -> int: ...
+        def close(self) -> None: ...
+
+    class OrderedStream(Protocol):
+        """A stream read once, in order: stdin, a pipe, an inflated ``.npz`` member."""
+
+        def read(self, size: int = -1, /) -> bytes: ...
+        def readinto(self, buffer: memoryview, /) -> int | None: ...
+        def close(self) -> None: ...
+
+    # What a .npy header and data are read from: a file when `seekable`, else a stream.
+    NpyStream: TypeAlias = FileStream | OrderedStream
 
 MAGIC = b"\x93NUMPY"
 # NumPy refuses headers above this size by default: literal_eval is not safe for large inputs.
@@ -70,7 +92,7 @@ class NpyHeader:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def _read_exact(stream, count: int, name: str, what: str) -> bytes:
+def _read_exact(stream: NpyStream, count: int, name: str, what: str) -> bytes:
     data = b""
     while len(data) < count:
         piece = stream.read(count - len(data))
@@ -88,7 +110,7 @@ def _read_exact(stream, count: int, name: str, what: str) -> bytes:
 
 
 
-def read_header(stream, name: str) -> NpyHeader:
+def read_header(stream: NpyStream, name: str) -> NpyHeader:
     """Read and validate a ``.npy`` header from a binary stream positioned at its start.
 
     Parameters
@@ -257,7 +279,7 @@ class RawSource(Source):
 
     read_ranges = True
 
-    def __init__(self, stream: BinaryIO, *, name: str, path: str, dataset: str | None,
+    def __init__(self, stream: NpyStream, *, name: str, path: str, dataset: str | None,
                  shape: tuple, dtype: np.dtype, offset: int, seekable: bool,
                  fortran_order: bool = False, details: dict | None = None,
                  widen: tuple[np.dtype, Widen] | None = None, stored_as: str | None = None):
@@ -280,7 +302,7 @@ class RawSource(Source):
                 self._pread(done // self.dtype.itemsize, block.reshape(-1))
                 got = block.nbytes
             else:
-                got = read_into(self._stream, block)
+                got = read_into(cast("OrderedStream", self._stream), block)  # not seekable
             done += got
             if got < block.nbytes:
                 raise InputError(
@@ -322,7 +344,9 @@ class RawSource(Source):
                 np.array([region[split].start]), *(np.zeros(1, np.intp) for _ in shape[split + 1:]),
                 indexing="ij")), shape).reshape(-1)
             offsets = self._data_offset + starts.astype(np.int64) * self.dtype.itemsize
-            got = COMPILED.pread_runs(self._stream.fileno(), runs, offsets, runs[0].nbytes)
+            # (read only when seekable: the stream is a file)
+            got = COMPILED.pread_runs(cast("FileStream", self._stream).fileno(), runs, offsets,
+                                      runs[0].nbytes)
             if got < runs.nbytes:
                 run, within = divmod(got, runs[0].nbytes)
                 raise InputError(f"{self.name}: file ends at byte {int(offsets[run]) + within}, "
@@ -339,7 +363,7 @@ class RawSource(Source):
         if not self._seekable or self._widen is not None or not is_contiguous(
                 region, self.storage_shape):
             return None
-        return (self._stream.fileno(),
+        return (cast("FileStream", self._stream).fileno(),  # seekable: a file
                 self._data_offset + region_start(region, self.storage_shape)
                 * self.dtype.itemsize)
 
@@ -363,10 +387,12 @@ class RawSource(Source):
 
     def _pread_bytes(self, start: int, out: np.ndarray) -> None:
         offset = self._data_offset + start
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        # numpy's stubs give ndarray the buffer protocol (`__buffer__`) only for Python >= 3.12
+        view = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
         done = 0
         while done < len(view):  # positional reads: no shared file position between threads
-            got = os.preadv(self._stream.fileno(), [view[done:]], offset + done)
+            got = os.preadv(cast("FileStream", self._stream).fileno(),  # seekable: a file
+                            [view[done:]], offset + done)
             if not got:
                 raise InputError(f"{self.name}: file ends at byte {offset + done}, inside "
                                  "the data its header declares")
@@ -378,7 +404,7 @@ class RawSource(Source):
 
 
 
-def npy_source(stream: BinaryIO, name: str, path: str, *, seekable: bool, base: int = 0,
+def npy_source(stream: NpyStream, name: str, path: str, *, seekable: bool, base: int = 0,
                size: int | None = None, details: dict | None = None,
                dataset: str | None = None) -> RawSource:
     """The ``.npy`` array that starts at `base` of `stream`, its header checked.
@@ -388,7 +414,7 @@ def npy_source(stream: BinaryIO, name: str, path: str, *, seekable: bool, base: 
     """
     header = read_header(stream, name)
     if size is None and seekable:
-        size = os.fstat(stream.fileno()).st_size - base
+        size = os.fstat(cast("FileStream", stream).fileno()).st_size - base
     if size is not None:
         check_data_size(header, size - header.data_offset, name)
     return RawSource(stream, name=name, path=path, dataset=dataset, shape=header.shape,

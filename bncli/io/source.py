@@ -14,13 +14,22 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, ClassVar, Protocol
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
 from bncli.core.buffers import BufferRing
 from bncli.core.layout import plan_regions
 from bncli.errors import InputError
+
+if TYPE_CHECKING:
+    class ReadsInto(Protocol):
+        """A binary stream read in order into buffers (stdin, a pipe, an inflated member)."""
+
+        def readinto(self, buffer: memoryview, /) -> int | None:
+            """Fill `buffer` from the stream; the bytes read (0 or None: none now)."""
+
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -101,12 +110,13 @@ class Entry:
 
     def as_info(self) -> dict:
         """The JSON-ready form of ``bn info``'s ``datasets`` list."""
-        described = {"kind": self.kind, "dataset": self.name,
-                     "shape": None if self.shape is None else list(self.shape),
-                     "dtype": self.dtype, "usable": self.problem is None,
-                     "problem": self.problem,
-                     "chunks": None if not self.chunks else list(self.chunks),
-                     "compression": self.compression}
+        described: dict[str, object] = {
+            "kind": self.kind, "dataset": self.name,
+            "shape": None if self.shape is None else list(self.shape),
+            "dtype": self.dtype, "usable": self.problem is None,
+            "problem": self.problem,
+            "chunks": None if not self.chunks else list(self.chunks),
+            "compression": self.compression}
         if self.kind != "dataset":  # HDF5's listing gives no stored size
             described["stored_bytes"] = self.stored_bytes
         return described
@@ -302,7 +312,7 @@ class ArraySource(Source):
             yield region, self.read(region)
 
 
-def choose(entries: dict, wanted: str | None, name: str, kind: str):
+def choose(entries: dict[str, _V], wanted: str | None, name: str, kind: str) -> _V:
     """The entry a ``FILE[:name]`` argument names: the only one when none is named."""
     listing = ", ".join(list(entries)[:20]) + (", ..." if len(entries) > 20 else "")
     if wanted is None:
@@ -316,8 +326,9 @@ def choose(entries: dict, wanted: str | None, name: str, kind: str):
 
 
 
-def read_into(stream, buffer: np.ndarray) -> int:
-    view = memoryview(buffer.reshape(-1).view(np.uint8))
+def read_into(stream: ReadsInto, buffer: np.ndarray) -> int:
+    # numpy's stubs give ndarray the buffer protocol (`__buffer__`) only for Python >= 3.12
+    view = memoryview(buffer.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
     done = 0
     while done < len(view):
         got = stream.readinto(view[done:])
