@@ -23,8 +23,8 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Callable, Union
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO, Callable, Union
 
 import numpy as np
 
@@ -38,12 +38,13 @@ from bncli.core.layout import (
     keepdims_shape,
     resolve_axes,
 )
-from bncli.core.normalize import CONVENTIONS, Coefficients, output_dtype
+from bncli.core.normalize import Coefficients, NormalizeSpec, output_dtype
 from bncli.core.partials import Reduction
 from bncli.core.statistics import Statistics
 from bncli.errors import OutputError, StatsFileError, UsageError
 from bncli.exec.engine import (
     DEFAULT_CHUNK_BYTES,
+    EngineOptions,
     check_ddof,
     check_reducible,
     compute_statistics,
@@ -53,7 +54,7 @@ from bncli.exec.engine import (
     spool_stdin,
 )
 from bncli.io import statsfile
-from bncli.io.hdf5 import HDF5_SUFFIX, has_hdf5_signature, split_hdf5_file
+from bncli.io.hdf5 import has_hdf5_signature
 from bncli.io.registry import list_entries, open_source, parse_input
 from bncli.io.sinks import (
     AtomicFile,
@@ -68,12 +69,12 @@ from bncli.io.sinks import (
     stdout_stream,
 )
 from bncli.io.source import ArraySource, InputSpec, OpenOptions, Source
+from bncli.io.targets import Target, chunk_shape, same_file
 
 Path = Union[str, "os.PathLike[str]"]
 Affine = Union[float, Sequence, np.ndarray, None]
 Progress = Union[Callable, None]
 
-DEFAULT_OUTPUT_DATASET = "/data"
 
 
 class _NoProgress:
@@ -800,45 +801,6 @@ def affine_values(values: Affine, channels: tuple, label: str) -> np.ndarray | N
 
 
 @dataclass
-class OutputSpec:
-    """Where ``normalize`` writes: a ``.npy`` path, an HDF5 dataset, a zarr store, or
-    stdout (``-``)."""
-
-    path: str
-    dataset: str | None = None
-    hdf5: bool = False
-    zarr: bool = False
-
-    @classmethod
-    def parse(cls, text: str) -> OutputSpec:
-        """Parse ``-``, ``out.npy``, ``out.h5``, ``out.h5:/dataset`` or ``out.zarr``."""
-        if text.rstrip("/").lower().endswith(".zarr"):
-            return cls(text.rstrip("/"), zarr=True)
-        match = HDF5_SUFFIX.match(text)
-        if text != "-" and match:
-            return cls(match.group("path"), match.group("dataset") or None, hdf5=True)
-        if has_hdf5_signature(text):
-            return cls(text, None, hdf5=True)
-        named = split_hdf5_file(text)  # an existing HDF5 file of any name
-        if named:
-            return cls(*named, hdf5=True)
-        if text != "-" and not text.lower().endswith(".npy"):
-            raise UsageError(f"{text}: the output must be a .npy file, an HDF5 file "
-                             "(out.h5 or out.h5:/dataset), a zarr store (out.zarr), or - "
-                             "for stdout")
-        return cls(text)
-
-    def __post_init__(self):
-        if self.dataset is not None:
-            parts = [part for part in self.dataset.split("/") if part]
-            for part in parts:
-                if part in (".", ".."):
-                    raise UsageError(f"{self.path}:{self.dataset}: has a {part!r} component; "
-                                     "name the dataset by its path from the root")
-            self.dataset = "/" + "/".join(parts) if parts else None
-
-
-@dataclass
 class NormalizeResult:
     """What :func:`normalize` did.
 
@@ -939,74 +901,17 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
     -------
     NormalizeResult
     """
-    input, output = os.fspath(input), os.fspath(output)
-    save_stats = None if save_stats is None else os.fspath(save_stats)
-    _check_positive(chunk_bytes, "the chunk size")
-    threads = threads or default_threads()
-    if convention not in CONVENTIONS:
-        raise UsageError(f"convention {convention!r} is not one of {', '.join(CONVENTIONS)}")
-    if convention == "torch" and ddof != 0:
-        raise UsageError("the torch convention normalizes with the population variance "
-                         "(ddof 0), as BatchNorm does")
-    if epsilon is None:
-        epsilon = CONVENTIONS[convention]
-    try:
-        epsilon = float(epsilon)
-    except (TypeError, ValueError):
-        raise UsageError(f"epsilon {epsilon!r} is not a number") from None
-    if not np.isfinite(epsilon) or epsilon < 0:
-        raise UsageError(f"epsilon {epsilon!r} must be a finite number >= 0")
-    if dtype is not None and np.dtype(dtype).name not in ("float16", "float32", "float64"):
-        raise UsageError(f"output dtype {np.dtype(dtype).name} is not float16, float32 or "
-                         "float64")
-    target = OutputSpec.parse(output)
-    input_paths = [] if input == "-" else [parse_input(input).path]
-    if stats is not None and not isinstance(stats, Statistics):
-        input_paths.append(os.fspath(stats))  # never written over either
-    into_existing = target.hdf5 and has_hdf5_signature(target.path)
-    if target.path == "-":
-        stream = stdout_stream(inputs=input_paths)
-    elif into_existing:  # one dataset added or replaced; the rest of the file kept
-        pass  # checked once the input is open (its dataset names the output's)
-    else:
-        check_target(target.path, force=force, inputs=input_paths,
-                     directory_output=target.zarr)
-    if compression not in (None, "none", "gzip", "lzf"):
-        raise UsageError(f"compression {compression!r} is not gzip, lzf or none")
-    if (compression not in (None, "none") or chunks is not None) and not (
-            target.hdf5 or target.zarr):
-        raise UsageError("compression and chunks apply to HDF5 and zarr outputs only")
-    if compression == "lzf" and target.zarr:
-        raise UsageError("a zarr output takes gzip or none (or zarr's zstd by default), "
-                         "not lzf")
-    if save_stats is not None:
-        statsfile.format_for_path(save_stats)
-        check_target(save_stats, force=force, inputs=input_paths)
-        if os.path.abspath(save_stats) == os.path.abspath(target.path):
-            raise UsageError(f"{save_stats}: given both as the output and for the statistics")
-    saved = None
-    if isinstance(stats, Statistics):
-        saved, saved_name = stats, "the statistics"
-    elif stats is not None:
-        saved_name = os.fspath(stats)
-        saved = statsfile.load(saved_name)
+    input = os.fspath(input)
+    engine = EngineOptions.checked(chunk_bytes, threads, allow_external=allow_external,
+                                   allow_sparse=allow_sparse, scheduler=scheduler)
+    spec = NormalizeSpec.checked(convention, epsilon, dtype, ddof)
+    outputs = _NormalizeOutputs.checked(input, os.fspath(output), stats, save_stats, force,
+                                        compression, chunks)
+    saved, saved_name = _given_statistics(stats)
     with contextlib.ExitStack() as stack:
-        source = stack.enter_context(open_source(input, OpenOptions(
-            allow_external=allow_external, allow_sparse=allow_sparse,
-            chunk_cache_bytes=2 * chunk_bytes)))
+        source = stack.enter_context(open_source(input, engine.open_options()))
         check_reducible(source, "normalize")
-        if into_existing:
-            written = _output_dataset(target, source)
-            others = input_paths
-            if source.dataset is not None and _same_file(source.path, target.path):
-                if source.dataset == written:
-                    raise OutputError(f"{target.path}:{written}: is the input dataset; refused")
-                # another dataset of the file being read: the input is read from the file,
-                # the output written to a copy of it that replaces it at the end
-                others = [path for path in input_paths if not _same_file(path, target.path)]
-            check_hdf5_target(target.path, written, force=force, inputs=others)
-        if chunks is not None:
-            chunks = _chunk_shape(chunks, source.shape)
+        outputs = outputs.for_input(source)
         if saved is None:
             reduce_axes = resolve_axes(source.shape, _axes(axes), channel_axis, source.name,
                                        layout)
@@ -1016,92 +921,189 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
             reduce_axes = _saved_statistics(source, saved, saved_name, _axes(axes),
                                             channel_axis, layout).axes
         channels = channel_shape(source.shape, reduce_axes)
-        scale_values = affine_values(scale, channels, "scale")
-        offset_values = affine_values(offset, channels, "offset")
+        affine = (affine_values(scale, channels, "scale"),
+                  affine_values(offset, channels, "offset"))
         if not source.is_file and saved is None:  # stdin, a FIFO: read it twice
-            source, spool_path = spool_stdin(source, chunk_bytes=chunk_bytes)
+            source, spool_path = spool_stdin(source, chunk_bytes=engine.chunk_bytes)
             stack.callback(os.unlink, spool_path)
             stack.enter_context(source)
-        partials_of = stack.enter_context(_cluster(scheduler, allow_external))
+        partials_of = stack.enter_context(_cluster(engine.scheduler, engine.allow_external))
         if saved is None:
             with _progress_bar(progress, "stats", source.nbytes) as advance:
                 statistics = compute_statistics(
                     [source], axes=reduce_axes, ddof=ddof,
-                    reduction=Reduction(ignore_nan=ignore_nan), chunk_bytes=chunk_bytes,
-                    threads=threads, progress=advance, partials_of=partials_of)
+                    reduction=Reduction(ignore_nan=ignore_nan), chunk_bytes=engine.chunk_bytes,
+                    threads=engine.threads, progress=advance, partials_of=partials_of)
         else:
             statistics = saved
-        keep_shape = keepdims_shape(source.shape, statistics.axes)
-        mean, variance = statistics.normalization()
-        if convention == "torch" and statistics.ddof != 0 and statistics.moments is not None:
-            variance = statistics.values()["m2"] / statistics.values()["count"]
-
-        def keepdims(values):  # one number broadcasts as it is
-            return values if values is None or values.ndim == 0 else values.reshape(keep_shape)
-
-        coefficients = Coefficients.from_statistics(
-            mean.reshape(keep_shape), variance.reshape(keep_shape),
-            scale=keepdims(scale_values), offset=keepdims(offset_values), epsilon=epsilon,
-            convention=convention)
-        coefficients = Coefficients(*(np.broadcast_to(array, keep_shape) for array in (
-            coefficients.mean, coefficients.factor, coefficients.offset)))
-        out_dtype = output_dtype(source.dtype, dtype)
+        run = _NormalizeRun(source, statistics, _coefficients(source, statistics, spec, *affine),
+                            output_dtype(source.dtype, spec.dtype), spec, engine, partials_of)
         with _progress_bar(progress, "normalize", source.nbytes) as advance:
-            if target.path == "-":
-                writer = NpyWriter(stream, "<stdout>", source.shape, out_dtype,
-                                   source.fortran_order)
-                normalize_source(source, writer, coefficients, out_dtype,
-                                 chunk_bytes=chunk_bytes, threads=threads, progress=advance)
-                if save_stats is not None:
-                    save_statistics(statistics, save_stats, force=force, inputs=input_paths)
-            else:
-                # The statistics file is written before the output is put in place, and put
-                # in place after it: a failure of either leaves neither.
-                with contextlib.ExitStack() as outputs:
-                    saved_stats = None if save_stats is None else outputs.enter_context(
-                        AtomicFile(save_stats, force=force))
-                    # an existing HDF5 file is changed where it is: through a symlink,
-                    # its target
-                    with AtomicFile(os.path.realpath(target.path) if into_existing
-                                    else target.path, force=force,
-                                    copy=into_existing, directory=target.zarr) as atomic:
-                        writer = None
-                        if partials_of is not None and target.zarr and source.is_file:
-                            writer = _open_writer(target, atomic.temp_path, source, out_dtype,
-                                                  statistics, epsilon, into_existing,
-                                                  compression, chunks, chunk_bytes,
-                                                  convention)
-                        if partials_of is not None and source.is_file and (
-                                (not target.hdf5 and not target.zarr)
-                                or _chunk_aligned(writer, source, out_dtype, chunk_bytes)):
-                            _cluster_normalize(partials_of.client, source, atomic.temp_path,
-                                               target, out_dtype, coefficients,
-                                               chunk_bytes=chunk_bytes,
-                                               allow_external=allow_external,
-                                               progress=advance)
-                        else:
-                            writer = writer or _open_writer(
-                                target, atomic.temp_path, source, out_dtype, statistics,
-                                epsilon, into_existing, compression, chunks, chunk_bytes,
-                                convention)
-                            try:
-                                normalize_source(source, writer, coefficients, out_dtype,
-                                                 chunk_bytes=chunk_bytes, threads=threads,
-                                                 progress=advance)
-                            finally:
-                                writer.close()
-                        if saved_stats is not None:
-                            _write_statistics(statistics, saved_stats)
-    return NormalizeResult(statistics=statistics, output=output, dtype=out_dtype,
+            _write_normalized(run, outputs, advance)
+    return NormalizeResult(statistics=statistics, output=os.fspath(output), dtype=run.out_dtype,
                            shape=source.shape)
 
 
-def _cluster_normalize(client, source: Source, temp_path: str, target: OutputSpec,
+@dataclass(frozen=True)
+class _NormalizeOutputs:
+    """The outputs of one normalize, checked before the input is read.
+
+    `inputs` are the files never written over (the input and a statistics file); `chunks`
+    is as given until :meth:`for_input` cuts it to the input's shape.
+    """
+
+    target: Target
+    inputs: tuple
+    into_existing: bool
+    force: bool
+    save_stats: str | None
+    compression: str | None
+    chunks: tuple | None
+    stream: BinaryIO | None = None
+
+    @classmethod
+    def checked(cls, input: str, output: str, stats: Path | Statistics | None,
+                save_stats: Path | None, force: bool, compression: str | None,
+                chunks: Sequence[int] | None) -> _NormalizeOutputs:
+        target = Target.parse(output)
+        inputs = [] if input == "-" else [parse_input(input).path]
+        if stats is not None and not isinstance(stats, Statistics):
+            inputs.append(os.fspath(stats))  # never written over either
+        into_existing = target.hdf5 and has_hdf5_signature(target.path)
+        stream = None
+        if target.stdout:
+            stream = stdout_stream(inputs=inputs)
+        elif not into_existing:  # one added to an existing file: checked once the input is open
+            check_target(target.path, force=force, inputs=inputs,
+                         directory_output=target.zarr)
+        target.check_encoding(compression, chunks)
+        save_path = None if save_stats is None else os.fspath(save_stats)
+        if save_path is not None:
+            statsfile.format_for_path(save_path)
+            check_target(save_path, force=force, inputs=inputs)
+            if os.path.abspath(save_path) == os.path.abspath(target.path):
+                raise UsageError(f"{save_path}: given both as the output and for the statistics")
+        return cls(target, tuple(inputs), into_existing, force, save_path, compression,
+                   None if chunks is None else tuple(chunks), stream)
+
+    def for_input(self, source: Source) -> _NormalizeOutputs:
+        """The outputs checked against the opened input: the dataset an existing HDF5 file
+        gains (the input's own refused), and the chunk shape."""
+        if self.into_existing:
+            written = self.target.dataset_for(source.dataset)
+            others = list(self.inputs)
+            if source.dataset is not None and same_file(source.path, self.target.path):
+                if source.dataset == written:
+                    raise OutputError(f"{self.target.path}:{written}: is the input dataset; "
+                                      "refused")
+                # another dataset of the file being read: the input is read from the file,
+                # the output written to a copy of it that replaces it at the end
+                others = [path for path in others if not same_file(path, self.target.path)]
+            check_hdf5_target(self.target.path, written, force=self.force, inputs=others)
+        if self.chunks is None:
+            return self
+        return replace(self, chunks=chunk_shape(self.chunks, source.shape))
+
+
+def _given_statistics(stats: Path | Statistics | None) -> tuple[Statistics | None, str]:
+    """Statistics to normalize with, given or loaded, and their name for messages."""
+    if isinstance(stats, Statistics):
+        return stats, "the statistics"
+    if stats is None:
+        return None, ""
+    return statsfile.load(os.fspath(stats)), os.fspath(stats)
+
+
+def _coefficients(source: Source, statistics: Statistics, spec: NormalizeSpec,
+                  scale: np.ndarray | None, offset: np.ndarray | None) -> Coefficients:
+    """The per-channel coefficients of `statistics`, broadcast to the input's rank."""
+    keep_shape = keepdims_shape(source.shape, statistics.axes)
+    mean, variance = statistics.normalization()
+    if (spec.convention == "torch" and statistics.ddof != 0
+            and statistics.moments is not None):
+        variance = statistics.values()["m2"] / statistics.values()["count"]
+
+    def keepdims(values):  # one number broadcasts as it is
+        return values if values is None or values.ndim == 0 else values.reshape(keep_shape)
+
+    coefficients = Coefficients.from_statistics(
+        mean.reshape(keep_shape), variance.reshape(keep_shape), scale=keepdims(scale),
+        offset=keepdims(offset), epsilon=spec.epsilon, convention=spec.convention)
+    return Coefficients(*(np.broadcast_to(array, keep_shape) for array in (
+        coefficients.mean, coefficients.factor, coefficients.offset)))
+
+
+@dataclass(frozen=True)
+class _NormalizeRun:
+    """What the normalize pass writes: an input, its statistics and coefficients."""
+
+    source: Source
+    statistics: Statistics
+    coefficients: Coefficients
+    out_dtype: np.dtype
+    spec: NormalizeSpec
+    engine: EngineOptions
+    partials_of: Any = None  # a cluster's ClusterPartials, or None for this process
+
+
+def _write_normalized(run: _NormalizeRun, outputs: _NormalizeOutputs, advance) -> None:
+    """Write the normalized input, and the statistics file if one is asked for."""
+    source, engine = run.source, run.engine
+    if outputs.target.stdout:
+        writer = NpyWriter(outputs.stream, "<stdout>", source.shape, run.out_dtype,
+                           source.fortran_order)
+        normalize_source(source, writer, run.coefficients, run.out_dtype,
+                         chunk_bytes=engine.chunk_bytes, threads=engine.threads,
+                         progress=advance)
+        if outputs.save_stats is not None:
+            save_statistics(run.statistics, outputs.save_stats, force=outputs.force,
+                            inputs=list(outputs.inputs))
+        return
+    # The statistics file is written before the output is put in place, and put in place
+    # after it: a failure of either leaves neither.
+    target = outputs.target
+    with contextlib.ExitStack() as stack:
+        saved_stats = None if outputs.save_stats is None else stack.enter_context(
+            AtomicFile(outputs.save_stats, force=outputs.force))
+        # an existing HDF5 file is changed where it is: through a symlink, its target
+        with AtomicFile(os.path.realpath(target.path) if outputs.into_existing
+                        else target.path, force=outputs.force, copy=outputs.into_existing,
+                        directory=target.zarr) as atomic:
+            _write_output(run, outputs, atomic.temp_path, advance)
+            if saved_stats is not None:
+                _write_statistics(run.statistics, saved_stats)
+
+
+def _write_output(run: _NormalizeRun, outputs: _NormalizeOutputs, temp_path: str,
+                  advance) -> None:
+    """Write the normalized input into the temporary file (or store) of the output: by the
+    cluster's workers where they can write it themselves, else by this process."""
+    source, target, engine = run.source, outputs.target, run.engine
+    writer = None
+    if run.partials_of is not None and target.zarr and source.is_file:
+        writer = _open_writer(run, outputs, temp_path)
+    if run.partials_of is not None and source.is_file and (
+            (not target.hdf5 and not target.zarr)
+            or _chunk_aligned(writer, source, run.out_dtype, engine.chunk_bytes)):
+        _cluster_normalize(run.partials_of.client, source, temp_path, target, run.out_dtype,
+                           run.coefficients, chunk_bytes=engine.chunk_bytes,
+                           allow_external=engine.allow_external, progress=advance)
+        return
+    writer = writer or _open_writer(run, outputs, temp_path)
+    try:
+        normalize_source(source, writer, run.coefficients, run.out_dtype,
+                         chunk_bytes=engine.chunk_bytes, threads=engine.threads,
+                         progress=advance)
+    finally:
+        writer.close()
+
+
+def _cluster_normalize(client, source: Source, temp_path: str, target: Target,
                        out_dtype: np.dtype, coefficients: Coefficients, **options) -> None:
     from bncli.exec.cluster import cluster_normalize
 
     if target.zarr:  # the array made here; the workers write its chunks
-        place = ("zarr", temp_path, source.fortran_order)
+        place: tuple = ("zarr", temp_path, source.fortran_order)
     else:  # the header written and the file preallocated here; the workers write the blocks
         writer = NpyFileWriter(temp_path, target.path, source.shape, out_dtype,
                                source.fortran_order)
@@ -1123,59 +1125,36 @@ def _chunk_aligned(writer, source: Source, out_dtype: np.dtype, chunk_bytes: int
                         source.storage_shape, chunks)
 
 
-def _same_file(first: str, second: str) -> bool:
-    try:
-        return os.path.samefile(first, second)
-    except OSError:
-        return False
-
-
-def _output_dataset(target: OutputSpec, source) -> str:
-    """The dataset an HDF5 output is written to: as named, or as the input's, or /normalized."""
-    return target.dataset or source.dataset or DEFAULT_OUTPUT_DATASET
-
-
-def _chunk_shape(chunks: Sequence[int], shape: tuple) -> tuple:
-    """A chunk shape given for an HDF5 output, checked against `shape` and cut to it."""
-    chunks = tuple(int(size) for size in chunks)
-    if len(chunks) != len(shape) or min(chunks, default=1) < 1:
-        raise UsageError(f"chunks {list(chunks)} do not fit the shape {format_shape(shape)}")
-    return tuple(min(size, max(dim, 1)) for size, dim in zip(chunks, shape))
-
-
-def _open_writer(target: OutputSpec, temp_path: str, source: Source, out_dtype: np.dtype,
-                 statistics: Statistics, epsilon: float, existing: bool = False,
-                 compression: str | None = None, chunks: Sequence[int] | None = None,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, convention: str = "tf"):
+def _open_writer(run: _NormalizeRun, outputs: _NormalizeOutputs, temp_path: str):
+    """The writer of the output into `temp_path`: an attribute records the statistics,
+    epsilon and convention in HDF5 and zarr outputs."""
+    source, target, out_dtype = run.source, outputs.target, run.out_dtype
+    chunks: tuple | None = outputs.chunks
+    if not target.hdf5 and not target.zarr:
+        return NpyFileWriter(temp_path, target.path, source.shape, out_dtype,
+                             source.fortran_order)
+    mean, variance = run.statistics.normalization()
+    if chunks is None:  # like the input's, or the engine's first block (zarr)
+        chunks = source.chunks if source.chunks and not source.fortran_order else \
+            output_chunks(source.shape, out_dtype.itemsize, source.fortran_order,
+                          *((run.engine.chunk_bytes,) if target.zarr else ()))
     if target.zarr:
-        if chunks is None:  # like the input's, or the engine's first block
-            chunks = source.chunks if source.chunks and not source.fortran_order else \
-                output_chunks(source.shape, out_dtype.itemsize, source.fortran_order,
-                              chunk_bytes)
-        mean, variance = statistics.normalization()
         return ZarrWriter(temp_path, target.path, source.shape, out_dtype,
                           source.fortran_order, chunks, attrs={
                               "mean": statsfile.json_array(mean),
                               "variance": statsfile.json_array(variance),
-                              "epsilon": epsilon, "convention": convention,
-                              "axes": list(statistics.axes)},
-                          compression=compression)
-    if not target.hdf5:
-        return NpyFileWriter(temp_path, target.path, source.shape, out_dtype,
-                              source.fortran_order)
-    mean, variance = statistics.normalization()
-    dataset = _output_dataset(target, source)
-    if chunks is None:  # else as given, checked by _chunk_shape
-        chunks = source.chunks if source.chunks and not source.fortran_order else \
-            output_chunks(source.shape, out_dtype.itemsize, source.fortran_order)
+                              "epsilon": run.spec.epsilon, "convention": run.spec.convention,
+                              "axes": list(run.statistics.axes)},
+                          compression=outputs.compression)
+    dataset = target.dataset_for(source.dataset)
     return Hdf5Writer(
         temp_path, f"{target.path}:{dataset}", dataset, source.shape, out_dtype,
         source.fortran_order, chunks,
-        attrs={"mean": mean, "variance": variance, "epsilon": epsilon,
-               "convention": convention,
-               "axes": np.asarray(statistics.axes, np.int64)},
-        compression=None if compression in (None, "none") else compression,
-        existing=existing)
+        attrs={"mean": mean, "variance": variance, "epsilon": run.spec.epsilon,
+               "convention": run.spec.convention,
+               "axes": np.asarray(run.statistics.axes, np.int64)},
+        compression=None if outputs.compression in (None, "none") else outputs.compression,
+        existing=outputs.into_existing)
 
 
 def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:

@@ -772,7 +772,7 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, convention, sc
         from bncli.io.sinks import check_target
 
         for path in value_files:  # the output may not be a file of scale or offset values
-            check_target(api.OutputSpec.parse(output).path, force=True, inputs=[path])
+            check_target(api.Target.parse(output).path, force=True, inputs=[path])
     elif value_files:
         from bncli.io.sinks import stdout_stream
 

@@ -21,6 +21,7 @@ import numpy as np
 from bncli.core.buffers import LazyBlock
 from bncli.core.kernel import COMPILED, type_code
 from bncli.core.layout import collapse_axes, fold_factor, plan_blocks
+from bncli.errors import UsageError
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, DTypeLike
@@ -56,6 +57,48 @@ def output_dtype(input_dtype: np.dtype, requested: DTypeLike | None = None) -> n
     if input_dtype.kind == "f":
         return input_dtype.newbyteorder("=")
     return np.dtype(np.float32)
+
+
+@dataclass(frozen=True)
+class NormalizeSpec:
+    """How values are normalized, checked once before any data is read.
+
+    Attributes
+    ----------
+    convention : str
+        Where epsilon goes (see :data:`CONVENTIONS`).
+    epsilon : float
+        Finite and >= 0.
+    dtype : numpy.dtype or None
+        float16, float32 or float64; None for the input's if floating, else float32.
+    """
+
+    convention: str = "tf"
+    epsilon: float = CONVENTIONS["tf"]
+    dtype: np.dtype | None = None
+
+    @classmethod
+    def checked(cls, convention: str, epsilon: float | None, dtype: DTypeLike | None,
+                ddof: int) -> NormalizeSpec:
+        """The spec of these options (epsilon None: the convention's), or UsageError."""
+        if convention not in CONVENTIONS:
+            raise UsageError(f"convention {convention!r} is not one of "
+                             f"{', '.join(CONVENTIONS)}")
+        if convention == "torch" and ddof != 0:
+            raise UsageError("the torch convention normalizes with the population variance "
+                             "(ddof 0), as BatchNorm does")
+        if epsilon is None:
+            epsilon = CONVENTIONS[convention]
+        try:
+            epsilon = float(epsilon)
+        except (TypeError, ValueError):
+            raise UsageError(f"epsilon {epsilon!r} is not a number") from None
+        if not np.isfinite(epsilon) or epsilon < 0:
+            raise UsageError(f"epsilon {epsilon!r} must be a finite number >= 0")
+        if dtype is not None and np.dtype(dtype).name not in ("float16", "float32", "float64"):
+            raise UsageError(f"output dtype {np.dtype(dtype).name} is not float16, float32 or "
+                             "float64")
+        return cls(convention, epsilon, None if dtype is None else np.dtype(dtype))
 
 
 @dataclass

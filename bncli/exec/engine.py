@@ -16,6 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -39,9 +40,47 @@ from bncli.errors import InputError, UsageError
 from bncli.io.npy import make_header
 from bncli.io.registry import open_source
 from bncli.io.sinks import as_bytes
-from bncli.io.source import Source
+from bncli.io.source import OpenOptions, Source
 
 ProgressCallback = Optional[Callable[[int], None]]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How a command reads and computes, the same for each of its passes; checked once.
+
+    Attributes
+    ----------
+    chunk_bytes : int
+        Input bytes per block.
+    threads : int
+        Worker threads.
+    allow_external, allow_sparse : bool
+        As :class:`~bncli.io.source.OpenOptions`.
+    scheduler : str or None
+        A dask scheduler's address (or ``local``) to compute on, else this process.
+    """
+
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    threads: int = 1
+    allow_external: bool = False
+    allow_sparse: bool = False
+    scheduler: str | None = None
+
+    @classmethod
+    def checked(cls, chunk_bytes: int, threads: int | None, *, allow_external: bool = False,
+                allow_sparse: bool = False, scheduler: str | None = None) -> EngineOptions:
+        """The options (threads None or 0: every core this process may use), or UsageError."""
+        if not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1:
+            raise UsageError(f"the chunk size must be a positive number of bytes, not "
+                             f"{chunk_bytes!r}")
+        return cls(int(chunk_bytes), threads or default_threads(), allow_external,
+                   allow_sparse, scheduler)
+
+    def open_options(self, require_data: bool = True) -> OpenOptions:
+        """How the inputs are opened: an HDF5 chunk cache that holds two blocks."""
+        return OpenOptions(allow_external=self.allow_external, allow_sparse=self.allow_sparse,
+                           chunk_cache_bytes=2 * self.chunk_bytes, require_data=require_data)
 
 
 def default_threads() -> int:

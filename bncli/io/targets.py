@@ -1,0 +1,101 @@
+"""Where ``normalize`` writes: a ``.npy`` file, an HDF5 dataset (in a new file or added to an
+existing one), a zarr store, or stdout; parsed and checked once, before any data is read."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bncli.core.layout import format_shape
+from bncli.errors import UsageError
+from bncli.io.hdf5 import HDF5_SUFFIX, has_hdf5_signature, split_hdf5_file
+
+# The dataset of an HDF5 output when neither the output nor the input names one.
+DEFAULT_OUTPUT_DATASET = "/data"
+COMPRESSIONS = (None, "none", "gzip", "lzf")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed output argument.
+
+    Attributes
+    ----------
+    path : str
+        ``-`` for stdout.
+    dataset : str or None
+        An HDF5 output's dataset, as an absolute path.
+    hdf5, zarr : bool
+        The kind of output (neither: ``.npy``, or stdout).
+    """
+
+    path: str
+    dataset: str | None = None
+    hdf5: bool = False
+    zarr: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """Parse ``-``, ``out.npy``, ``out.h5``, ``out.h5:/dataset`` or ``out.zarr``."""
+        if text.rstrip("/").lower().endswith(".zarr"):
+            return cls(text.rstrip("/"), zarr=True)
+        match = HDF5_SUFFIX.match(text)
+        if text != "-" and match:
+            return cls(match.group("path"), match.group("dataset") or None, hdf5=True)
+        if has_hdf5_signature(text):
+            return cls(text, None, hdf5=True)
+        named = split_hdf5_file(text)  # an existing HDF5 file of any name
+        if named:
+            return cls(*named, hdf5=True)
+        if text != "-" and not text.lower().endswith(".npy"):
+            raise UsageError(f"{text}: the output must be a .npy file, an HDF5 file "
+                             "(out.h5 or out.h5:/dataset), a zarr store (out.zarr), or - "
+                             "for stdout")
+        return cls(text)
+
+    def __post_init__(self) -> None:
+        if self.dataset is not None:
+            parts = [part for part in self.dataset.split("/") if part]
+            for part in parts:
+                if part in (".", ".."):
+                    raise UsageError(f"{self.path}:{self.dataset}: has a {part!r} component; "
+                                     "name the dataset by its path from the root")
+            object.__setattr__(self, "dataset", "/" + "/".join(parts) if parts else None)
+
+    @property
+    def stdout(self) -> bool:
+        """Whether the output is standard output."""
+        return self.path == "-"
+
+    def check_encoding(self, compression: str | None, chunks: Sequence[int] | None) -> None:
+        """Refuse a compression or chunk shape that this kind of output does not take."""
+        if compression not in COMPRESSIONS:
+            raise UsageError(f"compression {compression!r} is not gzip, lzf or none")
+        if (compression not in (None, "none") or chunks is not None) and not (
+                self.hdf5 or self.zarr):
+            raise UsageError("compression and chunks apply to HDF5 and zarr outputs only")
+        if compression == "lzf" and self.zarr:
+            raise UsageError("a zarr output takes gzip or none (or zarr's zstd by default), "
+                             "not lzf")
+
+    def dataset_for(self, input_dataset: str | None) -> str:
+        """The dataset an HDF5 output is written to: as named, or as the input's, or
+        :data:`DEFAULT_OUTPUT_DATASET`."""
+        return self.dataset or input_dataset or DEFAULT_OUTPUT_DATASET
+
+
+def chunk_shape(chunks: Sequence[int], shape: tuple) -> tuple:
+    """A chunk shape given for an HDF5 or zarr output, checked against `shape` and cut to it."""
+    chunks = tuple(int(size) for size in chunks)
+    if len(chunks) != len(shape) or min(chunks, default=1) < 1:
+        raise UsageError(f"chunks {list(chunks)} do not fit the shape {format_shape(shape)}")
+    return tuple(min(size, max(dim, 1)) for size, dim in zip(chunks, shape))
+
+
+def same_file(first: str, second: str) -> bool:
+    """Whether two paths name one file (False where either does not exist)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
