@@ -22,9 +22,9 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, Callable, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import numpy as np
 
@@ -71,9 +71,14 @@ from bncli.io.sinks import (
 from bncli.io.source import ArraySource, InputSpec, OpenOptions, Source
 from bncli.io.targets import Target, chunk_shape, same_file
 
-Path = Union[str, "os.PathLike[str]"]
-Affine = Union[float, Sequence, np.ndarray, None]
-Progress = Union[Callable, None]
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from bncli.exec.cluster import ClusterPartials
+
+Path = str | os.PathLike[str]
+Affine = float | Sequence | np.ndarray | None
+Progress = Callable | None
 
 
 
@@ -90,7 +95,8 @@ def _no_progress(label: str, total: int) -> _NoProgress:
 
 
 @contextlib.contextmanager
-def _progress_bar(progress, label: str, total: int):
+def _progress_bar(progress: Progress, label: str,
+                  total: int) -> Iterator[Callable[[int], None]]:
     bar = (progress or _no_progress)(label, total)
     try:
         yield bar.advance
@@ -98,7 +104,7 @@ def _progress_bar(progress, label: str, total: int):
         bar.close()
 
 
-def _paths(paths) -> list:
+def _paths(paths: Path | Sequence[Path]) -> list[str]:
     """One path, or a sequence of them, as a list of str."""
     if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]
@@ -106,8 +112,9 @@ def _paths(paths) -> list:
 
 
 @contextlib.contextmanager
-def open_sources(specs: Sequence[Path], *, allow_external: bool = False,
-                 allow_sparse: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+def open_sources(specs: Path | Sequence[Path], *, allow_external: bool = False,
+                 allow_sparse: bool = False,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[list[Source]]:
     """Open every input (checking all headers first) and close them all at the end."""
     specs = _paths(specs)
     if sum(1 for spec in specs if spec == "-") > 1:
@@ -237,7 +244,7 @@ class TensorStatistics:
 
 
 def stats_each(input: Path, *, axes: Sequence[int] | int | None = None,
-               channel_axis: int | None = None, **options) -> list:
+               channel_axis: int | None = None, **options: Any) -> list[TensorStatistics]:
     """Compute the statistics of every array of an HDF5, ``.npz`` or safetensors file.
 
     Each array is reduced over all of its elements (one channel; a 0-d array is one value),
@@ -269,7 +276,7 @@ def stats_each(input: Path, *, axes: Sequence[int] | int | None = None,
                          "safetensors file of several; give it without the option for "
                          "each array")
     axes = _axes(axes)
-    results = []
+    results: list[TensorStatistics] = []
     for row in listing:
         name, shape = row["dataset"], row["shape"]
         entry = TensorStatistics(name, f"{spec.path}:{name}", None if shape is None
@@ -287,7 +294,7 @@ def stats_each(input: Path, *, axes: Sequence[int] | int | None = None,
             continue
         ndim = len(shape)
         if axes is not None and all(-ndim <= axis < ndim for axis in axes):
-            chosen = {"axes": axes}
+            chosen: dict[str, Any] = {"axes": axes}
         elif channel_axis is not None and -ndim <= channel_axis < ndim and ndim > 1:
             chosen = {"channel_axis": channel_axis}
         else:
@@ -296,7 +303,8 @@ def stats_each(input: Path, *, axes: Sequence[int] | int | None = None,
     return results
 
 
-def _reduction(ignore_nan: bool, moments: int, quantiles, accuracy: float) -> Reduction:
+def _reduction(ignore_nan: bool, moments: int, quantiles: Sequence[float] | bool | None,
+               accuracy: float) -> Reduction:
     """What a statistics run computes: the moments, and the histograms with `quantiles`."""
     if quantiles is None or quantiles is False:
         return Reduction(ignore_nan=ignore_nan, order=moments)
@@ -305,10 +313,11 @@ def _reduction(ignore_nan: bool, moments: int, quantiles, accuracy: float) -> Re
 
 
 def _scalar_statistics(text: str, *, ddof: int = 0, ignore_nan: bool = False,
-                       moments: int = 2, quantiles=None, accuracy: float = DEFAULT_ACCURACY,
+                       moments: int = 2, quantiles: Sequence[float] | bool | None = None,
+                       accuracy: float = DEFAULT_ACCURACY,
                        outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
                        sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
-                       allow_external: bool = False, **_engine) -> Statistics:
+                       allow_external: bool = False, **_engine: Any) -> Statistics:
     """The statistics of a 0-d array's one value, as of an array of one element."""
     with open_source(text, OpenOptions(allow_external=allow_external)) as source:
         value = ArraySource(source.read_scalar().reshape(1), source)
@@ -320,7 +329,7 @@ def _scalar_statistics(text: str, *, ddof: int = 0, ignore_nan: bool = False,
     return statistics
 
 
-def _histogram_options(quantiles: Sequence[float] | bool, accuracy: float) -> dict:
+def _histogram_options(quantiles: Sequence[float] | Literal[True], accuracy: float) -> dict:
     """The histogram's grid and levels, checked."""
     levels = DEFAULT_LEVELS if quantiles is True else quantiles
     try:
@@ -360,7 +369,8 @@ def _check_positive(value: int, label: str) -> None:
 
 
 @contextlib.contextmanager
-def _cluster(scheduler, allow_external: bool):
+def _cluster(scheduler: str | None,
+             allow_external: bool) -> Iterator[ClusterPartials | None]:
     """Yield a cluster ``partials_of`` for `scheduler`, or None to compute here."""
     if not scheduler:
         yield None
@@ -398,7 +408,7 @@ def save_statistics(statistics: Statistics, path: Path, *, force: bool = False,
 
 
 def _write_statistics(statistics: Statistics, output: AtomicFile, fmt: str | None = None,
-                      **options):
+                      **options: Any) -> None:
     """Write a statistics file into the temporary file of `output`."""
     fmt = fmt or statsfile.format_for_path(output.path)
     try:
@@ -526,7 +536,7 @@ class CalibrationResult:
 def calibrate(inputs: Path | Sequence[Path], *, method: str = "entropy",
               per_channel: bool = False, percentile: float = 99.99, target: str = "int8",
               name: str | None = None, accuracy: float = DEFAULT_ACCURACY,
-              **options) -> CalibrationResult:
+              **options: Any) -> CalibrationResult:
     """Clipping ranges for quantization from the histograms (see :mod:`bncli.core.calibrate`).
 
     Parameters
@@ -573,7 +583,8 @@ def calibrate(inputs: Path | Sequence[Path], *, method: str = "entropy",
 
 def calibrate_each(input: Path, *, method: str = "entropy", per_channel: bool = False,
                    percentile: float = 99.99, target: str = "int8",
-                   accuracy: float = DEFAULT_ACCURACY, **options) -> list:
+                   accuracy: float = DEFAULT_ACCURACY,
+                   **options: Any) -> list[CalibrationResult]:
     """:func:`calibrate` every array of an HDF5, ``.npz``, safetensors or zarr file (as
     :func:`stats_each` reduces them), for one TensorRT cache of all its tensors.
 
@@ -665,7 +676,7 @@ def diff(base: Path, new: Path, *, axes: Sequence[int] | int | None = None,
          ignore_nan: bool = False, accuracy: float | None = None,
          sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
          max_shift: float = DEFAULT_MAX_SHIFT, max_psi: float = DEFAULT_MAX_PSI,
-         **engine) -> tuple:
+         **engine: Any) -> tuple:
     """Per-channel drift of NEW from BASE (see :mod:`bncli.core.drift`).
 
     Parameters
@@ -747,7 +758,7 @@ def is_statistics_file(path: str) -> bool:
     return "meta.npy" in names
 
 
-def _file_identity(path: str):
+def _file_identity(path: str) -> str | tuple[int, int]:
     try:
         info = os.stat(path)
     except OSError:
@@ -755,7 +766,7 @@ def _file_identity(path: str):
     return info.st_dev, info.st_ino
 
 
-def _refuse_duplicate(name: str, key, seen: dict, what: str) -> None:
+def _refuse_duplicate(name: str, key: Hashable, seen: dict, what: str) -> None:
     """Refuse `key` seen before (as `seen[key]`): its values would count twice."""
     if key in seen:
         raise UsageError(f"{name}: {what.format(other=seen[key])}: its values would count "
@@ -819,8 +830,9 @@ class NormalizeResult:
     shape: tuple
 
 
-def _saved_statistics(source: Source, saved: Statistics, name: str, axes, channel_axis,
-                      layout) -> Statistics:
+def _saved_statistics(source: Source, saved: Statistics, name: str,
+                      axes: Sequence[int] | None, channel_axis: int | None,
+                      layout: str | None) -> Statistics:
     """Check that saved statistics fit a source; they are used as they are."""
     if axes is None and channel_axis is None and layout is None:
         axes = saved.axes
@@ -1043,13 +1055,15 @@ class _NormalizeRun:
     out_dtype: np.dtype
     spec: NormalizeSpec
     engine: EngineOptions
-    partials_of: Any = None  # a cluster's ClusterPartials, or None for this process
+    partials_of: ClusterPartials | None = None  # None: computed in this process
 
 
-def _write_normalized(run: _NormalizeRun, outputs: _NormalizeOutputs, advance) -> None:
+def _write_normalized(run: _NormalizeRun, outputs: _NormalizeOutputs,
+                      advance: Callable[[int], None]) -> None:
     """Write the normalized input, and the statistics file if one is asked for."""
     source, engine = run.source, run.engine
     if outputs.target.stdout:
+        assert outputs.stream is not None  # opened by _NormalizeOutputs.checked for stdout
         writer = NpyWriter(outputs.stream, "<stdout>", source.shape, run.out_dtype,
                            source.fortran_order)
         normalize_source(source, writer, run.coefficients, run.out_dtype,
@@ -1075,11 +1089,11 @@ def _write_normalized(run: _NormalizeRun, outputs: _NormalizeOutputs, advance) -
 
 
 def _write_output(run: _NormalizeRun, outputs: _NormalizeOutputs, temp_path: str,
-                  advance) -> None:
+                  advance: Callable[[int], None]) -> None:
     """Write the normalized input into the temporary file (or store) of the output: by the
     cluster's workers where they can write it themselves, else by this process."""
     source, target, engine = run.source, outputs.target, run.engine
-    writer = None
+    writer: NpyFileWriter | Hdf5Writer | ZarrWriter | None = None
     if run.partials_of is not None and target.zarr and source.is_file:
         writer = _open_writer(run, outputs, temp_path)
     if run.partials_of is not None and source.is_file and (
@@ -1098,8 +1112,9 @@ def _write_output(run: _NormalizeRun, outputs: _NormalizeOutputs, temp_path: str
         writer.close()
 
 
-def _cluster_normalize(client, source: Source, temp_path: str, target: Target,
-                       out_dtype: np.dtype, coefficients: Coefficients, **options) -> None:
+def _cluster_normalize(client: Client, source: Source, temp_path: str, target: Target,
+                       out_dtype: np.dtype, coefficients: Coefficients,
+                       **options: Any) -> None:
     from bncli.exec.cluster import cluster_normalize
 
     if target.zarr:  # the array made here; the workers write its chunks
@@ -1112,12 +1127,14 @@ def _cluster_normalize(client, source: Source, temp_path: str, target: Target,
     cluster_normalize(client, source, place, coefficients, out_dtype, **options)
 
 
-def _chunk_aligned(writer, source: Source, out_dtype: np.dtype, chunk_bytes: int) -> bool:
+def _chunk_aligned(writer: NpyFileWriter | Hdf5Writer | ZarrWriter | None, source: Source,
+                   out_dtype: np.dtype, chunk_bytes: int) -> bool:
     """Whether the blocks of a normalization are whole chunks of a zarr writer's array."""
     from bncli.exec.cluster import whole_chunks
 
     if writer is None:
         return False
+    assert isinstance(writer, ZarrWriter)  # _write_output opens one early for zarr only
     chunks = tuple(writer.array.chunks)
     if source.fortran_order:
         chunks = tuple(reversed(chunks))
@@ -1125,7 +1142,8 @@ def _chunk_aligned(writer, source: Source, out_dtype: np.dtype, chunk_bytes: int
                         source.storage_shape, chunks)
 
 
-def _open_writer(run: _NormalizeRun, outputs: _NormalizeOutputs, temp_path: str):
+def _open_writer(run: _NormalizeRun, outputs: _NormalizeOutputs,
+                 temp_path: str) -> NpyFileWriter | Hdf5Writer | ZarrWriter:
     """The writer of the output into `temp_path`: an attribute records the statistics,
     epsilon and convention in HDF5 and zarr outputs."""
     source, target, out_dtype = run.source, outputs.target, run.out_dtype
@@ -1139,6 +1157,8 @@ def _open_writer(run: _NormalizeRun, outputs: _NormalizeOutputs, temp_path: str)
             output_chunks(source.shape, out_dtype.itemsize, source.fortran_order,
                           *((run.engine.chunk_bytes,) if target.zarr else ()))
     if target.zarr:
+        # None only for an input without elements, which check_reducible refused
+        assert chunks is not None
         return ZarrWriter(temp_path, target.path, source.shape, out_dtype,
                           source.fortran_order, chunks, attrs={
                               "mean": statsfile.json_array(mean),
@@ -1168,7 +1188,7 @@ def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
     described = []
     for text in _paths(inputs):
         spec = parse_input(text)
-        entry = {"input": spec.display}
+        entry: dict[str, object] = {"input": spec.display}
         listing = _listing(spec)
         if listing is not None:
             entry["datasets"] = listing

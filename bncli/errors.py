@@ -5,6 +5,8 @@ found, with the file name and the bad value in the message. The command line tur
 one line on stderr and an exit status; the library never prints.
 """
 
+from __future__ import annotations
+
 
 class BnError(Exception):
     """A problem with an input, an output or a statistics file (exit status 1).

@@ -221,3 +221,10 @@ def test_path_objects_work_everywhere(acts, tmp_path):
     assert_close(merged.values()["mean"], statistics.values()["mean"], rtol=0)
     entries = api.info([Path(path)])
     assert entries[0]["shape"] == [20, 4, 4, 3]
+
+
+def test_statistics_of_no_input_is_a_usage_error():
+    """An empty list of inputs is refused with a clear error, with or without ignore_nan."""
+    for ignore_nan in (False, True):
+        with pytest.raises(bncli.UsageError, match="no input to compute statistics of"):
+            api.stats([], ignore_nan=ignore_nan)

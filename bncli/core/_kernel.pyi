@@ -4,8 +4,10 @@ Every function takes its arguments by position only. Data and outputs are C-cont
 buffers (outputs writable); ``code`` is a kernel type code of ``bncli.core.kernel.TYPE_CODES``.
 """
 
+from typing import TypeAlias
+
 import numpy as np
-from typing_extensions import Buffer, TypeAlias
+from typing_extensions import Buffer
 
 # An object with the buffer protocol. NumPy's stubs give ndarray the protocol's `__buffer__`
 # only for Python 3.12 and later, so ndarray is named as well.

@@ -661,7 +661,7 @@ def _folded_partials(block: LazyBlock, base: int, rows: int, per_piece: int, fol
     starts = range(0, rows, per_piece)
     pieces = len(starts)
     counts = np.array([min(per_piece, rows - start) for start in starts], np.int64)
-    sums = (np.empty((pieces, width)) for _ in range(3 + (order == 4) * 2))
+    sums: list[np.ndarray] = [np.empty((pieces, width)) for _ in range(3 + (order == 4) * 2)]
     total, group_mean, m2, *higher = sums
     extremes = block.dtype.newbyteorder("=")
     minimum, maximum = np.empty((pieces, width), extremes), np.empty((pieces, width), extremes)

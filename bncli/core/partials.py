@@ -35,9 +35,9 @@ from bncli.core.buffers import LazyBlock
 if TYPE_CHECKING:
     from collections.abc import Callable
     from dataclasses import Field
-    from typing import Any
+    from typing import Any, TypeAlias
 
-    from typing_extensions import Self, TypeAlias
+    from typing_extensions import Self
 
     # What selects channels of a partial: an index or a slice of the first channel axis
     # (of a stack of partials), or a region of slices, one per channel axis.

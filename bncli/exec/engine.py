@@ -14,10 +14,10 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,10 +39,13 @@ from bncli.core.statistics import Statistics
 from bncli.errors import InputError, UsageError
 from bncli.io.npy import make_header
 from bncli.io.registry import open_source
-from bncli.io.sinks import as_bytes
+from bncli.io.sinks import NpyFileWriter, as_bytes
 from bncli.io.source import OpenOptions, Source
 
-ProgressCallback = Optional[Callable[[int], None]]
+if TYPE_CHECKING:
+    from bncli.io.sinks import Hdf5Writer, NpyWriter, ZarrWriter
+
+ProgressCallback = Callable[[int], None] | None
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,8 @@ def source_partials(source: Source, reduce_axes: Sequence[int], reduction: Reduc
     return result
 
 
-def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=None,
+def compute_statistics(sources: Sequence[Source], *, axes: Sequence[int] | None = None,
+                       channel_axis: int | None = None,
                        layout: str | None = None, ddof: int = 0,
                        reduction: Reduction | None = None, keepdims: bool = False,
                        chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
@@ -236,9 +240,11 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
     -------
     Statistics
     """
+    if not sources:
+        raise UsageError("no input to compute statistics of")
     partials_of = partials_of or source_partials
     reduction = reduction or Reduction()
-    plans = []
+    plans: list[tuple[Source, tuple, tuple]] = []
     for source in sources:
         reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name, layout)
         check_reducible(source)
@@ -255,7 +261,7 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
     check_ddof(ddof, sum(math.prod(source.shape) // max(math.prod(channels), 1)
                          for source, channels, _ in plans),
                reduction.ignore_nan, ", ".join(source.name for source in sources))
-    statistics = None
+    statistics: Statistics | None = None
     for source, channels, reduce_axes in plans:
         partials = partials_of(source, reduce_axes, reduction, chunk_bytes=chunk_bytes,
                                threads=threads, progress=progress)
@@ -263,6 +269,7 @@ def compute_statistics(sources: Sequence[Source], *, axes=None, channel_axis=Non
                           partials=partials.reshape(channels), ddof=ddof, keepdims=keepdims,
                           ignore_nan=reduction.ignore_nan, order=reduction.order)
         statistics = part if statistics is None else statistics.merge(part, source.name)
+    assert statistics is not None  # set by the loop: there is at least one source
     return statistics
 
 
@@ -279,7 +286,8 @@ def check_ddof(ddof: int, count: int, ignore_nan: bool, name: str) -> None:
                          f"{name}: the variance would be undefined")
 
 
-def normalize_source(source: Source, writer, coefficients: Coefficients, out_dtype: np.dtype,
+def normalize_source(source: Source, writer: NpyWriter | Hdf5Writer | ZarrWriter,
+                     coefficients: Coefficients, out_dtype: np.dtype,
                      *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
                      progress: ProgressCallback = None) -> None:
     """Stream one source through the normalization into a writer.
@@ -308,6 +316,7 @@ def normalize_source(source: Source, writer, coefficients: Coefficients, out_dty
                 local.buffers = BufferRing(1)
             out = local.buffers.array(region_shape(region), out_dtype)
         if positional:  # each piece written as soon as it is made, still in cache
+            assert isinstance(writer, NpyFileWriter)  # the one writer with random_access
             normalize_block(fetch(), coefficients_for(coefficients, region), out,
                             done=functools.partial(writer.write_part, region, out))
             return region, None

@@ -36,9 +36,7 @@ from bncli.errors import InputError
 from bncli.io.source import InputSpec, OpenOptions, Source, open_file, read_into
 
 if TYPE_CHECKING:
-    from typing import Protocol
-
-    from typing_extensions import TypeAlias
+    from typing import Protocol, TypeAlias
 
     class FileStream(Protocol):
         """A file: its header read in order, its data at offsets through its descriptor."""

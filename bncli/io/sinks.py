@@ -292,6 +292,8 @@ def preallocate(descriptor: int, size: int, name: str) -> None:
     the filesystem lays the file out in one go (writing 1 GiB takes a steadier time).
     Filesystems that cannot preallocate are written as usual.
     """
+    if not hasattr(os, "posix_fallocate"):  # not on macOS: written as it comes
+        return
     try:
         os.posix_fallocate(descriptor, 0, size)
     except OSError as exc:

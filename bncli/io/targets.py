@@ -47,7 +47,8 @@ class Target:
             return cls(text, None, hdf5=True)
         named = split_hdf5_file(text)  # an existing HDF5 file of any name
         if named:
-            return cls(*named, hdf5=True)
+            path, dataset = named
+            return cls(path, dataset, hdf5=True)
         if text != "-" and not text.lower().endswith(".npy"):
             raise UsageError(f"{text}: the output must be a .npy file, an HDF5 file "
                              "(out.h5 or out.h5:/dataset), a zarr store (out.zarr), or - "
