@@ -306,9 +306,23 @@ def json_options(func):
     return func
 
 
+# The options of how a command reads and computes, handed to the library whole as `engine`.
+ENGINE_KEYS = ("chunk_bytes", "threads", "allow_sparse", "allow_external", "scheduler")
+
+
 def engine_options(func):
     """``--chunk-bytes`` (16M, the engine's default), ``--threads``, ``--allow-external``,
-    ``--progress``."""
+    ``--allow-sparse``, ``--scheduler``, gathered into one ``engine`` argument (the library's
+    keyword arguments); and ``--progress``."""
+
+    command = func
+
+    @functools.wraps(command)
+    def gathered(*args, **kwargs):
+        kwargs["engine"] = {key: kwargs.pop(key) for key in ENGINE_KEYS}
+        return command(*args, **kwargs)
+
+    func = gathered
 
     func = click.option("--scheduler", envvar="BN_SCHEDULER", default=None, metavar="ADDRESS",
                         help="Run on a dask.distributed cluster: tcp://host:port, or local "
@@ -452,7 +466,7 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
           quiet, output, force, outlier_threshold, fail_on, quantile_levels, accuracy,
           sparse_threshold, plot_path, export_to, export_output, each, allow_duplicates, sort,
           only_flagged, pick, indent,
-          nan_as, chunk_bytes, threads, allow_sparse, allow_external, progress, scheduler):
+          nan_as, engine, progress):
     """Per-channel count, mean, variance, std, min, max, NaN, Inf and zero counts, and
     with --quantiles the distribution.
 
@@ -482,10 +496,9 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
         if output is not None or plot_path is not None or layout is not None:
             raise click.UsageError("--each reports every array of a file; it takes no -o, "
                                    "--plot or --layout (use --format json for the documents)")
-        options = dict(ddof=ddof, ignore_nan=ignore_nan, moments=int(order),
-                       chunk_bytes=chunk_bytes, threads=threads, allow_external=allow_external,
-                       allow_sparse=allow_sparse, scheduler=scheduler, quantiles=quantiles,
-                       accuracy=accuracy, sparse_threshold=sparse_threshold,
+        options = dict(ddof=ddof, ignore_nan=ignore_nan, moments=int(order), **engine,
+                       quantiles=quantiles, accuracy=accuracy,
+                       sparse_threshold=sparse_threshold,
                        **({} if outlier_threshold is None else
                           {"outlier_threshold": outlier_threshold}))
         results = [result for text in inputs for result in api.stats_each(
@@ -504,10 +517,8 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
     statistics = api.stats(inputs, axes=axes, channel_axis=channel_axis, layout=layout,
                            ddof=ddof,
                            ignore_nan=ignore_nan, keepdims=keepdims, moments=int(order),
-                           chunk_bytes=chunk_bytes, threads=threads,
-                           allow_external=allow_external, allow_sparse=allow_sparse,
-                           progress=_progress_factory(progress),
-                           scheduler=scheduler, allow_duplicates=allow_duplicates,
+                           **engine, progress=_progress_factory(progress),
+                           allow_duplicates=allow_duplicates,
                            quantiles=quantiles, accuracy=accuracy,
                            sparse_threshold=sparse_threshold,
                            **({} if outlier_threshold is None else
@@ -748,8 +759,8 @@ def _print_statistics(statistics, fmt, found, *, elapsed=None, show_all=False, i
 @engine_options
 def normalize(input, output, axes, channel_axis, layout, epsilon, convention, scale, offset,
               stats_path, save_stats,
-              dtype, ddof, ignore_nan, force, compression, hdf5_chunks, quiet, chunk_bytes,
-              threads, allow_sparse, allow_external, progress, scheduler):
+              dtype, ddof, ignore_nan, force, compression, hdf5_chunks, quiet, engine,
+              progress):
     """Write scale * (x - mean) / sqrt(variance + epsilon) + offset, chunk by chunk.
 
     \b
@@ -783,9 +794,8 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, convention, sc
         input, output, axes=axes, channel_axis=channel_axis, layout=layout, epsilon=epsilon,
         convention=convention, scale=scale,
         offset=offset, stats=stats_path, save_stats=save_stats, dtype=dtype, force=force,
-        ddof=ddof, ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
-        allow_external=allow_external, allow_sparse=allow_sparse, compression=compression,
-        chunks=hdf5_chunks, progress=_progress_factory(progress), scheduler=scheduler)
+        ddof=ddof, ignore_nan=ignore_nan, compression=compression, chunks=hdf5_chunks,
+        **engine, progress=_progress_factory(progress))
     if not quiet:
         from bncli.cli.report import render_normalize_summary
 
@@ -901,8 +911,7 @@ def export(statsfile, to, output, no_rescale, prefix, fmt, force):
 @axes_options
 @engine_options
 def calibrate(inputs, method, per_channel, percentile, target, fmt, name, each, output,
-              force, accuracy, ignore_nan, axes, channel_axis, layout, chunk_bytes, threads,
-              allow_sparse, allow_external, progress, scheduler):
+              force, accuracy, ignore_nan, axes, channel_axis, layout, engine, progress):
     """Clipping ranges and scales for int8 (or fp8) quantization, from the histograms of
     INPUTs or of statistics files written with --quantiles (merged exactly).
 
@@ -918,9 +927,7 @@ def calibrate(inputs, method, per_channel, percentile, target, fmt, name, each, 
     options = {}
     if not all(api.is_statistics_file(text) for text in inputs):
         options = dict(axes=axes, channel_axis=channel_axis, layout=layout,
-                       ignore_nan=ignore_nan, chunk_bytes=chunk_bytes, threads=threads,
-                       allow_sparse=allow_sparse, allow_external=allow_external,
-                       scheduler=scheduler,
+                       ignore_nan=ignore_nan, **engine,
                        progress=_progress_factory(progress))
     if fmt == "tensorrt" and per_channel:
         raise click.UsageError("a TensorRT cache holds one scale per tensor; drop "
@@ -986,8 +993,8 @@ def calibrate(inputs, method, per_channel, percentile, target, fmt, name, each, 
 @color_option
 @engine_options
 def diff(base, new, axes, channel_axis, layout, ignore_nan, accuracy, sparse_threshold,
-         max_shift, max_psi, fail_on, fmt, show_all, quiet, indent, nan_as, chunk_bytes,
-         threads, allow_sparse, allow_external, progress, scheduler):
+         max_shift, max_psi, fail_on, fmt, show_all, quiet, indent, nan_as, engine,
+         progress):
     """Per-channel drift of NEW from BASE: each a statistics file or an INPUT.
 
     Mean shift in BASE's std, std ratio, channels that became dead, sparse, non-finite or
@@ -1015,9 +1022,7 @@ def diff(base, new, axes, channel_axis, layout, ignore_nan, accuracy, sparse_thr
     result, old, now = api.diff(
         base, new, axes=axes, channel_axis=channel_axis, layout=layout, ignore_nan=ignore_nan,
         accuracy=accuracy, sparse_threshold=sparse_threshold, max_shift=max_shift,
-        max_psi=max_psi, chunk_bytes=chunk_bytes, threads=threads,
-        allow_external=allow_external, allow_sparse=allow_sparse,
-        progress=_progress_factory(progress), scheduler=scheduler)
+        max_psi=max_psi, **engine, progress=_progress_factory(progress))
     if not quiet:
         if fmt is None:
             fmt = "table" if sys.stdout.isatty() else "json"
