@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncli.core.histogram import Histogram, _decoded, representatives
+from bncli.core.histogram import Histogram, _decoded, bucket_of_rank, rank_at, representatives
 from bncli.errors import StatsFileError
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
@@ -129,11 +129,10 @@ def amax(found: Magnitudes, method: str, *, percentile: float = 99.99,
 
 
 def _percentile(found: Magnitudes, percentile: float) -> float:
-    rank = max(1, math.ceil(percentile / 100 * found.total))
+    rank = rank_at(percentile / 100, found.total)
     if rank <= found.zeros:
         return 0.0
-    cumulative = found.zeros + np.cumsum(found.counts)
-    index = min(int(np.searchsorted(cumulative, rank)), found.counts.size - 1)
+    index = int(bucket_of_rank(found.zeros + np.cumsum(found.counts), rank))
     value = representatives(np.array([found.first_key + index]), found.bits)[0]
     return float(min(value, found.largest))
 

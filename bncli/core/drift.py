@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bncli.core.findings import flags
-from bncli.core.histogram import SPECIAL, Histogram, bucket_union, widen_buckets
+from bncli.core.histogram import (
+    SPECIAL,
+    Histogram,
+    bucket_of_rank,
+    bucket_union,
+    rank_at,
+    widen_buckets,
+)
 
 if TYPE_CHECKING:
     from bncli.core.statistics import Statistics
@@ -108,8 +115,7 @@ def _histogram_drift(base: Histogram, new: Histogram) -> tuple:
     old_total, new_total = old[:, -1:], now[:, -1:]
 
     def bucket_of(level):  # BASE's bucket of the value of rank ceil(level * n)
-        rank = np.clip(np.ceil(level * old_total), 1, None)
-        return np.minimum((old < rank).sum(axis=1), old.shape[1] - 1)
+        return bucket_of_rank(old, rank_at(level, old_total[:, 0]))
 
     rows = np.arange(len(old))
     with np.errstate(all="ignore"):

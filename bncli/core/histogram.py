@@ -252,9 +252,8 @@ class Histogram(Partial):
             cumulative = np.cumsum(counts, axis=1, out=counts)
             total = cumulative[:, -1]
             for column, level in enumerate(levels):
-                rank = np.clip(np.ceil(level * total), 1, None)
-                index = np.minimum((cumulative < rank[:, None]).sum(axis=1), len(values) - 1)
-                result[rows, column] = values[index]
+                result[rows, column] = values[bucket_of_rank(cumulative,
+                                                             rank_at(level, total))]
             result[rows][total == 0] = np.nan  # a view of those channels' rows
         if not self.ignore_nan:
             result[special[:, 4] > 0] = np.nan
@@ -392,6 +391,20 @@ def _counts(array: ArrayLike, name: str, key: str) -> np.ndarray:
     if array.dtype.kind not in "iub" or np.any(array < 0):
         raise StatsFileError(f"{name}: {key} is not a list of counts")
     return array.astype(np.int64)
+
+
+def rank_at(level: float | np.ndarray, total: ArrayLike) -> np.ndarray:
+    """The rank of the value at quantile `level` of `total` values: ``ceil(level * total)``,
+    at least 1 (the lowest value at level 0). Quantiles, drift and calibration all use it."""
+    return np.clip(np.ceil(level * np.asarray(total)), 1, None)
+
+
+def bucket_of_rank(cumulative: np.ndarray, rank: ArrayLike) -> np.ndarray:
+    """The bucket (along the last axis of `cumulative`, the running counts in increasing order
+    of value) that holds the value of `rank`: the first whose count reaches it, the last at
+    most. `rank` has the shape of `cumulative` without its last axis."""
+    reached = (cumulative < np.asarray(rank)[..., None]).sum(axis=-1)
+    return np.minimum(reached, cumulative.shape[-1] - 1)
 
 
 def bucket_union(low_a: int, a: np.ndarray, low_b: int, b: np.ndarray) -> tuple:
