@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -52,3 +54,24 @@ def test_the_new_format_refuses_what_it_must(tmp_path, invoke, bnraw):
     result = invoke("stats", path)
     assert result.exit_code == 1
     assert f"bn: error: {path}: holds other than the declared data" in result.stderr
+
+
+def test_a_command_imports_only_the_libraries_of_the_formats_it_reads(tmp_path, rng):
+    """h5py, zarr, dask and matplotlib are imported by the commands that use them, not by
+    every one: a format's library costs nothing to a command that reads none of its files."""
+    np.save(tmp_path / "x.npy", rng.standard_normal((8, 3)))
+    code = (
+        "import sys\n"
+        "from bncli.cli.main import main\n"
+        "try:\n"
+        f"    main(['stats', {str(tmp_path / 'x.npy')!r}, '--format', 'json'])\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "loaded = [name for name in ('h5py', 'zarr', 'dask', 'distributed', 'matplotlib',\n"
+        "                            'hdf5plugin', 'numcodecs', 'scipy')\n"
+        "          if type(sys.modules.get(name)).__name__ == 'module']\n"
+        "sys.stderr.write('loaded: %s' % loaded)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith("loaded: []"), done.stderr

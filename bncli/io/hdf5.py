@@ -13,20 +13,20 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
-
-try:  # registers the filters of the hdf5plugin package (zstd, lz4, blosc...) with HDF5
-    import hdf5plugin  # noqa: F401
-except (ImportError, OSError):  # pragma: no cover - the filters are then not installed
-    pass
 
 from bncli.core.buffers import BufferRing
 from bncli.core.dtypes import check_dtype
 from bncli.core.layout import format_shape, region_shape
 from bncli.errors import InputError
-from bncli.io.source import Entry, InputSpec, OpenOptions, Source
+from bncli.io.source import Entry, InputSpec, OpenOptions, Source, lazy_import
+
+if TYPE_CHECKING:
+    import h5py
+else:  # imported when an HDF5 file is first used, not by every command
+    h5py = lazy_import("h5py")
 
 # Enough slots that chunks of one block row rarely collide in the cache's hash table.
 CHUNK_CACHE_SLOTS = 100003
@@ -42,7 +42,23 @@ HDF5_SUFFIX = re.compile(r"^(?P<path>.*?\.(?:" + "|".join(SUFFIXES) + r"))(?::(?
 MIN_CHUNK_CACHE_BYTES = 16 * 2**20
 
 
+def _register_filters() -> None:
+    """Register the filters of the hdf5plugin package (zstd, lz4, blosc...) with HDF5, once,
+    before the first file is opened (they are then not installed where it is not)."""
+    global _FILTERS_REGISTERED
+    if not _FILTERS_REGISTERED:
+        _FILTERS_REGISTERED = True
+        try:
+            import hdf5plugin  # noqa: F401
+        except (ImportError, OSError):  # pragma: no cover - the extra is not installed
+            pass
+
+
+_FILTERS_REGISTERED = False
+
+
 def _open_file(path: str, name: str, chunk_cache_bytes: int) -> h5py.File:
+    _register_filters()
     try:
         return h5py.File(path, "r", rdcc_nbytes=chunk_cache_bytes, rdcc_nslots=CHUNK_CACHE_SLOTS)
     except OSError as exc:
@@ -386,9 +402,10 @@ def read_block(dataset: h5py.Dataset, region: tuple, name: str, block: np.ndarra
     return block
 
 
-# The filters of the hdf5plugin package (by their registered ids) that bn undoes itself.
-FILTER_BLOSC, FILTER_LZ4, FILTER_ZSTD = 32001, 32004, 32015
-CODECS = {h5py.h5z.FILTER_DEFLATE: "deflate", FILTER_ZSTD: "zstd", FILTER_LZ4: "lz4",
+# The filters bn undoes itself, by their ids: deflate's is fixed by the HDF5 format
+# (H5Z_FILTER_DEFLATE), those of the hdf5plugin package are registered with The HDF Group.
+FILTER_DEFLATE, FILTER_BLOSC, FILTER_LZ4, FILTER_ZSTD = 1, 32001, 32004, 32015
+CODECS = {FILTER_DEFLATE: "deflate", FILTER_ZSTD: "zstd", FILTER_LZ4: "lz4",
           FILTER_BLOSC: "blosc"}
 
 

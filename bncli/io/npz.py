@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import os
 import struct
-import zipfile
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from bncli.errors import InputError
 from bncli.io.npy import RawSource, npy_source
-from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose, open_file
+from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose, lazy_import, open_file
+
+if TYPE_CHECKING:
+    import zipfile
+else:  # imported when an archive is first read, not by every command
+    zipfile = lazy_import("zipfile")
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer

@@ -10,10 +10,13 @@ the block's storage-order shape. Memory in use is one block, whatever the file s
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, Protocol, TypeVar
 
 import numpy as np
@@ -336,6 +339,22 @@ def read_into(stream: ReadsInto, buffer: np.ndarray) -> int:
             break
         done += got
     return done
+
+
+def lazy_import(name: str) -> ModuleType:
+    """A module imported when one of its attributes is first used: a format whose library is
+    slow to import (h5py) costs nothing to a command that reads no file of that format."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no module named {name!r}")
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
 
 
 def open_file(path: str, name: str) -> BinaryIO:

@@ -5,7 +5,6 @@ names one array of a group."""
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
@@ -89,6 +88,8 @@ def is_zarr(path: str) -> bool:
         return any(os.path.exists(os.path.join(path, meta)) for meta in ZARR_METADATA)
     if not path.lower().endswith(".zip"):
         return False
+    import zipfile
+
     try:
         with zipfile.ZipFile(path) as archive:
             return any(name.rsplit("/", 1)[-1] in ZARR_METADATA
