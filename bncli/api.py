@@ -54,7 +54,6 @@ from bncli.exec.engine import (
     spool_stdin,
 )
 from bncli.io import statsfile
-from bncli.io.hdf5 import has_hdf5_signature
 from bncli.io.registry import list_entries, open_source, parse_input
 from bncli.io.sinks import (
     AtomicFile,
@@ -69,12 +68,12 @@ from bncli.io.sinks import (
     stdout_stream,
 )
 from bncli.io.source import ArraySource, InputSpec, OpenOptions, Source
-from bncli.io.targets import Target, chunk_shape, same_file
 
 if TYPE_CHECKING:
     from distributed import Client
 
     from bncli.exec.cluster import ClusterPartials
+    from bncli.io.targets import Target
 
 Path = str | os.PathLike[str]
 Affine = float | Sequence | np.ndarray | None
@@ -977,6 +976,9 @@ class _NormalizeOutputs:
     def checked(cls, input: str, output: str, stats: Path | Statistics | None,
                 save_stats: Path | None, force: bool, compression: str | None,
                 chunks: Sequence[int] | None) -> _NormalizeOutputs:
+        from bncli.io.hdf5 import has_hdf5_signature
+        from bncli.io.targets import Target
+
         target = Target.parse(output)
         inputs = [] if input == "-" else [parse_input(input).path]
         if stats is not None and not isinstance(stats, Statistics):
@@ -1001,6 +1003,8 @@ class _NormalizeOutputs:
     def for_input(self, source: Source) -> _NormalizeOutputs:
         """The outputs checked against the opened input: the dataset an existing HDF5 file
         gains (the input's own refused), and the chunk shape."""
+        from bncli.io.targets import chunk_shape, same_file
+
         if self.into_existing:
             written = self.target.dataset_for(source.dataset)
             others = list(self.inputs)

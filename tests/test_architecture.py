@@ -7,6 +7,7 @@ import json
 import struct
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -17,10 +18,16 @@ from bncli.io import registry
 
 @pytest.fixture
 def bnraw(monkeypatch):
-    """The example format, registered as its one registry line would."""
+    """The example format as the module bncli.io.bnraw, registered as its one registry line
+    would."""
     example = doc_example("format")
-    monkeypatch.setattr(registry, "FORMATS", registry.FORMATS + (example["FORMAT"],))
-    return example
+    module = types.ModuleType("bncli.io.bnraw")
+    module.__dict__.update(example)
+    monkeypatch.setitem(sys.modules, "bncli.io.bnraw", module)
+    monkeypatch.setattr(registry, "FORMATS", registry.FORMATS + ("bnraw",))
+    registry.formats.cache_clear()
+    yield example
+    registry.formats.cache_clear()
 
 
 def write_bnraw(path, values, magic):

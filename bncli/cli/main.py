@@ -781,9 +781,10 @@ def normalize(input, output, axes, channel_axis, layout, epsilon, convention, sc
     value_files = [item.path for item in (scale, offset) if isinstance(item, LoadedValues)]
     if output != "-" and value_files:
         from bncli.io.sinks import check_target
+        from bncli.io.targets import Target
 
         for path in value_files:  # the output may not be a file of scale or offset values
-            check_target(api.Target.parse(output).path, force=True, inputs=[path])
+            check_target(Target.parse(output).path, force=True, inputs=[path])
     elif value_files:
         from bncli.io.sinks import stdout_stream
 

@@ -1,8 +1,10 @@
 """Every format bn reads, in the order they are recognised, and the dispatch to them.
 
-This is the only module that imports every format. Adding a format is its own module (an
-object with ``name``, ``suffixes``, ``matches``, ``open`` and ``entries``, see
-:class:`bncli.io.source.Format`), one line in :data:`FORMATS` and its tests.
+This is the only module that names every format. Adding a format is its own module (an
+object ``FORMAT`` with ``name``, ``suffixes``, ``matches``, ``open`` and ``entries``, see
+:class:`bncli.io.source.Format`), one line in :data:`FORMATS` and its tests. A format's
+module is imported when a file is first tried against it: ``bn stats x.npy`` imports none
+of the others.
 
 ``FILE:NAME`` names an entry of a container. An argument that exists as a path is that
 path (a file whose name holds ``:``); else the text is split after a container's name
@@ -12,28 +14,47 @@ name, at the first ``:`` that ends that file's path.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import re
 
-from bncli.io import hdf5, npy, npz, safetensors, zarr
+from bncli.io import npy
 from bncli.io.source import Format, InputSpec, OpenOptions, Source, is_stream, sniff
 
-# Tried in this order on a file's first bytes (a zarr store, which may be a directory, first).
-FORMATS: tuple[Format, ...] = (zarr.FORMAT, hdf5.FORMAT, npz.FORMAT, safetensors.FORMAT)
+# The modules of bncli.io tried in this order on a file's first bytes (a zarr store, which
+# may be a directory, first).
+FORMATS = ("zarr", "hdf5", "npz", "safetensors")
 # What a file is when none of them claims it.
 DEFAULT: Format = npy.FORMAT
-# Archives of named arrays: FILE.npz[:member], FILE.safetensors[:tensor], STORE.zarr[:array].
-CONTAINER_SUFFIX = re.compile(
-    r"^(?P<path>.*?\.(?:" + "|".join(re.escape(suffix) for fmt in FORMATS if fmt is not
-                                     hdf5.FORMAT for suffix in fmt.suffixes)
-    + r"))/*(?::(?P<dataset>.*))?$", re.IGNORECASE)
+
+
+@functools.cache
+def formats() -> tuple[Format, ...]:
+    """The formats of :data:`FORMATS`, imported."""
+    return tuple(importlib.import_module(f"bncli.io.{name}").FORMAT for name in FORMATS)
+
+
+def _hdf5() -> Format:
+    return next(fmt for fmt in formats() if fmt.name == "hdf5")
+
+
+@functools.cache
+def _container_suffix() -> re.Pattern:
+    """Archives of named arrays: FILE.npz[:member], FILE.safetensors[:tensor],
+    STORE.zarr[:array] (HDF5's names have a pattern of their own)."""
+    suffixes = [suffix for fmt in formats() if fmt.name != "hdf5" for suffix in fmt.suffixes]
+    return re.compile(r"^(?P<path>.*?\.(?:" + "|".join(map(re.escape, suffixes))
+                      + r"))/*(?::(?P<dataset>.*))?$", re.IGNORECASE)
 
 
 def parse_input(text: str) -> InputSpec:
     """Split ``file.h5:/group/dataset``; other text is a path (``-`` is stdin)."""
     if text == "-" or os.path.lexists(text):
         return InputSpec(text)
-    for suffix in (hdf5.HDF5_SUFFIX, CONTAINER_SUFFIX):
+    from bncli.io import hdf5
+
+    for suffix in (hdf5.HDF5_SUFFIX, _container_suffix()):
         match = suffix.match(text)
         if match and match.group("dataset") is not None:
             return InputSpec(match.group("path"), match.group("dataset") or None)
@@ -42,10 +63,16 @@ def parse_input(text: str) -> InputSpec:
 
 def _by_content(spec: InputSpec) -> tuple[Format | None, bytes]:
     """The format whose content the file has, and the file's first bytes."""
-    if zarr.FORMAT.matches(spec.path, b""):  # a directory has no first bytes
-        return zarr.FORMAT, b""
+    if not os.path.isdir(spec.path):  # a directory (a zarr store) has no first bytes
+        head = sniff(spec.path, spec.display)
+        if (spec.dataset is None and spec.path.lower().endswith(".npy")
+                and DEFAULT.matches(spec.path, head)):
+            return DEFAULT, head  # the common case: no other format claims such a file
+    zarr, *by_signature = formats()
+    if zarr.matches(spec.path, b""):
+        return zarr, b""
     head = sniff(spec.path, spec.display)
-    return next((fmt for fmt in FORMATS if fmt.matches(spec.path, head)), None), head
+    return next((fmt for fmt in by_signature if fmt.matches(spec.path, head)), None), head
 
 
 def recognise(spec: InputSpec) -> Format:
@@ -53,9 +80,11 @@ def recognise(spec: InputSpec) -> Format:
     found, head = _by_content(spec)
     if found is not None:
         return found
-    if spec.dataset is not None or (hdf5.HDF5_SUFFIX.match(spec.path)
-                                    and not npy.FORMAT.matches(spec.path, head)):
-        return hdf5.FORMAT  # a named entry or an HDF5 name: HDF5 says what is wrong with it
+    from bncli.io.hdf5 import HDF5_SUFFIX
+
+    if spec.dataset is not None or (HDF5_SUFFIX.match(spec.path)
+                                    and not DEFAULT.matches(spec.path, head)):
+        return _hdf5()  # a named entry or an HDF5 name: HDF5 says what is wrong with it
     return DEFAULT
 
 
