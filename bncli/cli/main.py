@@ -379,6 +379,11 @@ def cli():
     """
 
 
+# The commands. Click hands each option to its command as a keyword argument, so a command
+# has one parameter per option (more than ten for stats, normalize, calibrate, diff and
+# merge); the options the commands share come gathered where the library takes them whole
+# (`engine`). Each body parses what the library does not (sizes, lists, files of values)
+# and hands the rest to bncli.api.
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default=None,
@@ -498,12 +503,9 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
                                    "--plot or --layout (use --format json for the documents)")
         options = dict(ddof=ddof, ignore_nan=ignore_nan, moments=int(order), **engine,
                        quantiles=quantiles, accuracy=accuracy,
-                       sparse_threshold=sparse_threshold,
-                       **({} if outlier_threshold is None else
-                          {"outlier_threshold": outlier_threshold}))
-        results = [result for text in inputs for result in api.stats_each(
-            text, axes=axes, channel_axis=channel_axis, **options)]
-        _report_each(results, fmt, quiet, indent, nan_as, fail_kinds)
+                       sparse_threshold=sparse_threshold, outlier_threshold=outlier_threshold)
+        _stats_each(inputs, axes, channel_axis, options,
+                    dict(fmt=fmt, quiet=quiet, indent=indent, nan_as=nan_as), fail_kinds)
         return
     input_paths = [api.parse_input(text).path for text in inputs]
     if output is not None:
@@ -546,6 +548,19 @@ def stats(inputs, axes, channel_axis, layout, keepdims, ddof, ignore_nan, order,
         for finding in failing:
             _echo_err(f"bn: --fail-on: {finding.kind} in {_channel_list(statistics, finding)}")
         raise click.exceptions.Exit(FINDINGS_EXIT_CODE)
+
+
+def _stats_each(inputs: tuple, axes: tuple | None, channel_axis: int | None, options: dict,
+                shown: dict, fail_kinds: set) -> None:
+    """``bn stats --each``: every array of each file, reported as `shown` says."""
+    from bncli import api
+
+    if options["outlier_threshold"] is None:
+        del options["outlier_threshold"]  # the library's default
+    results = [result for text in inputs for result in api.stats_each(
+        text, axes=axes, channel_axis=channel_axis, **options)]
+    _report_each(results, shown["fmt"], shown["quiet"], shown["indent"], shown["nan_as"],
+                 fail_kinds)
 
 
 def _export(statistics: str | Statistics, to: str, output: str | None, quiet: bool,

@@ -57,6 +57,7 @@ def _y_range(low: np.ndarray, high: np.ndarray) -> tuple:
     return bottom - pad, top + pad
 
 
+# One figure, its panels drawn in the order they stand: longer than 80 lines, kept whole.
 def plot_statistics(statistics: Statistics, found: Sequence[Finding], path: str, *,
                     force: bool = False) -> None:
     """Draw the statistics of every channel into an image file, written atomically.

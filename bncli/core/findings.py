@@ -111,6 +111,7 @@ def robust_outliers(values: np.ndarray, usable: np.ndarray, threshold: float,
     return flagged
 
 
+# The table of rules, one after another as the README lists them: kept in one function.
 def flags(values: dict, *, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
           sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
           tails: np.ndarray | None = None) -> dict:

@@ -155,6 +155,8 @@ class Moments(Partial):
         return block_moments(block, reduce_axes, ignore_nan=reduction.ignore_nan,
                              order=reduction.order)
 
+    # The Chan / Pebay update of every array in one place, where it can be read against the
+    # papers: longer than 80 lines, kept whole.
     def merge(self, other: Moments) -> Moments:
         """Combine with the moments of other data of the same channels.
 

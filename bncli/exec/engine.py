@@ -209,6 +209,8 @@ def source_partials(source: Source, reduce_axes: Sequence[int], reduction: Reduc
     return result
 
 
+# The entry of both engines (a cluster passes its own partials_of): its keyword arguments
+# are the statistics' options, more than ten.
 def compute_statistics(sources: Sequence[Source], *, axes: Sequence[int] | None = None,
                        channel_axis: int | None = None,
                        layout: str | None = None, ddof: int = 0,

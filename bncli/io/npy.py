@@ -108,6 +108,7 @@ def _read_exact(stream: NpyStream, count: int, name: str, what: str) -> bytes:
 
 
 
+# The checks in the fixed order of the module docstring, each with its message: kept whole.
 def read_header(stream: NpyStream, name: str) -> NpyHeader:
     """Read and validate a ``.npy`` header from a binary stream positioned at its start.
 
@@ -277,11 +278,11 @@ class RawSource(Source):
 
     read_ranges = True
 
+    # each argument is a fact the format declares; a reader of many formats takes them all
     def __init__(self, stream: NpyStream, *, name: str, path: str, dataset: str | None,
                  shape: tuple, dtype: np.dtype, offset: int, seekable: bool,
                  fortran_order: bool = False, details: dict | None = None,
                  widen: tuple[np.dtype, Widen] | None = None, stored_as: str | None = None):
-        # a reader of many formats: each of these is a fact its format declares
         super().__init__(name=name, path=path, dataset=dataset, shape=shape, dtype=dtype,
                          fortran_order=fortran_order, details=details or {},
                          stored_as=stored_as)

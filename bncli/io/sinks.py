@@ -478,6 +478,7 @@ class Hdf5Writer:
     file: h5py.File | None
     dataset: h5py.Dataset | None
 
+    # what the dataset is and how it is stored: each argument a fact of the output
     def __init__(self, path: str, name: str, dataset: str, shape: tuple, dtype: np.dtype,
                  fortran_order: bool, chunks: tuple | None, attrs: dict,
                  compression: str | None = None, existing: bool = False):

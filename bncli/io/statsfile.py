@@ -191,6 +191,7 @@ def _require(document: dict, key: str, kind: type[_T], name: str) -> _T:
     return value
 
 
+# Every field checked in the order of the document, each with its message: kept whole.
 def from_document(document: object, arrays: dict, name: str) -> Statistics:
     """Build :class:`Statistics` from a parsed document and its arrays, validating both."""
     if not isinstance(document, dict):
