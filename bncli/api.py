@@ -51,7 +51,6 @@ from bncli.exec.engine import (
     default_threads,
     normalize_budget,
     normalize_source,
-    spool_stdin,
 )
 from bncli.io import statsfile
 from bncli.io.registry import list_entries, open_source, parse_input
@@ -65,6 +64,7 @@ from bncli.io.sinks import (
     check_target,
     output_chunks,
     output_error,
+    spool_stdin,
     stdout_stream,
 )
 from bncli.io.source import ArraySource, InputSpec, OpenOptions, Source

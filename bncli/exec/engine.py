@@ -37,9 +37,7 @@ from bncli.core.normalize import Coefficients, normalize_block
 from bncli.core.partials import Node, Partials, Reduction, TreeAccumulator, region_box
 from bncli.core.statistics import Statistics
 from bncli.errors import InputError, UsageError
-from bncli.io.npy import make_header
-from bncli.io.registry import open_source
-from bncli.io.sinks import NpyFileWriter, as_bytes
+from bncli.io.sinks import NpyFileWriter
 from bncli.io.source import OpenOptions, Source
 
 if TYPE_CHECKING:
@@ -359,51 +357,3 @@ def normalize_budget(source: Source, out_dtype: np.dtype, chunk_bytes: int) -> i
     """Input bytes per block, so that neither input nor output block exceeds `chunk_bytes`."""
     widest = max(source.dtype.itemsize, out_dtype.itemsize)
     return max(1, chunk_bytes * source.dtype.itemsize // widest)
-
-
-def spool_stdin(source: Source, directory: str | None = None,
-                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple:
-    """Copy a ``.npy`` stream to a temporary file so that it can be read twice.
-
-    Parameters
-    ----------
-    source : Source
-        An opened stdin source (its header already checked).
-    directory : str, optional
-        Where to put the file (default: the system temporary directory).
-
-    Returns
-    -------
-    (Source, str)
-        The source reading the spooled file (named as the stream), and the file's path,
-        which the caller removes.
-    """
-    import tempfile
-
-    try:
-        handle, path = tempfile.mkstemp(prefix="bn-stdin-", suffix=".npy", dir=directory)
-    except OSError as exc:
-        raise _spool_error(source, directory, exc) from None
-    try:
-        try:
-            with os.fdopen(handle, "wb") as spool:
-                spool.write(make_header(source.shape, source.dtype, source.fortran_order))
-                for _region, block in source.blocks(chunk_bytes):
-                    spool.write(as_bytes(block))
-        except OSError as exc:
-            raise _spool_error(source, os.path.dirname(path), exc) from None
-        spooled = open_source(path)
-        spooled.name = source.name
-        spooled.path = source.path
-        return spooled, path
-    except BaseException:
-        os.unlink(path)
-        raise
-
-
-def _spool_error(source: Source, directory: str | None, exc: OSError) -> InputError:
-    import tempfile
-
-    where = directory or tempfile.gettempdir()
-    return InputError(f"{source.name}: cannot keep a copy for the second pass in {where}: "
-                      f"{exc.strerror or exc}", hint="set TMPDIR to a directory with room")

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from bncli.core.layout import plan_blocks, region_shape, region_start
-from bncli.errors import OutputError, UsageError
+from bncli.core.layout import DEFAULT_CHUNK_BYTES, plan_blocks, region_shape, region_start
+from bncli.errors import InputError, OutputError, UsageError
 from bncli.io.npy import make_header
 
 if TYPE_CHECKING:
     import h5py
+
+    from bncli.io.source import Source
 
 TEMP_SUFFIX = ".bn-tmp"
 
@@ -633,3 +635,53 @@ def stdout_stream(inputs: Iterable[str] = ()) -> BinaryIO:
     if stat.S_ISREG(target.st_mode):
         _refuse_inputs("<stdout>", target, inputs)
     return stream
+
+
+def spool_stdin(source: Source, directory: str | None = None,
+                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[Source, str]:
+    """Copy a ``.npy`` stream to a temporary file so that it can be read twice.
+
+    Parameters
+    ----------
+    source : Source
+        An opened stdin source (its header already checked).
+    directory : str, optional
+        Where to put the file (default: the system temporary directory).
+
+    Returns
+    -------
+    (Source, str)
+        The source reading the spooled file (named as the stream), and the file's path,
+        which the caller removes.
+    """
+    import tempfile
+
+    try:
+        handle, path = tempfile.mkstemp(prefix="bn-stdin-", suffix=".npy", dir=directory)
+    except OSError as exc:
+        raise _spool_error(source, directory, exc) from None
+    try:
+        try:
+            with os.fdopen(handle, "wb") as spool:
+                spool.write(make_header(source.shape, source.dtype, source.fortran_order))
+                for _region, block in source.blocks(chunk_bytes):
+                    spool.write(as_bytes(block))
+        except OSError as exc:
+            raise _spool_error(source, os.path.dirname(path), exc) from None
+        from bncli.io.registry import open_source
+
+        spooled = open_source(path)
+        spooled.name = source.name
+        spooled.path = source.path
+        return spooled, path
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
+def _spool_error(source: Source, directory: str | None, exc: OSError) -> InputError:
+    import tempfile
+
+    where = directory or tempfile.gettempdir()
+    return InputError(f"{source.name}: cannot keep a copy for the second pass in {where}: "
+                      f"{exc.strerror or exc}", hint="set TMPDIR to a directory with room")
