@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, settings
 
-from bncli.cli.main import cli
+from bncli.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -187,7 +187,7 @@ def test_binary_output_to_a_terminal_is_a_usage_error_however_asked(with_nan, tm
     ("1GB", 10**9), ("512k", 512 * 1024), ("100", 100),
 ])
 def test_sizes_are_binary_with_k_m_g_and_decimal_with_kb_mb_gb(text, size):
-    from bncli.cli.main import parse_size
+    from bncli.cli.options import parse_size
 
     assert parse_size(text) == size
 

@@ -16,7 +16,7 @@ from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bncli.cli.main import cli
+from bncli.cli import cli
 
 
 def test_directory_input(invoke, tmp_path):
