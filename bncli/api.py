@@ -48,7 +48,6 @@ from bncli.exec.engine import (
     check_ddof,
     check_reducible,
     compute_statistics,
-    default_threads,
     normalize_budget,
     normalize_source,
 )
@@ -111,18 +110,14 @@ def _paths(paths: Path | Sequence[Path]) -> list[str]:
 
 
 @contextlib.contextmanager
-def open_sources(specs: Path | Sequence[Path], *, allow_external: bool = False,
-                 allow_sparse: bool = False,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[list[Source]]:
+def open_sources(specs: Path | Sequence[Path],
+                 options: OpenOptions | None = None) -> Iterator[list[Source]]:
     """Open every input (checking all headers first) and close them all at the end."""
     specs = _paths(specs)
     if sum(1 for spec in specs if spec == "-") > 1:
         raise UsageError("standard input '-' can be given only once")
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_source(spec, OpenOptions(
-                       allow_external=allow_external, allow_sparse=allow_sparse,
-                       chunk_cache_bytes=2 * chunk_bytes)))
-                   for spec in specs]
+        sources = [stack.enter_context(open_source(spec, options)) for spec in specs]
         yield sources
 
 
@@ -191,9 +186,9 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
     Statistics
     """
     _check_moments_order(moments)
-    _check_positive(chunk_bytes, "the chunk size")
+    engine = EngineOptions.checked(chunk_bytes, threads, allow_external=allow_external,
+                                   allow_sparse=allow_sparse, scheduler=scheduler)
     _check_fraction(sparse_threshold, "the sparse threshold")
-    threads = threads or default_threads()
     reduction = _reduction(ignore_nan, moments, quantiles, accuracy)
     if not allow_duplicates:
         seen: dict = {}
@@ -202,15 +197,14 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
             if parsed.path != "-":
                 _refuse_duplicate(parsed.display, (_file_identity(parsed.path), parsed.dataset),
                                   seen, "is given twice")
-    with open_sources(inputs, allow_external=allow_external, allow_sparse=allow_sparse,
-                      chunk_bytes=chunk_bytes) as sources, \
-            _cluster(scheduler, allow_external) as partials_of:
+    with open_sources(inputs, engine.open_options()) as sources, \
+            _cluster(engine.scheduler, engine.allow_external) as partials_of:
         total = sum(source.nbytes for source in sources)
         with _progress_bar(progress, "stats", total) as advance:
             statistics = compute_statistics(
                 sources, axes=_axes(axes), channel_axis=channel_axis, layout=layout, ddof=ddof,
-                reduction=reduction, keepdims=keepdims, chunk_bytes=chunk_bytes,
-                threads=threads, progress=advance, partials_of=partials_of)
+                reduction=reduction, keepdims=keepdims, chunk_bytes=engine.chunk_bytes,
+                threads=engine.threads, progress=advance, partials_of=partials_of)
     statistics.outlier_threshold = outlier_threshold
     statistics.sparse_threshold = sparse_threshold
     return statistics
@@ -360,11 +354,6 @@ def _axes(axes: Sequence[int] | int | None) -> tuple | None:
         return tuple(int(axis) for axis in axes)
     except (TypeError, ValueError):
         raise UsageError(f"axes {axes!r} are not a sequence of integers") from None
-
-
-def _check_positive(value: int, label: str) -> None:
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise UsageError(f"{label} must be a positive number of bytes, not {value!r}")
 
 
 @contextlib.contextmanager
