@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bncli.core.buffers import LazyBlock
 from bncli.core.kernel import COMPILED, type_code
 from bncli.core.moments import count_along
 from bncli.core.partials import Partial, Reduction, register
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
     from numpy.typing import ArrayLike
 
-    from bncli.core.buffers import LazyBlock
     from bncli.core.partials import Index
 
 DEFAULT_ACCURACY = 0.01
@@ -150,7 +150,7 @@ class Histogram(Partial):
     def from_block(cls, block: np.ndarray | LazyBlock, reduce_axes: tuple,
                    reduction: Reduction) -> Histogram:
         """The histogram of one block (an ndarray or LazyBlock), keepdims-shaped."""
-        array = block.array() if hasattr(block, "array") else np.asarray(block)
+        array = block.array() if isinstance(block, LazyBlock) else np.asarray(block)
         settings = _settings(reduction)
         kept = [axis for axis in range(array.ndim) if axis not in reduce_axes]
         kept_shape = tuple(1 if axis in reduce_axes else dim

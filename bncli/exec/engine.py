@@ -306,7 +306,7 @@ def normalize_source(source: Source, writer: NpyWriter | Hdf5Writer | ZarrWriter
     coefficients = storage_coefficients(source, coefficients)
     budget = normalize_budget(source, out_dtype, chunk_bytes)
 
-    positional = getattr(writer, "random_access", False)
+    positional = writer.random_access  # each block written at its place by its worker
     local = threading.local()
 
     def normalize(item):

@@ -476,6 +476,8 @@ class Hdf5Writer:
         Add the dataset to the HDF5 file at `path` rather than create the file.
     """
 
+    random_access = False  # written in order, by one thread
+
     # None once closed (or if opening failed)
     file: h5py.File | None
     dataset: h5py.Dataset | None
