@@ -4,6 +4,7 @@ status; the library imported with the collector paused."""
 from __future__ import annotations
 
 import gc
+import importlib
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -40,8 +41,27 @@ class StdoutClosed(Exception):
     """The reader of stdout went away; click would otherwise exit 1 on EPIPE itself."""
 
 
+# Each command by the module of this package that defines it: a module is imported when its
+# command is run (or listed by --help), so a command pays for its own options only.
+COMMANDS = {"info": "files", "stats": "stats", "normalize": "normalize", "merge": "files",
+            "export": "files", "calibrate": "calibrate", "diff": "diff"}
+
+
 class BnGroup(click.Group):
-    """Turns library errors into click errors with the right exit status."""
+    """Turns library errors into click errors with the right exit status; finds each
+    command in its module (:data:`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            # its module registers it; for a name that is no command, every module, so that
+            # click can say which names are
+            modules = [COMMANDS[cmd_name]] if cmd_name in COMMANDS else set(COMMANDS.values())
+            for module in modules:
+                importlib.import_module(f"bncli.cli.{module}")
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx):
         _load_library()

@@ -27,8 +27,7 @@ if TYPE_CHECKING:
 
     pass
 
-# the commands register with the group as their modules are imported
-from bncli.cli import calibrate, diff, exit_codes, files, normalize, stats  # noqa: F401
+from bncli.cli import exit_codes
 from bncli.cli.group import StdoutClosed, cli, with_hint
 
 
