@@ -33,10 +33,10 @@ from bncli.core.drift import drift as drift_of
 from bncli.core.findings import DEFAULT_OUTLIER_THRESHOLD, DEFAULT_SPARSE_THRESHOLD
 from bncli.core.histogram import DEFAULT_ACCURACY, DEFAULT_LEVELS, bucket_accuracy, mantissa_bits
 from bncli.core.layout import (
+    AxesSpec,
     channel_shape,
     format_shape,
     keepdims_shape,
-    resolve_axes,
 )
 from bncli.core.normalize import Coefficients, NormalizeSpec, output_dtype
 from bncli.core.partials import Reduction
@@ -202,7 +202,7 @@ def stats(inputs: Path | Sequence[Path], *, axes: Sequence[int] | int | None = N
         total = sum(source.nbytes for source in sources)
         with _progress_bar(progress, "stats", total) as advance:
             statistics = compute_statistics(
-                sources, axes=_axes(axes), channel_axis=channel_axis, layout=layout, ddof=ddof,
+                sources, axes=AxesSpec(_axes(axes), channel_axis, layout), ddof=ddof,
                 reduction=reduction, keepdims=keepdims, chunk_bytes=engine.chunk_bytes,
                 threads=engine.threads, progress=advance, partials_of=partials_of)
     statistics.outlier_threshold = outlier_threshold
@@ -314,7 +314,7 @@ def _scalar_statistics(text: str, *, ddof: int = 0, ignore_nan: bool = False,
     """The statistics of a 0-d array's one value, as of an array of one element."""
     with open_source(text, OpenOptions(allow_external=allow_external)) as source:
         value = ArraySource(source.read_scalar().reshape(1), source)
-    statistics = compute_statistics([value], axes=(0,), ddof=ddof,
+    statistics = compute_statistics([value], axes=AxesSpec((0,)), ddof=ddof,
                                     reduction=_reduction(ignore_nan, moments, quantiles,
                                                          accuracy))
     statistics.outlier_threshold = outlier_threshold
@@ -819,12 +819,11 @@ class NormalizeResult:
 
 
 def _saved_statistics(source: Source, saved: Statistics, name: str,
-                      axes: Sequence[int] | None, channel_axis: int | None,
-                      layout: str | None) -> Statistics:
-    """Check that saved statistics fit a source; they are used as they are."""
-    if axes is None and channel_axis is None and layout is None:
-        axes = saved.axes
-    reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name, layout)
+                      axes: AxesSpec) -> Statistics:
+    """Check that saved statistics fit a source (over their own axes unless `axes` are
+    given); they are used as they are."""
+    reduce_axes = (axes if axes.given else AxesSpec(tuple(saved.axes))).resolve(
+        source.shape, source.name)
     channels = channel_shape(source.shape, reduce_axes)
     if tuple(saved.channel_shape) != channels:
         raise StatsFileError(
@@ -912,14 +911,13 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         source = stack.enter_context(open_source(input, engine.open_options()))
         check_reducible(source, "normalize")
         outputs = outputs.for_input(source)
+        given_axes = AxesSpec(_axes(axes), channel_axis, layout)
         if saved is None:
-            reduce_axes = resolve_axes(source.shape, _axes(axes), channel_axis, source.name,
-                                       layout)
+            reduce_axes = given_axes.resolve(source.shape, source.name)
             check_ddof(ddof, math.prod(source.shape) // math.prod(
                 channel_shape(source.shape, reduce_axes)), ignore_nan, source.name)
         else:
-            reduce_axes = _saved_statistics(source, saved, saved_name, _axes(axes),
-                                            channel_axis, layout).axes
+            reduce_axes = _saved_statistics(source, saved, saved_name, given_axes).axes
         channels = channel_shape(source.shape, reduce_axes)
         affine = (affine_values(scale, channels, "scale"),
                   affine_values(offset, channels, "offset"))
@@ -931,7 +929,7 @@ def normalize(input: Path, output: Path, *, axes: Sequence[int] | None = None,
         if saved is None:
             with _progress_bar(progress, "stats", source.nbytes) as advance:
                 statistics = compute_statistics(
-                    [source], axes=reduce_axes, ddof=ddof,
+                    [source], axes=AxesSpec(reduce_axes), ddof=ddof,
                     reduction=Reduction(ignore_nan=ignore_nan), chunk_bytes=engine.chunk_bytes,
                     threads=engine.threads, progress=advance, partials_of=partials_of)
         else:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bncli import api
-from bncli.core.layout import is_contiguous, plan_regions
+from bncli.core.layout import AxesSpec, is_contiguous, plan_regions
 from bncli.core.moments import block_moments
 from bncli.core.partials import KINDS, Reduction
 from bncli.exec.engine import compute_statistics
@@ -121,7 +121,7 @@ def test_a_new_partial_goes_through_engine_tree_file_and_merge(tmp_path):
     expected_negative = (values < 0).sum(axis=(0, 2))
     with open_source(str(tmp_path / "x.npy")) as source:
         for chunk_bytes, threads in ((200, 1), (333, 2), (10**6, 2)):
-            statistics = compute_statistics([source], axes=(0, 2), reduction=reduction,
+            statistics = compute_statistics([source], axes=AxesSpec((0, 2)), reduction=reduction,
                                             chunk_bytes=chunk_bytes, threads=threads)
             values_out = statistics.values()
             assert values_out["negative"].tolist() == expected_negative.tolist()
@@ -129,7 +129,7 @@ def test_a_new_partial_goes_through_engine_tree_file_and_merge(tmp_path):
                 values_out["count"] - values_out["positive"]).tolist()
     with open_source(str(tmp_path / "f.npy")) as first, \
             open_source(str(tmp_path / "g.npy")) as second:
-        parts = [compute_statistics([source], axes=(0, 2), reduction=reduction,
+        parts = [compute_statistics([source], axes=AxesSpec((0, 2)), reduction=reduction,
                                     chunk_bytes=150) for source in (first, second)]
     for index, part in enumerate(parts):
         api.save_statistics(part, tmp_path / f"p{index}.{'json' if index else 'npz'}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from bncli.errors import UsageError
 
@@ -53,6 +54,28 @@ def channels_first_suspect(shape: Sequence[int]) -> str | None:
     if len(shape) in (4, 5) and shape[-1] == shape[-2] and shape[1] != shape[-1]:
         return "nchw" if len(shape) == 4 else "ncdhw"
     return None
+
+
+@dataclass(frozen=True)
+class AxesSpec:
+    """The axes a reduction takes, as given once for every input: `axes`, or every axis
+    but `channel_axis`, or every axis but a layout's channel axis; none of them, every axis
+    but the last (see :func:`resolve_axes`). Each input's shape resolves it
+    (:meth:`resolve`), where an error can name the input.
+    """
+
+    axes: tuple[int, ...] | None = None
+    channel_axis: int | None = None
+    layout: str | None = None
+
+    @property
+    def given(self) -> bool:
+        """Whether any of the three is given."""
+        return any(option is not None for option in (self.axes, self.channel_axis, self.layout))
+
+    def resolve(self, shape: Sequence[int], name: str = "input") -> tuple[int, ...]:
+        """The non-negative, sorted axes of `shape` reduced."""
+        return resolve_axes(shape, self.axes, self.channel_axis, name, self.layout)
 
 
 def resolve_axes(

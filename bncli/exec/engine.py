@@ -24,13 +24,13 @@ import numpy as np
 from bncli.core.buffers import BufferRing, LazyBlock
 from bncli.core.layout import (
     DEFAULT_CHUNK_BYTES,
+    AxesSpec,
     channel_region,
     channel_shape,
     format_shape,
     is_contiguous,
     keepdims_shape,
     region_shape,
-    resolve_axes,
     storage_axes,
 )
 from bncli.core.normalize import Coefficients, normalize_block
@@ -209,10 +209,9 @@ def source_partials(source: Source, reduce_axes: Sequence[int], reduction: Reduc
 
 # The entry of both engines (a cluster passes its own partials_of): its keyword arguments
 # are the statistics' options, more than ten.
-def compute_statistics(sources: Sequence[Source], *, axes: Sequence[int] | None = None,
-                       channel_axis: int | None = None,
-                       layout: str | None = None, ddof: int = 0,
-                       reduction: Reduction | None = None, keepdims: bool = False,
+def compute_statistics(sources: Sequence[Source], *, axes: AxesSpec | None = None,
+                       ddof: int = 0, reduction: Reduction | None = None,
+                       keepdims: bool = False,
                        chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1,
                        progress: ProgressCallback = None,
                        partials_of: Callable | None = None) -> Statistics:
@@ -224,8 +223,8 @@ def compute_statistics(sources: Sequence[Source], *, axes: Sequence[int] | None 
     ----------
     sources : sequence of Source
         Same rank and channel shape.
-    axes, channel_axis, layout :
-        As :func:`bncli.core.layout.resolve_axes`.
+    axes : AxesSpec, optional
+        Resolved against each source's shape (default: every axis but the last).
     ddof : int
     reduction : Reduction, optional
         What to compute (default: the moments to order 2).
@@ -246,7 +245,7 @@ def compute_statistics(sources: Sequence[Source], *, axes: Sequence[int] | None 
     reduction = reduction or Reduction()
     plans: list[tuple[Source, tuple, tuple]] = []
     for source in sources:
-        reduce_axes = resolve_axes(source.shape, axes, channel_axis, source.name, layout)
+        reduce_axes = (axes or AxesSpec()).resolve(source.shape, source.name)
         check_reducible(source)
         channels = channel_shape(source.shape, reduce_axes)
         if plans and (channels, reduce_axes) != plans[0][1:]:
