@@ -82,3 +82,33 @@ def test_a_command_imports_only_the_libraries_of_the_formats_it_reads(tmp_path, 
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.endswith("loaded: []"), done.stderr
+
+
+def test_threads_that_first_open_hdf5_files_together(tmp_path):
+    """h5py and hdf5plugin's filters are loaded when a file is first opened: worker threads
+    that all open one at the same moment each find them loaded and registered."""
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    import h5py
+
+    with h5py.File(tmp_path / "z.h5", "w") as h5file:
+        h5file.create_dataset("x", data=np.arange(4096.0).reshape(64, 64), chunks=(16, 16),
+                              **hdf5plugin.Zstd())
+    code = (
+        "import sys, threading\n"
+        "from bncli.io.registry import open_source\n"
+        "barrier, errors = threading.Barrier(4), []\n"
+        "def read():\n"
+        "    barrier.wait()\n"
+        "    try:\n"
+        "        with open_source(sys.argv[1]) as source:\n"
+        "            assert source.read((slice(0, 64), slice(0, 64))).sum() == 4095 * 2048\n"
+        "    except BaseException as error:\n"
+        "        errors.append(repr(error))\n"
+        "threads = [threading.Thread(target=read) for _ in range(4)]\n"
+        "[thread.start() for thread in threads]\n"
+        "[thread.join() for thread in threads]\n"
+        "sys.stderr.write('errors: %s' % errors)\n")
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", code, f"{tmp_path / 'z.h5'}:/x"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stderr.endswith("errors: []"), done.stderr

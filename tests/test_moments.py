@@ -298,6 +298,7 @@ def test_pieces_with_nan_or_inf_among_many(placed, dtype):
     again, and every channel comes out as NumPy's float64 two-pass says, on each kernel."""
     rng = np.random.default_rng(len(placed))
     values = (rng.standard_normal((1000, 8)) * 3 + 50).astype(dtype)
+    values[rng.random(values.shape) < 0.05] = 0  # zeros among them, counted too
     for row, channel, value in placed:
         values[row, channel] = value
     wide = values.astype(np.float64)
@@ -310,7 +311,23 @@ def test_pieces_with_nan_or_inf_among_many(placed, dtype):
         assert found["nan_count"].ravel().tolist() == np.isnan(wide).sum(axis=0).tolist()
         assert found["inf_count"].ravel().tolist() == np.isinf(wide).sum(axis=0).tolist()
         assert found["count"].ravel().tolist() == [1000] * 8
+        assert found["zero_count"].ravel().tolist() == (wide == 0).sum(axis=0).tolist()
         np.testing.assert_array_equal(found["min"].ravel(), np.min(wide, axis=0))
         np.testing.assert_array_equal(found["max"].ravel(), np.max(wide, axis=0))
         assert_close(found["mean"].ravel(), mean, rtol=1e-13)
         assert_close(found["variance"].ravel(), variance, rtol=1e-11)
+
+
+@pytest.mark.parametrize("kernel_name", KERNELS)
+def test_pieces_whose_sum_overflows_only_when_merged(kernel_name):
+    """Pieces each of a finite sum whose merged sum overflows: every row still counts (the
+    block is reduced again as a whole, not as the first piece alone)."""
+    values = np.zeros((128, 1))
+    values[1, 0] = values[65, 0] = 1e308  # one in each piece of 64 rows
+    values[100, 0] = 5.0
+    with using_kernel(kernel_name):
+        found = block_moments(values, (0,), piece_bytes=512).finalize()
+    assert found["count"].ravel().tolist() == [128]
+    assert found["zero_count"].ravel().tolist() == [125]
+    assert found["max_count"].ravel().tolist() == [2]
+    assert found["max"].ravel().tolist() == [1e308]

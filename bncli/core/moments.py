@@ -505,7 +505,8 @@ def tie_counts(piece: np.ndarray, minimum: np.ndarray, maximum: np.ndarray,
         min_count = count_along(at_min, axis, shape)
         max_count = count_along(np.equal(piece, high, out=other), axis, shape)
         zero_count = np.where(low == 0, min_count, np.where(high == 0, max_count, 0))
-        inside = (low < 0) & (high > 0)
+        # a NaN extreme (a channel holding NaN) says nothing of where 0 lies: count them
+        inside = ((low < 0) & (high > 0)) | np.isnan(low) | np.isnan(high)
         if inside.any():
             zero_count = zero_count + count_along(np.equal(piece, 0, out=other), axis,
                                                    shape) * inside
@@ -922,7 +923,9 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int,
                                           order)
             elif code is not None:
                 parts = _compiled_rows(block, code, outer, channels, piece_items, shift, order)
-                piece_rows = _rows_per_piece(piece_items, channels)
+                per_piece = _rows_per_piece(piece_items, channels)
+                if len(parts[0][0]) == -(-outer // per_piece):  # a row a piece: not merged
+                    piece_rows = per_piece
             else:
                 parts = _rows_partials(block, outer, channels, piece_items, shift, order)
         else:

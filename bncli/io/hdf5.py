@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -44,17 +45,22 @@ MIN_CHUNK_CACHE_BYTES = 16 * 2**20
 
 def _register_filters() -> None:
     """Register the filters of the hdf5plugin package (zstd, lz4, blosc...) with HDF5, once,
-    before the first file is opened (they are then not installed where it is not)."""
+    before the first file is opened (they are then not installed where it is not); a thread
+    that comes while another registers them waits for it."""
     global _FILTERS_REGISTERED
-    if not _FILTERS_REGISTERED:
-        _FILTERS_REGISTERED = True
-        try:
-            import hdf5plugin  # noqa: F401
-        except (ImportError, OSError):  # pragma: no cover - the extra is not installed
-            pass
+    if _FILTERS_REGISTERED:
+        return
+    with _FILTERS_LOCK:
+        if not _FILTERS_REGISTERED:
+            try:
+                import hdf5plugin  # noqa: F401
+            except (ImportError, OSError):  # pragma: no cover - the extra is not installed
+                pass
+            _FILTERS_REGISTERED = True
 
 
 _FILTERS_REGISTERED = False
+_FILTERS_LOCK = threading.Lock()
 
 
 def _open_file(path: str, name: str, chunk_cache_bytes: int) -> h5py.File:

@@ -10,14 +10,14 @@ the block's storage-order shape. Memory in use is one block, whatever the file s
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import stat
-import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
@@ -341,20 +341,30 @@ def read_into(stream: ReadsInto, buffer: np.ndarray) -> int:
     return done
 
 
-def lazy_import(name: str) -> ModuleType:
+class _LazyModule:
+    """Stands for a module until one of its attributes is first used, then imports it, once,
+    under a lock: worker threads may all reach for it at the same moment (importlib's own
+    LazyLoader is not safe for that before Python 3.12)."""
+
+    def __init__(self, name: str):
+        self._name = name
+        self._module: ModuleType | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, attribute: str) -> Any:
+        module = self._module
+        if module is None:
+            with self._lock:
+                if self._module is None:
+                    self._module = importlib.import_module(self._name)
+                module = self._module
+        return getattr(module, attribute)
+
+
+def lazy_import(name: str) -> Any:
     """A module imported when one of its attributes is first used: a format whose library is
     slow to import (h5py) costs nothing to a command that reads no file of that format."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"no module named {name!r}")
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+    return _LazyModule(name)
 
 
 def open_file(path: str, name: str) -> BinaryIO:
