@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
 from bncli.cli.group import cli
 from bncli.cli.options import CONTEXT_SETTINGS, axes_options, engine_options, progress_factory
-
-if TYPE_CHECKING:
-
-    pass
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
@@ -19,10 +18,6 @@ from bncli.cli.options import (
     progress_factory,
 )
 from bncli.cli.output import echo_err
-
-if TYPE_CHECKING:
-
-    pass
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

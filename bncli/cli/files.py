@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
 from bncli.cli.group import cli
 from bncli.cli.options import CONTEXT_SETTINGS, color_option, json_options, table_options
 from bncli.cli.output import export_statistics, print_statistics
-
-if TYPE_CHECKING:
-
-    pass
 
 
 # The commands. Click hands each option to its command as a keyword argument, so a command

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import gc
 import importlib
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import click
 
 from bncli._version import __version__
-from bncli.errors import BnError
-
-if TYPE_CHECKING:
-
-    pass
-
 from bncli.cli.options import CONTEXT_SETTINGS
+from bncli.errors import BnError
 
 
 class BnCommandError(click.ClickException):

@@ -17,18 +17,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from bncli.errors import BnError
-
-if TYPE_CHECKING:
-
-    pass
-
 from bncli.cli import exit_codes
 from bncli.cli.group import StdoutClosed, cli, with_hint
+from bncli.errors import BnError
 
 
 class GuardedStdout:

@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
 
 import click
 
@@ -31,10 +30,6 @@ from bncli.cli.output import (
     parse_fail_on,
     print_statistics,
 )
-
-if TYPE_CHECKING:
-
-    pass
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
