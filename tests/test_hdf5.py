@@ -406,3 +406,16 @@ def test_a_zstd_chunk_whose_frame_declares_no_size_is_one_clear_error(tmp_path, 
     assert result.returncode == 1
     assert (b"x.h5:/x: damaged compressed chunk at [8, 0] (its zstd header declares no size)"
             in result.stderr), result.stderr
+
+
+def test_worker_threads_read_chunks_of_one_dataset_together(tmp_path, values):
+    """Blocks of whole chunks (decoded by bn) and of parts of chunks (read by h5py) read by
+    two worker threads at once, many times over: no read fails (with HDF5 before 2.0, two
+    threads' H5Dread_chunk calls failed now and then)."""
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as h5file:
+        h5file.create_dataset("acts", data=values, chunks=(5, 2, 2, 3), compression="gzip")
+    mean, variance = reference_moments(values, (0, 2, 3))
+    for _ in range(40):
+        found = api.stats([f"{path}:/acts"], channel_axis=1, chunk_bytes=1024, threads=2)
+        assert_close(found.values()["mean"], mean)

@@ -391,6 +391,18 @@ def describe_dataset(dataset: h5py.Dataset) -> dict:
     }
 
 
+# The worker threads' reads of an HDF5 library older than 2.0 (h5py before 3.16) go one at
+# a time: there, H5Dread_chunk called from two threads fails now and then ("return value
+# < 0") although h5py serializes its own calls. The decoding stays in parallel.
+_READS_LOCK = threading.Lock()
+
+
+def _reads_lock() -> contextlib.AbstractContextManager:
+    if h5py.version.hdf5_version_tuple >= (2, 0, 0):
+        return contextlib.nullcontext()
+    return _READS_LOCK
+
+
 def read_block(dataset: h5py.Dataset, region: tuple, name: str, block: np.ndarray) -> np.ndarray:
     """Read one block (a tuple of slices) of a dataset into `block` (C-contiguous).
 
@@ -402,7 +414,8 @@ def read_block(dataset: h5py.Dataset, region: tuple, name: str, block: np.ndarra
     """
     try:
         if block.size and not _read_chunks(dataset, region, name, block):
-            dataset.read_direct(block, source_sel=region)
+            with _reads_lock():
+                dataset.read_direct(block, source_sel=region)
     except H5_ERRORS as exc:
         raise InputError(f"{name}: cannot read data ({h5_reason(str(exc))})") from None
     return block
@@ -544,25 +557,26 @@ def _read_chunks(dataset: h5py.Dataset, region: tuple, name: str, block: np.ndar
     """Read `region` from its stored chunks, decoded here; False where it cannot be."""
     import itertools
 
-    pipeline = chunk_pipeline(dataset)
-    if pipeline is None or dataset.dtype.kind not in "biuf":
+    with _reads_lock():
+        pipeline = chunk_pipeline(dataset)
+        chunks, shape, dtype = dataset.chunks, dataset.shape, dataset.dtype
+    if pipeline is None or dtype.kind not in "biuf":
         return False
-    chunks, shape = dataset.chunks, dataset.shape
     if any(part.start % size or (part.stop % size and part.stop != dim)
            for part, size, dim in zip(region, chunks, shape)):
         return False  # not whole chunks
     shuffled, codec = pipeline
-    dtype = dataset.dtype
     chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
     origins = itertools.product(*(range(part.start, part.stop, size)
                                   for part, size in zip(region, chunks)))
     for origin in origins:
-        stored = dataset.id.get_chunk_info_by_coord(origin)
-        if stored.byte_offset is None:
-            return False  # never written: its fill value comes from h5py's read
-        # the chunk's own filter mask (read_direct_chunk's is 0 in some h5py versions)
-        mask = stored.filter_mask
-        _, data = dataset.id.read_direct_chunk(origin)
+        with _reads_lock():
+            stored = dataset.id.get_chunk_info_by_coord(origin)
+            if stored.byte_offset is None:
+                return False  # never written: its fill value comes from h5py's read
+            # the chunk's own filter mask (read_direct_chunk's is 0 in some h5py versions)
+            mask = stored.filter_mask
+            _, data = dataset.id.read_direct_chunk(origin)
         try:
             raw = data if mask & (2 if shuffled else 1) else decode_chunk(codec, data,
                                                                           chunk_bytes)
