@@ -8,6 +8,7 @@ h5py is imported here only, and only when an HDF5 file is used.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import stat
@@ -397,7 +398,9 @@ def describe_dataset(dataset: h5py.Dataset) -> dict:
 _READS_LOCK = threading.Lock()
 
 
+@functools.cache
 def _reads_lock() -> contextlib.AbstractContextManager:
+    """The lock of the worker threads' reads, or none: decided once, at the first read."""
     if h5py.version.hdf5_version_tuple >= (2, 0, 0):
         return contextlib.nullcontext()
     return _READS_LOCK

@@ -35,10 +35,6 @@ def formats() -> tuple[Format, ...]:
     return tuple(importlib.import_module(f"bncli.io.{name}").FORMAT for name in FORMATS)
 
 
-def _hdf5() -> Format:
-    return next(fmt for fmt in formats() if fmt.name == "hdf5")
-
-
 @functools.cache
 def _container_suffix() -> re.Pattern:
     """Archives of named arrays: FILE.npz[:member], FILE.safetensors[:tensor],
@@ -63,6 +59,7 @@ def parse_input(text: str) -> InputSpec:
 
 def _by_content(spec: InputSpec) -> tuple[Format | None, bytes]:
     """The format whose content the file has, and the file's first bytes."""
+    head = None
     if not os.path.isdir(spec.path):  # a directory (a zarr store) has no first bytes
         head = sniff(spec.path, spec.display)
         if (spec.dataset is None and spec.path.lower().endswith(".npy")
@@ -71,7 +68,8 @@ def _by_content(spec: InputSpec) -> tuple[Format | None, bytes]:
     zarr, *by_signature = formats()
     if zarr.matches(spec.path, b""):
         return zarr, b""
-    head = sniff(spec.path, spec.display)
+    if head is None:  # a directory that is no zarr store: sniff says so
+        head = sniff(spec.path, spec.display)
     return next((fmt for fmt in by_signature if fmt.matches(spec.path, head)), None), head
 
 
@@ -80,11 +78,11 @@ def recognise(spec: InputSpec) -> Format:
     found, head = _by_content(spec)
     if found is not None:
         return found
-    from bncli.io.hdf5 import HDF5_SUFFIX
+    from bncli.io import hdf5
 
-    if spec.dataset is not None or (HDF5_SUFFIX.match(spec.path)
+    if spec.dataset is not None or (hdf5.HDF5_SUFFIX.match(spec.path)
                                     and not DEFAULT.matches(spec.path, head)):
-        return _hdf5()  # a named entry or an HDF5 name: HDF5 says what is wrong with it
+        return hdf5.FORMAT  # a named entry or an HDF5 name: HDF5 says what is wrong with it
     return DEFAULT
 
 
