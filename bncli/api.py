@@ -41,7 +41,7 @@ from bncli.core.layout import (
 from bncli.core.normalize import Coefficients, NormalizeSpec, output_dtype
 from bncli.core.partials import Reduction
 from bncli.core.statistics import Statistics
-from bncli.errors import OutputError, StatsFileError, UsageError
+from bncli.errors import InputError, OutputError, StatsFileError, UsageError
 from bncli.exec.engine import (
     DEFAULT_CHUNK_BYTES,
     EngineOptions,
@@ -292,7 +292,12 @@ def stats_each(input: Path, *, axes: Sequence[int] | int | None = None,
             chosen = {"channel_axis": channel_axis}
         else:
             chosen = {"axes": tuple(range(ndim))}
-        entry.statistics = stats([entry.input], **chosen, **options)
+        try:
+            entry.statistics = stats([entry.input], **chosen, **options)
+        except InputError as exc:  # an entry the listing could not tell is unreadable
+            message = str(exc)
+            entry.skipped = message.split(": ", 1)[1] if message.startswith(
+                entry.input + ": ") else message
     return results
 
 
@@ -1181,13 +1186,16 @@ def info(inputs: Sequence[Path], *, allow_external: bool = False) -> list:
         spec = parse_input(text)
         entry: dict[str, object] = {"input": spec.display}
         listing = _listing(spec)
+        opened: InputSpec | str = text
         if listing is not None:
             entry["datasets"] = listing
-            if sum(row["usable"] for row in listing) != 1:
+            usable = [row["dataset"] for row in listing if row["usable"]]
+            if len(usable) != 1:
                 described.append(entry)  # the listing says it all; there is no one array
                 continue
-        with open_source(text, OpenOptions(allow_external=allow_external,
-                                                 require_data=False)) as source:
+            opened = InputSpec(spec.path, usable[0])  # the one array beside refused ones
+        with open_source(opened, OpenOptions(allow_external=allow_external,
+                                             require_data=False)) as source:
             entry.update(_describe(source))
         described.append(entry)
     return described

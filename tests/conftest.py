@@ -44,7 +44,7 @@ def examples(count: int) -> int:
 # terminals, the command as a user runs it), the dask cluster, the README tour, and the
 # properties of 100 examples or more. ``python -m pytest`` runs both steps.
 SLOW_MODULES = {"test_distributed.py", "test_readme.py", "test_pipes.py", "test_reads.py"}
-SLOW_CALLS = ("run_bn(", "run_on_terminal(", "subprocess.", "bytes_read(")
+SLOW_CALLS = ("run_bn(", "run_bn_peak(", "run_on_terminal(", "subprocess.", "bytes_read(")
 
 
 def pytest_collection_modifyitems(items):
@@ -83,6 +83,28 @@ def run_bn(*args, input=None, env=None, cwd=None, timeout=120):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "bncli", *map(str, args)], input=input,
                           capture_output=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+_PEAK_WRAPPER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def run_bn_peak(*args, env=None, cwd=None, timeout=120):
+    """Run ``bn`` as :func:`run_bn` does; returns ``(CompletedProcess, peak_mib)``, the peak
+    resident memory of the ``bn`` process in MiB (its stderr without the measurement)."""
+    full_env = dict(os.environ)
+    full_env.pop("BN_DEBUG", None)
+    full_env.update(env or {})
+    done = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, sys.executable, "-m", "bncli",
+                           *map(str, args)], capture_output=True, env=full_env, cwd=cwd,
+                          timeout=timeout)
+    *lines, peak = done.stderr.rstrip(b"\n").split(b"\n")
+    done.stderr = b"".join(line + b"\n" for line in lines)
+    return done, int(peak) / 1024
 
 
 def run_on_terminal(args, *, stdout_tty=False, columns=120, env=None):

@@ -76,7 +76,7 @@ def test_missing_dataset_lists_the_numeric_ones(invoke, tmp_path):
     ("vlen strings", lambda f: f.create_dataset("x", data=["ab", "cd"],
                                                 dtype=h5py.string_dtype()), "holds strings"),
     ("compound", lambda f: f.create_dataset("x", data=np.zeros(3, [("a", "f4"), ("b", "i4")])),
-     "structured dtype"),
+     "its dtype is structured"),
     ("vlen", lambda f: f.create_dataset("x", (2,), dtype=h5py.vlen_dtype(np.float32)),
      "variable-length"),
     ("reference", lambda f: f.create_dataset("x", (2,), dtype=h5py.ref_dtype), "references"),

@@ -73,9 +73,9 @@ BROKEN = {
     "pickle": (npy_bytes("{'descr': '|O', 'fortran_order': False, 'shape': (2,), }",
                          b"\x80\x04" * 8), "object arrays (pickled data) are refused"),
     "complex": (npy_bytes("{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }",
-                          b"\x00" * 16), "complex dtype 'complex64' is not supported"),
+                          b"\x00" * 16), "its dtype complex64 is complex, which is not supported"),
     "string": (npy_bytes("{'descr': '<U4', 'fortran_order': False, 'shape': (2,), }",
-                         b"\x00" * 32), "dtype '<U4' (str128) is not numeric"),
+                         b"\x00" * 32), "its dtype '<U4' (str128) is not numeric"),
     "bytes": (npy_bytes("{'descr': '|S4', 'fortran_order': False, 'shape': (2,), }",
                         b"\x00" * 8), "is not numeric"),
     "datetime": (npy_bytes("{'descr': '<M8[s]', 'fortran_order': False, 'shape': (2,), }",
@@ -83,7 +83,7 @@ BROKEN = {
     "void": (npy_bytes("{'descr': '|V8', 'fortran_order': False, 'shape': (2,), }",
                        b"\x00" * 16), "is not numeric"),
     "structured": (npy_bytes("{'descr': [('a', '<f4')], 'fortran_order': False, "
-                             "'shape': (2,), }", b"\x00" * 8), "structured dtype"),
+                             "'shape': (2,), }", b"\x00" * 8), "its dtype is structured"),
     "bad shape": (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, -3), }"),
                   ".npy shape is not a tuple of sizes"),
     "overflow": (npy_bytes("{'descr': '<f8', 'fortran_order': False, "

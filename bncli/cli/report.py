@@ -602,7 +602,7 @@ def render_info(entries: list, stream: TextIO) -> None:
         console.print(f"[bold]{entry['input']}[/bold]")
         for row in entry.get("datasets", []):
             status = "" if row["usable"] else f"  (not usable: {row['problem']})"
-            shape = "empty" if row["shape"] is None else format_shape(row["shape"])
+            shape = "" if row["shape"] is None else format_shape(row["shape"])
             kind = row.get("kind", "dataset")
             if kind == "dataset":
                 storage = (f"  chunks {format_shape(row['chunks'])}" if row.get("chunks")
@@ -614,7 +614,8 @@ def render_info(entries: list, stream: TextIO) -> None:
                          f"{row['stored_bytes']:,} bytes stored"
                          if row.get("stored_bytes") is not None else None]
                 storage = "  " + ", ".join(part for part in parts if part)
-            console.print(f"  {kind:<8} {escape(row['dataset'])}  {shape} {row['dtype']}"
+            declared = " ".join(part for part in (shape, row["dtype"]) if part)
+            console.print(f"  {kind:<8} {escape(row['dataset'])}  {declared}"
                           f"{storage}{status}", soft_wrap=True)
         if "shape" not in entry:
             continue

@@ -213,6 +213,12 @@ def _report_each(results: list, fmt: str | None, quiet: bool, indent: int | None
             from bncli.cli.report import render_each
 
             render_each(results, sys.stdout, found=found)
+    for result in results:
+        if result.skipped:
+            echo_err(f"bn: skipped {result.input}: {result.skipped}")
+    if results and all(result.statistics is None for result in results):
+        echo_err("bn: error: no array could be reduced")
+        raise click.exceptions.Exit(exit_codes.ERROR)
     failing = [(result, finding) for result in results for finding in found.get(result.name, ())
                if finding.kind in fail_kinds]
     for result, finding in failing:

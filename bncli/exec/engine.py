@@ -10,6 +10,7 @@ are merged in file order as a fixed tree, so the numbers do not depend on the th
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import threading
@@ -92,12 +93,25 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_NOTHING = object()
+
+
 def ordered_map(func: Callable, items: Iterable, threads: int) -> Iterator:
     """Apply `func` to `items` on `threads` threads, yielding results in order.
 
     At most ``threads + 1`` items are in flight, so memory stays bounded however many
     items there are; the iterator `items` is advanced in the calling thread.
     """
+    items = iter(items)
+    if threads > 1:  # one item (a small array) is reduced here, without starting threads
+        first = next(items, _NOTHING)
+        if first is _NOTHING:
+            return
+        second = next(items, _NOTHING)
+        if second is _NOTHING:
+            yield func(first)
+            return
+        items = itertools.chain((first, second), items)
     if threads <= 1:
         for item in items:
             yield func(item)

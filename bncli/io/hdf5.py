@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bncli.core.buffers import BufferRing
-from bncli.core.dtypes import check_dtype
+from bncli.core.dtypes import dtype_problem, rank_problem
 from bncli.core.layout import format_shape, region_shape
 from bncli.errors import InputError
 from bncli.io.source import Entry, InputSpec, OpenOptions, Source, lazy_import
@@ -128,7 +128,10 @@ def numeric_problem(dataset: h5py.Dataset) -> str | None:
     """
     if dataset.shape is None:
         return "is an empty (null dataspace) dataset"
-    dtype = dataset.dtype
+    try:
+        dtype = dataset.dtype
+    except (ValueError, TypeError):  # h5py maps the type to no NumPy dtype
+        return _unmapped_type(dataset)
     if h5py.check_enum_dtype(dtype) is not None:
         return "holds an enum type, not numbers"
     if h5py.check_string_dtype(dtype) is not None:
@@ -137,11 +140,30 @@ def numeric_problem(dataset: h5py.Dataset) -> str | None:
         return "holds variable-length data, not numbers"
     if h5py.check_ref_dtype(dtype) is not None:
         return "holds object references, not numbers"
-    try:
-        check_dtype(dtype, "")
-    except InputError as exc:
-        return "has " + str(exc).split(": ", 1)[1]
-    return None
+    element, trailing = element_type(dtype)
+    return dtype_problem(element) or rank_problem(len(dataset.shape) + len(trailing))
+
+
+def _unmapped_type(dataset: h5py.Dataset) -> str:
+    """Why a dataset whose element type has no NumPy dtype (a quad-precision float...) is
+    refused."""
+    stored = dataset.id.get_type()
+    size = stored.get_size()
+    if isinstance(stored, h5py.h5t.TypeFloatID):
+        what = f"a {size}-byte float ({size * 8}-bit precision)"
+    else:
+        what = f"a {size}-byte type of HDF5 class {stored.get_class()}"
+    return (f"its element type is {what}, which NumPy cannot hold; bn reads bool, integer "
+            "and real floating data of up to 8 bytes")
+
+
+def element_type(dtype: np.dtype) -> tuple[np.dtype, tuple]:
+    """The element dtype of a dataset and the trailing axes of its HDF5 array type
+    (``f8[3]`` is float64 and ``(3,)``, read as h5py reads it: an extra trailing axis)."""
+    if dtype.subdtype is not None:
+        base, trailing = dtype.subdtype
+        return base, tuple(trailing)
+    return dtype, ()
 
 
 def list_numeric_datasets(h5file: h5py.File, name: str = "") -> list:
@@ -416,7 +438,12 @@ def read_block(dataset: h5py.Dataset, region: tuple, name: str, block: np.ndarra
     read.
     """
     try:
-        if block.size and not _read_chunks(dataset, region, name, block):
+        if block.size and dataset.dtype.subdtype is not None:  # an array type: h5py's read
+            rank = len(dataset.shape)
+            with _reads_lock():
+                values = dataset[region[:rank]] if rank else dataset[()]
+            block[...] = values[(Ellipsis,) + tuple(region[rank:])]
+        elif block.size and not _read_chunks(dataset, region, name, block):
             with _reads_lock():
                 dataset.read_direct(block, source_sel=region)
     except H5_ERRORS as exc:
@@ -624,8 +651,16 @@ def list_datasets(path: str, name: str) -> list:
     with h5file:
         def visit(item_path, item):
             if isinstance(item, h5py.Dataset):
-                rows.append(("/" + _path_text(item_path), item.shape, item.dtype,
-                             numeric_problem(item), item.chunks, compression_name(item)))
+                problem = numeric_problem(item)
+                try:
+                    shape, dtype = item.shape, item.dtype
+                except (ValueError, TypeError):  # a type with no NumPy dtype
+                    shape, dtype = item.shape, None
+                if problem is None and dtype.subdtype is not None:
+                    dtype, trailing = element_type(dtype)
+                    shape = (*shape, *trailing)
+                rows.append(("/" + _path_text(item_path), shape, dtype, problem, item.chunks,
+                             compression_name(item)))
 
         _visit(h5file, name, visit)
     return sorted(rows, key=lambda row: row[0])
@@ -638,13 +673,14 @@ class Hdf5Source(Source):
         self._file = h5file
         self._dataset = dataset
         details = describe_dataset(dataset)
+        dtype, trailing = element_type(dataset.dtype)
         super().__init__(
             name=name,
             path=path,
             dataset=dataset_name(dataset),
-            shape=tuple(dataset.shape),
-            dtype=dataset.dtype,
-            chunks=dataset.chunks,
+            shape=(*dataset.shape, *trailing),
+            dtype=dtype,
+            chunks=(*dataset.chunks, *trailing) if dataset.chunks else None,
             details=details,
         )
 
@@ -726,7 +762,8 @@ class Hdf5Format:
                 raise
 
     def entries(self, path: str, name: str) -> list | None:
-        return [Entry("dataset", item_path, shape, str(dtype), problem=problem, chunks=chunks,
+        return [Entry("dataset", item_path, shape, None if dtype is None else str(dtype),
+                      problem=problem, chunks=chunks,
                       compression=compression)
                 for item_path, shape, dtype, problem, chunks, compression in list_datasets(
                     path, name)]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from bncli.core.buffers import BufferRing
-from bncli.core.dtypes import check_dtype
+from bncli.core.dtypes import check_dtype, check_rank
 from bncli.core.kernel import COMPILED
 from bncli.core.layout import format_shape, is_contiguous, region_shape, region_start
 from bncli.errors import InputError
@@ -109,7 +109,7 @@ def _read_exact(stream: NpyStream, count: int, name: str, what: str) -> bytes:
 
 
 # The checks in the fixed order of the module docstring, each with its message: kept whole.
-def read_header(stream: NpyStream, name: str) -> NpyHeader:
+def read_header(stream: NpyStream, name: str, *, check_type: bool = True) -> NpyHeader:
     """Read and validate a ``.npy`` header from a binary stream positioned at its start.
 
     Parameters
@@ -118,6 +118,8 @@ def read_header(stream: NpyStream, name: str) -> NpyHeader:
         Read sequentially; left positioned at the first data byte.
     name : str
         Input name for error messages.
+    check_type : bool
+        Refuse element types bn does not reduce (False: only describe them).
 
     Returns
     -------
@@ -163,7 +165,8 @@ def read_header(stream: NpyStream, name: str) -> NpyHeader:
     descr = header["descr"]
     if not isinstance(descr, str):
         if isinstance(descr, list):
-            raise InputError(f"{name}: structured dtype {descr!r:.80} is not supported")
+            raise InputError(f"{name}: its dtype is structured ({descr!r:.80}); bn reads bool, "
+                             "integer and real floating data of up to 8 bytes")
         raise InputError(f"{name}: .npy descr is not a dtype string: {descr!r:.80}")
     if descr.lstrip("<>|=").startswith("O"):
         raise InputError(
@@ -173,7 +176,8 @@ def read_header(stream: NpyStream, name: str) -> NpyHeader:
         dtype = np.dtype(descr)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name}: .npy descr {descr!r:.80} is not a valid dtype") from exc
-    check_dtype(dtype, name)
+    if check_type:
+        check_dtype(dtype, name)
     shape = header["shape"]
     if (
         not isinstance(shape, tuple)
@@ -181,8 +185,7 @@ def read_header(stream: NpyStream, name: str) -> NpyHeader:
         or any(dim < 0 for dim in shape)
     ):
         raise InputError(f"{name}: .npy shape is not a tuple of sizes: {shape!r:.80}")
-    if len(shape) > 64:
-        raise InputError(f"{name}: .npy shape has {len(shape)} dimensions, more than 64")
+    check_rank(shape, name)
     if math.prod(shape) * dtype.itemsize >= 2**63:
         raise InputError(f"{name}: .npy shape {shape!r:.80} is too large for any file")
     return NpyHeader(

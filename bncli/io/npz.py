@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from bncli.errors import InputError
-from bncli.io.npy import RawSource, npy_source
+from bncli.io.npy import RawSource, npy_source, read_header
 from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose, lazy_import, open_file
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class Member:
     offset: int
     size: int
     stored_size: int
+    crc: int = 0
 
 
 def member_name(filename: str) -> str:
@@ -121,12 +122,34 @@ def read_members(stream: BinaryIO, size: int, name: str) -> dict:
         if key in members:
             raise InputError(f"{where}: the archive holds {key!r} twice")
         members[key] = Member(key, info.filename, info.compress_type == zipfile.ZIP_DEFLATED,
-                              offset, info.file_size, info.compress_size)
+                              offset, info.file_size, info.compress_size, info.CRC)
     spans.sort()
     for before, after in zip(spans, spans[1:]):
         if after[0] < before[1]:
             raise InputError(f"{name}: members {before[2]!r} and {after[2]!r} share bytes "
                              "(a zip bomb?)")
+    return members
+
+
+# The directories of the archives read last, by the file's identity: `bn stats --each` opens
+# every member of one archive, and must not read its directory once per member.
+_DIRECTORIES: dict[tuple, dict] = {}
+_KEPT_DIRECTORIES = 4
+
+
+def directory(path: str, name: str) -> dict:
+    """The checked members of the archive at `path` (:func:`read_members`), read once for
+    as long as the file is unchanged (same device, inode, size and modification time)."""
+    with open_file(path, name) as stream:
+        status = os.fstat(stream.fileno())
+        key = (os.path.realpath(path), status.st_dev, status.st_ino, status.st_size,
+               status.st_mtime_ns)
+        members = _DIRECTORIES.get(key)
+        if members is None:
+            members = read_members(stream, status.st_size, name)
+            while len(_DIRECTORIES) >= _KEPT_DIRECTORIES:
+                _DIRECTORIES.pop(next(iter(_DIRECTORIES)), None)
+            _DIRECTORIES[key] = members
     return members
 
 
@@ -143,25 +166,60 @@ def _data_offset(stream: BinaryIO, info: zipfile.ZipInfo, size: int, where: str)
 
 
 class MemberStream:
-    """A deflated member's ``.npy`` bytes, inflated as they are read (by :mod:`zipfile`,
-    which stops at the size the directory declares and checks the CRC at the end), with its
-    errors as :class:`InputError`."""
+    """A deflated member's ``.npy`` bytes, inflated as they are read: never more than the
+    size the directory declares, from no more than the bytes it declares stored, and checked
+    against its CRC at the end; errors are :class:`InputError`. The archive's directory is
+    not read again (it was, by :func:`read_members`)."""
 
-    def __init__(self, archive: zipfile.ZipFile, member: Member, name: str):
-        self._archive = archive
+    def __init__(self, stream: BinaryIO, member: Member, name: str):
+        self._stream = stream
+        self._member = member
         self._name = name
-        try:
-            self._stream = archive.open(member.filename)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError,
-                NotImplementedError) as exc:
-            raise InputError(f"{name}: cannot open the member: {exc}") from None
+        self._inflate = zlib.decompressobj(-15)
+        self._left_in = member.stored_size  # compressed bytes not yet read
+        self._left_out = member.size  # inflated bytes not yet given
+        self._crc = 0
+        self._pending = b""  # compressed bytes read but not yet inflated
+        stream.seek(member.offset)
+
+    def _fail(self, problem: str) -> InputError:
+        return InputError(f"{self._name}: member data is corrupt: {problem}")
 
     def read(self, count: int = -1) -> bytes:
         """Up to `count` inflated bytes (fewer only at the end)."""
+        if count < 0 or count > self._left_out:
+            count = self._left_out
+        pieces: list[bytes] = []
+        wanted = count
         try:
-            return self._stream.read(count)
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
-            raise InputError(f"{self._name}: member data is corrupt: {exc}") from None
+            while wanted:
+                if not self._pending and not self._inflate.unconsumed_tail:
+                    if not self._left_in:
+                        break
+                    self._pending = self._stream.read(min(self._left_in, 1 << 20))
+                    if not self._pending:
+                        raise self._fail("the archive ends inside it")
+                    self._left_in -= len(self._pending)
+                source = self._inflate.unconsumed_tail or self._pending
+                self._pending = b""
+                piece = self._inflate.decompress(source, wanted)
+                pieces.append(piece)
+                wanted -= len(piece)
+                if self._inflate.eof:
+                    break
+        except zlib.error as exc:
+            raise self._fail(str(exc)) from None
+        except OSError as exc:
+            raise InputError(f"{self._name}: cannot read the archive: {exc}") from None
+        data = b"".join(pieces)
+        self._crc = zlib.crc32(data, self._crc)
+        self._left_out -= len(data)
+        if len(data) < count:
+            raise self._fail(f"it inflates to {self._member.size - self._left_out} of the "
+                             f"{self._member.size} bytes the archive declares")
+        if not self._left_out and self._crc != self._member.crc:
+            raise self._fail("its CRC does not match")
+        return data
 
     def readinto(self, buffer: Buffer) -> int:
         """Fill `buffer` as far as the member goes; return the bytes read."""
@@ -176,9 +234,8 @@ class MemberStream:
         return done
 
     def close(self) -> None:
-        """Close the member and the archive."""
+        """Close the archive."""
         self._stream.close()
-        self._archive.close()
 
 
 def open_member(path: str, member: Member, name: str) -> RawSource:
@@ -188,7 +245,7 @@ def open_member(path: str, member: Member, name: str) -> RawSource:
                "stored_bytes": member.stored_size}
     stream: MemberStream | BinaryIO
     if member.compressed:
-        stream = MemberStream(zipfile.ZipFile(open_file(path, name)), member, name)
+        stream = MemberStream(open_file(path, name), member, name)
         seekable = False
     else:
         stream = open_file(path, name)
@@ -217,6 +274,22 @@ def _peek_nested(stream: MemberStream | BinaryIO, seekable: bool, member: Member
 
 
 
+def _declared(path: str, member: Member, name: str) -> tuple[tuple | None, str | None]:
+    """The shape and dtype a refused member's header declares, where it can be read."""
+    raw = open_file(path, name)
+    stream: MemberStream | BinaryIO = MemberStream(raw, member, name) if member.compressed \
+        else raw
+    try:
+        if not member.compressed:
+            raw.seek(member.offset)
+        header = read_header(stream, name, check_type=False)
+    except InputError:
+        return None, None
+    finally:
+        stream.close()
+    return header.shape, header.dtype.name
+
+
 class NpzFormat:
     """``.npz`` archives: a zip of ``.npy`` members, named ``FILE.npz:MEMBER``."""
 
@@ -228,15 +301,13 @@ class NpzFormat:
 
     def open(self, spec: InputSpec, options: OpenOptions) -> Source:
         name = spec.display
-        with open_file(spec.path, name) as stream:
-            members = read_members(stream, os.fstat(stream.fileno()).st_size, name)
+        members = directory(spec.path, name)
         member = choose(members, None if spec.dataset is None else member_name(spec.dataset),
                         name, "member")
         return open_member(spec.path, member, f"{spec.path}:{member.name}")
 
     def entries(self, path: str, name: str) -> list | None:
-        with open_file(path, name) as stream:
-            members = read_members(stream, os.fstat(stream.fileno()).st_size, name)
+        members = directory(path, name)
         listing = []
         for member in members.values():
             try:
@@ -246,8 +317,11 @@ class NpzFormat:
                                          compression=source.details.get("compression"),
                                          stored_bytes=source.details.get("stored_bytes")))
             except InputError as exc:
-                listing.append(Entry("member", member.name, None, None,
-                                     problem=str(exc).split(": ", 1)[-1]))
+                shape, dtype = _declared(path, member, f"{name}:{member.name}")
+                listing.append(Entry("member", member.name, shape, dtype,
+                                     problem=str(exc).split(": ", 1)[-1],
+                                     compression="deflate" if member.compressed else None,
+                                     stored_bytes=member.stored_size))
         return listing
 
 

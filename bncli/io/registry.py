@@ -6,10 +6,11 @@ object ``FORMAT`` with ``name``, ``suffixes``, ``matches``, ``open`` and ``entri
 module is imported when a file is first tried against it: ``bn stats x.npy`` imports none
 of the others.
 
-``FILE:NAME`` names an entry of a container. An argument that exists as a path is that
-path (a file whose name holds ``:``); else the text is split after a container's name
-(``.h5``, ``.npz``, ``.safetensors``, ``.zarr``...) or, for an existing HDF5 file of any
-name, at the first ``:`` that ends that file's path.
+``FILE:NAME`` names an entry of a container (:func:`parse_input`): an argument that exists
+as a path is that path; else the text is split at the first ``:`` whose left side is an
+existing file (or store directory), else at the first ``:`` that follows a container's
+suffix (``.h5``, ``.npz``, ``.safetensors``, ``.zarr``...). Everything after that ``:`` is
+the entry's name as it is, ``:`` and ``/`` included.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import importlib
 import os
 import re
 
+from bncli.errors import InputError
 from bncli.io import npy
 from bncli.io.source import Format, InputSpec, OpenOptions, Source, is_stream, sniff
 
@@ -37,24 +39,39 @@ def formats() -> tuple[Format, ...]:
 
 @functools.cache
 def _container_suffix() -> re.Pattern:
-    """Archives of named arrays: FILE.npz[:member], FILE.safetensors[:tensor],
-    STORE.zarr[:array] (HDF5's names have a pattern of their own)."""
-    suffixes = [suffix for fmt in formats() if fmt.name != "hdf5" for suffix in fmt.suffixes]
-    return re.compile(r"^(?P<path>.*?\.(?:" + "|".join(map(re.escape, suffixes))
-                      + r"))/*(?::(?P<dataset>.*))?$", re.IGNORECASE)
+    """The names of containers of named arrays (HDF5's included), ending a path."""
+    from bncli.io import hdf5
+
+    suffixes = [suffix for fmt in formats() for suffix in fmt.suffixes]
+    suffixes += [suffix for suffix in hdf5.SUFFIXES if suffix not in suffixes]
+    return re.compile(r"\.(?:" + "|".join(map(re.escape, suffixes)) + r")/*$", re.IGNORECASE)
+
+
+def _is_container(path: str) -> bool:
+    """An existing file, or a directory named as a store, that a ``:NAME`` may follow."""
+    return os.path.isfile(path) or (os.path.isdir(path)
+                                    and _container_suffix().search(path) is not None)
 
 
 def parse_input(text: str) -> InputSpec:
-    """Split ``file.h5:/group/dataset``; other text is a path (``-`` is stdin)."""
+    """Split ``FILE:NAME`` into the file and the entry it names.
+
+    The text is a path when it exists (or is ``-``, stdin). Else it is split at the first
+    ``:`` whose left side is an existing file or store, else at the first ``:`` that follows
+    a container's suffix; the name is everything after that ``:``, verbatim, so
+    ``model.safetensors:a:b`` names the tensor ``a:b`` and ``x.h5:/g/a:b`` the dataset
+    ``/g/a:b``. An empty name (``x.h5:``) is no name.
+    """
     if text == "-" or os.path.lexists(text):
         return InputSpec(text)
-    from bncli.io import hdf5
-
-    for suffix in (hdf5.HDF5_SUFFIX, _container_suffix()):
-        match = suffix.match(text)
-        if match and match.group("dataset") is not None:
-            return InputSpec(match.group("path"), match.group("dataset") or None)
-    return InputSpec(*(hdf5.split_hdf5_file(text) or (text,)))
+    colons = [index for index, char in enumerate(text) if char == ":"]
+    index = next((i for i in colons if _is_container(text[:i])), None)
+    if index is None:
+        index = next((i for i in colons if _container_suffix().search(text[:i])), None)
+    if index is None:
+        return InputSpec(text)
+    path = text[:index].rstrip("/") or text[:index]
+    return InputSpec(path, text[index + 1:] or None)
 
 
 def _by_content(spec: InputSpec) -> tuple[Format | None, bytes]:
@@ -78,6 +95,9 @@ def recognise(spec: InputSpec) -> Format:
     found, head = _by_content(spec)
     if found is not None:
         return found
+    if spec.dataset is not None and DEFAULT.matches(spec.path, head):
+        raise InputError(f"{spec.display}: {spec.path} is a .npy file, which holds one array "
+                         "and no named entries; give it without ':NAME'")
     from bncli.io import hdf5
 
     if spec.dataset is not None or (hdf5.HDF5_SUFFIX.match(spec.path)

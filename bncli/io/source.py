@@ -11,6 +11,7 @@ the block's storage-order shape. Memory in use is one block, whatever the file s
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import stat
 import threading
@@ -317,7 +318,9 @@ class ArraySource(Source):
 
 def choose(entries: dict[str, _V], wanted: str | None, name: str, kind: str) -> _V:
     """The entry a ``FILE[:name]`` argument names: the only one when none is named."""
-    listing = ", ".join(list(entries)[:20]) + (", ..." if len(entries) > 20 else "")
+    if wanted is not None and wanted in entries:
+        return entries[wanted]
+    listing = ", ".join(itertools.islice(entries, 20)) + (", ..." if len(entries) > 20 else "")
     if wanted is None:
         if len(entries) != 1:
             raise InputError(f"{name}: holds {len(entries)} arrays; name one as "

@@ -1,0 +1,175 @@
+"""Files bn did not expect, through the real command: names holding ``:`` and ``/``, element
+types it refuses beside ones it reads, HDF5 array types, archives of many members, entries
+``--each`` cannot reduce, and messages for files of other formats."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from conftest import run_bn, stats_json
+
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+
+def error_line(result) -> str:
+    """The one stderr line of a refused run."""
+    message = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    assert message.count("\n") == 1 and message.startswith("bn: error: "), message
+    assert "Traceback" not in message and "unexpected" not in message
+    return message
+
+
+# -- FILE:NAME: the name is everything after the split, ':' and '/' included ---------------
+
+def test_entry_names_holding_colons_and_slashes_are_named_whole(invoke, tmp_path):
+    first, second = np.arange(6, dtype=np.float32).reshape(3, 2), np.full((2, 2), 4.0)
+    folder = tmp_path / "run:7"  # a directory whose name holds ':' too
+    folder.mkdir()
+    safetensors_numpy.save_file({"a:b": first, "x/y": second.astype(np.float32)},
+                                str(folder / "t.safetensors"))
+    np.savez(folder / "m.npz", **{"a:b": first, "g/h": second})
+    with h5py.File(folder / "f.h5", "w") as h5:
+        h5["g/a:b"] = first
+    (folder / "plain").write_bytes((folder / "m.npz").read_bytes())  # a name of no format
+    cases = {"t.safetensors:a:b": first, "t.safetensors:x/y": second, "m.npz:a:b": first,
+             "m.npz:g/h": second, "f.h5:/g/a:b": first, "f.h5:g/a:b": first,
+             "plain:a:b": first}
+    for text, values in cases.items():
+        result = invoke("stats", f"{folder}/{text}", "--format", "json")
+        assert result.exit_code == 0, (text, result.stderr)
+        document = stats_json(result.stdout)
+        np.testing.assert_array_equal(document["mean"], values.mean(axis=0))
+        named = text.split(":", 1)[1]
+        assert document["inputs"][0]["dataset"] in (named, "/" + named)  # HDF5's are absolute
+
+
+def test_a_name_that_is_not_in_the_file_is_named_in_the_error(invoke, tmp_path):
+    safetensors_numpy.save_file({"a:b": np.zeros(2, np.float32)}, str(tmp_path / "t.safetensors"))
+    result = invoke("stats", tmp_path / "t.safetensors:a")
+    assert result.exit_code == 1
+    assert "no tensor 'a' (tensors: a:b)" in error_line(result)
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    result = invoke("stats", tmp_path / "x.npy:foo")
+    assert result.exit_code == 1
+    assert "holds one array" in error_line(result)
+
+
+# -- refused element types: said once, in plain words; the rest of the file stays usable ---
+
+def test_refused_types_are_listed_beside_usable_ones(invoke, tmp_path):
+    np.savez(tmp_path / "mix.npz", good=np.arange(3.0), c=np.zeros(2, np.complex128),
+             wide=np.zeros(2, np.longdouble))
+    result = invoke("info", tmp_path / "mix.npz", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = {row["dataset"]: row for row in json.loads(result.stdout)[0]["datasets"]}
+    assert rows["good"]["usable"] and rows["good"]["shape"] == [3]
+    assert rows["c"]["shape"] == [2] and rows["c"]["dtype"] == "complex128"
+    assert rows["c"]["problem"].startswith("its dtype complex128 is complex, which is not")
+    assert "wider than 8 bytes" in rows["wide"]["problem"]
+    assert json.loads(result.stdout)[0]["shape"] == [3]  # the one usable array, described
+    text = invoke("info", tmp_path / "mix.npz").stdout
+    assert "None" not in text and "empty" not in text
+    result = invoke("stats", f"{tmp_path}/mix.npz:c")
+    assert result.exit_code == 1
+    assert error_line(result) == (
+        f"bn: error: {tmp_path}/mix.npz:c: its dtype complex128 is complex, which is not "
+        "supported; bn reads bool, integer and real floating data of up to 8 bytes\n")
+
+
+def _quad(h5file: h5py.File, name: str) -> None:
+    """A dataset of IEEE quad precision floats, a type h5py maps to no NumPy dtype."""
+    quad = h5py.h5t.IEEE_F64LE.copy()
+    quad.set_size(16)
+    quad.set_precision(128)
+    quad.set_fields(127, 112, 15, 0, 112)
+    quad.set_ebias(16383)
+    h5py.h5d.create(h5file.id, name.encode(), quad, h5py.h5s.create_simple((4,)))
+
+
+def test_a_quad_precision_dataset_is_named_as_such_not_as_damage(invoke, tmp_path):
+    path = tmp_path / "quad.h5"
+    with h5py.File(path, "w") as h5:
+        _quad(h5, "q")
+        h5["ok"] = np.arange(3.0)
+    result = invoke("info", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = {row["dataset"]: row for row in json.loads(result.stdout)[0]["datasets"]}
+    assert rows["/ok"]["usable"]
+    assert "16-byte float" in rows["/q"]["problem"] and rows["/q"]["dtype"] is None
+    result = invoke("stats", f"{path}:/q")
+    assert result.exit_code == 1
+    message = error_line(result)
+    assert "16-byte float" in message and "damaged" not in message
+
+
+# -- HDF5 array types (f8[3]) are an extra trailing axis, as h5py reads them ----------------
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_hdf5_array_types_are_a_trailing_axis(invoke, tmp_path, chunked):
+    values = np.random.default_rng(1).standard_normal((40, 2, 3))
+    path = tmp_path / "arrays.h5"
+    with h5py.File(path, "w") as h5:
+        element = h5py.h5t.array_create(h5py.h5t.IEEE_F64LE, (2, 3))
+        plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        if chunked:
+            plist.set_chunk((7,))
+            plist.set_deflate(4)
+        h5py.h5d.create(h5.id, b"a", element, h5py.h5s.create_simple((40,)), dcpl=plist)
+        h5["a"][...] = values
+    listing = json.loads(invoke("info", path, "--json").stdout)[0]
+    assert listing["shape"] == [40, 2, 3] and listing["dtype"] == "float64"
+    result = invoke("stats", path, "--axes", "0", "--format", "json", "--chunk-bytes", "512")
+    assert result.exit_code == 0, result.stderr
+    document = stats_json(result.stdout)
+    assert document["channel_shape"] == [2, 3]
+    np.testing.assert_allclose(document["mean"], values.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(document["variance"], values.var(axis=0), rtol=1e-12)
+
+
+# -- --each: what cannot be reduced is skipped with one line; the exit status says if any was
+
+def test_each_skips_an_entry_it_cannot_reduce_and_says_so(invoke, tmp_path):
+    path = tmp_path / "partly.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("never", shape=(100, 4), chunks=(10, 4), dtype="f4")
+        h5["ok"] = np.arange(8.0).reshape(4, 2)
+        _quad(h5, "quad")
+    listing = json.loads(invoke("info", path, "--json").stdout)[0]["datasets"]
+    assert {row["dataset"]: row["usable"] for row in listing} == {
+        "/never": True, "/ok": True, "/quad": False}
+    result = invoke("stats", path, "--each", "--format", "json")
+    assert result.exit_code == 0
+    rows = {row["tensor"]: row for row in json.loads(result.stdout)}
+    assert rows["/ok"]["statistics"]["mean"] == 3.5
+    assert "no data was ever written" in rows["/never"]["skipped"]
+    lines = result.stderr.splitlines()
+    assert [line.split(":", 2)[1] for line in lines] == [" skipped " + str(path)] * 2
+    assert any("/never: declares shape 100x4 but no data" in line for line in lines)
+    # nothing reducible: an error
+    with h5py.File(tmp_path / "none.h5", "w") as h5:
+        h5.create_dataset("never", shape=(10,), chunks=(5,), dtype="f4")
+        _quad(h5, "quad")
+    result = invoke("stats", tmp_path / "none.h5", "--each", "-q")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == "bn: error: no array could be reduced"
+    # --fail-on still fails on a finding of what was reduced
+    result = invoke("stats", path, "--each", "-q", "--fail-on", "dead")
+    assert result.exit_code == 0
+    with h5py.File(path, "a") as h5:
+        h5["zeros"] = np.zeros(5)
+    assert invoke("stats", path, "--each", "-q", "--fail-on", "dead").exit_code == 3
+
+
+def test_each_over_thousands_of_members_reads_the_directory_once(tmp_path):
+    """Members of one archive each open it; its directory is read once (it was read once per
+    member: 2,000 members took minutes)."""
+    members = {f"m{index}": np.arange(3.0) + index for index in range(3000)}
+    np.savez_compressed(tmp_path / "many.npz", **members)
+    result = run_bn("stats", tmp_path / "many.npz", "--each", "--format", "csv", timeout=90)
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.decode().splitlines()[1:]
+    assert len(rows) == 3000
+    assert rows[-1].split(",")[:4] == ['"m2999"', "", "3", "3000.0"]
