@@ -9,7 +9,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import run_bn, stats_json
+from conftest import run_bn, run_bn_peak, stats_json
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -173,3 +173,93 @@ def test_each_over_thousands_of_members_reads_the_directory_once(tmp_path):
     rows = result.stdout.decode().splitlines()[1:]
     assert len(rows) == 3000
     assert rows[-1].split(",")[:4] == ['"m2999"', "", "3", "3000.0"]
+
+
+# -- statistics files: memory bounded by what their declared sizes justify -----------------
+
+def _quantile_file(invoke, tmp_path) -> dict:
+    np.save(tmp_path / "tiny.npy", np.arange(1, 25, dtype=np.float64).reshape(2, 12))
+    assert invoke("stats", tmp_path / "tiny.npy", "--quantiles", "--accuracy", "0.0001", "-o",
+                  tmp_path / "tiny.json", "-q").exit_code == 0
+    return json.loads((tmp_path / "tiny.json").read_text())
+
+
+def test_histogram_windows_at_both_ends_of_the_grid_are_refused_unexpanded(invoke, tmp_path):
+    """12 channels, one count each, half at the bottom and half at the top of the 13-bit
+    grid: a 2.5 KB file whose histograms, on one shared window, would take 1.5 GiB (merge
+    took 1.6 GB, diff 12 GB before it was bounded)."""
+    document = _quantile_file(invoke, tmp_path)
+    top = 2047 << 13
+    document.update(histogram_pos_start=[1 if i % 2 == 0 else top - 1 for i in range(12)],
+                    histogram_pos_length=[1] * 12, histogram_pos_counts=[2] * 12)
+    bomb = tmp_path / "bomb.json"
+    bomb.write_text(json.dumps(document))
+    for command in (["merge", bomb], ["diff", bomb, tmp_path / "tiny.json"],
+                    ["export", bomb, "--to", "torchvision"], ["calibrate", bomb]):
+        result, peak = run_bn_peak(*command)
+        assert result.returncode == 1, (command, result.stderr)
+        assert f"{bomb}: histogram_pos_start spreads 12 channels over" in error_line(result)
+        assert peak < 200, (command, peak)
+
+
+def test_a_statistics_npz_that_inflates_past_its_channels_is_refused_uninflated(invoke,
+                                                                              tmp_path):
+    _quantile_file(invoke, tmp_path)
+    assert invoke("stats", tmp_path / "tiny.npy", "-o", tmp_path / "small.npz",
+                  "-q").exit_code == 0
+    import io
+    import zipfile
+
+    payload = io.BytesIO()
+    np.save(payload, np.zeros(350_000_000, np.uint8))  # 350 MB of zeros: 340 KB deflated
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(tmp_path / "small.npz") as small, \
+            zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for member in small.namelist():
+            out.writestr(member, small.read(member))
+        out.writestr("mean_extra.npy", payload.getvalue())
+    assert bomb.stat().st_size < 400_000
+    result, peak = run_bn_peak("merge", bomb, "-q")
+    assert result.returncode == 1
+    assert "mean_extra declares 350,000,000 values, more than 8 for each of its 12 channels" \
+        in error_line(result)
+    assert peak < 200, peak
+
+
+def test_calibration_of_a_histogram_at_the_top_of_the_grid(invoke, tmp_path):
+    """Buckets whose bounds overflow to infinity: a range, not an OverflowError."""
+    document = _quantile_file(invoke, tmp_path)
+    document.update(histogram_pos_start=[(2047 << 13) - 1] * 12,
+                    histogram_pos_length=[1] * 12, histogram_pos_counts=[2] * 12)
+    (tmp_path / "top.json").write_text(json.dumps(document))
+    for method in ("entropy", "percentile", "mse", "minmax"):
+        result = invoke("calibrate", tmp_path / "top.json", "--method", method)
+        assert result.exit_code == 0, (method, result.stderr)
+        amax = json.loads(result.stdout)["amax"][0]
+        assert 0 < amax <= 24.0  # never past the largest value the file records
+
+
+# -- exports are Python that runs, whatever the numbers ------------------------------------
+
+@pytest.mark.parametrize("target", ["torchvision", "keras"])
+def test_exports_of_non_finite_statistics_are_runnable_python(invoke, tmp_path, target):
+    import ast
+
+    values = np.ones((4, 3))
+    values[0, 1], values[1, 2] = np.nan, np.inf
+    np.save(tmp_path / "x.npy", values)
+    result = invoke("stats", tmp_path / "x.npy", "--export", target)
+    assert result.exit_code == 0, result.stderr
+    tree = ast.parse(result.stdout)
+    arguments = {keyword.arg: keyword.value for node in ast.walk(tree)
+                 if isinstance(node, ast.Call) for keyword in node.keywords}
+    number_lists = {name: node for name, node in arguments.items()
+                    if name in ("mean", "std", "variance")}
+    assert len(number_lists) == 2
+    for name, node in number_lists.items():
+        call = node.args[0] if isinstance(node, ast.Call) else node  # np.array([...])
+        evaluated = eval(compile(ast.Expression(call), "<export>", "eval"), {})  # noqa: S307
+        with np.errstate(invalid="ignore"):
+            expected = {"mean": values.mean(axis=0), "std": values.std(axis=0),
+                        "variance": values.var(axis=0)}[name]
+        np.testing.assert_array_equal(evaluated, expected)

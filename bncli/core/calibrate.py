@@ -98,7 +98,8 @@ def magnitudes(histogram: Histogram, minimum: np.ndarray, maximum: np.ndarray,
         if rows.shape[1]:
             counts[start - low:start - low + rows.shape[1]] += rows.sum(axis=0, dtype=np.int64)
     keys = low + np.arange(counts.size + 1)
-    edges = np.ldexp(*_decoded(keys, histogram.bits))
+    with np.errstate(over="ignore"):  # the top bucket's upper edge is +inf
+        edges = np.ldexp(*_decoded(keys, histogram.bits))
     with np.errstate(invalid="ignore"):
         low_values = np.abs(np.asarray(minimum, np.float64).reshape(-1)[channels])
         high_values = np.abs(np.asarray(maximum, np.float64).reshape(-1)[channels])
@@ -147,7 +148,7 @@ def linear_bins(found: Magnitudes, bins: int = ENTROPY_BINS) -> np.ndarray:
         out[0] += found.counts.sum()
         return out
     keep = found.counts > 0
-    low = found.low[keep] / width
+    low = np.minimum(found.low[keep], found.largest) / width  # a file may say either
     high = np.minimum(found.high[keep], found.largest) / width
     counts = found.counts[keep].astype(np.float64)
     # cumulative mass at each bin edge, a piecewise-linear function of the position
@@ -155,7 +156,7 @@ def linear_bins(found: Magnitudes, bins: int = ENTROPY_BINS) -> np.ndarray:
     mass = np.zeros(bins + 1)
     for start, stop, count in zip(low, np.maximum(high, low), counts):
         if stop <= start:  # a bucket starting at the largest value: its last bin
-            mass[min(int(start), bins - 1) + 1:] += count
+            mass[int(min(start, bins - 1)) + 1:] += count
             continue
         mass += count * np.clip((edges - start) / (stop - start), 0, 1)
     out += np.diff(mass)
@@ -224,14 +225,15 @@ def quantization_error(low: np.ndarray, high: np.ndarray, counts: np.ndarray, am
     width = high - low
     point = width <= 0
     inner_high = np.minimum(high, amax)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         inside = np.where(low < amax, sawtooth(inner_high) - sawtooth(np.minimum(low, amax)), 0)
         outside = np.where(high > amax, ((high - amax) ** 3
                                          - (np.maximum(low, amax) - amax) ** 3) / 3, 0)
         spread = (inside + outside) / np.where(point, 1, width)
-    quantized = np.minimum(np.round(low / step), largest_code) * step
-    at_point = (low - quantized) ** 2
-    return float(np.sum(counts * np.where(point, at_point, spread)))
+    with np.errstate(over="ignore", invalid="ignore"):  # buckets reaching past float64's max
+        quantized = np.minimum(np.round(low / step), largest_code) * step
+        at_point = (low - quantized) ** 2
+        return float(np.sum(counts * np.where(point, at_point, spread)))
 
 
 def tensorrt_cache(scales: dict, header: str = TENSORRT_HEADER) -> str:

@@ -16,6 +16,8 @@ Each function takes a :class:`~bncli.core.statistics.Statistics` and returns pla
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from bncli.core.statistics import Statistics
@@ -122,8 +124,15 @@ def _one_axis(statistics: Statistics, name: str, target: str) -> None:
                              f"{target} takes one channel axis")
 
 
+def _number(value: float) -> str:
+    """A float as Python source that runs: ``float("nan")`` and ``float("inf")`` where
+    ``repr`` would give the bare names ``nan`` and ``inf``."""
+    value = float(value)
+    return repr(value) if math.isfinite(value) else f'float("{value!r}")'
+
+
 def _numbers(values: list) -> str:
-    return "[" + ", ".join(repr(float(value)) for value in values) + "]"
+    return "[" + ", ".join(map(_number, values)) + "]"
 
 
 def torchvision_snippet(exported: dict) -> str:
@@ -139,5 +148,5 @@ def keras_snippet(exported: dict) -> str:
     """Python source of the ``Normalization`` layer."""
     return ("import numpy as np\nimport keras\n\n"
             f"normalization = keras.layers.Normalization(\n    axis={exported['axis']!r},\n"
-            f"    mean=np.array({exported['mean']!r}),\n"
-            f"    variance=np.array({exported['variance']!r}),\n)\n")
+            f"    mean=np.array({_numbers(exported['mean'])}),\n"
+            f"    variance=np.array({_numbers(exported['variance'])}),\n)\n")

@@ -57,6 +57,11 @@ SPECIAL = ("zero", "tiny", "pos_inf", "neg_inf", "nan")
 _FLOAT32_OFFSET = 1023 - 127
 # Histograms larger than this (all channels, both signs) are refused before allocating.
 MAX_HISTOGRAM_BYTES = 2**31
+# A statistics file's histograms (each channel's window of buckets, stored one after another)
+# are put on one window shared by all its channels; that may take at most this many times
+# the bytes of the counts the file stores, or FILE_HISTOGRAM_FLOOR, whichever is more.
+FILE_EXPANSION = 64
+FILE_HISTOGRAM_FLOOR = 2**26
 
 
 def mantissa_bits(accuracy: float) -> int:
@@ -340,6 +345,7 @@ class Histogram(Partial):
             low = int(start[used].min()) if used.any() else 0
             high = int((start + length)[used].max()) if used.any() else 0
             _check_size(channels, high - low, name)
+            _check_expansion(channels, high - low, counts.size, name, keys[0])
             rows = np.zeros((channels, high - low), np.int64)  # narrowed below
             row_of = np.repeat(np.arange(channels), length)
             offsets = np.arange(counts.size) - np.repeat(np.cumsum(length) - length, length)
@@ -380,6 +386,19 @@ def _check_size(channels: int, width: int, name: str, error: type = StatsFileErr
         raise error(f"{name}: histograms of {channels:,} channels over {width:,} buckets "
                     f"would take {channels * width * 8 / 2**30:.1f} GiB; a coarser accuracy "
                     "takes fewer buckets")
+
+
+def _check_expansion(channels: int, width: int, stored: int, name: str, key: str) -> None:
+    """Refuse a file's histogram whose channels' windows, put on one shared window, would
+    take far more memory than the counts the file stores justify (windows at the two ends of
+    the grid, a few counts each, would otherwise cost gigabytes)."""
+    allowed = max(FILE_HISTOGRAM_FLOOR, FILE_EXPANSION * stored * 8)
+    if channels * width * 8 > allowed:
+        raise StatsFileError(
+            f"{name}: {key} spreads {channels:,} channels over {width:,} buckets "
+            f"({channels * width * 8 / 2**20:,.0f} MiB) for {stored:,} stored counts; "
+            f"bn expands a file's histograms to at most {FILE_EXPANSION} times what they "
+            f"store, or {FILE_HISTOGRAM_FLOOR // 2**20} MiB")
 
 
 def _counts(array: ArrayLike, name: str, key: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from bncli.errors import InputError
-from bncli.io.npy import RawSource, npy_source, read_header
+from bncli.io.npy import NpyHeader, RawSource, npy_source, read_header
 from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose, lazy_import, open_file
 
 if TYPE_CHECKING:
@@ -274,19 +274,25 @@ def _peek_nested(stream: MemberStream | BinaryIO, seekable: bool, member: Member
 
 
 
-def _declared(path: str, member: Member, name: str) -> tuple[tuple | None, str | None]:
-    """The shape and dtype a refused member's header declares, where it can be read."""
+def member_header(path: str, member: Member, name: str) -> NpyHeader:
+    """The ``.npy`` header of a member, whatever its element type, its data left unread."""
     raw = open_file(path, name)
     stream: MemberStream | BinaryIO = MemberStream(raw, member, name) if member.compressed \
         else raw
     try:
         if not member.compressed:
             raw.seek(member.offset)
-        header = read_header(stream, name, check_type=False)
-    except InputError:
-        return None, None
+        return read_header(stream, name, check_type=False)
     finally:
         stream.close()
+
+
+def _declared(path: str, member: Member, name: str) -> tuple[tuple | None, str | None]:
+    """The shape and dtype a refused member's header declares, where it can be read."""
+    try:
+        header = member_header(path, member, name)
+    except InputError:
+        return None, None
     return header.shape, header.dtype.name
 
 

@@ -34,7 +34,7 @@ from bncli.core.findings import to_document as findings_document
 from bncli.core.moments import extreme_dtype
 from bncli.core.partials import KINDS, Partials, Reduction
 from bncli.core.statistics import Statistics
-from bncli.errors import StatsFileError
+from bncli.errors import InputError, StatsFileError
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -319,6 +319,72 @@ def _check_bounds(path: str, fmt: str) -> None:
             raise StatsFileError(f"{path}: holds {nested[0]!r}, which is not a .npy array")
 
 
+# The widest histogram window of one channel and sign: every finite bucket of the finest grid.
+MAX_HISTOGRAM_WIDTH = 2047 << 13
+# The most bytes of a .npz statistics file's ``meta`` (its JSON fields, not its arrays).
+MAX_META_BYTES = 2**22
+
+
+def _load_npz(path: str) -> tuple[object, dict]:
+    """The ``meta`` document and the arrays of a ``.npz`` statistics file, each array's
+    declared size checked against what the channels and the histogram grid justify before
+    it is inflated: the channel arrays hold a few values per channel, the histograms' counts
+    exactly what their lengths add up to."""
+    from bncli.io import npz
+
+    members = npz.directory(path, path)
+    if "meta" not in members:
+        raise StatsFileError(f"{path}: not a statistics file: it has no 'meta' member "
+                             "(an archive of arrays is an INPUT, as FILE.npz:MEMBER)")
+    headers = {key: npz.member_header(path, member, f"{path}:{key}")
+               for key, member in members.items()}
+    meta = headers["meta"]
+    if meta.dtype.kind != "U" or meta.shape != () or meta.data_bytes > MAX_META_BYTES:
+        raise StatsFileError(f"{path}: meta is not one string of at most "
+                             f"{MAX_META_BYTES:,} bytes")
+    with np.load(path, allow_pickle=False) as archive:
+        try:
+            document = json.loads(str(archive["meta"]))
+        except ValueError as exc:
+            raise StatsFileError(f"{path}: meta is not valid JSON ({exc})") from None
+        shape = document.get("channel_shape") if isinstance(document, dict) else None
+        if not isinstance(shape, list) or not all(type(dim) is int and 0 <= dim <= MAX_CHANNELS
+                                                  for dim in shape):
+            raise StatsFileError(f"{path}: channel_shape {shape!r:.60} is not a list of sizes")
+        channels = math.prod(shape)
+        if channels > MAX_CHANNELS:
+            raise StatsFileError(f"{path}: declares {channels:,} channels, more than the "
+                                 f"{MAX_CHANNELS:,} a statistics file may hold")
+        histogram = document.get("histogram")
+        levels = histogram.get("levels") if isinstance(histogram, dict) else None
+        per_channel = max(8, len(levels) if isinstance(levels, list) else 0)
+        arrays = {}
+        counts = [key for key in headers if key.startswith("histogram_")
+                  and key.endswith("_counts")]
+        for key in [key for key in headers if key != "meta" and key not in counts]:
+            elements = math.prod(headers[key].shape)
+            if elements > max(channels, 1) * per_channel:
+                raise StatsFileError(f"{path}: {key} declares {elements:,} values, more than "
+                                     f"{per_channel} for each of its {channels:,} channels")
+            arrays[key] = archive[key]
+        for key in counts:
+            lengths = arrays.get(key[:-len("counts")] + "length")
+            if isinstance(lengths, np.ndarray) and lengths.size and lengths.dtype.kind in "iu" \
+                    and int(lengths.max()) > MAX_HISTOGRAM_WIDTH:
+                raise StatsFileError(f"{path}: {key[:-len('counts')]}length holds a window "
+                                     f"wider than the {MAX_HISTOGRAM_WIDTH:,} buckets of the "
+                                     "finest grid")
+            declared = math.prod(headers[key].shape)
+            stored = int(np.sum(lengths, dtype=np.int64)) if isinstance(
+                lengths, np.ndarray) and lengths.dtype.kind in "iu" else -1
+            if declared != stored:
+                raise StatsFileError(f"{path}: {key} declares {declared:,} counts where its "
+                                     "lengths add up to "
+                                     + (f"{stored:,}" if stored >= 0 else "no number"))
+            arrays[key] = archive[key]
+    return document, arrays
+
+
 def load(path: str) -> Statistics:
     """Read a ``.json`` or ``.npz`` statistics file.
 
@@ -353,17 +419,11 @@ def load(path: str) -> Statistics:
                     raise StatsFileError(f"{path}: arrays nested too deeply") from None
             return from_document(document, arrays, path)
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
+            document, arrays = _load_npz(path)
+        except InputError as exc:
+            raise StatsFileError(str(exc)) from None
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             raise StatsFileError(f"{path}: not a valid .npz statistics file ({exc})") from None
-        if "meta" not in arrays:
-            raise StatsFileError(f"{path}: not a statistics file: it has no 'meta' member "
-                                 "(an archive of arrays is an INPUT, as FILE.npz:MEMBER)")
-        try:
-            document = json.loads(str(arrays.pop("meta")))
-        except ValueError as exc:
-            raise StatsFileError(f"{path}: meta is not valid JSON ({exc})") from None
         return from_document(document, arrays, path)
     except FileNotFoundError:
         raise StatsFileError(f"{path}: no such file") from None
