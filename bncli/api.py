@@ -741,14 +741,13 @@ def is_statistics_file(path: str) -> bool:
         return True
     if not lowered.endswith(".npz"):
         return False
-    import zipfile
+    from bncli.io import npz
 
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return True  # unreadable: the statistics file's loader says why
-    return "meta.npy" in names
+        members = npz.directory(path, path)
+    except InputError:
+        return True  # unreadable, or no regular file: the statistics file's loader says why
+    return "meta" in members
 
 
 def _file_identity(path: str) -> str | tuple[int, int]:

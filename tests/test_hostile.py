@@ -5,6 +5,7 @@ types it refuses beside ones it reads, HDF5 array types, archives of many member
 from __future__ import annotations
 
 import json
+import struct
 
 import h5py
 import numpy as np
@@ -263,3 +264,110 @@ def test_exports_of_non_finite_statistics_are_runnable_python(invoke, tmp_path, 
             expected = {"mean": values.mean(axis=0), "std": values.std(axis=0),
                         "variance": values.var(axis=0)}[name]
         np.testing.assert_array_equal(evaluated, expected)
+
+
+# -- what bn opens: regular files (and FIFOs as .npy streams), never blocking ---------------
+
+def test_devices_and_fifos_are_refused_at_once_wherever_a_file_is_sniffed(tmp_path):
+    import os
+
+    np.save(tmp_path / "small.npy", np.arange(6.0).reshape(3, 2))
+    for name in ("zero.npz", "zero.json", "zero.h5", "zero.safetensors"):
+        os.symlink("/dev/zero", tmp_path / name)
+    os.mkfifo(tmp_path / "ff.npz")
+    os.mkfifo(tmp_path / "ff.json")
+    small = tmp_path / "small.npy"
+    cases = [
+        (["diff", "zero.npz", small], "zero.npz: is a character device, not a regular file"),
+        (["calibrate", "zero.npz"], "zero.npz: is a character device, not a regular file"),
+        (["merge", "zero.json"], "zero.json: is a character device, not a regular file"),
+        (["diff", "ff.npz", small], "ff.npz: is a FIFO (named pipe), not a regular file"),
+        (["merge", "ff.json"], "ff.json: is a FIFO (named pipe), not a regular file"),
+        (["normalize", small, "--stats", "ff.json", "-o", "out.npy"],
+         "ff.json: is a FIFO (named pipe), not a regular file"),
+        (["stats", "ff.npz:a"], "ff.npz:a: is a FIFO (named pipe), not a regular file"),
+        (["stats", "zero.h5:/x"], "zero.h5:/x: is a character device, not a regular file"),
+        (["info", "zero.safetensors:t"], "is a character device, not a regular file"),
+    ]
+    for args, message in cases:
+        result, peak = run_bn_peak(*args, cwd=tmp_path, timeout=20)
+        assert result.returncode == 1, (args, result.stderr)
+        assert message in error_line(result), args
+        assert peak < 200, (args, peak)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "ff.json", "ff.npz", "small.npy", "zero.h5", "zero.json", "zero.npz",
+        "zero.safetensors"]
+
+
+# -- files of other formats are named; old files NumPy reads are read ----------------------
+
+@pytest.mark.parametrize("name, head, what", [
+    ("a.nc", b"CDF\x01" + bytes(60), "it is a netCDF-3 file"),
+    ("b.mat", b"MATLAB 5.0 MAT-file, Platform: GLNXA64" + bytes(90), "a MATLAB v5 .mat file"),
+    ("c.parquet", b"PAR1" + bytes(60), "it is a Parquet file"),
+    ("d.pkl", b"\x80\x04\x95" + bytes(60), "it is a Python pickle (bn never unpickles)"),
+    ("e.gguf", b"GGUF\x03\x00\x00\x00" + bytes(60), "it is a GGUF file"),
+    ("f.h5", b"\x1f\x8b\x08\x00" + bytes(60), "it is a gzip-compressed file"),
+    ("g.bin", b"\x01\x02\x03\x04\x05\x06\x07\x08", r"its first bytes are b'\x01\x02\x03"),
+])
+def test_a_file_of_another_format_is_named(invoke, tmp_path, name, head, what):
+    (tmp_path / name).write_bytes(head)
+    for args in (["stats", tmp_path / name], ["info", tmp_path / name]):
+        result = invoke(*args)
+        assert result.exit_code == 1
+        message = error_line(result)
+        assert message.startswith(f"bn: error: {tmp_path / name}: not a file bn reads (.npy, "
+                                  ".npz, HDF5 (netCDF-4, MATLAB v7.3), safetensors and zarr)")
+        assert what in message
+
+
+def test_python2_npy_and_matlab_v73_files_are_read(invoke, tmp_path):
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2L, 3L), }"
+    header += " " * (64 - 10 - len(header) - 1) + "\n"
+    values = np.arange(6.0).reshape(2, 3)
+    (tmp_path / "py2.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
+                                       + header.encode("latin1") + values.tobytes())
+    with h5py.File(tmp_path / "m.mat", "w", userblock_size=512) as h5:
+        h5["x"] = values
+    with open(tmp_path / "m.mat", "r+b") as mat:  # what MATLAB writes in its user block
+        mat.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Sat Dec  5 2026 HDF5")
+    for path in (tmp_path / "py2.npy", tmp_path / "m.mat"):
+        result = invoke("stats", path, "--format", "json")
+        assert result.exit_code == 0, result.stderr
+        np.testing.assert_array_equal(stats_json(result.stdout)["mean"], values.mean(axis=0))
+
+
+# -- ranks bn cannot reduce are refused when the header is read -----------------------------
+
+def _safetensors(path, tensors: dict) -> None:
+    """A safetensors file written by hand: any dtype name, any shape."""
+    header, data = {}, b""
+    for name, (code, shape, raw) in tensors.items():
+        header[name] = {"dtype": code, "shape": shape,
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+def test_unusable_tensors_are_listed_and_refused_by_name(invoke, tmp_path):
+    path = tmp_path / "odd.safetensors"
+    _safetensors(path, {"deep": ("F32", [1] * 64, np.float32(1).tobytes()),
+                        "z": ("C64", [2], np.zeros(2, np.complex64).tobytes()),
+                        "ok": ("F32", [2], np.ones(2, np.float32).tobytes())})
+    rows = {row["dataset"]: row for row in json.loads(
+        invoke("info", path, "--json").stdout)[0]["datasets"]}
+    assert rows["deep"]["problem"] == "it has 64 axes; bn reads arrays of at most 32 axes"
+    assert rows["z"]["problem"].startswith("its dtype C64 is not supported")
+    assert rows["ok"]["usable"]
+    for args in (["stats", f"{path}:deep", "--quantiles"],
+                 ["normalize", f"{path}:deep", "-o", tmp_path / "out.npy"],
+                 ["stats", f"{path}:deep", "--keepdims"]):
+        result = invoke(*args)
+        assert result.exit_code == 1
+        assert error_line(result) == (f"bn: error: {path}:deep: it has 64 axes; bn reads "
+                                      "arrays of at most 32 axes\n")
+    assert not (tmp_path / "out.npy").exists()
+    result = invoke("stats", path, "--each", "--format", "json")
+    assert result.exit_code == 0
+    assert [row["tensor"] for row in json.loads(result.stdout) if row["statistics"]] == ["ok"]

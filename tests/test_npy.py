@@ -61,7 +61,7 @@ def write(tmp_path, content: bytes, name="bad.npy"):
 GOOD = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"
 BROKEN = {
     "empty": (b"", "empty file, not a .npy file"),
-    "bad magic": (b"\x93NUMPX\x01\x00" + b"\x00" * 80, "not a .npy file (magic bytes"),
+    "bad magic": (b"\x93NUMPX\x01\x00" + b"\x00" * 80, "not a file bn reads (.npy, .npz"),
     "version": (npy_bytes(GOOD, b"\x00" * 24)[:6] + b"\x04\x00" + b"\x00" * 80,
                 "unsupported .npy format version 4.0"),
     "short header": (npy_bytes(GOOD)[:30], "file ends inside the .npy header"),

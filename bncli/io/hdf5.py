@@ -23,7 +23,15 @@ from bncli.core.buffers import BufferRing
 from bncli.core.dtypes import dtype_problem, rank_problem
 from bncli.core.layout import format_shape, region_shape
 from bncli.errors import InputError
-from bncli.io.source import Entry, InputSpec, OpenOptions, Source, lazy_import
+from bncli.io.source import (
+    Entry,
+    InputSpec,
+    OpenOptions,
+    Source,
+    check_regular,
+    lazy_import,
+    open_file,
+)
 
 if TYPE_CHECKING:
     import h5py
@@ -34,6 +42,8 @@ else:  # imported when an HDF5 file is first used, not by every command
 CHUNK_CACHE_SLOTS = 100003
 MAX_LINK_HOPS = 32  # soft links pointing at soft links; deeper than this is a loop
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# MATLAB v7.3 files are HDF5 files behind a 512-byte user block that starts with this text.
+MATLAB_HDF5 = b"MATLAB 7"
 # Names HDF5 files commonly have (netCDF4 and HDF-EOS5 files are HDF5 too); any other file
 # is recognized by its signature.
 SUFFIXES = ("h5", "hdf5", "hdf", "he5", "nc", "nc4", "h5ad")
@@ -65,6 +75,7 @@ _FILTERS_LOCK = threading.Lock()
 
 
 def _open_file(path: str, name: str, chunk_cache_bytes: int) -> h5py.File:
+    check_regular(path, name)
     _register_filters()
     try:
         return h5py.File(path, "r", rdcc_nbytes=chunk_cache_bytes, rdcc_nslots=CHUNK_CACHE_SLOTS)
@@ -719,9 +730,9 @@ def has_hdf5_signature(path: str) -> bool:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
-        with open(path, "rb") as probe:
-            return probe.read(8).startswith(SIGNATURE)
-    except OSError:
+        with open_file(path, path) as probe:
+            return probe.read(8).startswith((SIGNATURE, MATLAB_HDF5))
+    except (OSError, InputError):
         return False
 
 
@@ -744,7 +755,7 @@ class Hdf5Format:
     suffixes = SUFFIXES
 
     def matches(self, path: str, head: bytes) -> bool:
-        return head.startswith(SIGNATURE)
+        return head.startswith((SIGNATURE, MATLAB_HDF5))
 
     def open(self, spec: InputSpec, options: OpenOptions) -> Source:
         name = spec.display

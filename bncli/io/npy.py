@@ -19,6 +19,7 @@ import ast
 import itertools
 import math
 import os
+import re
 import struct
 import sys
 import warnings
@@ -33,7 +34,14 @@ from bncli.core.dtypes import check_dtype, check_rank
 from bncli.core.kernel import COMPILED
 from bncli.core.layout import format_shape, is_contiguous, region_shape, region_start
 from bncli.errors import InputError
-from bncli.io.source import InputSpec, OpenOptions, Source, open_file, read_into
+from bncli.io.source import (
+    InputSpec,
+    OpenOptions,
+    Source,
+    open_file,
+    read_into,
+    unknown_format,
+)
 
 if TYPE_CHECKING:
     from typing import Protocol, TypeAlias
@@ -61,6 +69,8 @@ MAX_HEADER_SIZE = 10000
 # Output headers are padded so that the data starts on this boundary, as NumPy does.
 HEADER_ALIGNMENT = 64
 _HEADER_KEYS = {"descr", "fortran_order", "shape"}
+# A Python 2 long literal in a version 1.0 header's shape: `(2L, 3L)`.
+_PYTHON2_LONG = re.compile(r"\b([0-9]+)L\b")
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,8 @@ def read_header(stream: NpyStream, name: str, *, check_type: bool = True) -> Npy
     """
     magic = _read_exact(stream, 6, name, "magic")
     if magic != MAGIC:
-        raise InputError(f"{name}: not a .npy file (magic bytes {magic!r})")
+        head = magic + (stream.read(2) or b"")
+        raise InputError(unknown_format(name, head))
     major, minor = _read_exact(stream, 2, name, "version")
     if (major, minor) not in ((1, 0), (2, 0), (3, 0)):
         raise InputError(f"{name}: unsupported .npy format version {major}.{minor}")
@@ -148,7 +159,13 @@ def read_header(stream: NpyStream, name: str, *, check_type: bool = True) -> Npy
         text = raw.decode(encoding)
         with warnings.catch_warnings():  # an odd escape in a hostile header: no stderr line
             warnings.simplefilter("ignore")
-            header = ast.literal_eval(text)
+            try:
+                header = ast.literal_eval(text)
+            except SyntaxError:
+                if major != 1:
+                    raise
+                # Python 2's NumPy wrote long sizes as `2L`; NumPy reads them, and so does bn
+                header = ast.literal_eval(_PYTHON2_LONG.sub(r"\1", text))
     except (UnicodeDecodeError, ValueError, SyntaxError, MemoryError, RecursionError) as exc:
         raise InputError(f"{name}: .npy header is not a Python literal: {raw[:80]!r}") from exc
     if not isinstance(header, dict):
@@ -428,7 +445,7 @@ def npy_source(stream: NpyStream, name: str, path: str, *, seekable: bool, base:
 
 def open_npy(path: str, name: str, *, seekable: bool) -> RawSource:
     """A ``.npy`` file (`seekable`) or a FIFO read once, in order."""
-    stream = open_file(path, name)
+    stream = open_file(path, name, stream=not seekable)
     try:
         return npy_source(stream, name, path, seekable=seekable)
     except BaseException:

@@ -22,7 +22,16 @@ import re
 
 from bncli.errors import InputError
 from bncli.io import npy
-from bncli.io.source import Format, InputSpec, OpenOptions, Source, is_stream, sniff
+from bncli.io.source import (
+    Format,
+    InputSpec,
+    OpenOptions,
+    Source,
+    foreign_format,
+    is_stream,
+    sniff,
+    unknown_format,
+)
 
 # The modules of bncli.io tried in this order on a file's first bytes (a zarr store, which
 # may be a directory, first).
@@ -95,6 +104,8 @@ def recognise(spec: InputSpec) -> Format:
     found, head = _by_content(spec)
     if found is not None:
         return found
+    if foreign_format(head) is not None:  # a format bn does not read, whatever its name
+        raise InputError(unknown_format(spec.display, head))
     if spec.dataset is not None and DEFAULT.matches(spec.path, head):
         raise InputError(f"{spec.display}: {spec.path} is a .npy file, which holds one array "
                          "and no named entries; give it without ':NAME'")

@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from bncli.core.dtypes import rank_problem
 from bncli.errors import InputError, OutputError
 from bncli.io.npy import RawSource
 from bncli.io.source import Entry, InputSpec, OpenOptions, Source, choose, open_file
@@ -52,6 +53,9 @@ DTYPES = {
     "F8_E4M3": ("|u1", "<f4"),
     "F8_E5M2": ("|u1", "<f4"),
 }
+# bytes per value of the safetensors types bn does not reduce (complex; packed sub-byte
+# floats have none), to check their sizes all the same
+OTHER_ITEMSIZES = {"C64": 8, "F8_E8M0": 1}
 _NAMES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3", "F8_E5M2": "float8_e5m2"}
 # bytes per value of the types NumPy lacks, by the names reports give them
 ITEMSIZES = {name: np.dtype(DTYPES[code][0]).itemsize for code, name in _NAMES.items()}
@@ -80,6 +84,7 @@ class Tensor:
     shape: tuple
     offset: int
     nbytes: int
+    problem: str | None = None
 
     @property
     def stored_dtype(self) -> np.dtype:
@@ -94,6 +99,8 @@ class Tensor:
     @property
     def dtype_name(self) -> str:
         """The name of the stored type, for reports (``bfloat16``, ``float8_e4m3``)."""
+        if self.code not in DTYPES:
+            return self.code
         return _NAMES.get(self.code, self.dtype.name)
 
 
@@ -168,10 +175,9 @@ def _entry(key: str, value: object, data_start: int, data_size: int, name: str) 
     if not isinstance(value, dict) or set(value) != {"dtype", "shape", "data_offsets"}:
         raise InputError(f"{where}: entry is not {{dtype, shape, data_offsets}}")
     code, shape, offsets = value["dtype"], value["shape"], value["data_offsets"]
-    if not isinstance(code, str) or code not in DTYPES:
-        raise InputError(f"{where}: dtype {code!r:.40} is not supported (bn reads "
-                         f"{', '.join(DTYPES)})")
-    if (not isinstance(shape, list) or len(shape) > 64
+    if not isinstance(code, str) or not code or len(code) > 40:
+        raise InputError(f"{where}: dtype {code!r:.40} is not a type name")
+    if (not isinstance(shape, list)
             or not all(type(dim) is int and dim >= 0 for dim in shape)):
         raise InputError(f"{where}: shape {shape!r:.80} is not a list of sizes")
     if (not isinstance(offsets, list) or len(offsets) != 2
@@ -181,12 +187,16 @@ def _entry(key: str, value: object, data_start: int, data_size: int, name: str) 
     if not 0 <= begin <= end <= data_size:
         raise InputError(f"{where}: data_offsets [{begin}, {end}] fall outside the "
                          f"{data_size} data bytes of the file")
-    itemsize = np.dtype(DTYPES[code][0]).itemsize
-    if math.prod(shape) * itemsize != end - begin:
+    itemsize = np.dtype(DTYPES[code][0]).itemsize if code in DTYPES else OTHER_ITEMSIZES.get(
+        code)
+    if itemsize is not None and math.prod(shape) * itemsize != end - begin:
         raise InputError(f"{where}: shape {tuple(shape)} of {code} needs "
                          f"{math.prod(shape) * itemsize} bytes, data_offsets give "
                          f"{end - begin}")
-    return Tensor(key, code, tuple(shape), data_start + begin, end - begin)
+    # a tensor bn cannot reduce is listed with the reason, beside the others
+    problem = rank_problem(len(shape)) if code in DTYPES else (
+        f"its dtype {code} is not supported; bn reads {', '.join(DTYPES)}")
+    return Tensor(key, code, tuple(shape), data_start + begin, end - begin, problem)
 
 
 def _e4m3_table() -> np.ndarray:
@@ -269,7 +279,7 @@ def tensor_source(stream: BinaryIO, tensor: Tensor, name: str, path: str) -> Raw
 
 
 def _ninth_byte(path: str) -> bytes:
-    with open(path, "rb") as probe:
+    with open_file(path, path) as probe:
         probe.seek(8)
         return probe.read(1)
 
@@ -292,6 +302,8 @@ class SafetensorsFormat:
         try:
             tensors, _ = read_header(stream, os.fstat(stream.fileno()).st_size, name)
             tensor = choose(tensors, spec.dataset, name, "tensor")
+            if tensor.problem is not None:
+                raise InputError(f"{spec.path}:{tensor.name}: {tensor.problem}")
             return tensor_source(stream, tensor, f"{spec.path}:{tensor.name}", spec.path)
         except BaseException:
             stream.close()
@@ -301,7 +313,8 @@ class SafetensorsFormat:
         with open_file(path, name) as stream:
             tensors, _ = read_header(stream, os.fstat(stream.fileno()).st_size, name)
         return [Entry("tensor", tensor.name, tensor.shape, tensor.dtype_name,
-                      stored_bytes=tensor.nbytes) for tensor in tensors.values()]
+                      problem=tensor.problem, stored_bytes=tensor.nbytes)
+                for tensor in tensors.values()]
 
 
 FORMAT = SafetensorsFormat()

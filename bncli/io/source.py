@@ -370,30 +370,113 @@ def lazy_import(name: str) -> Any:
     return _LazyModule(name)
 
 
-def open_file(path: str, name: str) -> BinaryIO:
-    """Open a file for unbuffered binary reads; errors name the input."""
-    try:
-        return open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the source
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, for messages."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
-def sniff(path: str, name: str) -> bytes:
-    """The first 8 bytes of a regular file (errors for missing files and directories)."""
+def open_file(path: str, name: str, *, stream: bool = False) -> BinaryIO:
+    """Open a file for unbuffered binary reads; errors name the input.
+
+    The one rule of what bn opens: a regular file, or with `stream` (a ``.npy`` read once, in
+    order) also a FIFO or a character device. Anything else is refused before a byte is
+    read, and opening never blocks: a FIFO is opened without waiting for a writer, and
+    refused unless `stream`.
+    """
     try:
-        st = os.stat(path)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise InputError(f"{name}: no such file") from None
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError(f"{name}: is a directory, not a file")
     try:
-        with open(path, "rb") as probe:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode) and not (stream and (stat.S_ISFIFO(mode)
+                                                       or stat.S_ISCHR(mode))):
+            raise InputError(f"{name}: is {_kind(mode)}, not a regular file"
+                             if not stat.S_ISDIR(mode) else f"{name}: is a directory, not a "
+                             "file")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb", buffering=0)  # closed by the source
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def check_regular(path: str, name: str) -> None:
+    """Refuse, as :func:`open_file` does, a path that is not a regular file (for readers that
+    open the file themselves, as h5py does)."""
+    open_file(path, name).close()
+
+
+def sniff(path: str, name: str) -> bytes:
+    """The first 8 bytes of a regular file (errors for missing files, directories, FIFOs and
+    devices)."""
+    try:
+        with open_file(path, name) as probe:
             return probe.read(8)
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror}") from None
 
+
+# What bn reads, for the message of a file it does not.
+READS = ".npy, .npz, HDF5 (netCDF-4, MATLAB v7.3), safetensors and zarr"
+# The first bytes of formats bn does not read, and what to call them.
+_FOREIGN = (
+    (b"CDF\x01", "a netCDF-3 file (bn reads netCDF-4, which is HDF5)"),
+    (b"CDF\x02", "a netCDF-3 (64-bit offset) file (bn reads netCDF-4, which is HDF5)"),
+    (b"CDF\x05", "a netCDF-3 (CDF-5) file (bn reads netCDF-4, which is HDF5)"),
+    (b"MATLAB", "a MATLAB v5 .mat file (MATLAB's save -v7.3 writes HDF5, which bn reads)"),
+    (b"PAR1", "a Parquet file"),
+    (b"ARROW1", "an Arrow IPC file"),
+    (b"GGUF", "a GGUF file"),
+    (b"\x0e\x03\x13\x01", "an HDF4 file (bn reads HDF5)"),
+    (b"\x1f\x8b", "a gzip-compressed file (decompress it: gunzip -c FILE | bn stats -)"),
+    (b"BZh", "a bzip2-compressed file (decompress it: bunzip2 -c FILE | bn stats -)"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file (decompress it: xz -dc FILE | bn stats -)"),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file (decompress it: zstd -dc FILE | bn stats -)"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"%PDF", "a PDF document"),
+    (b"SIMPLE  ", "a FITS file"),
+)
+
+
+def foreign_format(head: bytes) -> str | None:
+    """What a file of a format bn does not read is, from its first bytes (None if unknown).
+
+    Parameters
+    ----------
+    head : bytes
+        The file's first bytes (at least 8 where the file has them).
+
+    Returns
+    -------
+    str or None
+    """
+    for magic, what in _FOREIGN:
+        if head.startswith(magic):
+            return what
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "a Python pickle (bn never unpickles)"
+    if head and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        return "a text file"
+    return None
+
+
+def unknown_format(name: str, head: bytes) -> str:
+    """The message for a file of no format bn reads: what it reads, and what the file is
+    where its first bytes say."""
+    what = foreign_format(head)
+    found = f"it is {what}" if what else f"its first bytes are {head[:8]!r}"
+    return f"{name}: not a file bn reads ({READS}); {found}"
 
 
 def is_stream(path: str) -> bool:
