@@ -100,6 +100,11 @@ def test_not_hdf5_and_truncated_files(invoke, tmp_path, values):
     fake = tmp_path / "fake.h5"
     fake.write_bytes(b"this is not hdf5" * 10)
     result = invoke("stats", fake)
+    assert result.exit_code == 1 and result.stderr == (
+        f"bn: error: {fake}: not a file bn reads (.npy, .npz, HDF5 (netCDF-4, MATLAB v7.3), "
+        "safetensors and zarr); it is a text file\n")
+    fake.write_bytes(b"\x00\xff" * 80)
+    result = invoke("stats", fake)
     assert result.exit_code == 1 and result.stderr == f"bn: error: {fake}: not an HDF5 file\n"
     real = tmp_path / "real.h5"
     make_file(real, x=np.arange(200000, dtype=np.float64))
