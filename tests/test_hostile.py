@@ -371,3 +371,89 @@ def test_unusable_tensors_are_listed_and_refused_by_name(invoke, tmp_path):
     result = invoke("stats", path, "--each", "--format", "json")
     assert result.exit_code == 0
     assert [row["tensor"] for row in json.loads(result.stdout) if row["statistics"]] == ["ok"]
+
+
+# -- HDF5 chunks whose headers lie: one line, never memory outside the chunk ---------------
+
+def _lie_about_chunks(path, options, lie) -> np.ndarray:
+    """A dataset of 4 compressed chunks, each stored as `lie` rewrites its bytes."""
+    values = np.random.default_rng(2).standard_normal((4096, 4)).astype(np.float32)
+    with h5py.File(path, "w") as h5:
+        dataset = h5.create_dataset("x", shape=values.shape, dtype="f4", chunks=(1024, 4),
+                                    **options)
+        dataset[...] = values
+        for row in range(0, 4096, 1024):
+            mask, data = dataset.id.read_direct_chunk((row, 0))
+            dataset.id.write_direct_chunk((row, 0), lie(bytes(data)), mask)
+    return values
+
+
+def _set(data: bytes, at: int, width: int, value: int, order: str) -> bytes:
+    changed = bytearray(data)
+    changed[at:at + width] = value.to_bytes(width, order)
+    return bytes(changed)
+
+
+def test_compressed_chunks_whose_headers_lie_are_one_clear_error(tmp_path):
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    pytest.importorskip("numcodecs")
+    lz4, blosc = hdf5plugin.LZ4(nbytes=4096), hdf5plugin.Blosc(cname="lz4")
+    cases = {
+        # lz4: total size, block size, then each block after its stored length (big-endian)
+        "lz4 block smaller than written": (lz4, lambda d: _set(d, 8, 4, 1000, "big"),
+                                           "its lz4 blocks end early or overrun"),
+        "lz4 total smaller": (lz4, lambda d: _set(d, 0, 8, 8192, "big"),
+                              "declares 8192 bytes, not the 16384 bytes of a chunk"),
+        "lz4 stored length past the end": (
+            lz4, lambda d: _set(d, 12, 4, int.from_bytes(d[12:16], "big") + 99999, "big"),
+            "its lz4 blocks end early or overrun"),
+        "lz4 zero block size": (lz4, lambda d: _set(d, 8, 4, 0, "big"),
+                                "declares blocks of 0 bytes"),
+        # blosc: nbytes, blocksize, cbytes (little-endian) at 4, 8, 12
+        "blosc frame longer than stored": (
+            blosc, lambda d: _set(d, 12, 4, len(d) * 64, "little"),
+            "its blosc header says it takes"),
+        "blosc cut short": (blosc, lambda d: d[:len(d) // 2], "its blosc header says it takes"),
+        "blosc zero blocks": (blosc, lambda d: _set(d, 8, 4, 0, "little"),
+                              "declares blocks of 0 bytes"),
+    }
+    for label, (options, lie, message) in cases.items():
+        path = tmp_path / "lies.h5"
+        _lie_about_chunks(path, options, lie)
+        result = run_bn("stats", path, "--format", "json")
+        assert result.returncode == 1, (label, result.returncode, result.stdout[:200])
+        line = error_line(result)
+        assert f"{path}:/x: damaged compressed chunk at [0, 0]" in line, label
+        assert message in line, (label, line)
+
+
+def test_valid_lz4_chunks_of_many_blocks_are_read(tmp_path):
+    """Blocks that compress and blocks that do not (stored as they are), and a last short
+    block, as hdf5plugin's LZ4 filter writes them."""
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    pytest.importorskip("numcodecs")
+    for block in (1000, 4096, 0):
+        values = _lie_about_chunks(tmp_path / "ok.h5", hdf5plugin.LZ4(nbytes=block),
+                                   lambda data: data)
+        result = run_bn("stats", tmp_path / "ok.h5", "--format", "json")
+        assert result.returncode == 0, result.stderr
+        np.testing.assert_allclose(stats_json(result.stdout)["mean"],
+                                   values.astype(np.float64).mean(axis=0), rtol=1e-12)
+
+
+def test_a_chunk_larger_than_the_budget_is_planned_lazily(tmp_path):
+    """One gzip chunk of 40 million rows in a 43 KB file: blocks are ranges across the chunk,
+    planned one at a time (the plan held range(40,000,000) whole: 1.6 GB, and made one
+    block per row), and the chunk is inflated once, not once per block."""
+    path = tmp_path / "big.h5"
+    with h5py.File(path, "w") as h5:
+        dataset = h5.create_dataset("x", shape=(40_000_000, 1), chunks=(40_000_000, 1),
+                                    dtype="u1", compression="gzip")
+        dataset[:1000] = 1
+    for axes in ("0", "0,1"):
+        result, peak = run_bn_peak("stats", path, "--axes", axes, "--format", "json",
+                                   timeout=60)
+        assert result.returncode == 0, result.stderr
+        document = stats_json(result.stdout)
+        assert abs(np.ravel(document["mean"])[0] - 1000 / 40_000_000) < 1e-13
+        assert peak < 400, (axes, peak)

@@ -7,7 +7,6 @@ order. A Fortran-order array of shape ``(a, b, c)`` is handled as the C-order ar
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -171,6 +170,24 @@ def region_start(region: Region, shape: Sequence[int]) -> int:
     return index
 
 
+def indices(dims: Sequence[int]) -> Iterator[tuple]:
+    """Every index of an array of shape `dims`, in C order, made one at a time
+    (``itertools.product`` of ranges would first hold every range whole: a 40-million-row
+    chunk made a 1.6 GB tuple)."""
+    if any(dim <= 0 for dim in dims):
+        return
+    index = [0] * len(dims)
+    while True:
+        yield tuple(index)
+        for axis in reversed(range(len(dims))):
+            index[axis] += 1
+            if index[axis] < dims[axis]:
+                break
+            index[axis] = 0
+        else:
+            return
+
+
 def plan_blocks(
     shape: Sequence[int],
     itemsize: int,
@@ -206,18 +223,23 @@ def plan_blocks(
         yield ()
         return
     budget_items = max(1, budget_bytes // itemsize)
-    depth = ndim - 1
+    depth, aligned = ndim - 1, align is not None
     for axis in range(ndim):
         rows = min(align[axis], shape[axis]) if align is not None else 1
         if math.prod(shape[axis + 1:]) * max(rows, 1) <= budget_items:
             depth = axis
             break
+        if math.prod(shape[axis + 1:]) <= budget_items:
+            # a chunk larger than the budget: ranges of this axis, across its chunks, rather
+            # than one block per index of it (a 40-million-row chunk made 40 million blocks)
+            depth, aligned = axis, False
+            break
     row_items = math.prod(shape[depth + 1:])
     step = max(1, budget_items // max(row_items, 1))
-    if align is not None and align[depth] > 1:
+    if aligned and align is not None and align[depth] > 1:
         step = max(align[depth], step - step % align[depth])
     step = min(step, max(shape[depth], 1))
-    for prefix in itertools.product(*(range(dim) for dim in shape[:depth])):
+    for prefix in indices(shape[:depth]):
         for start in range(0, shape[depth], step):
             stop = min(start + step, shape[depth])
             yield (
@@ -346,7 +368,7 @@ def plan_regions(shape: Sequence[int], itemsize: int, budget_bytes: int,
     run_items = extent * tail
     for lead_region in plan_blocks(shape[:lead_axes], run_items * itemsize, budget_bytes,
                                    None if align is None else align[:lead_axes]):
-        for middle in itertools.product(*(range(dim) for dim in shape[lead_axes:split])):
+        for middle in indices(shape[lead_axes:split]):
             for start in range(0, shape[split], extent):
                 yield (lead_region
                        + tuple(slice(index, index + 1) for index in middle)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 import stat
@@ -568,6 +569,14 @@ def decode_chunk(codec: str, data: bytes, size: int) -> bytes | np.ndarray:
 
             _declared(codec, int.from_bytes(data[4:8], "little") if len(data) >= 16 else None,
                       size)
+            # blosc reads as many bytes as its header says the frame takes, and its blocks at
+            # the offsets the frame lists: both must lie within the stored bytes
+            stored, block = (int.from_bytes(data[at:at + 4], "little") for at in (12, 8))
+            if stored != len(data):
+                raise DamagedChunk(f"its blosc header says it takes {stored} bytes, not the "
+                                   f"{len(data)} stored")
+            if not 0 < block <= max(size, 1):
+                raise DamagedChunk(f"its blosc header declares blocks of {block} bytes")
             blosc.decompress(data, out)
         else:  # lz4: total size, block size, then blocks, each after its stored size
             from numcodecs import lz4
@@ -759,12 +768,24 @@ class Hdf5Format:
 
     def open(self, spec: InputSpec, options: OpenOptions) -> Source:
         name = spec.display
+        cache = max(options.chunk_cache_bytes, MIN_CHUNK_CACHE_BYTES)
         with h5_errors(name):
             h5file, dataset = open_dataset(
                 spec.path, spec.dataset, name, allow_external=options.allow_external,
-                chunk_cache_bytes=max(options.chunk_cache_bytes, MIN_CHUNK_CACHE_BYTES),
-                require_data=options.require_data, allow_sparse=options.allow_sparse,
+                chunk_cache_bytes=cache, require_data=options.require_data,
+                allow_sparse=options.allow_sparse,
             )
+            chunk = (math.prod(dataset.chunks) * dataset.dtype.itemsize
+                     if dataset.chunks and _filters(dataset) else 0)
+            if chunk > cache:
+                # a compressed chunk larger than the cache would be inflated again for each
+                # block that reads part of it: the cache holds one (its size is declared)
+                path = dataset_name(dataset)
+                h5file.close()
+                h5file, dataset = open_dataset(
+                    spec.path, path, name, allow_external=options.allow_external,
+                    chunk_cache_bytes=chunk + chunk // 8, require_data=options.require_data,
+                    allow_sparse=options.allow_sparse)
             try:
                 return Hdf5Source(h5file, dataset, spec.display if spec.dataset else
                                   f"{spec.path}:{dataset_name(dataset)}", spec.path)
