@@ -457,3 +457,38 @@ def test_a_chunk_larger_than_the_budget_is_planned_lazily(tmp_path):
         document = stats_json(result.stdout)
         assert abs(np.ravel(document["mean"])[0] - 1000 / 40_000_000) < 1e-13
         assert peak < 400, (axes, peak)
+
+
+# -- virtual datasets: never themselves, never terabytes of fill --------------------------
+
+def test_virtual_datasets_that_read_themselves_or_mostly_fill_are_refused(tmp_path):
+    with h5py.File(tmp_path / "self.h5", "w") as h5:
+        layout = h5py.VirtualLayout(shape=(100,), dtype="f8")
+        layout[:] = h5py.VirtualSource(str(tmp_path / "self.h5"), "v", shape=(100,))
+        h5.create_virtual_dataset("v", layout, fillvalue=0)
+    with h5py.File(tmp_path / "chain.h5", "w") as h5:
+        for name, other in (("a", "b"), ("b", "a")):
+            layout = h5py.VirtualLayout(shape=(10,), dtype="f8")
+            layout[:] = h5py.VirtualSource(".", other, shape=(10,))
+            h5.create_virtual_dataset(name, layout, fillvalue=0)
+    with h5py.File(tmp_path / "huge.h5", "w") as h5:
+        h5["src"] = np.arange(10.0)
+        layout = h5py.VirtualLayout(shape=(10**12,), dtype="f8")
+        layout[:10] = h5py.VirtualSource(".", "src", shape=(10,))
+        h5.create_virtual_dataset("v", layout, fillvalue=0)
+    with h5py.File(tmp_path / "fine.h5", "w") as h5:
+        h5["src"] = np.arange(10.0)
+        layout = h5py.VirtualLayout(shape=(20,), dtype="f8")
+        layout[:10] = h5py.VirtualSource(".", "src", shape=(10,))
+        h5.create_virtual_dataset("v", layout, fillvalue=-1)
+    cases = [("self.h5:v", "self.h5:/v: is a virtual dataset that reads itself"),
+             ("chain.h5:a", "chain.h5:/a: is a virtual dataset that reads itself"),
+             ("huge.h5:v", "huge.h5:/v: its sources map 10 of its 1,000,000,000,000 elements;"
+                           " the other 7.3 TiB would be read as its fill value 0.0")]
+    for text, message in cases:
+        result = run_bn("stats", tmp_path / text, "--allow-external", timeout=30)
+        assert result.returncode == 1, (text, result.returncode)
+        assert message in error_line(result)
+    result = run_bn("stats", tmp_path / "fine.h5:v", "--allow-external", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert stats_json(result.stdout)["mean"] == (45 - 10) / 20

@@ -292,8 +292,61 @@ def _check_storage(dataset: h5py.Dataset, name: str, allow_external: bool,
             f"{name}: declares shape {format_shape(dataset.shape)} but no data was ever "
             "written to it"
         )
+    if dataset.is_virtual:
+        _check_virtual(dataset, name, allow_sparse)
     if require_data and not allow_sparse:
         _check_written(dataset, name)
+
+
+# Virtual datasets whose sources are virtual datasets, followed this deep at most.
+MAX_VIRTUAL_DEPTH = 8
+
+
+def _check_virtual(dataset: h5py.Dataset, name: str, allow_sparse: bool) -> None:
+    """Refuse a virtual dataset that reads itself (HDF5 recurses until it crashes), through
+    any chain of virtual datasets, and one whose unmapped elements would read more than
+    ``MAX_UNWRITTEN_BYTES`` of fill values (unless `allow_sparse`), as for unwritten chunks."""
+    home = os.path.realpath(dataset.file.filename)
+    seen = {(home, dataset_name(dataset))}
+
+    def walk(node: h5py.Dataset, where: str, depth: int) -> int:
+        """Elements of `node` its sources map; refuses a source seen on the way."""
+        mapped = 0
+        for source in node.virtual_sources():
+            mapped += source.vspace.get_select_npoints()
+            target = where if source.file_name == "." else os.path.realpath(
+                os.path.join(os.path.dirname(where), source.file_name))
+            path = "/" + source.dset_name.lstrip("/")
+            if (target, path) in seen:
+                raise InputError(f"{name}: is a virtual dataset that reads itself (through "
+                                 f"{source.file_name}:{path}); refused")
+            if depth >= MAX_VIRTUAL_DEPTH:
+                raise InputError(f"{name}: virtual datasets read virtual datasets more than "
+                                 f"{MAX_VIRTUAL_DEPTH} deep; refused")
+            try:
+                if target == home:
+                    inner = node.file.get(path)
+                    if isinstance(inner, h5py.Dataset) and inner.is_virtual:
+                        seen.add((target, path))
+                        walk(inner, target, depth + 1)
+                elif os.path.isfile(target) and has_hdf5_signature(target):
+                    with h5py.File(target, "r") as other:
+                        inner = other.get(path)
+                        if isinstance(inner, h5py.Dataset) and inner.is_virtual:
+                            seen.add((target, path))
+                            walk(inner, target, depth + 1)
+            except (OSError, KeyError, ValueError):
+                pass  # a source HDF5 cannot open reads as fill values
+        return mapped
+
+    mapped = walk(dataset, home, 0)
+    unmapped = (int(np.prod(dataset.shape, dtype=object)) - mapped) * dataset.dtype.itemsize
+    if not allow_sparse and unmapped > MAX_UNWRITTEN_BYTES:
+        raise InputError(
+            f"{name}: its sources map {mapped:,} of its "
+            f"{int(np.prod(dataset.shape, dtype=object)):,} elements; the other "
+            f"{_bytes(unmapped)} would be read as its fill value {dataset.fillvalue}",
+            hint="use --allow-sparse to read them anyway")
 
 
 # Chunks whose filter masks are looked at to see if an optional filter was applied.
