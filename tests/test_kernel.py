@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -43,7 +44,9 @@ def channel_rows(draw, inner=False):
         elements = st.one_of(st.floats(-bound, bound, width=dtype.itemsize * 8),
                              st.sampled_from([0.0, -0.0, 1.0, 2.5]))
     elif dtype.kind == "b":
-        elements = st.booleans()
+        # bools as stored bytes: any nonzero byte is True, not only 1
+        raw = draw(hnp.arrays(np.uint8, shape, elements=st.sampled_from([0, 1, 2, 128, 255])))
+        return raw.view(np.bool_)
     else:
         info = np.iinfo(dtype)
         elements = st.integers(int(info.min), int(info.max))
@@ -334,3 +337,142 @@ def test_tiles_read_in_one_kernel_call_and_a_file_cut_short_inside_one(tmp_path,
             finally:
                 sources.COMPILED = saved
         assert messages[0] == messages[1]
+
+
+def write_bool_npy(path, raw):
+    """Write the bytes `raw` (uint8) as a .npy of dtype bool of their shape, as stored."""
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, {"descr": "|b1", "fortran_order": False,
+                                                    "shape": raw.shape})
+        file.write(raw.tobytes())
+
+
+def write_bool_safetensors(path, raw, name="t"):
+    """Write the bytes `raw` (uint8) as the BOOL tensor `name` of a safetensors file: the
+    header's length (8 bytes, little-endian), the JSON header, the bytes as stored."""
+    header = json.dumps({name: {"dtype": "BOOL", "shape": list(raw.shape),
+                                "data_offsets": [0, raw.size]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(struct.pack("<Q", len(header)) + header + raw.tobytes())
+
+
+# The environment of `bn` on each kernel.
+KERNEL_ENVIRONMENTS = {"compiled": {"BN_KERNEL": ""}, "numpy": {"BN_KERNEL": "numpy"}}
+
+
+def bn_stats_on(kernel_name, *args, cwd):
+    """``bn stats ARGS --format json`` on the kernel `kernel_name`, parsed."""
+    if kernel_name == "compiled" and kernel.COMPILED is None:
+        pytest.skip("the compiled kernel is not built")
+    result = run_bn("stats", *args, "--format", "json", cwd=cwd,
+                    env=KERNEL_ENVIRONMENTS[kernel_name])
+    assert result.returncode == 0, result.stderr
+    return stats_json(result.stdout)
+
+
+@pytest.mark.slow  # bn as a process
+@pytest.mark.parametrize("kernel_name", ["compiled", "numpy"])
+def test_bool_bytes_past_1_are_true_in_a_npy_and_a_safetensors_file(tmp_path, kernel_name):
+    raw = np.array([[0, 1], [2, 255]], np.uint8)
+    write_bool_npy(tmp_path / "b.npy", raw)
+    write_bool_safetensors(tmp_path / "b.safetensors", raw.reshape(4, 1))
+    # channels last: channel 0 holds bytes 0 and 2 (False, True), channel 1 bytes 1 and 255
+    # (True, True)
+    document = bn_stats_on(kernel_name, "b.npy", "--quantiles", cwd=tmp_path)
+    assert document["mean"] == [0.5, 1.0]
+    assert document["variance"] == [0.25, 0.0]
+    assert (document["min"], document["max"]) == ([0.0, 1.0], [1.0, 1.0])
+    assert document["zero_count"] == [1, 0]
+    assert (document["min_count"], document["max_count"]) == ([1, 2], [1, 2])
+    # the histograms: one zero in channel 0, and the Trues in the bucket of 1.0
+    assert [counts[0] for counts in document["histogram_special"]] == [1, 0]
+    assert document["histogram_pos_length"] == [1, 1]
+    assert document["histogram_pos_counts"] == [1, 2]
+    assert document["histogram_neg_length"] == [0, 0]
+    quantiles = np.array(document["quantiles"]["values"])
+    assert set(quantiles[:, 0]) == {0.0, 1.0} and set(quantiles[:, 1]) == {1.0}
+    # one channel of bytes 0, 1, 2, 255: three Trues of four
+    document = bn_stats_on(kernel_name, "b.safetensors", cwd=tmp_path)
+    assert (document["mean"], document["variance"]) == ([0.75], [0.1875])
+    assert (document["min"], document["max"]) == ([0.0], [1.0])
+    assert (document["zero_count"], document["min_count"], document["max_count"]) == (
+        [1], [1], [3])
+
+
+@pytest.mark.slow  # bn as a process
+@pytest.mark.parametrize("kernel_name", ["compiled", "numpy"])
+def test_bool_bytes_of_a_file_read_in_pieces_rows_and_slabs_are_true_when_nonzero(
+        tmp_path, kernel_name, rng):
+    raw = rng.choice(np.array([0, 1, 2, 3, 127, 128, 254, 255], np.uint8), (600, 6, 4))
+    write_bool_npy(tmp_path / "b.npy", raw)
+    truth = (raw != 0).astype(np.float64)
+    for arguments, axes in ((["--chunk-bytes", "2K"], (0, 1)), (["--channel-axis", "1"], (0, 2))):
+        document = bn_stats_on(kernel_name, "b.npy", *arguments, cwd=tmp_path)
+        expected_mean = truth.mean(axis=axes)
+        np.testing.assert_allclose(document["mean"], expected_mean.ravel(), rtol=1e-12)
+        np.testing.assert_allclose(document["variance"], truth.var(axis=axes).ravel(),
+                                   rtol=1e-10)
+        assert document["min"] == truth.min(axis=axes).ravel().tolist()
+        assert document["max"] == truth.max(axis=axes).ravel().tolist()
+        zeros = (truth == 0).sum(axis=axes).ravel()
+        assert document["zero_count"] == zeros.tolist()
+        assert document["max_count"] == (truth == 1).sum(axis=axes).ravel().tolist()
+
+
+@pytest.mark.parametrize("kernel_name", ["compiled", "numpy"])
+def test_bool_bytes_past_1_normalize_as_true(tmp_path, kernel_name):
+    if kernel_name == "compiled" and kernel.COMPILED is None:
+        pytest.skip("the compiled kernel is not built")
+    raw = np.tile(np.array([[0, 1, 2], [255, 0, 7], [3, 0, 0], [0, 128, 1]], np.uint8), (50, 1))
+    write_bool_npy(tmp_path / "b.npy", raw)
+    result = run_bn("normalize", "b.npy", "-o", "out.npy", cwd=tmp_path,
+                    env=KERNEL_ENVIRONMENTS[kernel_name])
+    assert result.returncode == 0, result.stderr
+    truth = (raw != 0).astype(np.float64)
+    expected = (truth - truth.mean(axis=0)) / np.sqrt(truth.var(axis=0) + 1e-3)
+    out = np.load(tmp_path / "out.npy")
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["compiled", "numpy"])
+@pytest.mark.parametrize("path", ["rows", "columns", "slabs"])
+def test_bool_bytes_past_1_are_true_in_each_block_path(name, path, rng):
+    """Moments, histograms and normalization of bools stored as bytes other than 0 and 1,
+    on each kernel and each way a block is reduced, against the same bools as float64."""
+    from bncli.core import moments as reduction
+    from bncli.core.normalize import Coefficients, normalize_block
+
+    shape, axes = ((40, 3, 70), (0, 2)) if path == "slabs" else ((700, 5), (0,))
+    raw = rng.choice(np.array([0, 1, 2, 64, 128, 255], np.uint8), shape)
+    values, truth = raw.view(np.bool_), (raw != 0).astype(np.float64)
+    saved = reduction.MAX_COMPILED_CHANNELS
+    if path == "columns":
+        reduction.MAX_COMPILED_CHANNELS = 0
+    try:
+        with using_kernel(name):
+            for order in (2, 4):
+                result = block_moments(values, axes, order=order, piece_bytes=512).finalize()
+                kept = dict(axis=axes, keepdims=True)
+                np.testing.assert_allclose(result["mean"], truth.mean(**kept), rtol=1e-13)
+                np.testing.assert_allclose(result["variance"], truth.var(**kept), rtol=1e-11,
+                                           atol=1e-15)
+                np.testing.assert_array_equal(result["min"], truth.min(**kept))
+                np.testing.assert_array_equal(result["max"], truth.max(**kept))
+                np.testing.assert_array_equal(result["zero_count"], (truth == 0).sum(**kept))
+                np.testing.assert_array_equal(result["max_count"], (truth == 1).sum(**kept))
+            if path != "slabs":
+                histogram = _rows_histogram(values, 6)
+                np.testing.assert_array_equal(histogram.special[:, 0], (truth == 0).sum(axis=0))
+                np.testing.assert_array_equal(histogram.special[:, 1:], 0)
+                # every True in the one bucket of 1.0 (exponent 0, mantissa 0)
+                assert histogram.pos_low == 1023 << 6 and histogram.pos.shape == (shape[1], 1)
+                np.testing.assert_array_equal(histogram.pos[:, 0], truth.sum(axis=0))
+                assert histogram.neg.size == 0
+            mean = truth.mean(axis=axes, keepdims=True) + 0.25
+            factor = np.full(mean.shape, 3.0)
+            out = normalize_block(values, Coefficients(mean, factor, np.zeros(mean.shape)),
+                                  np.empty(shape))
+            np.testing.assert_array_equal(out, (truth - mean) * factor)
+    finally:
+        reduction.MAX_COMPILED_CHANNELS = saved

@@ -3,14 +3,20 @@
  *
  * It takes contiguous channels-last data (rows of C channels) through the buffer protocol
  * and writes into preallocated output buffers, so it needs no NumPy headers to build.
- * Every loop runs with the GIL released. The NumPy kernel in reduction.py and
+ * Every loop runs with the GIL released. The NumPy kernel in moments.py and
  * histogram.py is the reference; this one computes the same partials (the moments to
  * rounding, the counts and histograms exactly).
  *
  * Types: float16 'e', float32 'f', float64 'd', int8 'b', uint8 'B', int16 'h', uint16 'H',
- * int32 'i', uint32 'I', bool '?': each value is exact as a double. int64 'q' and uint64 'Q'
- * are not: their moments shift each value in its own type before it becomes a double, and
+ * int32 'i', uint32 'I', bool '?': each value is exact as a double. A bool is a byte read as
+ * NumPy reads it: any nonzero byte is True (1). int64 'q' and uint64 'Q' are not exact as
+ * doubles: their moments shift each value in its own type before it becomes a double, and
  * their extremes stay in the type (see PIECE_MOMENTS_64).
+ *
+ * Every entry point checks its arguments before it touches memory: each size computed
+ * from them is checked against overflow (OverflowError), each buffer's item type against
+ * the type code it is read or written as (TypeError), its length against the items used,
+ * and the buffers written against sharing memory with any other (ValueError).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,41 +36,27 @@
 #define VECTOR_CLONES
 #endif
 
-/* ------------------------------------------------------------------ buffer helpers */
+/* ------------------------------------------------------------------ sizes and buffers */
 
-static int get_buffer(PyObject *object, Py_buffer *view, int writable, Py_ssize_t bytes,
-                      const char *name)
+/* *out = a * b * c * d for sizes that are not negative; -1 with OverflowError set when the
+ * product passes PY_SSIZE_T_MAX (ValueError for a negative factor). */
+static int size_product(Py_ssize_t *out, Py_ssize_t a, Py_ssize_t b, Py_ssize_t c,
+                        Py_ssize_t d)
 {
-    if (PyObject_GetBuffer(object, view,
-                           PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    if (view->len < bytes) {
-        PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, %zd needed", name, view->len,
-                     bytes);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
-/* Get `count` buffers: views[i] of objects[i], writable where bit i of `writable` is set,
- * of at least needs[i] bytes. On a failure the ones got are released and -1 returned. */
-static int get_buffers(int count, PyObject *const *objects, Py_buffer *views,
-                       unsigned writable, const Py_ssize_t *needs, const char *const *names)
-{
-    for (int i = 0; i < count; i++)
-        if (get_buffer(objects[i], &views[i], (writable >> i) & 1u, needs[i], names[i]) < 0) {
-            while (i-- > 0)
-                PyBuffer_Release(&views[i]);
+    Py_ssize_t factors[4] = {a, b, c, d}, product = 1;
+    for (int i = 0; i < 4; i++) {
+        if (factors[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "a size is negative");
             return -1;
         }
+        if (factors[i] && product > PY_SSIZE_T_MAX / factors[i]) {
+            PyErr_SetString(PyExc_OverflowError, "the sizes given pass the address space");
+            return -1;
+        }
+        product *= factors[i];
+    }
+    *out = product;
     return 0;
-}
-
-static void release_buffers(int count, Py_buffer *views)
-{
-    for (int i = 0; i < count; i++)
-        PyBuffer_Release(&views[i]);
 }
 
 static int item_size(char code)
@@ -76,6 +68,126 @@ static int item_size(char code)
     case 'b': case 'B': case '?': return 1;
     default: return 0;
     }
+}
+
+/* The kind of a struct format character: 'i' signed integer, 'u' unsigned, 'f' float,
+ * '?' bool; 0 for any other. */
+static char format_kind(char character)
+{
+    switch (character) {
+    case 'b': case 'h': case 'i': case 'l': case 'q': case 'n': return 'i';
+    case 'B': case 'H': case 'I': case 'L': case 'Q': case 'N': return 'u';
+    case 'e': case 'f': case 'd': return 'f';
+    case '?': return '?';
+    default: return 0;
+    }
+}
+
+/* Whether the items of `view` are of the kernel's type `code`, in native byte order: of its
+ * kind and size (NumPy's int64 is 'l' on one platform and 'q' on another). */
+static int format_matches(const Py_buffer *view, char code)
+{
+    const char *format = view->format ? view->format : "B";
+    const char native = PY_LITTLE_ENDIAN ? '<' : '>';
+    if (*format == '@' || *format == '=' || *format == native)
+        format++;
+    return format[0] && !format[1] && format_kind(format[0]) == format_kind(code) &&
+           view->itemsize == item_size(code);
+}
+
+/* An argument that is a buffer: what the kernel needs of it, then the view got. */
+typedef struct {
+    PyObject *object; /* the argument (None for an `optional` one left out) */
+    const char *name;
+    char code;        /* the type code of its items; 0: bytes, of any format */
+    Py_ssize_t items; /* the items used (bytes, with code 0); -1: all it holds */
+    int writable, optional;
+    Py_buffer view;   /* set by get_buffers, where `got` */
+    Py_ssize_t bytes; /* the bytes used */
+    int got;
+} buffer_arg;
+
+/* A buffer argument that must be there: its object, name, code, items and whether written. */
+#define BUFFER(OBJECT, NAME, CODE, ITEMS, WRITABLE)                                        \
+    {.object = (OBJECT), .name = (NAME), .code = (CODE), .items = (ITEMS),                 \
+     .writable = (WRITABLE)}
+
+static void release_buffers(int count, buffer_arg *args)
+{
+    for (int i = 0; i < count; i++)
+        if (args[i].got) {
+            PyBuffer_Release(&args[i].view);
+            args[i].got = 0;
+        }
+}
+
+/* Whether the used bytes of two buffers share memory. */
+static int overlap(const buffer_arg *a, const buffer_arg *b)
+{
+    uintptr_t start_a = (uintptr_t)a->view.buf, start_b = (uintptr_t)b->view.buf;
+    return a->bytes > 0 && b->bytes > 0 && start_a < start_b + (uintptr_t)b->bytes &&
+           start_b < start_a + (uintptr_t)a->bytes;
+}
+
+/* Get the views of `count` buffer arguments: C-contiguous, writable where asked, of the
+ * items of their code, long enough for the items used; no buffer written shares memory
+ * with another. On a failure the views got are released and -1 returned, the error set. */
+static int get_buffers(int count, buffer_arg *args)
+{
+    for (int i = 0; i < count; i++)
+        args[i].got = 0;
+    for (int i = 0; i < count; i++) {
+        buffer_arg *arg = &args[i];
+        arg->bytes = 0;
+        if (arg->optional && arg->object == Py_None) {
+            arg->view.buf = NULL;
+            continue;
+        }
+        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (arg->writable ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(arg->object, &arg->view, flags) < 0)
+            goto failed;
+        arg->got = 1;
+        if (arg->code && !format_matches(&arg->view, arg->code)) {
+            PyErr_Format(PyExc_TypeError, "%s holds items of format '%s' (%zd bytes each), not "
+                         "of the type code '%c'", arg->name,
+                         arg->view.format ? arg->view.format : "B", arg->view.itemsize,
+                         arg->code);
+            goto failed;
+        }
+        if (arg->items < 0)
+            arg->bytes = arg->view.len;
+        else if (size_product(&arg->bytes, arg->items, arg->code ? item_size(arg->code) : 1,
+                              1, 1) < 0)
+            goto failed;
+        if (arg->view.len < arg->bytes) {
+            PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, %zd needed", arg->name,
+                         arg->view.len, arg->bytes);
+            goto failed;
+        }
+    }
+    for (int i = 0; i < count; i++)
+        for (int j = i + 1; j < count; j++)
+            if ((args[i].writable || args[j].writable) && overlap(&args[i], &args[j])) {
+                PyErr_Format(PyExc_ValueError, "%s and %s share memory", args[i].name,
+                             args[j].name);
+                goto failed;
+            }
+    return 0;
+failed:
+    release_buffers(count, args);
+    return -1;
+}
+
+/* The kernel's type code of a one-character str; 0 with ValueError set for any other. */
+static char type_code(const char *text, Py_ssize_t length)
+{
+    char code = length == 1 ? text[0] : 0;
+    if (!item_size(code)) {
+        PyErr_SetString(PyExc_ValueError, "no kernel for this type code (one of "
+                        "e f d b B h H i I q Q ?)");
+        return 0;
+    }
+    return code;
 }
 
 /* float16 is stored as 16 bits and read through a table of its 65536 values as doubles
@@ -98,6 +210,11 @@ static void fill_half_values(void)
     }
 }
 
+/* bool is stored as a byte, and any nonzero byte is True: its value is (byte != 0). A type
+ * of its own name, so that its loops are apart from uint8's. */
+typedef uint8_t bool8_t;
+#define BOOL_AS_BYTE(VALUE) ((uint8_t)((VALUE) != 0))
+
 #define AS_DOUBLE(TYPE, VALUE) as_double_##TYPE(VALUE)
 #define AS_DOUBLE_PLAIN(TYPE)                                                              \
     static inline double as_double_##TYPE(TYPE value) { return (double)value; }
@@ -112,15 +229,17 @@ AS_DOUBLE_PLAIN(uint32_t)
 AS_DOUBLE_PLAIN(int64_t)
 AS_DOUBLE_PLAIN(uint64_t)
 static inline double as_double_half_t(half_t value) { return half_values[value]; }
+static inline double as_double_bool8_t(bool8_t value) { return (double)BOOL_AS_BYTE(value); }
 
-/* The loops of each type code (bool is a byte of 0 or 1). */
+/* The loops of each type code. */
 #define DISPATCH(CODE, CALL)                                                               \
     switch (CODE) {                                                                        \
     case 'f': CALL(float); break;                                                          \
     case 'd': CALL(double); break;                                                         \
     case 'e': CALL(half_t); break;                                                         \
     case 'b': CALL(int8_t); break;                                                         \
-    case 'B': case '?': CALL(uint8_t); break;                                              \
+    case 'B': CALL(uint8_t); break;                                                        \
+    case '?': CALL(bool8_t); break;                                                        \
     case 'h': CALL(int16_t); break;                                                        \
     case 'H': CALL(uint16_t); break;                                                       \
     case 'i': CALL(int32_t); break;                                                        \
@@ -139,9 +258,53 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
  * float64 arithmetic over a row of channels, which the compiler vectorizes; the extremes
  * and the comparisons are done in the input's own type (ETYPE: exact, and eight or more
  * lanes to a vector where the sums have four), the counts in int32 lanes (a piece has
- * fewer than 2**31 rows). float16 has no arithmetic type of its own: its ETYPE is double.
- * `work` holds 5 doubles a channel.
+ * fewer than 2**31 rows). float16 has no arithmetic type of its own: its ETYPE is double;
+ * bool's is a byte of 0 or 1.
  */
+/* A piece's working arrays, `channels` long each: the extremes so far in the piece's ETYPE
+ * (room for 8 bytes a value), the three counts and, for 64-bit integers, each channel's
+ * shift in the type. Each is only ever used as its one type. */
+typedef struct {
+    void *low, *high;
+    int32_t *zeros, *at_min, *at_max;
+    uint64_t *origin;
+} piece_work;
+
+static void piece_work_free(piece_work *work)
+{
+    PyMem_RawFree(work->low);
+    PyMem_RawFree(work->high);
+    PyMem_RawFree(work->zeros);
+    PyMem_RawFree(work->at_min);
+    PyMem_RawFree(work->at_max);
+    PyMem_RawFree(work->origin);
+    memset(work, 0, sizeof *work);
+}
+
+/* Allocate the working arrays of pieces of up to `channels` channels; -1 with the error set
+ * on a failure. */
+static int piece_work_new(piece_work *work, Py_ssize_t channels)
+{
+    Py_ssize_t wide, narrow;
+    memset(work, 0, sizeof *work);
+    if (size_product(&wide, channels, 8, 1, 1) < 0 ||
+        size_product(&narrow, channels, sizeof(int32_t), 1, 1) < 0)
+        return -1;
+    work->low = PyMem_RawMalloc((size_t)wide);
+    work->high = PyMem_RawMalloc((size_t)wide);
+    work->origin = PyMem_RawMalloc((size_t)wide);
+    work->zeros = PyMem_RawMalloc((size_t)narrow);
+    work->at_min = PyMem_RawMalloc((size_t)narrow);
+    work->at_max = PyMem_RawMalloc((size_t)narrow);
+    if (!work->low || !work->high || !work->origin || !work->zeros || !work->at_min ||
+        !work->at_max) {
+        piece_work_free(work);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 /* Shared by PIECE_MOMENTS and PIECE_MOMENTS_64: the piece function's signature (OTYPE: the
  * extremes' output type) and its state in `work` (extremes in ETYPE, int32 counts). */
 #define PIECE_SIGNATURE(TYPE, OTYPE)                                                       \
@@ -150,11 +313,11 @@ static inline double as_double_half_t(half_t value) { return half_values[value];
         const double *restrict shift, double *restrict total, double *restrict mean,       \
         double *restrict m2, double *restrict m3, double *restrict m4,                     \
         OTYPE *restrict minimum, OTYPE *restrict maximum, int64_t *restrict zeros,         \
-        int64_t *restrict at_min, int64_t *restrict at_max, double *restrict work)
+        int64_t *restrict at_min, int64_t *restrict at_max, const piece_work *work)
 #define PIECE_STATE(ETYPE)                                                                 \
-    ETYPE *restrict low = (ETYPE *)work, *restrict high = low + channels;                  \
-    int32_t *restrict zc = (int32_t *)(work + 2 * channels), *restrict lc = zc + channels;  \
-    int32_t *restrict hc = lc + channels;
+    ETYPE *restrict low = work->low, *restrict high = work->high;                          \
+    int32_t *restrict zc = work->zeros, *restrict lc = work->at_min;                       \
+    int32_t *restrict hc = work->at_max;
 
 /* Also shared: each channel's mean from its total and
  * the second pass's sums zeroed; then the extremes (converted to the output's type) and the
@@ -224,6 +387,7 @@ PIECE_MOMENTS(double, double, SAME)
 PIECE_MOMENTS(half_t, double, HALF_AS_DOUBLE)
 PIECE_MOMENTS(int8_t, int8_t, SAME)
 PIECE_MOMENTS(uint8_t, uint8_t, SAME)
+PIECE_MOMENTS(bool8_t, uint8_t, BOOL_AS_BYTE)
 PIECE_MOMENTS(int16_t, int16_t, SAME)
 PIECE_MOMENTS(uint16_t, uint16_t, SAME)
 PIECE_MOMENTS(int32_t, int32_t, SAME)
@@ -231,8 +395,19 @@ PIECE_MOMENTS(uint32_t, uint32_t, SAME)
 
 /* A 64-bit integer value less the shift, as a double: in the type itself (wrapping, so
  * exact while the piece lies within 2**62 of the shift: `exact`), else as doubles. The
- * choice of subtract_shift in reduction.py. */
+ * choice of subtract_shift in moments.py. */
 #define WRAP_LIMIT 4611686018427387904.0 /* 2**62 */
+
+/* A shift as a value of int64 or uint64, which shifts_fit checks it is; 0 for any other
+ * double, so that the conversion is defined whatever the buffer holds by then. */
+static inline int64_t shift_int64_t(double s)
+{
+    return s >= -9223372036854775808.0 && s < 9223372036854775808.0 ? (int64_t)s : 0;
+}
+static inline uint64_t shift_uint64_t(double s)
+{
+    return s >= 0.0 && s < 18446744073709551616.0 ? (uint64_t)s : 0;
+}
 #define SHIFTED_64(VALUE, ORIGIN, SHIFT)                                                   \
     (exact ? (double)(int64_t)((uint64_t)(VALUE) - (ORIGIN)) : (double)(VALUE) - (SHIFT))
 
@@ -245,13 +420,13 @@ PIECE_MOMENTS(uint32_t, uint32_t, SAME)
     PIECE_SIGNATURE(TYPE, TYPE)                                                            \
     {                                                                                      \
         PIECE_STATE(TYPE)                                                                  \
-        uint64_t *restrict origin = (uint64_t *)(work + 4 * channels);                     \
+        uint64_t *restrict origin = work->origin;                                          \
         Py_ssize_t r, c;                                                                   \
         int exact = 1;                                                                     \
         for (c = 0; c < channels; c++) {                                                   \
             total[c] = 0.0;                                                                \
             low[c] = high[c] = x[c];                                                       \
-            origin[c] = (uint64_t)(TYPE)shift[c];                                          \
+            origin[c] = (uint64_t)shift_##TYPE(shift[c]);                                  \
         }                                                                                  \
         for (r = 0; r < rows; r++) {                                                       \
             const TYPE *restrict row = x + r * stride;                                     \
@@ -303,7 +478,7 @@ PIECE_MOMENTS_64(uint64_t)
                  m3 ? m3 + p * channels : NULL, m4 ? m4 + p * channels : NULL,             \
                  (OTYPE *)minimum + p * channels, (OTYPE *)maximum + p * channels,         \
                  zeros + p * channels,                                                     \
-                 at_min + p * channels, at_max + p * channels, scratch)
+                 at_min + p * channels, at_max + p * channels, &work)
 
 /* Whether the `n` values at `x` are all finite. */
 static int all_finite(const double *x, Py_ssize_t n)
@@ -351,7 +526,7 @@ PLAIN_EXTREMES(uint64_t)
 /*
  * Merge the rows of the partials of a block's pieces (one shift, none empty) into row 0:
  * neighbours paired level by level, an odd last one carried up, each pair by the formulas
- * of Moments.merge in reduction.py, in the same order of operations, so the bits are the
+ * of Moments.merge in moments.py, in the same order of operations, so the bits are the
  * ones a merge of the rows in NumPy gives. `total` is summed alike (for a finiteness test).
  * OTYPE is the type of the extremes: double, or int64/uint64 for those inputs.
  */
@@ -408,52 +583,47 @@ MERGE_PIECES(double)
 MERGE_PIECES(int64_t)
 MERGE_PIECES(uint64_t)
 
-/* The buffers of rows_moments and columns_moments, in their argument order: data, shift,
- * total, mean, m2, m3, m4 (these two may be None), minimum, maximum and the three counts;
- * data needs data_bytes (writable if data_writable), shift a double a channel, the outputs
- * out_bytes each. Sets pointers and the bits of *used (what was got, to release); -1 with
- * the error set on a failure. */
-static const char *const moment_names[12] = {"data", "shift", "total", "mean", "m2", "m3", "m4",
-                                             "minimum", "maximum", "zero_count", "min_count",
-                                             "max_count"};
+/* The buffer arguments of rows_moments and columns_moments, in their argument order: data,
+ * shift, total, mean, m2, m3, m4 (these two may be None), minimum, maximum and the three
+ * counts. data holds data_items values of `code` (written with data_writable), shift a
+ * double a channel, each output out_items values: float64, the extremes int64 or uint64
+ * for those inputs, the counts int64. */
+enum { MOMENT_BUFFERS = 12 };
 
-static int moment_buffers(PyObject *const *objects, Py_buffer *views, void **pointers,
-                          Py_ssize_t data_bytes, int data_writable, Py_ssize_t channels,
-                          Py_ssize_t out_bytes, int *used)
+static void moment_arguments(buffer_arg *args, PyObject *const *objects, char code,
+                             Py_ssize_t data_items, int data_writable, Py_ssize_t channels,
+                             Py_ssize_t out_items)
 {
-    *used = 0;
-    for (int i = 0; i < 12; i++) {
-        pointers[i] = NULL;
-        if ((i == 5 || i == 6) && objects[i] == Py_None)
-            continue;
-        Py_ssize_t need = i == 0 ? data_bytes : i == 1 ? channels * 8 : out_bytes;
-        if (get_buffer(objects[i], &views[i], i >= 2 || (i == 0 && data_writable), need,
-                       moment_names[i]) < 0)
-            return -1;
-        pointers[i] = views[i].buf;
-        *used |= 1 << i;
+    static const char *const names[MOMENT_BUFFERS] = {
+        "data", "shift", "total", "mean", "m2", "m3", "m4", "minimum", "maximum",
+        "zero_count", "min_count", "max_count"};
+    char extremes = code == 'q' || code == 'Q' ? code : 'd';
+    for (int i = 0; i < MOMENT_BUFFERS; i++) {
+        buffer_arg *arg = &args[i];
+        arg->object = objects[i];
+        arg->name = names[i];
+        arg->code = i == 0 ? code : i <= 6 ? 'd' : i <= 8 ? extremes : 'q';
+        arg->items = i == 0 ? data_items : i == 1 ? channels : out_items;
+        arg->writable = i >= 2 || (i == 0 && data_writable);
+        arg->optional = i == 5 || i == 6;
     }
-    return 0;
 }
 
-static void moment_buffers_release(Py_buffer *views, int used)
+/* Whether each of the `channels` shifts of data of 64-bit integers (code 'q' or 'Q') is a
+ * value of the type, which it is converted to; ValueError set where not. Other codes take
+ * any shift. */
+static int shifts_fit(char code, const double *shift, Py_ssize_t channels)
 {
-    for (int i = 0; i < 12; i++)
-        if (used & (1 << i))
-            PyBuffer_Release(&views[i]);
-}
-
-/* The type code of rows_moments and columns_moments (bool, a byte of 0 or 1, as 'B') and its
- * item size; 0 with TypeError set for a code the kernel has no loop for. */
-static char moment_code(const char *text, Py_ssize_t length, int *size)
-{
-    char code = length == 1 ? text[0] : 0;
-    *size = item_size(code);
-    if (!*size) {
-        PyErr_Format(PyExc_TypeError, "no kernel for type code %s", text);
-        return 0;
-    }
-    return code == '?' ? 'B' : code;
+    double low = code == 'q' ? -9223372036854775808.0 : 0.0;
+    double high = code == 'q' ? 9223372036854775808.0 : 18446744073709551616.0;
+    if (code != 'q' && code != 'Q')
+        return 1;
+    for (Py_ssize_t c = 0; c < channels; c++)
+        if (!(shift[c] >= low && shift[c] < high)) {
+            PyErr_SetString(PyExc_ValueError, "a shift is not a value of the data's type");
+            return 0;
+        }
+    return 1;
 }
 
 /* CALL(TYPE, OTYPE) for the kernel's type `code` (OTYPE: the extremes' output type). */
@@ -464,6 +634,7 @@ static char moment_code(const char *text, Py_ssize_t length, int *size)
     case 'e': CALL(half_t, double); break;                                                 \
     case 'b': CALL(int8_t, double); break;                                                 \
     case 'B': CALL(uint8_t, double); break;                                                \
+    case '?': CALL(bool8_t, double); break;                                                \
     case 'h': CALL(int16_t, double); break;                                                \
     case 'H': CALL(uint16_t, double); break;                                               \
     case 'i': CALL(int32_t, double); break;                                                \
@@ -488,11 +659,14 @@ static const char rows_moments_doc[] =
     "With merge (order 2 only: m3 and m4 None), the pieces' rows are merged into the\n"
     "first, as a pairwise tree (see merge_pieces), after they are all reduced, unless a\n"
     "piece's total is not finite (NaN or Inf in it): its rows are then left one a piece,\n"
-    "so that only those pieces are reduced again by the caller.";
+    "so that only those pieces are reduced again by the caller.\n\n"
+    "Raises ValueError for a size out of range or a buffer too short or sharing memory\n"
+    "with one written, OverflowError for sizes past the address space, TypeError for a\n"
+    "buffer whose items are not of the type they are used as, OSError for a failed read.";
 
 static PyObject *rows_moments(PyObject *self, PyObject *args)
 {
-    PyObject *objects[15];
+    PyObject *objects[MOMENT_BUFFERS];
     const char *code_text;
     Py_ssize_t code_length, rows, channels, piece_rows;
     int fd = -1, merge = 0;
@@ -507,88 +681,93 @@ static PyObject *rows_moments(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "merge is for order 2: m3 and m4 must be None");
         return NULL;
     }
-    int size;
-    char code = moment_code(code_text, code_length, &size);
+    char code = type_code(code_text, code_length);
     if (!code)
         return NULL;
+    int size = item_size(code);
     if (rows < 0 || channels <= 0 || piece_rows <= 0 || piece_rows > INT32_MAX || offset < 0) {
         PyErr_SetString(PyExc_ValueError, "rows, channels and piece_rows (below 2**31) must be "
                         "positive, offset not negative");
         return NULL;
     }
-    Py_ssize_t pieces = (rows + piece_rows - 1) / piece_rows;
-    Py_ssize_t row_bytes = pieces * channels * 8;
-    Py_buffer views[12];
-    void *pointers[12];
-    int used, failed = 0;
+    Py_ssize_t pieces = rows / piece_rows + (rows % piece_rows != 0);
     Py_ssize_t data_rows = fd >= 0 ? (piece_rows < rows ? piece_rows : rows) : rows;
-    if (moment_buffers(objects, views, pointers, data_rows * channels * size, fd >= 0,
-                       channels, row_bytes, &used) < 0)
-        failed = 1;
+    Py_ssize_t out_items, data_items, total_bytes;
+    if (size_product(&out_items, pieces, channels, 1, 1) < 0 ||
+        size_product(&data_items, data_rows, channels, 1, 1) < 0 ||
+        size_product(&total_bytes, rows, channels, size, 1) < 0)
+        return NULL;
+    if (fd >= 0 && offset > LLONG_MAX - total_bytes) {
+        PyErr_SetString(PyExc_OverflowError, "offset and the rows' bytes pass the largest "
+                        "file offset");
+        return NULL;
+    }
+    buffer_arg buffers[MOMENT_BUFFERS];
+    moment_arguments(buffers, objects, code, data_items, fd >= 0, channels, out_items);
+    if (get_buffers(MOMENT_BUFFERS, buffers) < 0)
+        return NULL;
+    char *data = buffers[0].view.buf;
+    const double *shift = buffers[1].view.buf;
+    double *total = buffers[2].view.buf, *mean = buffers[3].view.buf, *m2 = buffers[4].view.buf;
+    double *m3 = buffers[5].view.buf, *m4 = buffers[6].view.buf;
+    void *minimum = buffers[7].view.buf, *maximum = buffers[8].view.buf;
+    int64_t *zeros = buffers[9].view.buf, *at_min = buffers[10].view.buf;
+    int64_t *at_max = buffers[11].view.buf;
+    piece_work work;
+    int64_t *count = NULL;
+    if (!shifts_fit(code, shift, channels) || piece_work_new(&work, channels) < 0) {
+        release_buffers(MOMENT_BUFFERS, buffers);
+        return NULL;
+    }
+    if (merge && !(count = PyMem_RawMalloc((size_t)(pieces ? pieces : 1) * sizeof(int64_t)))) {
+        piece_work_free(&work);
+        release_buffers(MOMENT_BUFFERS, buffers);
+        return PyErr_NoMemory();
+    }
     Py_ssize_t bytes_read = 0;
-    int merged = 0;
-    if (!failed) {
-        char *data = pointers[0];
-        const double *shift = pointers[1];
-        double *total = pointers[2], *mean = pointers[3], *m2 = pointers[4];
-        double *m3 = pointers[5], *m4 = pointers[6];
-        void *minimum = pointers[7], *maximum = pointers[8];
-        int64_t *zeros = pointers[9], *at_min = pointers[10], *at_max = pointers[11];
-        double *scratch = PyMem_RawMalloc(5 * channels * sizeof(double));
-        int64_t *count = merge ? PyMem_RawMalloc(pieces * sizeof(int64_t)) : NULL;
-        int error = 0, whole = 1;
-        if (!scratch || (merge && !count)) {
-            PyMem_RawFree(scratch);
-            scratch = NULL;
-            failed = 1;
-            PyErr_NoMemory();
-        }
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t p = 0; p < pieces && scratch; p++) {
-            Py_ssize_t start = p * piece_rows;
-            Py_ssize_t stop = start + piece_rows < rows ? start + piece_rows : rows;
-            const char *source = data;
-            Py_ssize_t first = start;
-            if (fd >= 0) {
-                Py_ssize_t want = (stop - start) * channels * size;
-                Py_ssize_t got = read_at(fd, data, want,
-                                         offset + (long long)start * channels * size, &error);
-                bytes_read += got;
-                if (got < want) {
-                    whole = 0;
-                    break;
-                }
-                first = 0;
+    int merged = 0, error = 0, whole = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t p = 0; p < pieces; p++) {
+        Py_ssize_t start = p * piece_rows;
+        Py_ssize_t stop = rows - start > piece_rows ? start + piece_rows : rows;
+        const char *source = data;
+        Py_ssize_t first = start;
+        if (fd >= 0) {
+            Py_ssize_t want = (stop - start) * channels * size;
+            Py_ssize_t got = read_at(fd, data, want,
+                                     offset + (long long)start * channels * size, &error);
+            bytes_read += got;
+            if (got < want) {
+                whole = 0;
+                break;
             }
-            if (count)
-                count[p] = stop - start;
-            PIECE_DISPATCH(code, CALL_PIECE)
+            first = 0;
         }
-        if (scratch && count && whole && pieces > 0 && all_finite(total, pieces * channels)) {
-            merged = 1;
+        if (count)
+            count[p] = stop - start;
+        PIECE_DISPATCH(code, CALL_PIECE)
+    }
+    if (count && whole && pieces > 0 && all_finite(total, out_items)) {
+        merged = 1;
 #define MERGE(OTYPE)                                                                       \
     merge_pieces_##OTYPE(pieces, channels, count, shift, total, mean, m2, (OTYPE *)minimum, \
                          (OTYPE *)maximum, zeros, at_min, at_max)
-            if (code == 'q')
-                MERGE(int64_t);
-            else if (code == 'Q')
-                MERGE(uint64_t);
-            else
-                MERGE(double);
-        }
-        Py_END_ALLOW_THREADS
-        PyMem_RawFree(scratch);
-        PyMem_RawFree(count);
-        if (error) {
-            failed = 1;
-            errno = error;
-            PyErr_SetFromErrno(PyExc_OSError);
-        }
+        if (code == 'q')
+            MERGE(int64_t);
+        else if (code == 'Q')
+            MERGE(uint64_t);
+        else
+            MERGE(double);
     }
-    moment_buffers_release(views, used);
-    if (failed)
-        return NULL;
-    return Py_BuildValue("(ni)", fd >= 0 ? bytes_read : rows * channels * size, merged);
+    Py_END_ALLOW_THREADS
+    piece_work_free(&work);
+    PyMem_RawFree(count);
+    release_buffers(MOMENT_BUFFERS, buffers);
+    if (error) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return Py_BuildValue("(ni)", fd >= 0 ? bytes_read : total_bytes, merged);
 }
 
 static const char columns_moments_doc[] =
@@ -596,11 +775,11 @@ static const char columns_moments_doc[] =
     "                minimum, maximum, zero_count, min_count, max_count)\n\n"
     "rows_moments for rows too wide for a piece to hold many of them: the pieces are\n"
     "ranges of width columns over every row, so each channel is reduced in one piece and\n"
-    "every output holds one row (channels values).";
+    "every output holds one row (channels values). Raises as rows_moments.";
 
 static PyObject *columns_moments(PyObject *self, PyObject *args)
 {
-    PyObject *objects[12];
+    PyObject *objects[MOMENT_BUFFERS];
     const char *code_text;
     Py_ssize_t code_length, rows, channels, width;
     if (!PyArg_ParseTuple(args, "Os#nnnOOOOOOOOOOO", &objects[0], &code_text, &code_length,
@@ -608,8 +787,7 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
                           &objects[4], &objects[5], &objects[6], &objects[7], &objects[8],
                           &objects[9], &objects[10], &objects[11]))
         return NULL;
-    int size;
-    char code = moment_code(code_text, code_length, &size);
+    char code = type_code(code_text, code_length);
     if (!code)
         return NULL;
     if (rows <= 0 || rows > INT32_MAX || channels <= 0 || width <= 0) {
@@ -619,38 +797,40 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
     }
     if (width > channels)
         width = channels;
-    Py_buffer views[12];
-    void *pointers[12];
-    int used, failed = moment_buffers(objects, views, pointers, rows * channels * size, 0,
-                                      channels, channels * 8, &used) < 0;
-    double *scratch = failed ? NULL : PyMem_RawMalloc(5 * width * sizeof(double));
-    if (!failed && !scratch) {
-        failed = 1;
-        PyErr_NoMemory();
+    Py_ssize_t data_items;
+    if (size_product(&data_items, rows, channels, 1, 1) < 0)
+        return NULL;
+    buffer_arg buffers[MOMENT_BUFFERS];
+    moment_arguments(buffers, objects, code, data_items, 0, channels, channels);
+    if (get_buffers(MOMENT_BUFFERS, buffers) < 0)
+        return NULL;
+    const char *data = buffers[0].view.buf;
+    const double *shift = buffers[1].view.buf;
+    double *total = buffers[2].view.buf, *mean = buffers[3].view.buf, *m2 = buffers[4].view.buf;
+    double *m3 = buffers[5].view.buf, *m4 = buffers[6].view.buf;
+    void *minimum = buffers[7].view.buf, *maximum = buffers[8].view.buf;
+    int64_t *zeros = buffers[9].view.buf, *at_min = buffers[10].view.buf;
+    int64_t *at_max = buffers[11].view.buf;
+    piece_work work;
+    if (!shifts_fit(code, shift, channels) || piece_work_new(&work, width) < 0) {
+        release_buffers(MOMENT_BUFFERS, buffers);
+        return NULL;
     }
-    if (!failed) {
-        const char *data = pointers[0];
-        const double *shift = pointers[1];
-        double *total = pointers[2], *mean = pointers[3], *m2 = pointers[4];
-        double *m3 = pointers[5], *m4 = pointers[6];
-        void *minimum = pointers[7], *maximum = pointers[8];
-        int64_t *zeros = pointers[9], *at_min = pointers[10], *at_max = pointers[11];
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t first = 0; first < channels; first += width) {
-            Py_ssize_t here = channels - first < width ? channels - first : width;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t first = 0; first < channels; first += width) {
+        Py_ssize_t here = channels - first < width ? channels - first : width;
 #define CALL_COLUMNS(TYPE, OTYPE)                                                          \
     piece_##TYPE((const TYPE *)data + first, rows, here, channels, shift + first,          \
                  total + first, mean + first, m2 + first, m3 ? m3 + first : NULL,          \
                  m4 ? m4 + first : NULL, (OTYPE *)minimum + first, (OTYPE *)maximum + first, \
-                 zeros + first, at_min + first, at_max + first, scratch)
-            PIECE_DISPATCH(code, CALL_COLUMNS)
-        }
-        Py_END_ALLOW_THREADS
+                 zeros + first, at_min + first, at_max + first, &work)
+        PIECE_DISPATCH(code, CALL_COLUMNS)
+        if (channels - first <= width)
+            break;
     }
-    PyMem_RawFree(scratch);
-    moment_buffers_release(views, used);
-    if (failed)
-        return NULL;
+    Py_END_ALLOW_THREADS
+    piece_work_free(&work);
+    release_buffers(MOMENT_BUFFERS, buffers);
     Py_RETURN_NONE;
 }
 
@@ -666,11 +846,15 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
  */
 #define LANES 4
 #define RUN_LANES 8
-#define RUN_MOMENTS(TYPE)                                                                  \
+#define RUN_MOMENTS(TYPE, ETYPE)                                                           \
     static void run_##TYPE(const TYPE *restrict x, Py_ssize_t n, double s, int higher,     \
                            double *out)                                                    \
     {                                                                                      \
-        double shift[RUN_LANES], work[5 * RUN_LANES];                                      \
+        double shift[RUN_LANES];                                                           \
+        ETYPE work_low[RUN_LANES], work_high[RUN_LANES];                                   \
+        int32_t work_zeros[RUN_LANES], work_at_min[RUN_LANES], work_at_max[RUN_LANES];     \
+        const piece_work work = {work_low, work_high, work_zeros, work_at_min,             \
+                                 work_at_max, NULL};                                       \
         double total[RUN_LANES + 1], mean[RUN_LANES + 1], m2[RUN_LANES + 1];               \
         double low[RUN_LANES + 1], high[RUN_LANES + 1];                                    \
         int64_t zeros[RUN_LANES + 1], at_min[RUN_LANES + 1], at_max[RUN_LANES + 1];        \
@@ -681,7 +865,7 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
             shift[j] = s;                                                                  \
         if (rows) {                                                                        \
             piece_##TYPE(x, rows, RUN_LANES, RUN_LANES, shift, total, mean, m2, NULL,      \
-                         NULL, low, high, zeros, at_min, at_max, work);                    \
+                         NULL, low, high, zeros, at_min, at_max, &work);                   \
             for (j = 0; j < RUN_LANES; j++)                                                \
                 count[j] = rows;                                                           \
             parts = RUN_LANES;                                                             \
@@ -689,7 +873,7 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
         if (tail) {                                                                        \
             piece_##TYPE(x + rows * RUN_LANES, tail, 1, 1, shift, total + parts,           \
                          mean + parts, m2 + parts, NULL, NULL, low + parts, high + parts,  \
-                         zeros + parts, at_min + parts, at_max + parts, work);             \
+                         zeros + parts, at_min + parts, at_max + parts, &work);            \
             count[parts++] = tail;                                                         \
         }                                                                                  \
         /* parts pieces of one channel each */                                             \
@@ -721,15 +905,16 @@ static PyObject *columns_moments(PyObject *self, PyObject *args)
         }                                                                                  \
     }
 
-RUN_MOMENTS(float)
-RUN_MOMENTS(double)
-RUN_MOMENTS(half_t)
-RUN_MOMENTS(int8_t)
-RUN_MOMENTS(uint8_t)
-RUN_MOMENTS(int16_t)
-RUN_MOMENTS(uint16_t)
-RUN_MOMENTS(int32_t)
-RUN_MOMENTS(uint32_t)
+RUN_MOMENTS(float, float)
+RUN_MOMENTS(double, double)
+RUN_MOMENTS(half_t, double)
+RUN_MOMENTS(int8_t, int8_t)
+RUN_MOMENTS(uint8_t, uint8_t)
+RUN_MOMENTS(bool8_t, uint8_t)
+RUN_MOMENTS(int16_t, int16_t)
+RUN_MOMENTS(uint16_t, uint16_t)
+RUN_MOMENTS(int32_t, int32_t)
+RUN_MOMENTS(uint32_t, uint32_t)
 
 /* RUN_MOMENTS for int64 and uint64: each value shifted in its own type where the run lies
  * within 2**62 of the shift (see PIECE_MOMENTS_64), the extremes compared in the type and
@@ -738,7 +923,7 @@ RUN_MOMENTS(uint32_t)
     static void run_##TYPE(const TYPE *restrict x, Py_ssize_t n, double s, int higher,     \
                            double *out)                                                    \
     {                                                                                      \
-        uint64_t origin = (uint64_t)(TYPE)s;                                               \
+        uint64_t origin = (uint64_t)shift_##TYPE(s);                                       \
         double total[LANES] = {0};                                                         \
         TYPE minimum = x[0], maximum = x[0];                                               \
         Py_ssize_t i, j;                                                                   \
@@ -790,7 +975,7 @@ static const char slab_moments_doc[] =
     "(float64, outer x channels x 10) gets the sum of x - shift, the mean, m2, min, max,\n"
     "m3 and m4 (with higher), and the counts of zeros and of values at the min and max.\n"
     "For int64 and uint64 (codes 'q' and 'Q') min and max are stored as the bits of their\n"
-    "type.";
+    "type. inner is below 2**34 (the counts of a lane are int32). Raises as rows_moments.";
 
 static PyObject *slab_moments(PyObject *self, PyObject *args)
 {
@@ -801,31 +986,42 @@ static PyObject *slab_moments(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "Os#nnnOpO", &data_object, &code_text, &code_length, &outer,
                           &channels, &inner, &shift_object, &higher, &out_object))
         return NULL;
-    char code = code_length == 1 ? code_text[0] : 0;
-    int size = item_size(code);
-    if (!size || outer < 0 || channels <= 0 || inner <= 0) {
-        PyErr_SetString(PyExc_ValueError, "bad type code, outer, channels or inner");
+    char code = type_code(code_text, code_length);
+    if (!code)
+        return NULL;
+    if (outer < 0 || channels <= 0 || inner <= 0 || inner / RUN_LANES > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "outer must not be negative, channels and inner "
+                        "(below 2**34) must be positive");
         return NULL;
     }
-    Py_buffer views[3];
-    PyObject *objects[3] = {data_object, shift_object, out_object};
-    Py_ssize_t needs[3] = {outer * channels * inner * size, channels * 8,
-                           outer * channels * 10 * 8};
-    const char *names[3] = {"data", "shift", "out"};
-    if (get_buffers(3, objects, views, 4u, needs, names) < 0)
+    Py_ssize_t runs, data_items, out_items;
+    if (size_product(&runs, outer, channels, 1, 1) < 0 ||
+        size_product(&data_items, runs, inner, 1, 1) < 0 ||
+        size_product(&out_items, runs, 10, 1, 1) < 0)
         return NULL;
-    const void *values = views[0].buf;
-    const double *shifts = views[1].buf;
-    double *results = views[2].buf;
+    buffer_arg buffers[3] = {
+        BUFFER(data_object, "data", code, data_items, 0),
+        BUFFER(shift_object, "shift", 'd', channels, 0),
+        BUFFER(out_object, "out", 'd', out_items, 1),
+    };
+    if (get_buffers(3, buffers) < 0)
+        return NULL;
+    const void *values = buffers[0].view.buf;
+    const double *shifts = buffers[1].view.buf;
+    double *results = buffers[2].view.buf;
+    if (!shifts_fit(code, shifts, channels)) {
+        release_buffers(3, buffers);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t run = 0; run < outer * channels; run++) {
+    for (Py_ssize_t run = 0; run < runs; run++) {
         double *row = results + run * 10;
 #define RUN(TYPE)                                                                          \
     run_##TYPE((const TYPE *)values + run * inner, inner, shifts[run % channels], higher, row)
         DISPATCH(code, RUN)
     }
     Py_END_ALLOW_THREADS
-    release_buffers(3, views);
+    release_buffers(3, buffers);
     Py_RETURN_NONE;
 }
 
@@ -846,6 +1042,57 @@ static inline int negative(double value)
     return (int)(word >> 63);
 }
 
+/* The window pass's working arrays, `channels` long each: the lowest and highest key inside
+ * (room for 8 bytes a key, used as the pass's KTYPE) and the counts of the zero bucket, of
+ * its nonzero values and of the keys at or past HUGE. Each is only ever used as one type. */
+typedef struct {
+    void *low, *high;
+    int64_t *zero, *nonzero, *huge;
+} window_work;
+
+static void window_work_free(window_work *work)
+{
+    PyMem_RawFree(work->low);
+    PyMem_RawFree(work->high);
+    PyMem_RawFree(work->zero);
+    PyMem_RawFree(work->nonzero);
+    PyMem_RawFree(work->huge);
+    memset(work, 0, sizeof *work);
+}
+
+static int window_work_new(window_work *work, Py_ssize_t channels)
+{
+    Py_ssize_t bytes;
+    memset(work, 0, sizeof *work);
+    if (size_product(&bytes, channels, 8, 1, 1) < 0)
+        return -1;
+    work->low = PyMem_RawMalloc((size_t)bytes);
+    work->high = PyMem_RawMalloc((size_t)bytes);
+    work->zero = PyMem_RawMalloc((size_t)bytes);
+    work->nonzero = PyMem_RawMalloc((size_t)bytes);
+    work->huge = PyMem_RawMalloc((size_t)bytes);
+    if (!work->low || !work->high || !work->zero || !work->nonzero || !work->huge) {
+        window_work_free(work);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* The window pass adds its counts into `special`; 1 where a sum would pass int64 (that
+ * count is then left as it was). */
+static int add_specials(int64_t *restrict special, const int64_t *found)
+{
+    int passed = 0;
+    for (int k = 0; k < 5; k++) {
+        if (special[k] > INT64_MAX - found[k])
+            passed = 1;
+        else
+            special[k] += found[k];
+    }
+    return passed;
+}
+
 /*
  * The two histogram passes over channels-last rows, with each value's bucket key in KTYPE:
  * the float64 key of magnitude_key (KEY_DOUBLE), or for float32 the same key computed from
@@ -857,7 +1104,9 @@ static inline int negative(double value)
  * the zero bucket, of its nonzero values and of the keys at or past HUGE, without a branch
  * per value; only a channel holding Inf or NaN is gone over again to tell them apart.
  * The count pass takes the channels in tiles whose cells stay in cache (`tile` channels
- * over every row).
+ * over every row); it counts a value only where its key lies in the window's buckets of
+ * normal finite keys (one comparison), and returns how many normal finite values lie
+ * outside the window (none when the window is the window pass's).
  */
 #define KEY_DOUBLE(TYPE, VALUE) magnitude_key(AS_DOUBLE(TYPE, VALUE), bits)
 #define NONZERO_DOUBLE(TYPE, VALUE) (AS_DOUBLE(TYPE, VALUE) != 0.0)
@@ -882,15 +1131,16 @@ static inline uint32_t float_bits(float value)
 #define BIAS_FLOAT ((uint64_t)(1023 - 127) << bits)
 
 #define HISTOGRAM_PASSES(TYPE, KTYPE, KIND)                                                \
-    static void window_##TYPE(const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, \
-                              int bits, uint64_t *low, uint64_t *high,                     \
-                              int64_t *restrict special, int64_t *restrict work)           \
+    static int window_##TYPE(const TYPE *restrict x, Py_ssize_t rows, Py_ssize_t channels, \
+                             int bits, uint64_t *low, uint64_t *high,                      \
+                             int64_t *restrict special, const window_work *work)           \
     {                                                                                      \
-        KTYPE *restrict lo = (KTYPE *)work, *restrict hi = (KTYPE *)(work + channels);     \
-        int64_t *restrict zero = work + 2 * channels, *restrict nonzero = zero + channels; \
-        int64_t *restrict huge = nonzero + channels;                                       \
+        KTYPE *restrict lo = work->low, *restrict hi = work->high;                         \
+        int64_t *restrict zero = work->zero, *restrict nonzero = work->nonzero;            \
+        int64_t *restrict huge = work->huge;                                               \
         const KTYPE tiny = TINY_##KIND, infinite = HUGE_##KIND, none = (KTYPE)-1;          \
         Py_ssize_t r, c;                                                                   \
+        int passed = 0;                                                                    \
         for (c = 0; c < channels; c++) {                                                   \
             lo[c] = none;                                                                  \
             hi[c] = 0;                                                                     \
@@ -913,19 +1163,18 @@ static inline uint32_t float_bits(float value)
         for (c = 0; c < channels; c++) {                                                   \
             lowest = lo[c] < lowest ? lo[c] : lowest;                                      \
             highest = hi[c] > highest ? hi[c] : highest;                                   \
-            int64_t *counts = special + c * 5;                                             \
-            counts[0] += zero[c];                                                          \
-            counts[1] += nonzero[c];                                                       \
+            int64_t found[5] = {zero[c], nonzero[c], 0, 0, 0};                             \
             if (huge[c])                                                                   \
                 for (r = 0; r < rows; r++) {                                               \
                     TYPE value = x[r * channels + c];                                      \
                     if (KEY_##KIND(TYPE, value) < infinite)                                \
                         continue;                                                          \
                     if (NAN_##KIND(TYPE, value))                                           \
-                        counts[4] += 1;                                                    \
+                        found[4] += 1;                                                     \
                     else                                                                   \
-                        counts[NEGATIVE_##KIND(TYPE, value) ? 3 : 2] += 1;                 \
+                        found[NEGATIVE_##KIND(TYPE, value) ? 3 : 2] += 1;                  \
                 }                                                                          \
+            passed |= add_specials(special + c * 5, found);                                \
         }                                                                                  \
         if (lowest > highest) { /* no normal finite value */                              \
             *low = UINT64_MAX;                                                             \
@@ -934,24 +1183,30 @@ static inline uint32_t float_bits(float value)
             *low = (uint64_t)lowest + BIAS_##KIND;                                         \
             *high = (uint64_t)highest + BIAS_##KIND;                                       \
         }                                                                                  \
+        return passed;                                                                     \
     }                                                                                      \
     COUNT_PASS(TYPE, KTYPE, KIND, uint16_t)                                                \
     COUNT_PASS(TYPE, KTYPE, KIND, uint32_t)
 
 /* The count pass reads its tile's rows ahead: rows a page or more apart defeat the
- * hardware's prefetching. */
+ * hardware's prefetching. `low` is a key of normal finite values (TINY to HUGE, as float64
+ * keys): `first`, the window's first key in KTYPE, is at least TINY. */
 #define PREFETCH_ROWS 8
 #define TILE_BYTES (256 * 1024)
 #define COUNT_PASS(TYPE, KTYPE, KIND, CTYPE)                                               \
-    static void count_##TYPE##_##CTYPE(const TYPE *restrict x, Py_ssize_t rows,            \
-                                       Py_ssize_t channels, int bits, uint64_t low,        \
-                                       Py_ssize_t width, CTYPE *restrict counts,           \
-                                       Py_ssize_t tile)                                    \
+    static int64_t count_##TYPE##_##CTYPE(const TYPE *restrict x, Py_ssize_t rows,         \
+                                          Py_ssize_t channels, int bits, uint64_t low,     \
+                                          Py_ssize_t width, CTYPE *restrict counts,        \
+                                          Py_ssize_t tile)                                 \
     {                                                                                      \
         const KTYPE tiny = TINY_##KIND, infinite = HUGE_##KIND;                            \
         const KTYPE first = (KTYPE)(low - BIAS_##KIND);                                    \
+        /* the window's buckets below HUGE: a key among them is a normal finite one's */   \
+        const uint64_t room = first < infinite ? (uint64_t)(infinite - first) : 0;         \
+        const KTYPE span = (KTYPE)(room < (uint64_t)width ? room : (uint64_t)width);       \
+        int64_t outside = 0;                                                               \
         for (Py_ssize_t c0 = 0; c0 < channels; c0 += tile) {                               \
-            Py_ssize_t c1 = c0 + tile < channels ? c0 + tile : channels;                   \
+            Py_ssize_t c1 = channels - c0 > tile ? c0 + tile : channels;                   \
             for (Py_ssize_t r = 0; r < rows; r++) {                                        \
                 const TYPE *restrict row = x + r * channels;                               \
                 if (r + PREFETCH_ROWS < rows)                                              \
@@ -959,12 +1214,18 @@ static inline uint32_t float_bits(float value)
                         __builtin_prefetch(row + PREFETCH_ROWS * channels + c);            \
                 for (Py_ssize_t c = c0; c < c1; c++) {                                     \
                     KTYPE key = KEY_##KIND(TYPE, row[c]);                                  \
-                    if (key >= tiny && key < infinite)                                     \
+                    KTYPE place = (KTYPE)(key - first);                                    \
+                    if (place < span)                                                      \
                         counts[(c * 2 + NEGATIVE_##KIND(TYPE, row[c])) * width +           \
-                               (Py_ssize_t)(KTYPE)(key - first)] += 1;                     \
+                               (Py_ssize_t)place] += 1;                                    \
+                    else                                                                   \
+                        outside += key >= tiny && key < infinite;                          \
                 }                                                                          \
             }                                                                              \
+            if (channels - c0 <= tile)                                                     \
+                break;                                                                     \
         }                                                                                  \
+        return outside;                                                                    \
     }
 
 HISTOGRAM_PASSES(float, uint32_t, FLOAT)
@@ -972,6 +1233,7 @@ HISTOGRAM_PASSES(double, uint64_t, DOUBLE)
 HISTOGRAM_PASSES(half_t, uint64_t, DOUBLE)
 HISTOGRAM_PASSES(int8_t, uint64_t, DOUBLE)
 HISTOGRAM_PASSES(uint8_t, uint64_t, DOUBLE)
+HISTOGRAM_PASSES(bool8_t, uint64_t, DOUBLE)
 HISTOGRAM_PASSES(int16_t, uint64_t, DOUBLE)
 HISTOGRAM_PASSES(uint16_t, uint64_t, DOUBLE)
 HISTOGRAM_PASSES(int32_t, uint64_t, DOUBLE)
@@ -992,7 +1254,8 @@ static const char histogram_window_doc[] =
     "The smallest and largest bucket key of the normal finite values of channels-last\n"
     "data (count values, whole rows; low > high when there are none); adds the\n"
     "zero-bucket, tiny, +Inf, -Inf and NaN counts of each channel into special (int64,\n"
-    "channels x 5).";
+    "channels x 5); OverflowError where a sum would pass int64 (the others are added).\n"
+    "Raises as rows_moments for bad arguments.";
 
 static PyObject *histogram_window(PyObject *self, PyObject *args)
 {
@@ -1003,34 +1266,44 @@ static PyObject *histogram_window(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "Os#nniO", &data_object, &code_text, &code_length, &count,
                           &channels, &bits, &special_object))
         return NULL;
-    char code = code_length == 1 ? code_text[0] : 0;
-    int size = item_size(code);
-    if (!size || channels <= 0 || count < 0 || count % channels || bits < 0 || bits > 20) {
-        PyErr_SetString(PyExc_ValueError, "bad type code, channels, count or bits");
+    char code = type_code(code_text, code_length);
+    if (!code)
+        return NULL;
+    if (channels <= 0 || count < 0 || count % channels || bits < 0 || bits > 20) {
+        PyErr_SetString(PyExc_ValueError, "bad channels, count or bits");
         return NULL;
     }
-    Py_buffer views[2];
-    PyObject *objects[2] = {data_object, special_object};
-    Py_ssize_t needs[2] = {count * size, channels * 5 * 8};
-    const char *names[2] = {"data", "special"};
-    if (get_buffers(2, objects, views, 2u, needs, names) < 0)
+    Py_ssize_t special_items;
+    if (size_product(&special_items, channels, 5, 1, 1) < 0)
         return NULL;
-    int64_t *work = PyMem_RawMalloc(5 * channels * sizeof(int64_t));
-    if (!work) {
-        release_buffers(2, views);
-        return PyErr_NoMemory();
+    buffer_arg buffers[2] = {
+        BUFFER(data_object, "data", code, count, 0),
+        BUFFER(special_object, "special", 'q', special_items, 1),
+    };
+    if (get_buffers(2, buffers) < 0)
+        return NULL;
+    window_work work;
+    if (window_work_new(&work, channels) < 0) {
+        release_buffers(2, buffers);
+        return NULL;
     }
     uint64_t low = 0, high = 0;
-    const void *values = views[0].buf;
-    int64_t *counts = views[1].buf;
+    const void *values = buffers[0].view.buf;
+    int64_t *counts = buffers[1].view.buf;
     Py_ssize_t rows = count / channels;
+    int passed = 0;
     Py_BEGIN_ALLOW_THREADS
 #define WINDOW(TYPE)                                                                       \
-    window_##TYPE((const TYPE *)values, rows, channels, bits, &low, &high, counts, work)
+    passed = window_##TYPE((const TYPE *)values, rows, channels, bits, &low, &high, counts, \
+                           &work)
     DISPATCH(code, WINDOW)
     Py_END_ALLOW_THREADS
-    PyMem_RawFree(work);
-    release_buffers(2, views);
+    window_work_free(&work);
+    release_buffers(2, buffers);
+    if (passed) {
+        PyErr_SetString(PyExc_OverflowError, "a special count passes int64");
+        return NULL;
+    }
     return Py_BuildValue("KK", (unsigned long long)low, (unsigned long long)high);
 }
 
@@ -1038,48 +1311,73 @@ static const char histogram_count_doc[] =
     "histogram_count(data, code, count, channels, bits, low, width, counts, cell_bytes)\n\n"
     "Adds one to counts[channel, sign, key - low] (uint16 or uint32 as cell_bytes is 2 or\n"
     "4, channels x 2 x width) for each normal finite value of channels-last data (count\n"
-    "values, whole rows); every such key lies in [low, low + width), and no cell passes\n"
-    "the type's range.";
+    "values, whole rows, no more rows than a cell holds). The window [low, low + width)\n"
+    "lies within the keys of normal finite values, and holds every such key of the data:\n"
+    "ValueError otherwise (a value outside is not counted, the others are). Raises as\n"
+    "rows_moments for bad arguments.";
 
 static PyObject *histogram_count(PyObject *self, PyObject *args)
 {
-    PyObject *data_object, *counts_object;
+    PyObject *data_object, *counts_object, *low_object;
     const char *code_text;
     Py_ssize_t code_length, count, channels, width;
     int bits, cell_bytes;
-    unsigned long long low;
-    if (!PyArg_ParseTuple(args, "Os#nniKnOi", &data_object, &code_text, &code_length, &count,
-                          &channels, &bits, &low, &width, &counts_object, &cell_bytes))
+    if (!PyArg_ParseTuple(args, "Os#nniOnOi", &data_object, &code_text, &code_length, &count,
+                          &channels, &bits, &low_object, &width, &counts_object, &cell_bytes))
         return NULL;
-    char code = code_length == 1 ? code_text[0] : 0;
-    int size = item_size(code);
-    if (!size || channels <= 0 || count < 0 || count % channels || bits < 0 || bits > 20 ||
-        width < 0 || (cell_bytes != 2 && cell_bytes != 4) ||
-        low < ((unsigned long long)(1023 - 126) << bits)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "bad type code, channels, count, bits, low, width or cell size");
+    char code = type_code(code_text, code_length);
+    if (!code)
+        return NULL;
+    if (channels <= 0 || count < 0 || count % channels || bits < 0 || bits > 20 ||
+        width < 0 || (cell_bytes != 2 && cell_bytes != 4)) {
+        PyErr_SetString(PyExc_ValueError, "bad channels, count, bits, width or cell size");
         return NULL;
     }
-    Py_buffer views[2];
-    PyObject *objects[2] = {data_object, counts_object};
-    Py_ssize_t needs[2] = {count * size, channels * 2 * width * cell_bytes};
-    const char *names[2] = {"data", "counts"};
-    if (get_buffers(2, objects, views, 2u, needs, names) < 0)
+    PyObject *index = PyNumber_Index(low_object);
+    if (!index)
         return NULL;
-    const void *values = views[0].buf;
-    void *cells = views[1].buf;
-    Py_ssize_t rows = count / channels, tile = count_tile(width, cell_bytes);
+    unsigned long long low = PyLong_AsUnsignedLongLong(index);
+    Py_DECREF(index);
+    if (low == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (low < TINY_DOUBLE || low > HUGE_DOUBLE || (uint64_t)width > HUGE_DOUBLE - low) {
+        PyErr_SetString(PyExc_ValueError, "the window [low, low + width) is not within the "
+                        "keys of normal finite values");
+        return NULL;
+    }
+    Py_ssize_t rows = count / channels, cells;
+    if ((unsigned long long)rows > (cell_bytes == 2 ? 0xffffull : 0xffffffffull)) {
+        PyErr_SetString(PyExc_ValueError, "more rows than a cell of cell_bytes counts");
+        return NULL;
+    }
+    if (size_product(&cells, channels, 2, width, 1) < 0)
+        return NULL;
+    buffer_arg buffers[2] = {
+        BUFFER(data_object, "data", code, count, 0),
+        BUFFER(counts_object, "counts", cell_bytes == 2 ? 'H' : 'I', cells, 1),
+    };
+    if (get_buffers(2, buffers) < 0)
+        return NULL;
+    const void *values = buffers[0].view.buf;
+    void *cell_buffer = buffers[1].view.buf;
+    Py_ssize_t tile = count_tile(width, cell_bytes);
+    int64_t outside = 0;
     Py_BEGIN_ALLOW_THREADS
 #define COUNT(TYPE)                                                                        \
     if (cell_bytes == 2)                                                                   \
-        count_##TYPE##_uint16_t((const TYPE *)values, rows, channels, bits, low, width,    \
-                                cells, tile);                                              \
+        outside = count_##TYPE##_uint16_t((const TYPE *)values, rows, channels, bits, low, \
+                                          width, cell_buffer, tile);                       \
     else                                                                                   \
-        count_##TYPE##_uint32_t((const TYPE *)values, rows, channels, bits, low, width,    \
-                                cells, tile);
+        outside = count_##TYPE##_uint32_t((const TYPE *)values, rows, channels, bits, low, \
+                                          width, cell_buffer, tile);
     DISPATCH(code, COUNT)
     Py_END_ALLOW_THREADS
-    release_buffers(2, views);
+    release_buffers(2, buffers);
+    if (outside) {
+        PyErr_Format(PyExc_ValueError, "%lld values lie outside the window [low, low + width)",
+                     (long long)outside);
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1112,6 +1410,7 @@ NORMALIZE_BOTH(double)
 NORMALIZE_BOTH(half_t)
 NORMALIZE_BOTH(int8_t)
 NORMALIZE_BOTH(uint8_t)
+NORMALIZE_BOTH(bool8_t)
 NORMALIZE_BOTH(int16_t)
 NORMALIZE_BOTH(uint16_t)
 NORMALIZE_BOTH(int32_t)
@@ -1123,7 +1422,8 @@ static const char normalize_rows_doc[] =
     "normalize_rows(data, code, rows, channels, mean, factor, offset, has_offset, out,\n"
     "               out_code)\n\n"
     "out = (x - mean) * factor (+ offset) per channel of channels-last rows, in float64,\n"
-    "rounded once to out_code ('f' float32 or 'd' float64).";
+    "rounded once to out_code ('f' float32 or 'd' float64): out holds items of that type.\n"
+    "Raises as rows_moments for bad arguments.";
 
 static PyObject *normalize_rows(PyObject *self, PyObject *args)
 {
@@ -1135,24 +1435,31 @@ static PyObject *normalize_rows(PyObject *self, PyObject *args)
                           &channels, &objects[1], &objects[2], &objects[3], &has_offset,
                           &objects[4], &out_text, &out_length))
         return NULL;
-    char code = code_length == 1 ? code_text[0] : 0;
+    char code = type_code(code_text, code_length);
+    if (!code)
+        return NULL;
     char out_code = out_length == 1 ? out_text[0] : 0;
-    int size = item_size(code);
-    if (!size || rows < 0 || channels <= 0 || (out_code != 'f' && out_code != 'd')) {
-        PyErr_SetString(PyExc_ValueError, "bad type codes, rows or channels");
+    if (rows < 0 || channels <= 0 || (out_code != 'f' && out_code != 'd')) {
+        PyErr_SetString(PyExc_ValueError, "bad output type code, rows or channels");
         return NULL;
     }
-    Py_buffer views[5];
-    Py_ssize_t needs[5] = {rows * channels * size, channels * 8, channels * 8, channels * 8,
-                           rows * channels * (out_code == 'f' ? 4 : 8)};
-    const char *names[5] = {"data", "mean", "factor", "offset", "out"};
-    if (get_buffers(5, objects, views, 16u, needs, names) < 0)
+    Py_ssize_t items;
+    if (size_product(&items, rows, channels, 1, 1) < 0)
         return NULL;
-    {
-        const void *x = views[0].buf;
-        const double *mean = views[1].buf, *factor = views[2].buf, *offset = views[3].buf;
-        void *y = views[4].buf;
-        Py_BEGIN_ALLOW_THREADS
+    buffer_arg buffers[5] = {
+        BUFFER(objects[0], "data", code, items, 0),
+        BUFFER(objects[1], "mean", 'd', channels, 0),
+        BUFFER(objects[2], "factor", 'd', channels, 0),
+        BUFFER(objects[3], "offset", 'd', channels, 0),
+        BUFFER(objects[4], "out", out_code, items, 1),
+    };
+    if (get_buffers(5, buffers) < 0)
+        return NULL;
+    const void *x = buffers[0].view.buf;
+    const double *mean = buffers[1].view.buf, *factor = buffers[2].view.buf;
+    const double *offset = buffers[3].view.buf;
+    void *y = buffers[4].view.buf;
+    Py_BEGIN_ALLOW_THREADS
 #define NORMALIZE(TYPE)                                                                    \
     if (out_code == 'f')                                                                   \
         normalize_##TYPE##_float((const TYPE *)x, rows, channels, mean, factor, offset,     \
@@ -1160,10 +1467,9 @@ static PyObject *normalize_rows(PyObject *self, PyObject *args)
     else                                                                                   \
         normalize_##TYPE##_double((const TYPE *)x, rows, channels, mean, factor, offset,    \
                                   has_offset, (double *)y);
-        DISPATCH(code, NORMALIZE)
-        Py_END_ALLOW_THREADS
-    }
-    release_buffers(5, views);
+    DISPATCH(code, NORMALIZE)
+    Py_END_ALLOW_THREADS
+    release_buffers(5, buffers);
     Py_RETURN_NONE;
 }
 
@@ -1174,7 +1480,9 @@ static const char pread_runs_doc[] =
     "Read run_bytes at each byte offset of offsets (int64) of file descriptor fd, one run\n"
     "after another into the writable buffer out, without the GIL. Returns the bytes read:\n"
     "fewer than len(offsets) * run_bytes when the file ends inside a run (the reading stops\n"
-    "there).";
+    "there). Raises ValueError for a negative offset, OverflowError for a run that passes\n"
+    "the largest file offset, OSError for a failed read, and as rows_moments for bad\n"
+    "buffers.";
 
 static PyObject *pread_runs(PyObject *self, PyObject *args)
 {
@@ -1187,32 +1495,47 @@ static PyObject *pread_runs(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "fd and run_bytes must not be negative");
         return NULL;
     }
-    Py_buffer offsets_view, out_view;
-    if (PyObject_GetBuffer(offsets_object, &offsets_view, PyBUF_C_CONTIGUOUS) < 0)
+    buffer_arg offsets_arg[1] = {BUFFER(offsets_object, "offsets", 'q', -1, 0)};
+    if (get_buffers(1, offsets_arg) < 0)
         return NULL;
-    Py_ssize_t runs = offsets_view.len / 8;
-    if (get_buffer(out_object, &out_view, 1, runs * run_bytes, "out") < 0) {
-        PyBuffer_Release(&offsets_view);
+    Py_ssize_t runs = offsets_arg[0].view.len / 8;
+    buffer_arg out_arg[1] = {BUFFER(out_object, "out", 0, 0, 1)};
+    if (size_product(&out_arg[0].items, runs, run_bytes, 1, 1) < 0 ||
+        get_buffers(1, out_arg) < 0) {
+        release_buffers(1, offsets_arg);
         return NULL;
     }
-    const int64_t *offsets = offsets_view.buf;
-    char *out = out_view.buf;
+    if (overlap(&offsets_arg[0], &out_arg[0])) {
+        release_buffers(1, out_arg);
+        release_buffers(1, offsets_arg);
+        PyErr_SetString(PyExc_ValueError, "offsets and out share memory");
+        return NULL;
+    }
+    const int64_t *offsets = offsets_arg[0].view.buf;
+    char *out = out_arg[0].view.buf;
     Py_ssize_t done = 0;
-    int error = 0;
+    int error = 0, negative = 0, past = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t run = 0; run < runs && !error; run++) {
-        if (offsets[run] < 0) {
-            error = EINVAL;
+        int64_t at = offsets[run];
+        negative = at < 0;
+        past = at > LLONG_MAX - run_bytes;
+        if (negative || past)
             break;
-        }
-        Py_ssize_t got = read_at(fd, out + run * run_bytes, run_bytes, offsets[run], &error);
+        Py_ssize_t got = read_at(fd, out + run * run_bytes, run_bytes, at, &error);
         done += got;
         if (got < run_bytes)
             break;
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&offsets_view);
-    PyBuffer_Release(&out_view);
+    release_buffers(1, out_arg);
+    release_buffers(1, offsets_arg);
+    if (negative || past) {
+        PyErr_SetString(negative ? PyExc_ValueError : PyExc_OverflowError,
+                        negative ? "an offset is negative"
+                                 : "a run passes the largest file offset");
+        return NULL;
+    }
     if (error) {
         errno = error;
         return PyErr_SetFromErrno(PyExc_OSError);

@@ -1,7 +1,13 @@
 """The compiled block kernels of bncli (``_kernel.c``; see :mod:`bncli.core.kernel`).
 
 Every function takes its arguments by position only. Data and outputs are C-contiguous
-buffers (outputs writable); ``code`` is a kernel type code of ``bncli.core.kernel.TYPE_CODES``.
+buffers (outputs writable) of native items of the type they are used as: the data's of
+``code``, a kernel type code of ``bncli.core.kernel.TYPE_CODES`` (a bool item is True where
+its byte is not 0, as NumPy reads it), the others' as each function says. Each function
+checks its arguments before it touches memory: it raises ValueError for a size out of
+range, a buffer shorter than the items used, or a buffer written that shares memory with
+another; OverflowError for sizes whose product passes the address space; TypeError for a
+buffer whose items are not of the type they are used as.
 """
 
 from typing import TypeAlias
@@ -30,17 +36,19 @@ def columns_moments(data: _Buffer, code: str, rows: int, channels: int, width: i
 
 def slab_moments(data: _Buffer, code: str, outer: int, channels: int, inner: int,
                  shift: _Buffer, higher: bool, out: _Buffer, /) -> None:
-    """Moments of each run of `inner` values of (outer, channels, inner) data into `out`
-    (float64, outer x channels x 10)."""
+    """Moments of each run of `inner` values (below 2**34) of (outer, channels, inner) data
+    into `out` (float64, outer x channels x 10)."""
 
 def histogram_window(data: _Buffer, code: str, count: int, channels: int, bits: int,
                      special: _Buffer, /) -> tuple[int, int]:
     """``(low, high)``: the smallest and largest bucket key of the normal finite values
-    (low > high when there are none); adds the special counts into `special`."""
+    (low > high when there are none); adds the special counts into `special` (int64)."""
 
 def histogram_count(data: _Buffer, code: str, count: int, channels: int, bits: int,
                     low: int, width: int, counts: _Buffer, cell_bytes: int, /) -> None:
-    """Adds one to ``counts[channel, sign, key - low]`` for each normal finite value."""
+    """Adds one to ``counts[channel, sign, key - low]`` (uint16 or uint32 as `cell_bytes`)
+    for each normal finite value; ValueError when the window ``[low, low + width)`` is not
+    within the keys of normal finite values or misses a value's key."""
 
 def normalize_rows(data: _Buffer, code: str, rows: int, channels: int, mean: _Buffer,
                    factor: _Buffer, offset: _Buffer, has_offset: bool, out: _Buffer,

@@ -486,7 +486,8 @@ def _rows_histogram(rows: np.ndarray, bits: int) -> Histogram:
     """
     count, channels = rows.shape
     code = type_code(rows.dtype)
-    if code is not None and rows.flags.c_contiguous and channels:
+    # the compiled kernel's cells are of uint16 or uint32: they hold fewer than 2**32 rows
+    if code is not None and rows.flags.c_contiguous and channels and count < 2**32:
         return _compiled_histogram(rows, code, bits)
     tile_rows = min(count, max(PIECE_ITEMS // max(channels, 1), MIN_TILE_ROWS)) or 1
     tile_columns = max(1, PIECE_ITEMS // tile_rows)

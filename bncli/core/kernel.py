@@ -4,7 +4,8 @@ else NumPy.
 The NumPy kernels in :mod:`bncli.core.moments` and :mod:`bncli.core.histogram` are the reference
 and the fallback. ``BN_KERNEL=numpy`` forces them; ``bn --version`` says which is active.
 The compiled kernel takes channels-last rows and (outer, channels, inner) slabs of the types
-in :data:`TYPE_CODES` in native byte order; every other case goes to NumPy.
+in :data:`TYPE_CODES` in native byte order; every other case goes to NumPy. Both read a bool
+as NumPy does: any nonzero byte is True, whatever the byte (a file's bools may hold 2 or 255).
 """
 
 from __future__ import annotations

@@ -57,6 +57,9 @@ SHORT_AXIS = 32
 # channel for each piece); wider rows, and rows too wide for a piece to hold
 # MIN_PIECE_ROWS of them, it reduces in ranges of columns over every row.
 MAX_COMPILED_CHANNELS = 2**16
+# Values of a run of (outer, channels, inner) slabs the compiled kernel takes: it counts a
+# run's values in 8 lanes of int32.
+MAX_COMPILED_RUN = 8 * 2**31
 
 
 @register
@@ -932,7 +935,7 @@ def _fast_moments(block: LazyBlock, reduce_axes: tuple, piece_bytes: int,
             x3 = block.array().reshape(collapsed)
             shift = data_shift(x3[0, :, 0])
             code = type_code(block.dtype)
-            if code is not None:
+            if code is not None and inner < MAX_COMPILED_RUN:
                 parts = _compiled_slabs(x3, code, shift, order)
             else:
                 parts = _slab_partials(x3, piece_items, shift, order)
