@@ -51,7 +51,7 @@ from bncli.exec.engine import (
     normalize_budget,
     normalize_source,
 )
-from bncli.io import statsfile
+from bncli.io import interrupts, statsfile
 from bncli.io.registry import list_entries, open_source, parse_input
 from bncli.io.sinks import (
     AtomicFile,
@@ -1069,9 +1069,10 @@ def _write_normalized(run: _NormalizeRun, outputs: _NormalizeOutputs,
                             inputs=list(outputs.inputs))
         return
     # The statistics file is written before the output is put in place, and put in place
-    # after it: a failure of either leaves neither.
+    # after it: a failure of either leaves neither. A signal stops the run at a checkpoint
+    # of the writing, not while a file is being put in place or removed.
     target = outputs.target
-    with contextlib.ExitStack() as stack:
+    with interrupts.section() as section, contextlib.ExitStack() as stack:
         saved_stats = None if outputs.save_stats is None else stack.enter_context(
             AtomicFile(outputs.save_stats, force=outputs.force))
         # an existing HDF5 file is changed where it is: through a symlink, its target
@@ -1081,6 +1082,8 @@ def _write_normalized(run: _NormalizeRun, outputs: _NormalizeOutputs,
             _write_output(run, outputs, atomic.temp_path, advance)
             if saved_stats is not None:
                 _write_statistics(run.statistics, saved_stats)
+            interrupts.checkpoint()  # the last moment the run may stop: next, in place
+            section.hold()
 
 
 def _write_output(run: _NormalizeRun, outputs: _NormalizeOutputs, temp_path: str,

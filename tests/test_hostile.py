@@ -492,3 +492,16 @@ def test_virtual_datasets_that_read_themselves_or_mostly_fill_are_refused(tmp_pa
     result = run_bn("stats", tmp_path / "fine.h5:v", "--allow-external", "--format", "json")
     assert result.returncode == 0, result.stderr
     assert stats_json(result.stdout)["mean"] == (45 - 10) / 20
+
+
+def test_an_hdf5_output_of_a_million_chunks_is_refused_before_it_is_written(tmp_path):
+    np.save(tmp_path / "c.npy", np.zeros((100, 100, 100), np.float32))
+    result, peak = run_bn_peak("normalize", tmp_path / "c.npy", "-o", tmp_path / "c.h5",
+                               "--chunks", "1,1,1")
+    assert result.returncode == 2
+    assert error_line(result) == (
+        f"bn: error: {tmp_path}/c.h5:/data: chunks 1,1,1 would cut its shape 100x100x100 "
+        "into 1,000,000 chunks, more than the 100,000 an output may have; refused (use "
+        "--chunks 26,100,100)\n")
+    assert peak < 200
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["c.npy"]

@@ -16,6 +16,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,8 +81,14 @@ class Terminated(BaseException):
     """Raised in the main thread on SIGTERM so that temporary files are removed."""
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _on_signal(signum, frame):
+    """SIGINT and SIGTERM: their exception, raised now or at the output's next checkpoint
+    (see bncli.io.interrupts)."""
+    from bncli.io import interrupts
+
+    exc = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    if not interrupts.arrived(exc):
+        raise exc
 
 
 def _handle_signals(func):
@@ -91,7 +98,13 @@ def _handle_signals(func):
             # Past `ulimit -f` a write then fails with EFBIG, which is reported, instead of
             # the process dying with the temporary file left behind.
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        from bncli.io import interrupts
+
+        with interrupts.quiet_threads():  # OpenBLAS starts its threads as NumPy loads
+            import numpy  # noqa: F401
+        signal.signal(signal.SIGTERM, _on_signal)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_signal)
         return func(*args, **kwargs)
 
     return wrapper
@@ -115,9 +128,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="bn", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
+        _signal_handled()
         click.echo("bn: interrupted", err=True)
         code = exit_codes.INTERRUPTED
     except Terminated:
+        _signal_handled()
         code = exit_codes.TERMINATED
     except click.UsageError as error:
         # one line, as bn's own errors; `bn COMMAND --help` has the usage
@@ -142,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo(f"bn: error: unexpected {type(error).__name__}: {error} "
                    "(set BN_DEBUG=1 for a traceback)", err=True)
         code = exit_codes.ERROR
+    if code in (exit_codes.INTERRUPTED, exit_codes.TERMINATED):
+        # what is left in stdout's buffer is part of an output cut short: a reader that
+        # stopped reading must not keep an interrupted bn waiting to write it
+        _silence_stdout()
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -164,7 +183,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(code or 0)
 
 
+def _signal_handled() -> None:
+    interrupts = sys.modules.get("bncli.io.interrupts")
+    if interrupts is not None:
+        interrupts.handled()
+
+
 def _ignore_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+        # A signal's exception raised inside a finalizer or a weak reference's callback is
+        # lost there: the signal is sent again a moment later, once that has returned (the
+        # run may be waiting in a read, with no checkpoint to come).
+        again = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) \
+            else signal.SIGINT
+        timer = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident,
+                                                             again))
+        timer.daemon = True
+        from bncli.io import interrupts
+
+        with interrupts.quiet_threads():
+            timer.start()
     if os.environ.get("BN_DEBUG"):
         sys.__unraisablehook__(unraisable)
 

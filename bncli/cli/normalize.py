@@ -54,7 +54,7 @@ from bncli.cli.output import hint_axes
                    "zarr].")
 @click.option("--chunks", "hdf5_chunks", type=AxesType(), default=None, metavar="SHAPE",
               help="HDF5 or zarr output chunk shape, a comma list (default: the input's "
-                   "chunks, else one block).")
+                   "chunks, else one block); an output may have at most 100,000 chunks.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @color_option
 @engine_options

@@ -38,6 +38,7 @@ from bncli.core.normalize import Coefficients, normalize_block
 from bncli.core.partials import Node, Partials, Reduction, TreeAccumulator, region_box
 from bncli.core.statistics import Statistics
 from bncli.errors import InputError, UsageError
+from bncli.io import interrupts
 from bncli.io.sinks import NpyFileWriter
 from bncli.io.source import OpenOptions, Source
 
@@ -120,7 +121,8 @@ def ordered_map(func: Callable, items: Iterable, threads: int) -> Iterator:
     pending: deque = deque()
     try:
         for item in items:
-            pending.append(pool.submit(func, item))
+            with interrupts.quiet_threads():  # a worker it starts never takes a signal
+                pending.append(pool.submit(func, item))
             if len(pending) > threads:
                 yield pending.popleft().result()
         while pending:
@@ -213,6 +215,7 @@ def source_partials(source: Source, reduce_axes: Sequence[int], reduction: Reduc
     blocks = block_loader(source, chunk_bytes, threads, axes)
     for region, node in ordered_map(reduce_block, blocks, threads):
         tree.add(node)
+        interrupts.checkpoint()
         if progress is not None:
             progress(int(np.prod(region_shape(region))) * source.dtype.itemsize)
     result = tree.result()
@@ -345,9 +348,11 @@ def normalize_source(source: Source, writer: NpyWriter | Hdf5Writer | ZarrWriter
     for region, out in ordered_map(normalize, work, threads):
         if out is not None:
             writer.write(region, out)
+        interrupts.checkpoint()  # a Ctrl-C stops between blocks
         if progress is not None:
             progress(int(np.prod(region_shape(region))) * source.dtype.itemsize)
     writer.finish()
+    interrupts.checkpoint()
 
 
 def storage_coefficients(source: Source, coefficients: Coefficients) -> Coefficients:

@@ -19,6 +19,7 @@ import numpy as np
 
 from bncli.core.layout import DEFAULT_CHUNK_BYTES, plan_blocks, region_shape, region_start
 from bncli.errors import InputError, OutputError, UsageError
+from bncli.io import interrupts
 from bncli.io.npy import make_header
 
 if TYPE_CHECKING:
@@ -234,10 +235,11 @@ class AtomicFile:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+        with interrupts.critical():  # a signal waits until the file is in place or removed
+            if exc_type is None:
+                self.commit()
+            else:
+                self.abort()
 
 
 def _identity(path: str) -> tuple | None:
@@ -489,7 +491,10 @@ class Hdf5Writer:
         import h5py
 
         from bncli.io.hdf5 import H5_ERRORS, h5_reason
+        from bncli.io.targets import check_chunk_count
 
+        if chunks:  # millions of chunks take HDF5 gigabytes and minutes (6.5 GB for 10**6)
+            check_chunk_count(name, shape, chunks, dtype.itemsize, fortran_order)
         self.name = name
         self.fortran_order = fortran_order
         self.file = self.dataset = None
@@ -573,6 +578,9 @@ class ZarrWriter:
     fortran_order : bool
         Whether blocks arrive in Fortran storage order (they are transposed back).
     chunks : tuple of int
+        Each chunk is a file: a chunk shape that makes more than
+        :data:`~bncli.io.targets.MAX_OUTPUT_CHUNKS` of them is refused before anything is
+        written.
     attrs : dict
         JSON attributes of the array.
     compression : str or None
@@ -584,7 +592,12 @@ class ZarrWriter:
     def __init__(self, path: str, name: str, shape: tuple, dtype: np.dtype,
                  fortran_order: bool, chunks: tuple, attrs: dict,
                  compression: str | None = None):
+        from bncli.io.targets import check_chunk_count
+
+        check_chunk_count(name, shape, chunks, dtype.itemsize, fortran_order)
         import zarr
+
+        interrupts.start_zarr_quietly()
 
         self.name = name
         self.fortran_order = fortran_order

@@ -3,17 +3,21 @@ existing one), a zarr store, or stdout; parsed and checked once, before any data
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bncli.core.layout import format_shape
+from bncli.core.layout import format_shape, plan_blocks, region_shape
 from bncli.errors import UsageError
 from bncli.io.hdf5 import HDF5_SUFFIX, has_hdf5_signature, split_hdf5_file
 
 # The dataset of an HDF5 output when neither the output nor the input names one.
 DEFAULT_OUTPUT_DATASET = "/data"
 COMPRESSIONS = (None, "none", "gzip", "lzf")
+# Each chunk of a zarr output is a file; a chunk shape that would make more chunks than this
+# is refused before anything is written (100,000 chunk files take about a minute to write).
+MAX_OUTPUT_CHUNKS = 100_000
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,57 @@ def chunk_shape(chunks: Sequence[int], shape: tuple) -> tuple:
     if len(chunks) != len(shape) or min(chunks, default=1) < 1:
         raise UsageError(f"chunks {list(chunks)} do not fit the shape {format_shape(shape)}")
     return tuple(min(size, max(dim, 1)) for size, dim in zip(chunks, shape))
+
+
+def chunk_count(shape: Sequence[int], chunks: Sequence[int]) -> int:
+    """The number of chunks of shape `chunks` that cover an array of `shape`."""
+    return math.prod(-(-int(dim) // max(int(size), 1)) for dim, size in zip(shape, chunks))
+
+
+def check_chunk_count(name: str, shape: tuple, chunks: Sequence[int], itemsize: int,
+                      fortran_order: bool = False) -> None:
+    """Refuse a chunk shape that would cut an output into more than
+    :data:`MAX_OUTPUT_CHUNKS` chunks; the error suggests one that would not.
+
+    Parameters
+    ----------
+    name : str
+        The output, for the message.
+    shape : tuple of int
+        The output's shape.
+    chunks : sequence of int
+        Its chunk shape.
+    itemsize : int
+        Bytes of one value of the output.
+    fortran_order : bool
+        Whether the output is written in Fortran order (the suggested chunks follow it).
+
+    Raises
+    ------
+    UsageError
+        Naming the output, the number of chunks, the limit and a chunk shape within it.
+    """
+    count = chunk_count(shape, chunks)
+    if count <= MAX_OUTPUT_CHUNKS:
+        return
+    suggestion = ",".join(map(str, suggest_chunks(shape, itemsize, fortran_order)))
+    raise UsageError(f"{name}: chunks {','.join(map(str, chunks))} would cut its shape "
+                     f"{format_shape(shape)} into {count:,} chunks, more than the "
+                     f"{MAX_OUTPUT_CHUNKS:,} an output may have; refused",
+                     hint=f"use --chunks {suggestion}")
+
+
+def suggest_chunks(shape: tuple, itemsize: int, fortran_order: bool = False) -> tuple:
+    """A chunk shape for `shape`: a block of whole rows of at least 1 MiB (or the whole
+    array), large enough to cut it into at most half of :data:`MAX_OUTPUT_CHUNKS` chunks."""
+    storage = tuple(reversed(shape)) if fortran_order else tuple(shape)
+    total = math.prod(storage) * itemsize
+    budget = max(2**20, -(-2 * total // MAX_OUTPUT_CHUNKS))
+    while True:
+        chunks = region_shape(next(plan_blocks(storage, itemsize, budget)))
+        if chunk_count(storage, chunks) <= MAX_OUTPUT_CHUNKS // 2 or budget >= total:
+            return tuple(reversed(chunks)) if fortran_order else chunks
+        budget *= 2
 
 
 def same_file(first: str, second: str) -> bool:
