@@ -505,3 +505,15 @@ def test_an_hdf5_output_of_a_million_chunks_is_refused_before_it_is_written(tmp_
         "--chunks 26,100,100)\n")
     assert peak < 200
     assert sorted(path.name for path in tmp_path.iterdir()) == ["c.npy"]
+
+
+def test_a_dtype_string_numpy_parses_as_python_is_one_clear_error(invoke, tmp_path):
+    """Found by fuzzing: NumPy raises SyntaxError for some dtype strings ('> 5), } f8'),
+    which reached the user as "unexpected SyntaxError"."""
+    header = "{'descr': '> 5), } f8', 'fortran_order': True, 'shape': (3, 5), }"
+    header += " " * (118 - len(header) - 1) + "\n"
+    (tmp_path / "odd.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
+                                       + header.encode("latin1") + bytes(120))
+    result = invoke("stats", tmp_path / "odd.npy")
+    assert result.exit_code == 1
+    assert ".npy descr '> 5), } f8' is not a valid dtype" in error_line(result)

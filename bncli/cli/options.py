@@ -221,7 +221,8 @@ def engine_options(func):
                         help="Allow HDF5 external links, external storage and virtual "
                              "datasets, which read other files.")(func)
     func = click.option("--allow-sparse", is_flag=True,
-                        help="Read HDF5 datasets whose unwritten chunks would give more "
+                        help="Read HDF5 datasets and zarr arrays whose unwritten chunks "
+                             "(or a virtual dataset's unmapped elements) would give more "
                              "than 1 GiB of fill values.")(func)
     func = click.option("--threads", type=click.IntRange(min=1), default=None,
                         help="Worker threads (default: available cores).")(func)

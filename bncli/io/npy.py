@@ -189,9 +189,9 @@ def read_header(stream: NpyStream, name: str, *, check_type: bool = True) -> Npy
         raise InputError(
             f"{name}: object arrays (pickled data) are refused; bn never unpickles"
         )
-    try:
+    try:  # NumPy parses some dtype strings as Python ("(2,)f4"): SyntaxError too
         dtype = np.dtype(descr)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, SyntaxError, RecursionError, MemoryError) as exc:
         raise InputError(f"{name}: .npy descr {descr!r:.80} is not a valid dtype") from exc
     if check_type:
         check_dtype(dtype, name)
