@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from bncli.core.buffers import BufferRing
-from bncli.core.dtypes import check_dtype
+from bncli.core.dtypes import check_dtype, check_rank
 from bncli.core.layout import region_shape
 from bncli.errors import InputError
 from bncli.io import interrupts
@@ -74,6 +74,7 @@ class ZarrSource(Source):
         self._storage = storage
         # read in native byte order: how the bytes are stored is a codec's business
         dtype = check_dtype(np.dtype(array.dtype), name).newbyteorder("=")
+        check_rank(array.shape, name)
         codecs = [type(codec).__name__ for codec in (*array.filters, *array.compressors)]
         super().__init__(name=name, path=path, dataset=dataset, shape=tuple(array.shape),
                          dtype=dtype, chunks=tuple(array.chunks), details={
@@ -689,7 +690,7 @@ class ZarrFormat:
                                          compression=source.details.get("compression"),
                                          stored_bytes=source.details.get("stored_bytes")))
                 except InputError as exc:
-                    listing.append(Entry("array", key, None, str(array.dtype),
+                    listing.append(Entry("array", key, tuple(array.shape), str(array.dtype),
                                          problem=str(exc).split(": ", 1)[-1]))
             return listing
         finally:
