@@ -517,3 +517,24 @@ def test_a_dtype_string_numpy_parses_as_python_is_one_clear_error(invoke, tmp_pa
     result = invoke("stats", tmp_path / "odd.npy")
     assert result.exit_code == 1
     assert ".npy descr '> 5), } f8' is not a valid dtype" in error_line(result)
+
+
+def test_a_statistics_npz_with_a_zip_feature_it_cannot_read_is_one_clear_error(invoke,
+                                                                             tmp_path):
+    """Found by fuzzing: a member flagged as "compressed patched data" made zipfile raise
+    NotImplementedError, which reached the user as "unexpected"."""
+    np.save(tmp_path / "x.npy", np.arange(12.0).reshape(4, 3))
+    assert invoke("stats", tmp_path / "x.npy", "-o", tmp_path / "s.npz", "-q").exit_code == 0
+    data = bytearray((tmp_path / "s.npz").read_bytes())
+    for signature, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central flags
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            data[start + at] |= 0x20
+            start += 4
+    (tmp_path / "s.npz").write_bytes(bytes(data))
+    for command in (["merge", tmp_path / "s.npz"], ["export", tmp_path / "s.npz", "--to",
+                                                    "torchvision"]):
+        result = invoke(*command)
+        assert result.exit_code == 1, result.stderr
+        assert "s.npz: not a valid .npz statistics file (compressed patched data" in \
+            error_line(result)

@@ -383,6 +383,7 @@ def load(path: str) -> Statistics:
     Statistics
     """
     import zipfile
+    import zlib
 
     fmt = format_for_path(path)
     try:
@@ -408,7 +409,8 @@ def load(path: str) -> Statistics:
             document, arrays = _load_npz(path)
         except InputError as exc:
             raise StatsFileError(str(exc)) from None
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError,
+                RuntimeError, zlib.error) as exc:  # zipfile's, for what it does not read
             raise StatsFileError(f"{path}: not a valid .npz statistics file ({exc})") from None
         return from_document(document, arrays, path)
     except FileNotFoundError:
