@@ -538,3 +538,33 @@ def test_a_statistics_npz_with_a_zip_feature_it_cannot_read_is_one_clear_error(i
         assert result.exit_code == 1, result.stderr
         assert "s.npz: not a valid .npz statistics file (compressed patched data" in \
             error_line(result)
+
+
+def test_a_damaged_root_group_is_one_line_in_bounded_memory(tmp_path):
+    """Found by fuzzing: a 6 KB file whose root symbol table is damaged made HDF5's object
+    visit (h5py's visititems) allocate all the memory it could get (11.9 GB) before it
+    failed; the group's links are walked instead, which fails at once."""
+    from pathlib import Path
+
+    damaged = Path(__file__).parent / "fuzz" / "damaged-symbol-table.h5"
+    for command in ("info", "stats"):
+        result, peak = run_bn_peak(command, damaged, timeout=60)
+        assert result.returncode == 1
+        assert "damaged-symbol-table.h5: cannot list its datasets (bad symbol table node " \
+               "signature)" in error_line(result)
+        assert peak < 300, (command, peak)
+
+
+def test_the_walk_of_an_hdf5_file_visits_each_object_once(invoke, tmp_path):
+    """Hard links to one dataset and to a parent group (a cycle) are visited once; soft and
+    external links are names, not objects."""
+    path = tmp_path / "links.h5"
+    with h5py.File(path, "w") as h5:
+        h5["g/a"] = np.arange(4.0)
+        h5["g/again"] = h5["g/a"]  # a second hard link to the same dataset
+        h5["g/up"] = h5["g"]  # a hard link to the group itself: a cycle
+        h5["soft"] = h5py.SoftLink("/g/a")
+        h5["outside"] = h5py.ExternalLink("elsewhere.h5", "/x")
+        h5["b"] = np.arange(3.0)
+    rows = json.loads(invoke("info", path, "--json").stdout)[0]["datasets"]
+    assert sorted(row["dataset"] for row in rows) in (["/b", "/g/a"], ["/b", "/g/again"])

@@ -113,9 +113,32 @@ def h5_errors(name: str) -> Iterator[None]:
 
 def _visit(h5file: h5py.Group, name: str,
            visitor: Callable[[str | bytes, object], None]) -> None:
-    """``visititems`` over every object, a damaged file being one clear error."""
+    """Call `visitor(path, object)` for every object reached by hard links (each once), a
+    damaged file being one clear error.
+
+    The walk goes group by group through their links, as ``visititems`` does, but not
+    through HDF5's ``H5Ovisit``: on a file whose root symbol table is damaged, that
+    allocated all the memory it could get before it failed, where iterating the group's
+    links fails at once.
+    """
+    seen: set[int] = set()
+
+    def walk(group: h5py.Group, prefix: bytes) -> None:
+        for key in list(group.id):
+            if group.id.links.get_info(key).type != h5py.h5l.TYPE_HARD:
+                continue  # soft and external links name objects, they are not objects
+            item = group[key]
+            address = h5py.h5o.get_info(item.id).addr
+            if address in seen:
+                continue
+            seen.add(address)
+            path = prefix + key
+            visitor(path, item)
+            if isinstance(item, h5py.Group):
+                walk(item, path + b"/")
+
     try:
-        h5file.visititems(visitor)
+        walk(h5file, b"")
     except H5_ERRORS as exc:
         raise InputError(f"{name}: cannot list its datasets ({h5_reason(str(exc))})") from None
 
