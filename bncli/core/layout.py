@@ -25,6 +25,15 @@ def format_shape(shape: Sequence[int]) -> str:
     return "x".join(str(dim) for dim in shape) if len(shape) else "scalar"
 
 
+def format_bytes(count: float) -> str:
+    """Return a size in binary units, as ``21.8 TiB`` (``512 bytes`` below a KiB)."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024:
+            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
+        count /= 1024
+    return f"{count:,.1f} EiB"
+
+
 # Layout shorthands: the rank they describe and their channel axis.
 LAYOUTS = {"nc": (2, 1), "nwc": (3, 2), "ncw": (3, 1), "nhwc": (4, 3), "nchw": (4, 1),
            "ndhwc": (5, 4), "ncdhw": (5, 1)}

@@ -22,7 +22,7 @@ import numpy as np
 
 from bncli.core.buffers import BufferRing
 from bncli.core.dtypes import dtype_problem, rank_problem
-from bncli.core.layout import format_shape, region_shape
+from bncli.core.layout import format_bytes, format_shape, region_shape
 from bncli.errors import InputError
 from bncli.io.source import (
     Entry,
@@ -368,7 +368,7 @@ def _check_virtual(dataset: h5py.Dataset, name: str, allow_sparse: bool) -> None
         raise InputError(
             f"{name}: its sources map {mapped:,} of its "
             f"{int(np.prod(dataset.shape, dtype=object)):,} elements; the other "
-            f"{_bytes(unmapped)} would be read as its fill value {dataset.fillvalue}",
+            f"{format_bytes(unmapped)} would be read as its fill value {dataset.fillvalue}",
             hint="use --allow-sparse to read them anyway")
 
 
@@ -416,16 +416,8 @@ def _check_written(dataset: h5py.Dataset, name: str) -> None:
     if unwritten > MAX_UNWRITTEN_BYTES:
         raise InputError(
             f"{name}: {written:,} of its {total:,} chunks were ever written; the other "
-            f"{_bytes(unwritten)} would be read as its fill value {dataset.fillvalue}",
+            f"{format_bytes(unwritten)} would be read as its fill value {dataset.fillvalue}",
             hint="use --allow-sparse to read them anyway")
-
-
-def _bytes(count: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if count < 1024 or unit == "EiB":
-            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
-        count /= 1024
-    return ""
 
 
 def open_dataset(path: str, dataset_path: str | None, name: str, *, allow_external: bool,

@@ -49,10 +49,7 @@ def formats() -> tuple[Format, ...]:
 @functools.cache
 def _container_suffix() -> re.Pattern:
     """The names of containers of named arrays (HDF5's included), ending a path."""
-    from bncli.io import hdf5
-
     suffixes = [suffix for fmt in formats() for suffix in fmt.suffixes]
-    suffixes += [suffix for suffix in hdf5.SUFFIXES if suffix not in suffixes]
     return re.compile(r"\.(?:" + "|".join(map(re.escape, suffixes)) + r")/*$", re.IGNORECASE)
 
 

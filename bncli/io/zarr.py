@@ -28,7 +28,7 @@ import numpy as np
 
 from bncli.core.buffers import BufferRing
 from bncli.core.dtypes import check_dtype, check_rank
-from bncli.core.layout import region_shape
+from bncli.core.layout import format_bytes, region_shape
 from bncli.errors import InputError
 from bncli.io import interrupts
 from bncli.io.hdf5 import MAX_UNWRITTEN_BYTES
@@ -198,8 +198,8 @@ class StoreGuard:
                 + 32 * data.count(b'"') + 32 * data.count(b","))
         if cost > MAX_METADATA_PARSE_BYTES:
             raise InputError(f"{self.name}: metadata file {key} holds {len(data):,} bytes of "
-                             f"JSON that would take about {_bytes(cost)} of memory to parse, "
-                             f"more than {_bytes(MAX_METADATA_PARSE_BYTES)}; refused")
+                             f"JSON that would take about {format_bytes(cost)} of memory to parse, "
+                             f"more than {format_bytes(MAX_METADATA_PARSE_BYTES)}; refused")
 
 
 def _kind(mode: int) -> str:
@@ -595,16 +595,8 @@ def check_stored(array: zarr.Array, storage: StoredChunks, name: str) -> None:
             "bn does not read, so none is counted)"
         raise InputError(
             f"{name}: {written:,} of its {storage.total:,} chunks are stored{counted}; the "
-            f"other {_bytes(unwritten)} would be read as its fill value "
+            f"other {format_bytes(unwritten)} would be read as its fill value "
             f"{getattr(array, 'fill_value', None)}", hint="use --allow-sparse to read them anyway")
-
-
-def _bytes(count: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if count < 1024 or unit == "EiB":
-            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
-        count /= 1024
-    return ""
 
 
 # ---------------------------------------------------------------- opening

@@ -20,7 +20,7 @@ import tempfile
 
 import atheris
 import numpy as np
-from harness import main, run_all
+from harness import main, run_all, write_seeds
 
 with atheris.instrument_imports():
     from bncli import api
@@ -32,7 +32,6 @@ PATHS = [os.path.join(WORKDIR, name) for name in ("input.safetensors", "input.np
 
 def seed_corpus(directory: str) -> None:
     """Write a valid safetensors file and two valid archives as the starting corpus."""
-    os.makedirs(directory, exist_ok=True)
     header = {"__metadata__": {"format": "np"},
               "a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
               "b": {"dtype": "BF16", "shape": [4], "data_offsets": [24, 32]}}
@@ -42,9 +41,7 @@ def seed_corpus(directory: str) -> None:
         buffer = io.BytesIO()
         save(buffer, a=np.arange(6.0).reshape(2, 3), b=np.ones(4, np.uint8))
         seeds.append(buffer.getvalue())
-    for index, seed in enumerate(seeds):
-        with open(os.path.join(directory, f"seed{index}"), "wb") as handle:
-            handle.write(seed)
+    write_seeds(directory, seeds)
 
 
 def test_one_input(data: bytes) -> None:

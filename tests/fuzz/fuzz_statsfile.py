@@ -17,7 +17,7 @@ import tempfile
 
 import atheris
 import numpy as np
-from harness import main, run_all
+from harness import main, run_all, write_seeds
 
 with atheris.instrument_imports():
     from bncli import api
@@ -29,7 +29,6 @@ PATHS = [os.path.join(WORKDIR, name) for name in ("input.json", "input.npz")]
 
 def seed_corpus(directory: str) -> None:
     """Statistics files bn writes, with and without histograms, as the starting corpus."""
-    os.makedirs(directory, exist_ok=True)
     values = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32)
     values[:, 2] = 0
     np.save(os.path.join(WORKDIR, "values.npy"), values)
@@ -41,9 +40,7 @@ def seed_corpus(directory: str) -> None:
             api.save_statistics(statistics, path, force=True)
             with open(path, "rb") as handle:
                 seeds.append(handle.read())
-    for index, seed in enumerate(seeds):
-        with open(os.path.join(directory, f"seed{index}"), "wb") as handle:
-            handle.write(seed)
+    write_seeds(directory, seeds)
 
 
 def test_one_input(data: bytes) -> None:

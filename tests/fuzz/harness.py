@@ -3,6 +3,7 @@ a :class:`bncli.errors.BnError` is fine and anything else is a crash atheris rep
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -13,6 +14,14 @@ def run_all(calls, error_type) -> None:
             call()
         except error_type:
             pass
+
+
+def write_seeds(directory: str, seeds: list) -> None:
+    """Write each seed (bytes) into the corpus `directory` as ``seed0``, ``seed1``..."""
+    os.makedirs(directory, exist_ok=True)
+    for index, seed in enumerate(seeds):
+        with open(os.path.join(directory, f"seed{index}"), "wb") as handle:
+            handle.write(seed)
 
 
 def main(test_one_input, seed_corpus) -> None:
